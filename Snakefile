@@ -1,0 +1,23 @@
+# ipdpool: IPD pooled analysis of randomized trials.
+# Run from the repository root:  snakemake --cores 4
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/inventory.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/raw_inventory.tsv",

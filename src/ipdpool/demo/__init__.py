@@ -1,0 +1,1 @@
+"""Synthetic demo trials with known true effects (see resources/demo/README.md)."""

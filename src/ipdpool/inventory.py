@@ -1,0 +1,43 @@
+"""Inventory of a study's raw files: what was read, its checksum and its shape.
+
+This is the audit record of the inputs (no participant values, only counts and
+hashes), and the first stage of the workflow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .rawio import read_table, sha256_of
+
+INVENTORY_COLUMNS = ["study", "table", "file", "format", "sheet", "sha256", "bytes", "rows", "columns"]
+
+
+def inventory_study(study_rules: dict) -> pd.DataFrame:
+    """One row per table declared in the study's rule file, read with its native reader."""
+    study = study_rules["study"]
+    raw_dir = Path(study_rules["raw_dir"])
+    rows = []
+    for name, spec in study_rules["tables"].items():
+        table = read_table(study, name, spec, raw_dir)
+        rows.append(
+            {
+                "study": study,
+                "table": name,
+                "file": spec["file"],
+                "format": spec["format"],
+                "sheet": spec.get("sheet", ""),
+                "sha256": sha256_of(table.path),
+                "bytes": table.path.stat().st_size,
+                "rows": len(table.frame),
+                "columns": table.frame.shape[1],
+            }
+        )
+    return pd.DataFrame(rows, columns=INVENTORY_COLUMNS)
+
+
+def combine_inventories(paths: list[Path]) -> pd.DataFrame:
+    frames = [pd.read_csv(p, sep="\t", dtype={"sheet": str}, keep_default_na=False) for p in paths]
+    return pd.concat(frames, ignore_index=True).sort_values(["study", "table"], kind="stable").reset_index(drop=True)

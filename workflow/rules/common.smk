@@ -1,0 +1,32 @@
+import yaml
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+def load_study_rules(study):
+    path = Path(config["studies"][study])
+    if not path.is_file():
+        raise ValueError(f"study {study}: rule file {path} named in the config does not exist")
+    with open(path, encoding="utf-8") as handle:
+        rules = yaml.safe_load(handle)
+    validate(rules, "../schemas/study.schema.yaml")
+    if rules["study"] != study:
+        raise ValueError(f"study {study}: rule file {path} declares study {rules['study']!r}")
+    return rules
+
+
+STUDY_RULES = {study: load_study_rules(study) for study in config["studies"]}
+STUDIES = sorted(STUDY_RULES)
+
+
+wildcard_constraints:
+    study="|".join(STUDIES),
+
+
+def raw_files(wildcards):
+    rules = STUDY_RULES[wildcards.study]
+    return sorted({str(Path(rules["raw_dir"]) / t["file"]) for t in rules["tables"].values()})
