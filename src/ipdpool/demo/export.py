@@ -157,9 +157,11 @@ def integer_text(values: np.ndarray, missing: str = "") -> list[str]:
 def wave_employment(employed: np.ndarray, attended: dict[int, np.ndarray], waves: tuple[int, ...], rng: np.random.Generator, unsure_share: float = 0.02):
     """Status per wave ('worked since last visit') and the employment a reader can derive.
 
-    An employed participant reports work from a random first wave onwards (each
-    later wave with probability 0.7). Derived employment over the window is 1 if
-    any attended wave says yes, 0 if every wave was attended and said no, else unknown.
+    The question is "worked since the last assessment you attended", so answers
+    cover the whole window once the last wave is attended. An employed participant
+    reports work from a random first wave onwards (each later wave with probability
+    0.7). Derived employment is 1 if any attended wave says yes; 0 if the last wave
+    was attended and every attended wave says no; otherwise unknown.
     """
     n = employed.size
     first = rng.integers(0, len(waves), n)
@@ -171,10 +173,10 @@ def wave_employment(employed: np.ndarray, attended: dict[int, np.ndarray], waves
         value[~attended[wave]] = None
         status[wave] = value
     said_yes = np.zeros(n, dtype=bool)
-    all_no = np.ones(n, dtype=bool)
+    all_no = attended[waves[-1]].copy()
     for wave in waves:
         said_yes |= status[wave] == "yes"
-        all_no &= status[wave] == "no"
+        all_no &= (status[wave] == "no") | ~attended[wave]
     derived = np.where(said_yes, 1.0, np.where(all_no, 0.0, np.nan))
     return status, derived
 
