@@ -44,7 +44,8 @@ class RawFile:
 def _patch_sav_timestamp(path: Path) -> None:
     # SAV header: creation date (9 bytes, "dd Mon yy") at offset 92, time (8 bytes) at 101.
     data = bytearray(path.read_bytes())
-    assert data[:4] == b"$FL2", f"{path}: not an SPSS system file"
+    if data[:4] != b"$FL2":
+        raise ValueError(f"{path}: not an SPSS system file")
     data[92:101] = FIXED_STAMP.strftime("%d %b %y").encode("ascii")
     data[101:109] = FIXED_STAMP.strftime("%H:%M:%S").encode("ascii")
     path.write_bytes(bytes(data))
@@ -55,7 +56,8 @@ def _patch_dta_timestamp(path: Path) -> None:
     data = path.read_bytes()
     stamp = FIXED_STAMP.strftime("%d %b %Y %H:%M").encode("ascii")
     patched, count = re.subn(rb"<timestamp>\x11.{17}</timestamp>", b"<timestamp>\x11" + stamp + b"</timestamp>", data, count=1, flags=re.S)
-    assert count == 1, f"{path}: Stata timestamp not found"
+    if count != 1:
+        raise ValueError(f"{path}: Stata 118 timestamp not found")
     path.write_bytes(patched)
 
 
