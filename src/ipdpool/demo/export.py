@@ -299,7 +299,8 @@ def export_eu6(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> 
                     "randdate": "Date of randomization",
                     "icd10": "Main diagnosis, ICD-10",
                     "mansa_0": "MANSA mean score (1-7) at baseline",
-                    "panss_n0": "PANSS negative subscale at baseline",
+                    "panss_n_0": "PANSS negative subscale at baseline",
+                    "panss_p_0": "PANSS positive subscale at baseline",
                     "gaf_0": "GAF at baseline",
                 },
             },
@@ -513,14 +514,14 @@ NL_DIAGNOSIS = {"schizophrenia_spectrum": [1, 2], "bipolar": [3], "depression": 
 NL_DIAGNOSIS_LABELS = {1: "schizofrenie", 2: "schizoaffectieve stoornis", 3: "bipolaire stoornis", 4: "depressie", 5: "overig"}
 NL_UNKNOWN = -99.0
 NL_WAVES = (6, 12, 18, 24, 30)
-NL_WINDOW_MONTHS = (15, 21)  # the 18-month assessment is the visit closest to 18 months within this window
 COMPETITIVE, SHELTERED = 1, 2
 
 
 def nl_job_episodes(latent: pd.DataFrame, ids: np.ndarray, rng: np.random.Generator) -> tuple[pd.DataFrame, list[int]]:
     """Dated job episodes. Competitive episodes overlap [randomization, randomization + 18 months]
     exactly for the employed. Others may have sheltered work in the window or
-    competitive jobs just outside it (ended the day before randomization, started after it closed)."""
+    competitive jobs outside it (ended 1-299 days before randomization, or started
+    after the window closed)."""
     rows, edge_cases = [], []
     randomized = latent["randomized_on"].to_numpy()
     window_end = (latent["randomized_on"] + pd.DateOffset(months=18)).to_numpy()

@@ -52,12 +52,12 @@ def _patch_sav_timestamp(path: Path) -> None:
 
 
 def _patch_dta_timestamp(path: Path) -> None:
-    # Stata 118: <timestamp> then a length byte (17) and "dd Mon yyyy hh:mm".
+    # Stata 118/119: <timestamp> then a length byte (17) and "dd Mon yyyy hh:mm".
     data = path.read_bytes()
     stamp = FIXED_STAMP.strftime("%d %b %Y %H:%M").encode("ascii")
     patched, count = re.subn(rb"<timestamp>\x11.{17}</timestamp>", b"<timestamp>\x11" + stamp + b"</timestamp>", data, count=1, flags=re.S)
     if count != 1:
-        raise ValueError(f"{path}: Stata 118 timestamp not found")
+        raise ValueError(f"{path}: Stata timestamp not found")
     path.write_bytes(patched)
 
 
