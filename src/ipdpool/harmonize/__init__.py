@@ -1,0 +1,1 @@
+"""Harmonization: per-study rule files (data, not code) -> one common, validated schema."""

@@ -1,0 +1,188 @@
+"""Harmonize one study: apply its rules, check everything, and account for every participant."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..rawio import sha256_of
+from .problems import HarmonizationError, Problems
+from .pseudonym import pseudonyms
+from .rules import RuleResult, apply_score_rule, apply_value_rule
+from .schema import conform, pandera_schema, schema_failures
+from .tables import StudyData
+
+# Variables filled from the rule file's own structure rather than a value rule.
+IDENTITY = ("study", "participant_id")
+
+
+@dataclass
+class HarmonizedStudy:
+    study: str
+    data: pd.DataFrame  # schema columns only, one row per randomized participant
+    rule_log: pd.DataFrame
+    flow: pd.DataFrame
+    arm_counts: pd.DataFrame
+    provenance: dict
+    raw_values: dict[str, pd.Series]  # numeric raw inputs per variable, for before/after plots
+
+
+def _log_row(variable: str, result: RuleResult, out: pd.Series) -> dict:
+    return {
+        "variable": variable,
+        "rule": result.rule,
+        "status": result.status,
+        "source": result.source,
+        "rows_in": result.rows_in,
+        "nonmissing_in": result.nonmissing_in,
+        "nonmissing_out": int(out.notna().sum()),
+        "values_recoded": result.recoded,
+        "set_missing": "; ".join(f"{reason}: {n}" for reason, n in result.set_missing.items()),
+        "notes": "; ".join(result.notes),
+    }
+
+
+def _z(values: pd.Series, baseline: pd.Series) -> pd.Series:
+    """Standardize by the study's baseline mean and SD (both arms together)."""
+    return (values - baseline.mean()) / baseline.std(ddof=1)
+
+
+def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path("."), rules_path: Path | None = None) -> HarmonizedStudy:
+    study = rules["study"]
+    problems = Problems(study)
+    data = StudyData(rules, problems, base_dir)
+    if len(data.participants) == 0 and not problems:
+        problems.add(rules["tables"][rules["participants"]["table"]]["file"], "participants", "the participants table has no rows")
+    out: dict[str, pd.Series] = {"study": pd.Series(study, index=data.participants, dtype=object)}
+    log_rows, raw_values = [], {}
+
+    for variable, spec in schema["variables"].items():
+        if variable in IDENTITY:
+            continue
+        result = apply_value_rule(data, variable, rules["variables"][variable], spec["type"])
+        if result is None:  # a problem was recorded
+            out[variable] = pd.Series(np.nan, index=data.participants, dtype=object)
+            continue
+        out[variable] = result.values
+        log_rows.append(_log_row(variable, result, result.values))
+
+    sites = out.get("site", pd.Series(dtype=object))
+    if sites.isna().any():
+        problems.add(rules["tables"][rules["participants"]["table"]]["file"], "site", "participants without a site; the pseudonym needs it", values=(f"{int(sites.isna().sum())} participants",))
+    out["participant_id"] = pd.Series(pseudonyms(key, study, sites.astype(str), data.trial_ids.reindex(data.participants)), index=data.participants, dtype=object)
+    log_rows.insert(0, {"variable": "participant_id", "rule": "pseudonym (HMAC-SHA256 of study, site, trial id)", "status": "harmonized", "source": rules["participants"]["table"], "rows_in": len(data.participants), "nonmissing_in": len(data.participants), "nonmissing_out": len(data.participants), "values_recoded": 0, "set_missing": "", "notes": ""})
+
+    outcome_ranges = {}
+    for outcome in schema["outcomes"]:
+        rule = rules["outcomes"][outcome]
+        if "not_collected" in rule:
+            for when in ("bl", "fu"):
+                log_rows.append({"variable": f"{outcome}_{when}", "rule": "not_collected", "status": "not_collected", "source": "", "rows_in": 0, "nonmissing_in": 0, "nonmissing_out": 0, "values_recoded": 0, "set_missing": "", "notes": ""})
+            continue
+        low, high = rule["range"]
+        outcome_ranges[outcome] = (low, high)
+        scores = {}
+        for when, part in (("bl", "baseline"), ("fu", "followup")):
+            variable = f"{outcome}_{when}"
+            result = apply_score_rule(data, variable, rule[part])
+            if result is None:
+                scores[when] = pd.Series(np.nan, index=data.participants)
+                continue
+            values = result.values.astype(float)
+            outside = values.notna() & ((values < low) | (values > high))
+            if outside.any():
+                problems.add(result.source.split(":")[0], variable, f"scores outside the {rule['instrument']} range [{low}, {high}]", values=tuple(sorted(values[outside].unique())))
+            raw_values[variable] = values
+            if rule["direction"] == "reversed":
+                values = low + high - values
+                result.notes.append(f"reversed: {low} + {high} - x")
+            scores[when] = values
+            log_rows.append(_log_row(variable, result, values))
+        out[f"{outcome}_bl"], out[f"{outcome}_fu"] = scores["bl"], scores["fu"]
+        out[f"{outcome}_instrument"] = pd.Series(rule["instrument"], index=data.participants, dtype=object)
+        out[f"{outcome}_bl_z"] = _z(scores["bl"], scores["bl"])
+        out[f"{outcome}_fu_z"] = _z(scores["fu"], scores["bl"])
+
+    if problems:
+        raise HarmonizationError(problems.items)
+    frame = conform(pd.DataFrame(out).reset_index(drop=True), schema)
+    failures = schema_failures(frame, pandera_schema(schema, outcome_ranges))
+    if failures:
+        for failure in failures:
+            problems.add("(harmonized data)", failure.split(":")[0].removeprefix("column "), failure)
+        raise HarmonizationError(problems.items)
+
+    rule_log = pd.DataFrame(log_rows)
+    rule_log.insert(0, "study", study)
+    return HarmonizedStudy(
+        study=study,
+        data=frame,
+        rule_log=rule_log,
+        flow=participant_flow(study, data, frame, schema),
+        arm_counts=arm_counts(study, frame, rules.get("published_n", {})),
+        provenance=provenance(rules, data, base_dir, rules_path),
+        raw_values=raw_values,
+    )
+
+
+def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
+    """PRISMA-IPD style counts by arm: every randomized participant is either
+    analysable for an outcome or excluded from it with one reason."""
+    rows = []
+
+    def add(stage: str, reason: str, mask: pd.Series | None = None, total: int | None = None):
+        if mask is None:
+            rows.append({"study": study, "stage": stage, "reason": reason, "IPS": pd.NA, "SAU": pd.NA, "total": total})
+            return
+        rows.append({"study": study, "stage": stage, "reason": reason, "IPS": int((mask & (frame["arm"] == "IPS")).sum()), "SAU": int((mask & (frame["arm"] == "SAU")).sum()), "total": int(mask.sum())})
+
+    for table in data.tables.values():
+        add("raw rows", table.file, total=len(table.frame))
+    everyone = pd.Series(True, index=frame.index)
+    add("randomized participants", "unique participant ids in the participants table", everyone)
+    add("with a follow-up assessment", "", frame["followup_months"].notna())
+    add("without a follow-up assessment", "no follow-up assessment in the window", frame["followup_months"].isna())
+    add("employment known", "", frame["employed"].notna())
+    add("employment unknown", "records cannot tell", frame["employed"].isna())
+    for outcome in schema["outcomes"]:
+        if frame[f"{outcome}_instrument"].isna().all():
+            add(f"{outcome}: not collected", "outcome not measured in this study", everyone)
+            continue
+        no_baseline = frame[f"{outcome}_bl"].isna()
+        no_followup = ~no_baseline & frame[f"{outcome}_fu"].isna()
+        no_employment = ~no_baseline & ~no_followup & frame["employed"].isna()
+        analysable = ~(no_baseline | no_followup | no_employment)
+        add(f"{outcome}: analysable", "baseline, follow-up and employment known", analysable)
+        add(f"{outcome}: excluded", "no baseline score", no_baseline)
+        add(f"{outcome}: excluded", "no follow-up score", no_followup)
+        add(f"{outcome}: excluded", "employment unknown", no_employment)
+    return pd.DataFrame(rows, columns=["study", "stage", "reason", "IPS", "SAU", "total"]).astype({"IPS": "Int64", "SAU": "Int64", "total": "Int64"})
+
+
+def arm_counts(study: str, frame: pd.DataFrame, published: dict[str, int]) -> pd.DataFrame:
+    observed = frame.groupby(["arm_original", "arm"], dropna=False).size()
+    rows = []
+    for (original, arm), n in observed.items():
+        expected = published.get(original)
+        rows.append({"study": study, "arm_original": original, "arm": arm, "n": int(n), "published_n": expected, "differs": expected is not None and expected != n})
+    for original, expected in published.items():
+        if original not in set(frame["arm_original"].dropna()):
+            rows.append({"study": study, "arm_original": original, "arm": pd.NA, "n": 0, "published_n": expected, "differs": True})
+    return pd.DataFrame(rows).astype({"published_n": "Int64"})
+
+
+def provenance(rules: dict, data: StudyData, base_dir: Path, rules_path: Path | None) -> dict:
+    files = sorted({t.spec["file"] for t in data.tables.values()})
+    rules_hash = sha256_of(rules_path) if rules_path else hashlib.sha256(json.dumps(rules, sort_keys=True, default=str).encode()).hexdigest()
+    return {
+        "study": rules["study"],
+        "raw_files_sha256": {f: sha256_of(data.raw_dir / f) for f in files},
+        "rule_file_sha256": rules_hash,
+        "ipdpool_version": __version__,
+    }

@@ -1,0 +1,253 @@
+"""A study's raw tables linked to its randomized participants.
+
+Every table names the column holding the trial's participant id (and the site
+column where ids are unique only within a site). Ids are compared after
+normalization, so "007", " 7" and 7.0 are one participant when ids are integers.
+Long tables (rows: many) become one row per participant through selections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..rawio import RawDataError, RawTable, read_table
+from .problems import Problems, data_rows
+from .values import code_key, code_keys, normalize_ids, parse_dates
+
+DAYS_PER_MONTH = 365.25 / 12
+
+
+@dataclass
+class LinkedTable:
+    name: str
+    spec: dict
+    raw: RawTable
+    keys: pd.Series  # participant key per raw row (None where the id is missing or invalid)
+    ids: pd.Series  # the trial's own id, normalized, per raw row
+
+    @property
+    def file(self) -> str:
+        sheet = self.spec.get("sheet")
+        return f"{self.spec['file']} [{sheet}]" if sheet else self.spec["file"]
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self.raw.frame
+
+
+@dataclass
+class SourceValues:
+    """A source column aligned to the participants, with the raw cells set missing by code."""
+
+    values: pd.Series  # object values indexed by participant key; NaN/None where missing
+    file: str
+    column: str
+    present: int  # participants with a row in the source table
+    nonblank: int  # cells with a value before missing codes were applied
+    set_missing: dict[str, int]  # reason -> number of cells made missing
+
+
+class StudyData:
+    def __init__(self, rules: dict, problems: Problems, base_dir: Path = Path(".")):
+        self.rules = rules
+        self.study = rules["study"]
+        self.problems = problems
+        self.raw_dir = Path(base_dir) / rules["raw_dir"]
+        self.id_type = rules["participants"]["id_type"]
+        self.tables: dict[str, LinkedTable] = {}
+        self.one_row: dict[str, pd.DataFrame] = {}
+        self.one_row_file: dict[str, str] = {}
+        self.one_row_table: dict[str, LinkedTable] = {}
+        for name, spec in rules["tables"].items():
+            self._load(name, spec)
+        self.participants = self._participant_index()
+        for name, table in self.tables.items():
+            if name != rules["participants"]["table"]:
+                self._link(table)
+        for name, spec in rules.get("selections", {}).items():
+            self._select(name, spec)
+
+    # ------------------------------------------------------------ loading and linking
+
+    def _load(self, name: str, spec: dict) -> None:
+        try:
+            raw = read_table(self.study, name, spec, self.raw_dir)
+        except RawDataError as error:
+            self.problems.add(error.file, error.variable or "(whole file)", error.message)
+            return
+        file = f"{spec['file']} [{spec['sheet']}]" if spec.get("sheet") else spec["file"]
+        missing_columns = [c for c in [spec["id"], spec.get("site")] if c and c not in raw.frame.columns]
+        if missing_columns:
+            for column in missing_columns:
+                self.problems.add(file, column, f"id/site column {column!r} not found; columns are {list(raw.frame.columns)}")
+            return
+        ids, bad = normalize_ids(raw.frame[spec["id"]], self.id_type)
+        if bad.any():
+            self.problems.add(file, spec["id"], f"participant id missing or not a valid {self.id_type} id", rows=data_rows(np.flatnonzero(bad)))
+        keys = ids
+        if spec.get("site"):
+            sites = code_keys(raw.frame[spec["site"]])
+            if sites.isna().any():
+                self.problems.add(file, spec["site"], "site missing", rows=data_rows(np.flatnonzero(sites.isna())))
+            keys = sites.str.cat(ids, sep="/").where(ids.notna() & sites.notna(), None)
+        self.tables[name] = LinkedTable(name, spec, raw, keys, ids)
+
+    def _participant_index(self) -> pd.Index:
+        name = self.rules["participants"]["table"]
+        self.trial_ids = pd.Series([], dtype=object)
+        if name not in self.tables:
+            if name not in self.rules["tables"]:
+                self.problems.add("(rule file)", "participants", f"participants table {name!r} is not declared under tables")
+            return pd.Index([], dtype=object)
+        table = self.tables[name]
+        for other in self.tables.values():
+            if bool(other.spec.get("site")) != bool(table.spec.get("site")):
+                self.problems.add(other.file, other.spec["id"], "every table must name a site column when the participants table does (ids unique within site), and none otherwise")
+        duplicated = table.keys.duplicated(keep=False) & table.keys.notna()
+        if duplicated.any():
+            # Row numbers only: ids are identifiers and are not echoed.
+            self.problems.add(table.file, table.spec["id"], "duplicate participant ids in the participants table", rows=data_rows(np.flatnonzero(duplicated)))
+        keep = (table.keys.notna() & ~table.keys.duplicated()).to_numpy()
+        self.one_row[name] = table.frame.set_axis(table.keys).loc[keep]
+        self.trial_ids = pd.Series(table.ids.to_numpy()[keep], index=table.keys.to_numpy()[keep])
+        self.one_row_file[name] = table.file
+        self.one_row_table[name] = table
+        return pd.Index(self.one_row[name].index, dtype=object)
+
+    def _link(self, table: LinkedTable) -> None:
+        known = table.keys.isin(self.participants)
+        orphans = table.keys.notna() & ~known
+        if orphans.any() and len(self.participants):
+            self.problems.add(table.file, table.spec["id"], "rows whose participant is not in the participants table", rows=data_rows(np.flatnonzero(orphans)))
+        if table.spec.get("rows", "one") == "one":
+            duplicated = table.keys.duplicated(keep=False) & table.keys.notna()
+            if duplicated.any():
+                self.problems.add(table.file, table.spec["id"], "more than one row per participant in a table declared rows: one", rows=data_rows(np.flatnonzero(duplicated)))
+            keep = known & ~table.keys.duplicated()
+            self.one_row[table.name] = table.frame.set_axis(table.keys).loc[keep.to_numpy()]
+            self.one_row_file[table.name] = table.file
+            self.one_row_table[table.name] = table
+
+    def _select(self, name: str, spec: dict) -> None:
+        table = self.tables.get(spec["from"])
+        if table is None:
+            if spec["from"] not in self.rules["tables"]:
+                self.problems.add("(rule file)", f"selection {name}", f"table {spec['from']!r} is not declared under tables")
+            return
+        frame = table.frame.set_axis(table.keys)
+        frame = frame.loc[table.keys.notna().to_numpy() & table.keys.isin(self.participants).to_numpy()]
+        if "where" in spec:
+            frame = self.filter_rows(frame, spec["where"], table, f"selection {name}")
+        if "visit_window" in spec:
+            frame = self._visit_window(frame, spec["visit_window"], table, name)
+        duplicated = frame.index.duplicated(keep=False)
+        if duplicated.any():
+            self.problems.add(table.file, f"selection {name}", "the selection keeps more than one row for some participants", values=(f"{duplicated.sum()} rows",))
+            frame = frame.loc[~frame.index.duplicated()]
+        self.one_row[name] = frame
+        self.one_row_file[name] = table.file
+        self.one_row_table[name] = table
+
+    def filter_rows(self, frame: pd.DataFrame, where: dict, table: LinkedTable, variable: str) -> pd.DataFrame:
+        column = where["column"]
+        if column not in frame.columns:
+            self.problems.add(table.file, variable, f"column {column!r} (in where) not found; columns are {list(frame.columns)}")
+            return frame.iloc[0:0]
+        wanted = {code_key(v) for v in (where["in"] if "in" in where else [where["equals"]])}
+        return frame.loc[code_keys(frame[column]).isin(wanted).to_numpy()]
+
+    def _visit_window(self, frame: pd.DataFrame, window: dict, table: LinkedTable, name: str) -> pd.DataFrame:
+        variable = f"selection {name}"
+        if window["date"] not in frame.columns:
+            self.problems.add(table.file, variable, f"date column {window['date']!r} not found; columns are {list(frame.columns)}")
+            return frame.iloc[0:0]
+        dates, bad = parse_dates(frame[window["date"]], table.spec.get("date_format"))
+        if bad.any():
+            self.problems.add(table.file, window["date"], "dates that do not parse", values=tuple(frame[window["date"]][bad.to_numpy()].unique()))
+        anchor = self.dates(window["anchor"], variable)
+        months = (dates.to_numpy() - anchor.reindex(frame.index).to_numpy()) / np.timedelta64(1, "D") / DAYS_PER_MONTH
+        low, high = window["months"]
+        inside = (months >= low) & (months <= high)
+        candidates = frame.loc[inside].assign(_distance=np.abs(months[inside] - window["target"]), _order=np.arange(inside.sum()))
+        best = candidates.sort_values(["_distance", "_order"], kind="stable")
+        best = best.loc[~best.index.duplicated()].drop(columns=["_distance", "_order"])
+        return best.reindex([k for k in frame.index.unique() if k in best.index])
+
+    # ------------------------------------------------------------ values
+
+    def source(self, spec: dict, variable: str) -> SourceValues | None:
+        """The column of a one-row table or selection, aligned to participants, missing codes applied."""
+        name, column = spec["table"], spec["column"]
+        if name not in self.one_row:
+            declared = set(self.rules["tables"]) | set(self.rules.get("selections", {}))
+            if name not in declared:
+                self.problems.add("(rule file)", variable, f"table or selection {name!r} is not declared")
+            elif name in self.tables and self.tables[name].spec.get("rows") == "many":
+                self.problems.add(self.tables[name].file, variable, f"table {name!r} has many rows per participant; read it through a selection")
+            return None
+        frame, file = self.one_row[name], self.one_row_file[name]
+        if column not in frame.columns:
+            self.problems.add(file, variable, f"column {column!r} not found; columns are {list(frame.columns)}")
+            return None
+        cells = frame[column]
+        table = self.one_row_table[name]
+        set_missing = {}
+        keys = code_keys(cells)
+        blank = keys.isna() | keys.eq("")
+        declared = [code_key(v) for v in spec.get("missing", [])]
+        coded = keys.isin(declared) & ~blank
+        user = self._user_missing(table, column, cells) & ~blank & ~coded
+        for reason, mask in (("blank", blank & cells.notna()), ("missing code", coded), ("declared user-missing in file", user)):
+            if mask.any():
+                set_missing[reason] = int(mask.sum())
+        values = cells.astype(object).where(~(blank | coded | user), None)
+        if spec.get("labels"):
+            values = self._labelled(values, table, column, file, variable)
+        aligned = values.reindex(self.participants)
+        return SourceValues(aligned, file, column, int(len(frame)), int((~blank).sum()), set_missing)
+
+    def _user_missing(self, table: LinkedTable, column: str, cells: pd.Series) -> pd.Series:
+        declared = table.raw.user_missing.get(column, [])
+        mask = pd.Series(False, index=cells.index)
+        numbers = pd.to_numeric(cells, errors="coerce")
+        for item in declared:
+            if isinstance(item, tuple):
+                mask |= (numbers >= item[0]) & (numbers <= item[1])
+            else:
+                mask |= code_keys(cells).eq(code_key(item))
+        return mask
+
+    def _labelled(self, values: pd.Series, table: LinkedTable, column: str, file: str, variable: str) -> pd.Series:
+        labels = {code_key(k): v for k, v in table.raw.value_labels.get(column, {}).items()}
+        if not labels:
+            self.problems.add(file, variable, f"column {column!r} has no value labels (labels: true needs SPSS/Stata labels)")
+            return values
+        keys = code_keys(values)
+        unlabelled = keys.notna() & ~keys.isin(labels)
+        if unlabelled.any():
+            self.problems.add(file, variable, f"codes in {column!r} without a value label", values=tuple(sorted(set(keys[unlabelled]))))
+        return keys.map(labels).where(keys.notna(), None)
+
+    def dates(self, spec: dict, variable: str) -> pd.Series:
+        found = self.source(spec, variable)
+        if found is None:
+            return pd.Series(pd.NaT, index=self.participants)
+        table = self.one_row_table[spec["table"]]
+        dates, bad = parse_dates(found.values, table.spec.get("date_format"))
+        if bad.any():
+            self.problems.add(found.file, variable, f"dates in {found.column!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(found.values[bad].astype(str).unique()))
+        return dates
+
+    def long_table(self, name: str, variable: str) -> tuple[LinkedTable, pd.DataFrame] | None:
+        """Rows of a long table that belong to known participants, indexed by participant key."""
+        if name not in self.tables:
+            if name not in self.rules["tables"]:
+                self.problems.add("(rule file)", variable, f"table {name!r} is not declared under tables")
+            return None
+        table = self.tables[name]
+        keep = table.keys.notna() & table.keys.isin(self.participants)
+        return table, table.frame.set_axis(table.keys).loc[keep.to_numpy()]

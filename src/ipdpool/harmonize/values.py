@@ -1,0 +1,95 @@
+"""Turning raw cells into numbers, dates, codes and ids, vectorized over unique values."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+
+def code_key(value) -> str | None:
+    """Canonical text of a code so that 1, 1.0 and "1" compare equal; None for missing."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return str(value).strip()
+
+
+def map_unique(series: pd.Series, function) -> pd.Series:
+    """Apply `function` once per distinct value (fast on long tables)."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    mapped = np.array([function(u) for u in uniques] + [function(None)], dtype=object)
+    return pd.Series(mapped[codes], index=series.index, dtype=object)
+
+
+def code_keys(series: pd.Series) -> pd.Series:
+    return map_unique(series, code_key)
+
+
+def _number(value, decimal: str):
+    if value is None:
+        return np.nan
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if decimal == ",":
+        text = text.replace(",", ".")
+    try:
+        return float(text)
+    except ValueError:
+        return None  # unparseable
+
+
+def parse_numbers(series: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.Series]:
+    """Numbers from cells; returns (values, mask of non-empty cells that did not parse)."""
+    parsed = map_unique(series, lambda v: _number(v, decimal))
+    bad = parsed.isna() & parsed.map(lambda v: v is None) & series.notna()
+    return pd.to_numeric(parsed.where(~bad, np.nan), errors="coerce").astype(float), bad
+
+
+def _date(value, date_format: str | None):
+    if value is None:
+        return pd.NaT
+    if isinstance(value, pd.Timestamp):
+        return value.normalize()
+    if isinstance(value, (dt.datetime, dt.date)):
+        return pd.Timestamp(value).normalize()
+    if date_format is None:
+        return None
+    try:
+        return pd.Timestamp(dt.datetime.strptime(str(value).strip(), date_format))
+    except ValueError:
+        return None
+
+
+def parse_dates(series: pd.Series, date_format: str | None) -> tuple[pd.Series, pd.Series]:
+    """Dates from date cells or text in `date_format`; returns (dates, mask of cells that did not parse)."""
+    parsed = map_unique(series, lambda v: _date(v, date_format))
+    bad = parsed.map(lambda v: v is None) & series.notna()
+    return pd.to_datetime(parsed.where(~bad, pd.NaT)), bad
+
+
+def normalize_ids(series: pd.Series, id_type: str) -> tuple[pd.Series, pd.Series]:
+    """Participant ids as canonical text; returns (ids, mask of ids that are not valid for id_type)."""
+
+    def one(value):
+        key = code_key(value)
+        if key is None or key == "":
+            return None
+        if id_type == "text":
+            return key
+        try:
+            number = float(key)
+        except ValueError:
+            return ""
+        return str(int(number)) if number.is_integer() else ""
+
+    ids = map_unique(series, one)
+    bad = ids.eq("") | ids.isna()
+    return ids.where(~bad, None), bad
