@@ -15,9 +15,12 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/inventory.smk"
+include: "workflow/rules/harmonize.smk"
 
 
 rule all:
     default_target: True
     input:
         "results/raw_inventory.tsv",
+        "results/harmonized/pooled.parquet",
+        expand("results/audit/{study}/distributions.png", study=STUDIES),

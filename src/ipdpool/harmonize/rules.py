@@ -30,6 +30,7 @@ class RuleResult:
     recoded: int = 0
     set_missing: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    before: pd.Series | None = None  # raw values after missing codes, for before/after plots
 
 
 def empty(data: StudyData) -> pd.Series:
@@ -37,7 +38,7 @@ def empty(data: StudyData) -> pd.Series:
 
 
 def from_source(src: SourceValues, values: pd.Series, rule: str, **extra) -> RuleResult:
-    return RuleResult(values, rule, source=f"{src.file}: {src.column}", rows_in=src.present, nonmissing_in=src.nonblank, set_missing=dict(src.set_missing), **extra)
+    return RuleResult(values, rule, source=f"{src.file}: {src.column}", rows_in=src.present, nonmissing_in=src.nonblank, set_missing=dict(src.set_missing), before=src.values, **extra)
 
 
 def numbers(data: StudyData, src: SourceValues, table: str, variable: str) -> pd.Series:
@@ -240,6 +241,7 @@ def item_sum(data: StudyData, variable: str, spec: dict) -> RuleResult | None:
     k, need = len(spec["columns"]), spec["min_answered"]
     values = (frame.mean(axis=1) * k).where(answered >= need)
     result.values = values
+    result.before = frame.sum(axis=1, min_count=1)
     result.rule = f"item_sum of {k} items, prorated when at least {need} answered"
     result.source = f"{result.source.split(':')[0]}: {', '.join(spec['columns'])}"
     result.nonmissing_in = int(frame.notna().sum().sum())

@@ -30,7 +30,7 @@ class HarmonizedStudy:
     flow: pd.DataFrame
     arm_counts: pd.DataFrame
     provenance: dict
-    raw_values: dict[str, pd.Series]  # numeric raw inputs per variable, for before/after plots
+    before: dict[str, pd.Series]  # raw values per variable (after missing codes), for before/after plots
 
 
 def _log_row(variable: str, result: RuleResult, out: pd.Series) -> dict:
@@ -60,7 +60,7 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
     if len(data.participants) == 0 and not problems:
         problems.add(rules["tables"][rules["participants"]["table"]]["file"], "participants", "the participants table has no rows")
     out: dict[str, pd.Series] = {"study": pd.Series(study, index=data.participants, dtype=object)}
-    log_rows, raw_values = [], {}
+    log_rows, before = [], {}
 
     for variable, spec in schema["variables"].items():
         if variable in IDENTITY:
@@ -70,6 +70,8 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
             out[variable] = pd.Series(np.nan, index=data.participants, dtype=object)
             continue
         out[variable] = result.values
+        if result.before is not None:
+            before[variable] = result.before
         log_rows.append(_log_row(variable, result, result.values))
 
     sites = out.get("site", pd.Series(dtype=object))
@@ -98,7 +100,7 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
             outside = values.notna() & ((values < low) | (values > high))
             if outside.any():
                 problems.add(result.source.split(":")[0], variable, f"scores outside the {rule['instrument']} range [{low}, {high}]", values=tuple(sorted(values[outside].unique())))
-            raw_values[variable] = values
+            before[variable] = result.before if result.before is not None else values
             if rule["direction"] == "reversed":
                 values = low + high - values
                 result.notes.append(f"reversed: {low} + {high} - x")
@@ -127,7 +129,7 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         flow=participant_flow(study, data, frame, schema),
         arm_counts=arm_counts(study, frame, rules.get("published_n", {})),
         provenance=provenance(rules, data, base_dir, rules_path),
-        raw_values=raw_values,
+        before=before,
     )
 
 

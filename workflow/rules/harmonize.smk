@@ -1,0 +1,71 @@
+rule harmonize_study:
+    input:
+        rules=lambda wildcards: config["studies"][wildcards.study],
+        raw=raw_files,
+        schema=config["schema"],
+    output:
+        data="results/harmonized/{study}.parquet",
+        csv="results/harmonized/{study}.csv",
+        rule_log="results/audit/{study}/rule_log.tsv",
+        flow="results/audit/{study}/flow.tsv",
+        arm_counts="results/audit/{study}/arm_counts.tsv",
+    log:
+        "logs/harmonize/{study}.log",
+    benchmark:
+        "benchmarks/harmonize/{study}.tsv"
+    script:
+        "../scripts/harmonize_study.py"
+
+
+rule audit_plots:
+    input:
+        rules=lambda wildcards: config["studies"][wildcards.study],
+        raw=raw_files,
+        schema=config["schema"],
+        data="results/harmonized/{study}.parquet",
+    output:
+        report(
+            "results/audit/{study}/distributions.png",
+            caption="../report/distributions.rst",
+            category="Data and harmonization",
+            subcategory="{study}",
+        ),
+    log:
+        "logs/audit_plots/{study}.log",
+    benchmark:
+        "benchmarks/audit_plots/{study}.tsv"
+    script:
+        "../scripts/audit_plots.py"
+
+
+rule pool:
+    input:
+        data=expand("results/harmonized/{study}.parquet", study=STUDIES),
+        rule_logs=expand("results/audit/{study}/rule_log.tsv", study=STUDIES),
+        flows=expand("results/audit/{study}/flow.tsv", study=STUDIES),
+        rules=[config["studies"][study] for study in STUDIES],
+        schema=config["schema"],
+    output:
+        data="results/harmonized/pooled.parquet",
+        csv="results/harmonized/pooled.csv",
+        codebook=report(
+            "results/harmonized/codebook.tsv",
+            caption="../report/codebook.rst",
+            category="Data and harmonization",
+        ),
+        flow=report(
+            "results/audit/flow.tsv",
+            caption="../report/flow.rst",
+            category="Data and harmonization",
+        ),
+        status=report(
+            "results/audit/status_matrix.tsv",
+            caption="../report/status_matrix.rst",
+            category="Data and harmonization",
+        ),
+    log:
+        "logs/harmonize/pool.log",
+    benchmark:
+        "benchmarks/harmonize/pool.tsv"
+    script:
+        "../scripts/pool.py"

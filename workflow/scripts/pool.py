@@ -1,0 +1,24 @@
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ipdpool.harmonize.output import codebook, pool, pooled_flow, status_matrix, write_csv, write_parquet, write_tsv
+from ipdpool.harmonize.schema import load_schema
+from ipdpool.logutil import logged_to
+
+with logged_to(snakemake.log[0]) as log:
+    schema = load_schema(Path(snakemake.input.schema))
+    pooled, provenance = pool(list(snakemake.input.data), schema)
+    study_rules = {}
+    for path in snakemake.input.rules:
+        with open(path, encoding="utf-8") as handle:
+            rules = yaml.safe_load(handle)
+        study_rules[rules["study"]] = rules
+    write_parquet(pooled, snakemake.output.data, provenance)
+    write_csv(pooled, snakemake.output.csv)
+    write_tsv(codebook(schema, pooled, study_rules), snakemake.output.codebook)
+    read = lambda p: pd.read_csv(p, sep="\t", keep_default_na=False, na_values=[""])
+    write_tsv(pooled_flow([read(p) for p in snakemake.input.flows]), snakemake.output.flow)
+    write_tsv(status_matrix([read(p) for p in snakemake.input.rule_logs]), snakemake.output.status)
+    log.info("pooled %d participants from %d studies", len(pooled), pooled["study"].nunique())
