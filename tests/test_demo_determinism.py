@@ -9,7 +9,8 @@ from ipdpool.demo.simulate import simulate_latent
 
 
 def relative_files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "README.md"}
+    """The generated part of a demo folder: raw/ and ground_truth.yaml."""
+    return {str(p.relative_to(root)) for p in root.glob("raw/**/*") if p.is_file()} | {"ground_truth.yaml"}
 
 
 def test_regenerating_gives_byte_identical_files(tmp_path, demo_dir):
