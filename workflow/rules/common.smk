@@ -1,19 +1,20 @@
-import yaml
 from pathlib import Path
 
 from snakemake.utils import validate
 
+from ipdpool.harmonize.rulefile import load_rules
+
 
 validate(config, "../schemas/config.schema.yaml")
+STUDY_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "study.schema.yaml"
 
 
 def load_study_rules(study):
+    """Every rule file is checked against the JSON Schema before any job runs."""
     path = Path(config["studies"][study])
     if not path.is_file():
         raise ValueError(f"study {study}: rule file {path} named in the config does not exist")
-    with open(path, encoding="utf-8") as handle:
-        rules = yaml.safe_load(handle)
-    validate(rules, "../schemas/study.schema.yaml")
+    rules = load_rules(path, STUDY_SCHEMA)
     if rules["study"] != study:
         raise ValueError(f"study {study}: rule file {path} declares study {rules['study']!r}")
     return rules

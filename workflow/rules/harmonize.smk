@@ -9,6 +9,8 @@ rule harmonize_study:
         rule_log="results/audit/{study}/rule_log.tsv",
         flow="results/audit/{study}/flow.tsv",
         arm_counts="results/audit/{study}/arm_counts.tsv",
+    params:
+        rule_schema=STUDY_SCHEMA,
     log:
         "logs/harmonize/{study}.log",
     benchmark:
@@ -30,6 +32,8 @@ rule audit_plots:
             category="Data and harmonization",
             subcategory="{study}",
         ),
+    params:
+        rule_schema=STUDY_SCHEMA,
     log:
         "logs/audit_plots/{study}.log",
     benchmark:
@@ -63,6 +67,8 @@ rule pool:
             caption="../report/status_matrix.rst",
             category="Data and harmonization",
         ),
+    params:
+        rule_schema=STUDY_SCHEMA,
     log:
         "logs/harmonize/pool.log",
     benchmark:

@@ -4,6 +4,8 @@ rule inventory_study:
         raw=raw_files,
     output:
         "results/inventory/{study}.tsv",
+    params:
+        rule_schema=STUDY_SCHEMA,
     log:
         "logs/inventory/{study}.log",
     benchmark:

@@ -1,16 +1,14 @@
 from pathlib import Path
 
-import yaml
-
 from ipdpool.harmonize.output import write_csv, write_parquet, write_tsv
 from ipdpool.harmonize.pseudonym import load_key
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.harmonize.study import harmonize_study
+from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.logutil import logged_to
 
 with logged_to(snakemake.log[0]) as log:
-    with open(snakemake.input.rules, encoding="utf-8") as handle:
-        rules = yaml.safe_load(handle)
+    rules = load_rules(snakemake.input.rules, snakemake.params.rule_schema)
     result = harmonize_study(rules, load_schema(Path(snakemake.input.schema)), load_key(snakemake.config), rules_path=Path(snakemake.input.rules))
     write_parquet(result.data, snakemake.output.data, result.provenance)
     write_csv(result.data, snakemake.output.csv)

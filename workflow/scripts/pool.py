@@ -1,10 +1,9 @@
 from pathlib import Path
 
 import pandas as pd
-import yaml
-
 from ipdpool.harmonize.output import codebook, pool, pooled_flow, status_matrix, write_csv, write_parquet, write_tsv
 from ipdpool.harmonize.schema import load_schema
+from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.logutil import logged_to
 
 with logged_to(snakemake.log[0]) as log:
@@ -12,8 +11,7 @@ with logged_to(snakemake.log[0]) as log:
     pooled, provenance = pool(list(snakemake.input.data), schema)
     study_rules = {}
     for path in snakemake.input.rules:
-        with open(path, encoding="utf-8") as handle:
-            rules = yaml.safe_load(handle)
+        rules = load_rules(path, snakemake.params.rule_schema)
         study_rules[rules["study"]] = rules
     write_parquet(pooled, snakemake.output.data, provenance)
     write_csv(pooled, snakemake.output.csv)
