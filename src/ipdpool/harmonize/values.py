@@ -38,6 +38,8 @@ def _number(value, decimal: str):
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return float(value)
     text = str(value).strip()
+    if text == "":
+        return np.nan  # a blank cell is missing, not malformed
     if decimal == ",":
         text = text.replace(",", ".")
     try:
@@ -60,6 +62,8 @@ def _date(value, date_format: str | None):
         return value.normalize()
     if isinstance(value, (dt.datetime, dt.date)):
         return pd.Timestamp(value).normalize()
+    if str(value).strip() == "":
+        return pd.NaT  # a blank cell is missing, not malformed
     if date_format is None:
         return None
     try:
