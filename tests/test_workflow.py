@@ -62,6 +62,72 @@ def test_every_job_wrote_a_log_and_a_benchmark(completed_run):
     assert "raw tables from 5 studies" in (completed_run / "logs" / "inventory" / "all.log").read_text()
 
 
+def raw_identifiers(workdir: Path) -> set[str]:
+    """Every value of the demo's direct-identifier columns, as it appears in the raw files."""
+    from ipdpool.demo.generate import build_demo
+
+    columns = {"name", "hospno", "navn", "cpr", "bemærkning", "Namn", "Personnummer", "naam", "bsn", "ssn", "dob", "notes", "staff_notes"}
+    found = set()
+    for export in build_demo().exports.values():
+        for raw in export.files:
+            for frame in raw.sheets.values():
+                for column in columns & set(frame.columns):
+                    found |= {v.isoformat() if hasattr(v, "isoformat") else str(v) for v in frame[column] if v is not None and len(str(v).strip()) >= 6}
+    return found
+
+
+def output_text(path: Path) -> str:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path).to_csv(index=False)
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def test_no_direct_identifier_reaches_results_or_logs(completed_run):
+    identifiers = raw_identifiers(completed_run)
+    assert len(identifiers) > 2000  # names, national ids, birth dates, notes: the scan has something to find
+    leaked = []
+    for folder in ("results", "logs"):
+        for path in (completed_run / folder).rglob("*"):
+            if path.is_file():
+                text = output_text(path)
+                leaked += [(str(path), value) for value in identifiers if value in text]
+    assert leaked == []
+
+
+def test_harmonized_outputs_for_every_study_and_the_pool(completed_run):
+    pooled = pd.read_parquet(completed_run / "results" / "harmonized" / "pooled.parquet")
+    assert len(pooled) == 312 + 720 + 120 + 151 + 204
+    assert pooled["participant_id"].is_unique
+    assert pooled.groupby("study").size().to_dict() == {"DK": 720, "EU6": 312, "NL": 151, "SE": 120, "US": 204}
+    csv = pd.read_csv(completed_run / "results" / "harmonized" / "pooled.csv")
+    assert list(csv.columns) == list(pooled.columns) and len(csv) == len(pooled)
+    for study in ["EU6", "DK", "SE", "NL", "US"]:
+        path = completed_run / "results" / "harmonized" / f"{study}.parquet"
+        assert path.stat().st_mode & 0o777 == 0o600  # participant-level: owner only
+        for table in ("rule_log", "flow", "arm_counts"):
+            assert (completed_run / "results" / "audit" / study / f"{table}.tsv").stat().st_size > 0
+        assert (completed_run / "results" / "audit" / study / "distributions.png").read_bytes()[:4] == b"\x89PNG"
+    status = pd.read_csv(completed_run / "results" / "audit" / "status_matrix.tsv", sep="\t").set_index("study")
+    assert status.loc["EU6", "self_esteem_bl"] == "not_collected" and status.loc["SE", "self_esteem_bl"] == "harmonized"
+    flow = pd.read_csv(completed_run / "results" / "audit" / "flow.tsv", sep="\t")
+    assert flow.query("study == 'all' and stage == 'randomized participants'")["total"].item() == len(pooled)
+    codebook = pd.read_csv(completed_run / "results" / "harmonized" / "codebook.tsv", sep="\t")
+    assert list(codebook["column"]) == list(pooled.columns)
+
+
+def test_changing_one_rule_file_reruns_only_that_study(completed_run):
+    rule_file = completed_run / "config" / "studies" / "SE.yaml"
+    rule_file.write_text(rule_file.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    result = snakemake(completed_run, "--cores", "1", "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = result.stdout
+    assert "study: SE" in planned or "study=SE" in planned
+    for other in ("EU6", "DK", "NL", "US"):
+        assert f"study: {other}" not in planned and f"study={other}" not in planned
+    assert "rule pool:" in planned or "pool" in planned
+    snakemake(completed_run, "--cores", "2")
+
+
 def test_second_run_has_nothing_to_do(completed_run):
     result = snakemake(completed_run, "--cores", "2", "--dry-run")
     assert result.returncode == 0

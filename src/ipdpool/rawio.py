@@ -63,7 +63,7 @@ def _read_csv(study: str, path: Path, spec: dict) -> RawTable:
     except UnicodeDecodeError as error:
         raise RawDataError(study, path.name, f"is not valid {encoding} text (byte {error.start}); set `encoding` for this file") from error
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise RawDataError(study, path.name, f"cannot be parsed as delimited text with delimiter {delimiter!r} ({error})") from error
+        raise RawDataError(study, path.name, f"cannot be parsed as delimited text with delimiter {delimiter!r} ({str(error).strip()})") from error
     if frame.shape[1] == 1 and any(other in frame.columns[0] for other in ";,\t|" if other != delimiter):
         raise RawDataError(study, path.name, f"has a single column {frame.columns[0]!r}: is the delimiter {delimiter!r} right?")
     return RawTable(study, "", path, frame)

@@ -31,7 +31,10 @@ class Problems:
     items: list[Problem] = field(default_factory=list)
 
     def add(self, file: str, variable: str, message: str, rows=(), values=()) -> None:
-        self.items.append(Problem(self.study, file, variable, message, tuple(int(r) for r in rows), tuple(values)))
+        plain = tuple(v.item() if hasattr(v, "item") else v for v in values)  # numpy scalars print as np.float64(...)
+        problem = Problem(self.study, file, variable, message, tuple(int(r) for r in rows), plain)
+        if problem not in self.items:  # e.g. one unreadable workbook declared as several sheet tables
+            self.items.append(problem)
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -49,3 +52,9 @@ class HarmonizationError(Exception):
 def data_rows(index) -> list[int]:
     """1-based data row numbers (the first row after any header is row 1)."""
     return [int(i) + 1 for i in index]
+
+
+def column_list(columns, show: int = 15) -> str:
+    """The columns a table has, shortened for wide tables."""
+    names = [str(c) for c in columns]
+    return repr(names[:show])[:-1] + (f", ... ({len(names)} columns)]" if len(names) > show else "]")

@@ -23,9 +23,11 @@ def _where(error: jsonschema.ValidationError) -> str:
 def _explain(error: jsonschema.ValidationError) -> str:
     # oneOf/anyOf errors say little by themselves; the deepest matching sub-error names the real cause.
     if error.context:
-        best = jsonschema.exceptions.best_match(error.context)
-        return f"{_where(best)}: {best.message}"
-    return f"{_where(error)}: {error.message}"
+        error = jsonschema.exceptions.best_match(error.context)
+    message = error.message
+    if error.validator == "additionalProperties" and "properties" in error.schema:
+        message += f"; allowed here: {', '.join(error.schema['properties'])}"
+    return f"{_where(error)}: {message}"
 
 
 def load_rules(path: Path, schema_path: Path = DEFAULT_SCHEMA) -> dict:

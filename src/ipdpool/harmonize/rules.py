@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .problems import column_list
 from .tables import DAYS_PER_MONTH, SourceValues, StudyData
 from .values import code_key, code_keys, parse_dates, parse_numbers
 
@@ -134,7 +135,7 @@ def employment_hours(data: StudyData, variable: str, spec: dict) -> RuleResult |
     table, rows = found
     for column in (spec["week"], spec["hours"]):
         if column not in rows.columns:
-            data.problems.add(table.file, variable, f"column {column!r} not found; columns are {list(rows.columns)}")
+            data.problems.add(table.file, variable, f"column {column!r} not found; columns are {column_list(rows.columns)}")
             return None
     decimal = table.spec.get("decimal", ".")
     weeks, bad_weeks = parse_numbers(rows[spec["week"]], ".")
@@ -189,7 +190,7 @@ def employment_episodes(data: StudyData, variable: str, spec: dict) -> RuleResul
     table, rows = found
     for column in (spec["start"], spec["end"]):
         if column not in rows.columns:
-            data.problems.add(table.file, variable, f"column {column!r} not found; columns are {list(rows.columns)}")
+            data.problems.add(table.file, variable, f"column {column!r} not found; columns are {column_list(rows.columns)}")
             return None
     all_rows = len(rows)
     if "where" in spec:

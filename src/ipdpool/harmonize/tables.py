@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..rawio import RawDataError, RawTable, read_table
-from .problems import Problems, data_rows
+from .problems import Problems, column_list, data_rows
 from .values import code_key, code_keys, normalize_ids, parse_dates
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -83,7 +83,7 @@ class StudyData:
         missing_columns = [c for c in [spec["id"], spec.get("site")] if c and c not in raw.frame.columns]
         if missing_columns:
             for column in missing_columns:
-                self.problems.add(file, column, f"id/site column {column!r} not found; columns are {list(raw.frame.columns)}")
+                self.problems.add(file, column, f"id/site column {column!r} not found; columns are {column_list(raw.frame.columns)}")
             return
         ids, bad = normalize_ids(raw.frame[spec["id"]], self.id_type)
         if bad.any():
@@ -155,7 +155,7 @@ class StudyData:
     def filter_rows(self, frame: pd.DataFrame, where: dict, table: LinkedTable, variable: str) -> pd.DataFrame:
         column = where["column"]
         if column not in frame.columns:
-            self.problems.add(table.file, variable, f"column {column!r} (in where) not found; columns are {list(frame.columns)}")
+            self.problems.add(table.file, variable, f"column {column!r} (in where) not found; columns are {column_list(frame.columns)}")
             return frame.iloc[0:0]
         wanted = {code_key(v) for v in (where["in"] if "in" in where else [where["equals"]])}
         return frame.loc[code_keys(frame[column]).isin(wanted).to_numpy()]
@@ -163,7 +163,7 @@ class StudyData:
     def _visit_window(self, frame: pd.DataFrame, window: dict, table: LinkedTable, name: str) -> pd.DataFrame:
         variable = f"selection {name}"
         if window["date"] not in frame.columns:
-            self.problems.add(table.file, variable, f"date column {window['date']!r} not found; columns are {list(frame.columns)}")
+            self.problems.add(table.file, variable, f"date column {window['date']!r} not found; columns are {column_list(frame.columns)}")
             return frame.iloc[0:0]
         dates, bad = parse_dates(frame[window["date"]], table.spec.get("date_format"))
         if bad.any():
@@ -191,7 +191,7 @@ class StudyData:
             return None
         frame, file = self.one_row[name], self.one_row_file[name]
         if column not in frame.columns:
-            self.problems.add(file, variable, f"column {column!r} not found; columns are {list(frame.columns)}")
+            self.problems.add(file, variable, f"column {column!r} not found; columns are {column_list(frame.columns)}")
             return None
         cells = frame[column]
         table = self.one_row_table[name]
