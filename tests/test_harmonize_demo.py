@@ -187,3 +187,15 @@ def test_missing_key_file_is_named(monkeypatch, tmp_path):
     monkeypatch.delenv(ENV_VAR, raising=False)
     with pytest.raises(PseudonymKeyError, match="absent.key not found"):
         load_key({"pseudonym": {"key_file": "absent.key"}}, base_dir=Path(tmp_path))
+
+
+def test_check_command_reports_ok_or_every_problem(repo_root, tmp_path, capsys, monkeypatch):
+    from ipdpool.harmonize.__main__ import main
+
+    monkeypatch.chdir(repo_root)
+    assert main(["config/studies/NL.yaml"]) == 0
+    assert "config/studies/NL.yaml: OK, 151 participants" in capsys.readouterr().out
+    broken = tmp_path / "NL.yaml"
+    broken.write_text((repo_root / "config" / "studies" / "NL.yaml").read_text(encoding="utf-8").replace("map: {1: IPS, 2: SAU}", "map: {1: IPS}"), encoding="utf-8")
+    assert main([str(broken)]) == 1
+    assert "study NL, file nl_deelnemers.dta, variable arm: codes in 'groep' missing from the recode map" in capsys.readouterr().out
