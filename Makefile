@@ -39,6 +39,7 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/bench_demo_generation.py
+	$(BIN)/python bench/bench_harmonize.py
 
 clean:
 	rm -rf results logs benchmarks .snakemake
