@@ -31,3 +31,8 @@ wildcard_constraints:
 def raw_files(wildcards):
     rules = STUDY_RULES[wildcards.study]
     return sorted({str(Path(rules["raw_dir"]) / t["file"]) for t in rules["tables"].values()})
+
+
+# A key file is an input so that a new key re-runs harmonization (a key from the
+# environment cannot be tracked; force a re-run after changing it).
+KEY_FILES = [config["pseudonym"]["key_file"]] if config.get("pseudonym", {}).get("key_file") else []

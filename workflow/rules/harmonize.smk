@@ -3,6 +3,7 @@ rule harmonize_study:
         rules=lambda wildcards: config["studies"][wildcards.study],
         raw=raw_files,
         schema=config["schema"],
+        key=KEY_FILES,
     output:
         data="results/harmonized/{study}.parquet",
         csv="results/harmonized/{study}.csv",

@@ -85,7 +85,7 @@ def codebook(schema: dict, pooled: pd.DataFrame, study_rules: dict[str, dict]) -
                 "unit": spec.get("unit", ""),
                 "description": " ".join(spec["description"].split()),
                 "non_missing": int(pooled[name].notna().sum()),
-                "by_study": "; ".join(f"{s}: {_rule_name(r['variables'].get(name, {'pseudonym': True}))}" for s, r in sorted(study_rules.items())),
+                "by_study": "the study id from config/config.yaml" if name == "study" else "; ".join(f"{s}: {_rule_name(r['variables'][name])}" for s, r in sorted(study_rules.items())),
             }
         )
     for outcome, spec in schema["outcomes"].items():

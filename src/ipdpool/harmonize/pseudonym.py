@@ -26,9 +26,11 @@ def load_key(config: dict, base_dir: Path = Path(".")) -> bytes:
     with a loud warning: pseudonyms made with a public key protect nothing.
     """
     settings = config.get("pseudonym", {})
+    from_file = False
     if os.environ.get(ENV_VAR):
         key = os.environ[ENV_VAR].encode("utf-8")
     elif settings.get("key_file"):
+        from_file = True
         path = Path(base_dir) / settings["key_file"]
         if not path.is_file():
             raise PseudonymKeyError(f"pseudonym key file {settings['key_file']} not found; set pseudonym.key_file or the {ENV_VAR} environment variable")
@@ -37,7 +39,7 @@ def load_key(config: dict, base_dir: Path = Path(".")) -> bytes:
         raise PseudonymKeyError(f"no pseudonym key: set the {ENV_VAR} environment variable or pseudonym.key_file in the config (a file outside the repository)")
     if len(key) < MIN_KEY_BYTES:
         raise PseudonymKeyError(f"the pseudonym key is shorter than {MIN_KEY_BYTES} bytes")
-    if settings.get("demo_key", False):
+    if from_file and settings.get("demo_key", False):
         if not config.get("demo_mode", False):
             raise PseudonymKeyError("the configured key file is the public demo key; it is refused unless demo_mode is true")
         log.warning("DEMO MODE: pseudonyms use the PUBLIC demo key shipped with the repository; they protect nothing. Never use it for real data.")

@@ -23,7 +23,12 @@ def _where(error: jsonschema.ValidationError) -> str:
 def _explain(error: jsonschema.ValidationError) -> str:
     # oneOf/anyOf errors say little by themselves; the deepest matching sub-error names the real cause.
     if error.context:
-        error = jsonschema.exceptions.best_match(error.context)
+        # Report the alternative (oneOf/anyOf branch) that came closest: the one with fewest errors.
+        branches = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        closest = min(branches.values(), key=len)
+        error = jsonschema.exceptions.best_match(closest)
     message = error.message
     if error.validator == "additionalProperties" and "properties" in error.schema:
         message += f"; allowed here: {', '.join(error.schema['properties'])}"

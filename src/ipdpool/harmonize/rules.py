@@ -78,6 +78,9 @@ def recode_rule(data: StudyData, variable: str, spec: dict, kind: str) -> RuleRe
     if to_missing:
         result.set_missing["recoded to missing"] = to_missing
     if kind in NUMERIC:
+        not_numbers = [v for v in spec["map"].values() if v is not None and not isinstance(v, (int, float))]
+        if not_numbers:
+            data.problems.add("(rule file)", variable, f"recode map values must be numbers for a {kind} variable", values=tuple(not_numbers))
         result.values = pd.to_numeric(recoded, errors="coerce")
     return result
 
@@ -98,6 +101,9 @@ def months_between_rule(data: StudyData, variable: str, spec: dict, kind: str) -
 
 
 def constant_rule(data: StudyData, variable: str, value, kind: str) -> RuleResult:
+    if kind in NUMERIC and not isinstance(value, (int, float)):
+        data.problems.add("(rule file)", variable, f"constant {value!r} is not a number, but {variable} is {kind}")
+        value = np.nan
     return RuleResult(pd.Series(value, index=data.participants, dtype=object), "constant", source=f"constant {value!r}")
 
 
@@ -146,9 +152,14 @@ def employment_hours(data: StudyData, variable: str, spec: dict) -> RuleResult |
     if (hours < 0).any():
         data.problems.add(table.file, variable, f"negative hours in {spec['hours']!r}", values=tuple(sorted(hours[hours < 0].unique())))
     low, high = spec["window_weeks"]
-    worked = ((weeks >= low) & (weeks <= high) & (hours > 0)).groupby(level=0).any()
+    if low > high:
+        data.problems.add("(rule file)", variable, f"window_weeks [{low}, {high}] runs backwards")
+    in_window = (weeks >= low) & (weeks <= high)
+    worked = (in_window & (hours > 0)).groupby(level=0).any()
+    logged = in_window.groupby(level=0).any()
+    # Without rows in the window a participant is known not to have worked only if the log covers everyone.
     fallback = 0.0 if spec["absent_means_not_employed"] else np.nan
-    values = worked.astype(float).reindex(data.participants).fillna(fallback)
+    values = worked.where(logged).astype(float).reindex(data.participants).fillna(fallback)
     notes = [f"{int(((weeks < low) | (weeks > high)).sum())} log rows outside weeks {low}-{high} ignored", f"{int((hours == 0).sum())} rows with 0 hours"]
     return RuleResult(values, f"employment_hours (any week {low}-{high} with hours > 0)", source=f"{table.file}: {spec['week']}, {spec['hours']}", rows_in=len(rows), nonmissing_in=int(hours.notna().sum()), notes=notes)
 
@@ -240,6 +251,8 @@ def item_sum(data: StudyData, variable: str, spec: dict) -> RuleResult | None:
     frame = pd.concat(items, axis=1)
     answered = frame.notna().sum(axis=1)
     k, need = len(spec["columns"]), spec["min_answered"]
+    if need > k:
+        data.problems.add("(rule file)", variable, f"min_answered {need} is more than the {k} items")
     values = (frame.mean(axis=1) * k).where(answered >= need)
     result.values = values
     result.before = frame.sum(axis=1, min_count=1)

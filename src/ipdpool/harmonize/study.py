@@ -88,6 +88,8 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
                 log_rows.append({"variable": f"{outcome}_{when}", "rule": "not_collected", "status": "not_collected", "source": "", "rows_in": 0, "nonmissing_in": 0, "nonmissing_out": 0, "values_recoded": 0, "set_missing": "", "notes": ""})
             continue
         low, high = rule["range"]
+        if low >= high:
+            problems.add("(rule file)", outcome, f"range [{low}, {high}] must run from low to high")
         outcome_ranges[outcome] = (low, high)
         scores = {}
         for when, part in (("bl", "baseline"), ("fu", "followup")):

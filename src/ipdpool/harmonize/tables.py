@@ -167,10 +167,12 @@ class StudyData:
             return frame.iloc[0:0]
         dates, bad = parse_dates(frame[window["date"]], table.spec.get("date_format"))
         if bad.any():
-            self.problems.add(table.file, window["date"], "dates that do not parse", values=tuple(frame[window["date"]][bad.to_numpy()].unique()))
+            self.problems.add(table.file, variable, f"dates in {window['date']!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(frame[window["date"]][bad.to_numpy()].unique()))
         anchor = self.dates(window["anchor"], variable)
         months = (dates.to_numpy() - anchor.reindex(frame.index).to_numpy()) / np.timedelta64(1, "D") / DAYS_PER_MONTH
         low, high = window["months"]
+        if low > high:
+            self.problems.add("(rule file)", variable, f"visit_window months [{low}, {high}] run backwards")
         inside = (months >= low) & (months <= high)
         candidates = frame.loc[inside].assign(_distance=np.abs(months[inside] - window["target"]), _order=np.arange(inside.sum()))
         best = candidates.sort_values(["_distance", "_order"], kind="stable")
@@ -188,6 +190,8 @@ class StudyData:
                 self.problems.add("(rule file)", variable, f"table or selection {name!r} is not declared")
             elif name in self.tables and self.tables[name].spec.get("rows") == "many":
                 self.problems.add(self.tables[name].file, variable, f"table {name!r} has many rows per participant; read it through a selection")
+            elif name in self.rules.get("selections", {}) and self.rules["selections"][name]["from"] in self.tables:
+                self.problems.add("(rule file)", variable, f"selection {name!r} is used before it is defined; list it earlier under selections")
             return None
         frame, file = self.one_row[name], self.one_row_file[name]
         if column not in frame.columns:
