@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/inventory.smk"
 include: "workflow/rules/harmonize.smk"
+include: "workflow/rules/models.smk"
 
 
 rule all:
@@ -24,3 +25,5 @@ rule all:
         "results/raw_inventory.tsv",
         "results/harmonized/pooled.parquet",
         expand("results/audit/{study}/distributions.png", study=STUDIES),
+        "results/tables/one_stage.tsv",
+        "results/tables/replication.tsv",

@@ -1,0 +1,1 @@
+"""Pooled models: one-stage mixed models and sensitivity analyses."""
