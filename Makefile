@@ -40,6 +40,8 @@ demo: venv
 bench: venv
 	$(BIN)/python bench/bench_demo_generation.py
 	$(BIN)/python bench/bench_harmonize.py
+	$(BIN)/snakemake --cores $(CORES) results/harmonized/pooled.parquet
+	$(BIN)/python bench/bench_models.py
 
 clean:
 	rm -rf results logs benchmarks .snakemake
