@@ -17,6 +17,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/inventory.smk"
 include: "workflow/rules/harmonize.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/twostage.smk"
 
 
 rule all:
@@ -27,3 +28,8 @@ rule all:
         expand("results/audit/{study}/distributions.png", study=STUDIES),
         "results/tables/one_stage.tsv",
         "results/tables/replication.tsv",
+        "results/tables/two_stage.tsv",
+        "results/tables/aggregate_meta.tsv",
+        "results/figures/participant_flow.png",
+        [f"results/figures/forest/{outcome}/{name}__{term_slug(term)}.png" for outcome in OUTCOMES for name, term in REPORTED],
+        "results/summary.md",
