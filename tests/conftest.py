@@ -1,3 +1,7 @@
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,3 +26,33 @@ def demo_dir() -> Path:
 def demo():
     """The demo rebuilt in memory (latent data, raw tables and per-participant truth)."""
     return build_demo()
+
+
+WORKFLOW_PARTS = ["Snakefile", "workflow", "config", "profiles", "resources"]
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory, repo_root):
+    """A copy of the workflow and demo in a fresh folder (no results yet)."""
+    target = tmp_path_factory.mktemp("run")
+    for part in WORKFLOW_PARTS:
+        source = repo_root / part
+        if source.is_dir():
+            shutil.copytree(source, target / part)
+        else:
+            shutil.copy2(source, target / part)
+    return target
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def completed_run(workdir):
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
