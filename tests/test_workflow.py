@@ -99,6 +99,25 @@ def test_one_stage_tables_and_the_headline_replication(completed_run):
     assert replication["true_smd"].notna().all()
 
 
+def test_two_stage_aggregate_figures_and_summary(completed_run):
+    tables = completed_run / "results" / "tables"
+    per_study = pd.read_csv(tables / "per_study.tsv", sep="\t")
+    assert {"study", "outcome", "contrast", "estimate", "se", "ci_low", "ci_high", "n", "df"} <= set(per_study.columns)
+    two_stage = pd.read_csv(tables / "two_stage.tsv", sep="\t")
+    assert set(two_stage["method"]) == {"REML", "DL", "PM", "FE"} and set(two_stage["hksj"]) == {True, False}
+    assert len(pd.read_csv(tables / "leave_one_out.tsv", sep="\t")) > 0
+    aggregate = pd.read_csv(tables / "aggregate_meta.tsv", sep="\t")
+    assert set(aggregate["analysis"]) == {"aggregate_only", "ipd_where_available"}
+    figures = completed_run / "results" / "figures"
+    for outcome in ("functioning", "anxiety"):
+        for stem in ("employed__employed", "ips__ips", "ips_x_employed__ips_x_employed"):
+            assert (figures / "forest" / outcome / f"{stem}.png").stat().st_size > 1000
+            assert (figures / "forest" / outcome / f"{stem}.svg").read_text().startswith("<?xml")
+    assert (figures / "participant_flow.svg").is_file() and (figures / "harmonization_status.svg").is_file()
+    summary = (completed_run / "results" / "summary.md").read_text()
+    assert "| functioning | 5 | 1141 |" in summary and "0.59 (0.42, 0.77)" in summary
+
+
 def test_changing_one_rule_file_reruns_only_that_study(completed_run):
     rule_file = completed_run / "config" / "studies" / "SE.yaml"
     rule_file.write_text(rule_file.read_text(encoding="utf-8") + "\n", encoding="utf-8")
