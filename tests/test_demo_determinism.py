@@ -40,3 +40,10 @@ def test_scaled_demo_keeps_design_proportions():
     assert latent["EU6"].groupby("site").size().eq(3 * 52).all()
     shares = latent["SE"].groupby("arm_label")["employed"].mean()
     assert abs(shares["IPS"] - 0.46) < 0.01 and abs(shares["Traditionell arbetsrehabilitering"] - 0.11) < 0.01
+
+
+def test_the_aggregate_demo_file_is_what_its_script_writes(tmp_path, repo_root):
+    from ipdpool.demo.aggregate import main
+
+    main(["--out", str(tmp_path / "ips_rcts.tsv")])
+    assert (tmp_path / "ips_rcts.tsv").read_bytes() == (repo_root / "config" / "aggregate" / "ips_rcts.tsv").read_bytes()
