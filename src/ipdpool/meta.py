@@ -82,14 +82,14 @@ def tau2_reml(y: np.ndarray, v: np.ndarray, tol: float = 1e-12, max_iter: int = 
 def tau2_dl(y: np.ndarray, v: np.ndarray) -> float:
     """DerSimonian & Laird (1986) moment estimator, truncated at zero as the estimator is
     defined (statsmodels combine_effects returns the untruncated value, which can be negative)."""
-    with np.errstate(invalid="ignore"):  # combine_effects also computes intervals we do not use
+    with np.errstate(invalid="ignore", divide="ignore"):  # combine_effects also computes statistics we do not use
         return max(0.0, float(combine_effects(y, v, method_re="chi2").tau2))
 
 
 def tau2_pm(y: np.ndarray, v: np.ndarray) -> float:
     """Paule & Mandel (1982): generalized Q(tau^2) = k - 1, or 0 when Q(0) < k - 1
     (statsmodels combine_effects, iterated)."""
-    with np.errstate(invalid="ignore"):  # combine_effects also computes intervals we do not use
+    with np.errstate(invalid="ignore", divide="ignore"):  # combine_effects also computes statistics we do not use
         return max(0.0, float(combine_effects(y, v, method_re="iterated").tau2))
 
 
