@@ -31,17 +31,20 @@ def demo():
 WORKFLOW_PARTS = ["Snakefile", "workflow", "config", "profiles", "resources"]
 
 
-@pytest.fixture(scope="session")
-def workdir(tmp_path_factory, repo_root):
-    """A copy of the workflow and demo in a fresh folder (no results yet)."""
-    target = tmp_path_factory.mktemp("run")
+def copy_workflow(target: Path) -> Path:
+    """The workflow, its config and the demo copied into `target` (no results yet)."""
     for part in WORKFLOW_PARTS:
-        source = repo_root / part
+        source = REPO / part
         if source.is_dir():
             shutil.copytree(source, target / part)
         else:
             shutil.copy2(source, target / part)
     return target
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("run"))
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:

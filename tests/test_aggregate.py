@@ -1,7 +1,5 @@
 """Aggregate-data file: format checks naming the row, Hedges' g, combination with IPD."""
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from ipdpool.aggregate import AggregateDataError, aggregate_analyses, read_aggregate, trial_effects_from_aggregate

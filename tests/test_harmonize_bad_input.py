@@ -8,15 +8,13 @@ test so that a change in the messages shows up here.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import copy_workflow, snakemake
 
 from ipdpool.harmonize.problems import HarmonizationError, Problem
 from ipdpool.harmonize.rulefile import RuleFileError, load_rules
@@ -305,27 +303,15 @@ def test_rule_file_that_is_not_yaml(tmp_path, repo_root):
 # ------------------------------------------------------------ end to end
 
 
-WORKFLOW_PARTS = ["Snakefile", "workflow", "config", "profiles", "resources"]
-
-
 @pytest.mark.workflow
-def test_workflow_stops_on_a_bad_study_and_writes_no_harmonized_data(tmp_path, repo_root):
-    for part in WORKFLOW_PARTS:
-        source = repo_root / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part)
-        else:
-            shutil.copy2(source, tmp_path / part)
+def test_workflow_stops_on_a_bad_study_and_writes_no_harmonized_data(tmp_path):
+    copy_workflow(tmp_path)
     raw = tmp_path / "resources" / "demo" / "raw" / "US" / US_FILE
     frame = pd.read_csv(raw, dtype=str, keep_default_na=False)
     frame = set_cell("condition", "XYZ", where=lambda cell: cell == "PSR")(frame)
     frame.to_csv(raw, index=False, lineterminator="\n")
 
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
+    result = snakemake(tmp_path, "--cores", "2")
 
     assert result.returncode != 0, result.stderr[-3000:]
     log = (tmp_path / "logs" / "harmonize" / "US.log").read_text(encoding="utf-8")

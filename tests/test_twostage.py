@@ -1,7 +1,5 @@
 """Two-stage analysis on the demo, and forest plots."""
 
-import numpy as np
-import pandas as pd
 import pytest
 import yaml
 

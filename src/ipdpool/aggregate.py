@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 import pandas as pd
 import yaml
 

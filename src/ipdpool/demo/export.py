@@ -9,7 +9,6 @@ after rounding). Every trial-specific quirk is listed in resources/demo/README.m
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np

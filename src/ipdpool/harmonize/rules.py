@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .problems import column_list
 from .tables import DAYS_PER_MONTH, SourceValues, StudyData
 from .values import code_key, code_keys, parse_dates, parse_numbers
 
@@ -135,14 +134,10 @@ def employment_days(data: StudyData, variable: str, spec: dict) -> RuleResult | 
 
 
 def employment_hours(data: StudyData, variable: str, spec: dict) -> RuleResult | None:
-    found = data.long_table(spec["table"], variable)
+    found = data.long_table(spec["table"], variable, (spec["week"], spec["hours"]))
     if found is None:
         return None
     table, rows = found
-    for column in (spec["week"], spec["hours"]):
-        if column not in rows.columns:
-            data.problems.add(table.file, variable, f"column {column!r} not found; columns are {column_list(rows.columns)}")
-            return None
     decimal = table.spec.get("decimal", ".")
     weeks, bad_weeks = parse_numbers(rows[spec["week"]], ".")
     hours, bad_hours = parse_numbers(rows[spec["hours"]], decimal)
@@ -195,14 +190,10 @@ def employment_waves(data: StudyData, variable: str, spec: dict) -> RuleResult |
 
 
 def employment_episodes(data: StudyData, variable: str, spec: dict) -> RuleResult | None:
-    found = data.long_table(spec["table"], variable)
+    found = data.long_table(spec["table"], variable, (spec["start"], spec["end"]))
     if found is None:
         return None
     table, rows = found
-    for column in (spec["start"], spec["end"]):
-        if column not in rows.columns:
-            data.problems.add(table.file, variable, f"column {column!r} not found; columns are {column_list(rows.columns)}")
-            return None
     all_rows = len(rows)
     if "where" in spec:
         rows = data.filter_rows(rows, spec["where"], table, variable)

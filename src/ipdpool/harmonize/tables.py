@@ -246,12 +246,17 @@ class StudyData:
             self.problems.add(found.file, variable, f"dates in {found.column!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(found.values[bad].astype(str).unique()))
         return dates
 
-    def long_table(self, name: str, variable: str) -> tuple[LinkedTable, pd.DataFrame] | None:
-        """Rows of a long table that belong to known participants, indexed by participant key."""
+    def long_table(self, name: str, variable: str, columns: tuple[str, ...] = ()) -> tuple[LinkedTable, pd.DataFrame] | None:
+        """Rows of a long table that belong to known participants, indexed by participant key;
+        None (with a problem recorded) if the table or one of `columns` is missing."""
         if name not in self.tables:
             if name not in self.rules["tables"]:
                 self.problems.add("(rule file)", variable, f"table {name!r} is not declared under tables")
             return None
         table = self.tables[name]
+        for column in columns:
+            if column not in table.frame.columns:
+                self.problems.add(table.file, variable, f"column {column!r} not found; columns are {column_list(table.frame.columns)}")
+                return None
         keep = table.keys.notna() & table.keys.isin(self.participants)
         return table, table.frame.set_axis(table.keys).loc[keep.to_numpy()]
