@@ -31,5 +31,9 @@ rule all:
         "results/tables/two_stage.tsv",
         "results/tables/aggregate_meta.tsv",
         "results/figures/participant_flow.png",
-        [f"results/figures/forest/{outcome}/{name}__{term_slug(term)}.png" for outcome in OUTCOMES for name, term in REPORTED],
+        [
+            f"results/figures/forest/{outcome}/{name}__{slug(term)}.png"
+            for outcome in OUTCOMES
+            for name, term in REPORTED
+        ],
         "results/summary.md",

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from ipdpool.figures import slug
 from ipdpool.harmonize.rulefile import load_rules
-
 
 validate(config, "../schemas/config.schema.yaml")
 STUDY_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "study.schema.yaml"
@@ -13,10 +13,14 @@ def load_study_rules(study):
     """Every rule file is checked against the JSON Schema before any job runs."""
     path = Path(config["studies"][study])
     if not path.is_file():
-        raise ValueError(f"study {study}: rule file {path} named in the config does not exist")
+        raise ValueError(
+            f"study {study}: rule file {path} named in the config does not exist"
+        )
     rules = load_rules(path, STUDY_SCHEMA)
     if rules["study"] != study:
-        raise ValueError(f"study {study}: rule file {path} declares study {rules['study']!r}")
+        raise ValueError(
+            f"study {study}: rule file {path} declares study {rules['study']!r}"
+        )
     return rules
 
 
@@ -30,9 +34,27 @@ wildcard_constraints:
 
 def raw_files(wildcards):
     rules = STUDY_RULES[wildcards.study]
-    return sorted({str(Path(rules["raw_dir"]) / t["file"]) for t in rules["tables"].values()})
+    return sorted(
+        {str(Path(rules["raw_dir"]) / t["file"]) for t in rules["tables"].values()}
+    )
 
 
 # A key file is an input so that a new key re-runs harmonization (a key from the
 # environment cannot be tracked; force a re-run after changing it).
-KEY_FILES = [config["pseudonym"]["key_file"]] if config.get("pseudonym", {}).get("key_file") else []
+KEY_FILES = (
+    [config["pseudonym"]["key_file"]]
+    if config.get("pseudonym", {}).get("key_file")
+    else []
+)
+
+OUTCOMES = config["analysis"]["outcomes"]
+# (model, reported contrast) pairs: one forest plot each per outcome.
+REPORTED = [
+    (name, term)
+    for name, model in config["analysis"]["models"].items()
+    for term in model["report"]
+]
+
+
+wildcard_constraints:
+    outcome="|".join(OUTCOMES),

@@ -10,12 +10,14 @@ rule harmonize_study:
         rule_log="results/audit/{study}/rule_log.tsv",
         flow="results/audit/{study}/flow.tsv",
         arm_counts="results/audit/{study}/arm_counts.tsv",
-    params:
-        rule_schema=STUDY_SCHEMA,
     log:
         "logs/harmonize/{study}.log",
     benchmark:
         "benchmarks/harmonize/{study}.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        rule_schema=STUDY_SCHEMA,
     script:
         "../scripts/harmonize_study.py"
 
@@ -33,12 +35,14 @@ rule audit_plots:
             category="Data and harmonization",
             subcategory="{study}",
         ),
-    params:
-        rule_schema=STUDY_SCHEMA,
     log:
         "logs/audit_plots/{study}.log",
     benchmark:
         "benchmarks/audit_plots/{study}.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        rule_schema=STUDY_SCHEMA,
     script:
         "../scripts/audit_plots.py"
 
@@ -68,11 +72,13 @@ rule pool:
             caption="../report/status_matrix.rst",
             category="Data and harmonization",
         ),
-    params:
-        rule_schema=STUDY_SCHEMA,
     log:
         "logs/harmonize/pool.log",
     benchmark:
         "benchmarks/harmonize/pool.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        rule_schema=STUDY_SCHEMA,
     script:
         "../scripts/pool.py"

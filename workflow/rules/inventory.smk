@@ -4,12 +4,14 @@ rule inventory_study:
         raw=raw_files,
     output:
         "results/inventory/{study}.tsv",
-    params:
-        rule_schema=STUDY_SCHEMA,
     log:
         "logs/inventory/{study}.log",
     benchmark:
         "benchmarks/inventory/{study}.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        rule_schema=STUDY_SCHEMA,
     script:
         "../scripts/inventory_study.py"
 
@@ -27,5 +29,7 @@ rule inventory:
         "logs/inventory/all.log",
     benchmark:
         "benchmarks/inventory/all.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
     script:
         "../scripts/combine_inventory.py"

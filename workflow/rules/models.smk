@@ -1,22 +1,17 @@
-OUTCOMES = config["analysis"]["outcomes"]
-
-
-wildcard_constraints:
-    outcome="|".join(OUTCOMES),
-
-
 rule one_stage_outcome:
     input:
         "results/harmonized/pooled.parquet",
     output:
         primary="results/models/{outcome}/one_stage.tsv",
         sensitivity="results/models/{outcome}/sensitivity.tsv",
-    params:
-        analysis=config["analysis"],
     log:
         "logs/models/{outcome}.log",
     benchmark:
         "benchmarks/models/{outcome}.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        analysis=config["analysis"],
     script:
         "../scripts/one_stage_outcome.py"
 
@@ -40,6 +35,8 @@ rule one_stage_tables:
         "logs/models/tables.log",
     benchmark:
         "benchmarks/models/tables.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
     script:
         "../scripts/one_stage_tables.py"
 
@@ -47,18 +44,24 @@ rule one_stage_tables:
 rule replication:
     input:
         one_stage="results/tables/one_stage.tsv",
-        truth=[config["replication"]["ground_truth"]] if config["replication"].get("ground_truth") else [],
+        truth=(
+            [config["replication"]["ground_truth"]]
+            if config["replication"].get("ground_truth")
+            else []
+        ),
     output:
         report(
             "results/tables/replication.tsv",
             caption="../report/replication.rst",
             category="Replication",
         ),
-    params:
-        replication=config["replication"],
     log:
         "logs/models/replication.log",
     benchmark:
         "benchmarks/models/replication.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        replication=config["replication"],
     script:
         "../scripts/replication.py"

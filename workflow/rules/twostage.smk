@@ -1,10 +1,3 @@
-REPORTED = [(name, term) for name, model in config["analysis"]["models"].items() for term in model["report"]]
-
-
-def term_slug(term):
-    return term.replace(":", "_x_")
-
-
 rule two_stage_outcome:
     input:
         "results/harmonized/pooled.parquet",
@@ -12,12 +5,14 @@ rule two_stage_outcome:
         per_study="results/models/{outcome}/per_study.tsv",
         two_stage="results/models/{outcome}/two_stage.tsv",
         leave_one_out="results/models/{outcome}/leave_one_out.tsv",
-    params:
-        analysis=config["analysis"],
     log:
         "logs/two_stage/{outcome}.log",
     benchmark:
         "benchmarks/two_stage/{outcome}.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        analysis=config["analysis"],
     script:
         "../scripts/two_stage_outcome.py"
 
@@ -26,15 +21,31 @@ rule two_stage_tables:
     input:
         per_study=expand("results/models/{outcome}/per_study.tsv", outcome=OUTCOMES),
         two_stage=expand("results/models/{outcome}/two_stage.tsv", outcome=OUTCOMES),
-        leave_one_out=expand("results/models/{outcome}/leave_one_out.tsv", outcome=OUTCOMES),
+        leave_one_out=expand(
+            "results/models/{outcome}/leave_one_out.tsv", outcome=OUTCOMES
+        ),
     output:
-        per_study=report("results/tables/per_study.tsv", caption="../report/per_study.rst", category="Two-stage and aggregate data"),
-        two_stage=report("results/tables/two_stage.tsv", caption="../report/two_stage.rst", category="Two-stage and aggregate data"),
-        leave_one_out=report("results/tables/leave_one_out.tsv", caption="../report/leave_one_out.rst", category="Two-stage and aggregate data"),
+        per_study=report(
+            "results/tables/per_study.tsv",
+            caption="../report/per_study.rst",
+            category="Two-stage and aggregate data",
+        ),
+        two_stage=report(
+            "results/tables/two_stage.tsv",
+            caption="../report/two_stage.rst",
+            category="Two-stage and aggregate data",
+        ),
+        leave_one_out=report(
+            "results/tables/leave_one_out.tsv",
+            caption="../report/leave_one_out.rst",
+            category="Two-stage and aggregate data",
+        ),
     log:
         "logs/two_stage/tables.log",
     benchmark:
         "benchmarks/two_stage/tables.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
     script:
         "../scripts/combine_tables.py"
 
@@ -45,12 +56,22 @@ rule aggregate_meta:
         schema="workflow/schemas/aggregate.schema.yaml",
         pooled="results/harmonized/pooled.parquet",
     output:
-        trials=report("results/tables/aggregate_trials.tsv", caption="../report/aggregate_trials.rst", category="Two-stage and aggregate data"),
-        meta=report("results/tables/aggregate_meta.tsv", caption="../report/aggregate_meta.rst", category="Two-stage and aggregate data"),
+        trials=report(
+            "results/tables/aggregate_trials.tsv",
+            caption="../report/aggregate_trials.rst",
+            category="Two-stage and aggregate data",
+        ),
+        meta=report(
+            "results/tables/aggregate_meta.tsv",
+            caption="../report/aggregate_meta.rst",
+            category="Two-stage and aggregate data",
+        ),
     log:
         "logs/two_stage/aggregate.log",
     benchmark:
         "benchmarks/two_stage/aggregate.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
     script:
         "../scripts/aggregate_meta.py"
 
@@ -64,20 +85,25 @@ rule forest_plots:
     output:
         png=[
             report(
-                f"results/figures/forest/{{outcome}}/{name}__{term_slug(term)}.png",
+                f"results/figures/forest/{{outcome}}/{name}__{slug(term)}.png",
                 caption="../report/forest.rst",
                 category="Two-stage and aggregate data",
                 subcategory="Forest plots: {outcome}",
             )
             for name, term in REPORTED
         ],
-        svg=[f"results/figures/forest/{{outcome}}/{name}__{term_slug(term)}.svg" for name, term in REPORTED],
-    params:
-        reported=REPORTED,
+        svg=[
+            f"results/figures/forest/{{outcome}}/{name}__{slug(term)}.svg"
+            for name, term in REPORTED
+        ],
     log:
         "logs/figures/forest_{outcome}.log",
     benchmark:
         "benchmarks/figures/forest_{outcome}.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        reported=REPORTED,
     script:
         "../scripts/forest_plots.py"
 
@@ -87,14 +113,24 @@ rule data_figures:
         flow="results/audit/flow.tsv",
         status="results/audit/status_matrix.tsv",
     output:
-        flow=report("results/figures/participant_flow.png", caption="../report/flow_figure.rst", category="Data and harmonization"),
+        flow=report(
+            "results/figures/participant_flow.png",
+            caption="../report/flow_figure.rst",
+            category="Data and harmonization",
+        ),
         flow_svg="results/figures/participant_flow.svg",
-        status=report("results/figures/harmonization_status.png", caption="../report/status_figure.rst", category="Data and harmonization"),
+        status=report(
+            "results/figures/harmonization_status.png",
+            caption="../report/status_figure.rst",
+            category="Data and harmonization",
+        ),
         status_svg="results/figures/harmonization_status.svg",
     log:
         "logs/figures/data.log",
     benchmark:
         "benchmarks/figures/data.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
     script:
         "../scripts/data_figures.py"
 
@@ -110,5 +146,7 @@ rule summary:
         "logs/summary.log",
     benchmark:
         "benchmarks/summary.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
     script:
         "../scripts/summary.py"
