@@ -42,6 +42,7 @@ bench: venv
 	$(BIN)/python bench/bench_harmonize.py
 	$(BIN)/snakemake --cores $(CORES) results/harmonized/pooled.parquet
 	$(BIN)/python bench/bench_models.py
+	$(BIN)/python bench/bench_workflow.py
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -13,6 +13,16 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+localrules:
+    all,
+    inventory,
+    pool,
+    one_stage_tables,
+    two_stage_tables,
+    replication,
+    summary,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/inventory.smk"
 include: "workflow/rules/harmonize.smk"

@@ -54,7 +54,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def completed_run(workdir):
-    result = snakemake(workdir, "--cores", "2")
+    result = snakemake(workdir, "--cores", "4")
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 

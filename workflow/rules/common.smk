@@ -2,6 +2,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from ipdpool.aggregate import read_aggregate
 from ipdpool.figures import slug
 from ipdpool.harmonize.rulefile import load_rules
 
@@ -23,6 +24,12 @@ def load_study_rules(study):
         )
     return rules
 
+
+# The aggregate-data file is checked at start-up too (every bad row listed).
+read_aggregate(
+    config["aggregate"]["file"],
+    Path(workflow.basedir) / "workflow" / "schemas" / "aggregate.schema.yaml",
+)
 
 STUDY_RULES = {study: load_study_rules(study) for study in config["studies"]}
 STUDIES = sorted(STUDY_RULES)

@@ -7,6 +7,7 @@ the contrasts (linear combinations of terms) to report.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from scipy import stats
 
 from .lmm import Fit, fit_random_intercept, gls_random_effects
 
+log = logging.getLogger(__name__)
 DIAGNOSIS_REFERENCE = "schizophrenia_spectrum"
 TERMS = ("employed", "ips", "ips:employed", "baseline", "age", "sex", "diagnosis", "employed_within", "employed_between")
 
@@ -286,7 +288,9 @@ def fit_outcome(data: pd.DataFrame, outcome: str, analysis: dict) -> tuple[pd.Da
     for name, spec in analysis["models"].items():
         model = ModelSpec.from_config(name, spec)
         primary_rows += primary(data, outcome, model, min_studies, tolerance)
+        log.info("%s: model %s fitted; sensitivity analyses next", outcome, name)
         sensitivity_rows += sensitivity(data, outcome, model, settings)
+        log.info("%s: model %s sensitivity analyses done", outcome, name)
     sensitivity_table = as_table(sensitivity_rows)
     sensitivity_table.insert(0, "variant", sensitivity_table["model"])
     return as_table(primary_rows), sensitivity_table
