@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import snakemake
+from conftest import copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -135,6 +135,16 @@ def test_second_run_has_nothing_to_do(completed_run):
     result = snakemake(completed_run, "--cores", "2", "--dry-run")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_a_mistyped_config_key_fails_at_start_up_naming_key_and_place(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    config = workdir / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("  min_studies: 2", "  min_studys: 2"))
+    result = snakemake(workdir, "--cores", "1", "--dry-run")
+    assert result.returncode != 0
+    output = result.stderr + result.stdout
+    assert "Error validating config file" in output and "'min_studys' was unexpected" in output and "['analysis']" in output
 
 
 def test_a_config_naming_a_missing_rule_file_fails_at_start_up(workdir, tmp_path):
