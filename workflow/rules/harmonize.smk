@@ -67,6 +67,11 @@ rule pool:
             caption="../report/flow.rst",
             category="Data and harmonization",
         ),
+        reconciliation=report(
+            "results/audit/reconciliation.tsv",
+            caption="../report/reconciliation.rst",
+            category="Data and harmonization",
+        ),
         status=report(
             "results/audit/status_matrix.tsv",
             caption="../report/status_matrix.rst",

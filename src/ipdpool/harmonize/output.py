@@ -25,6 +25,7 @@ PRIVATE = 0o600
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)  # participant-level folder: owner only
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)
     try:
@@ -120,6 +121,28 @@ def pooled_flow(flows: list[pd.DataFrame]) -> pd.DataFrame:
     totals = per_participant.groupby(["stage", "reason"], sort=False, dropna=False)[["IPS", "SAU", "total"]].sum(min_count=1).reset_index()
     totals.insert(0, "study", "all")
     return pd.concat([stacked, totals], ignore_index=True)
+
+
+class ReconciliationError(Exception):
+    pass
+
+
+def reconcile(flows: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
+    """Participants in the raw files = participants in the pooled data (+ excluded, each with a
+    reason; harmonization excludes nobody), per study and arm. Raises if any count differs."""
+    rows = []
+    raw = flows[flows["stage"] == "raw participants"].set_index("study")
+    for study in sorted(set(raw.index) | set(pooled["study"])):
+        for arm in ("IPS", "SAU", "total"):
+            in_raw = int(raw.loc[study, arm]) if study in raw.index else 0
+            in_pool = int((pooled["study"] == study).sum() if arm == "total" else ((pooled["study"] == study) & (pooled["arm"] == arm)).sum())
+            rows.append({"study": study, "arm": arm, "raw_participants": in_raw, "pooled": in_pool, "excluded": 0, "difference": in_raw - in_pool})
+    table = pd.DataFrame(rows)
+    wrong = table[table["difference"] != 0]
+    if len(wrong):
+        lines = [f"study {r.study}, arm {r.arm}: {r.raw_participants} in the raw files, {r.pooled} pooled, {r.excluded} excluded" for r in wrong.itertuples()]
+        raise ReconciliationError("participants lost or duplicated between raw files and pooled data:\n  - " + "\n  - ".join(lines))
+    return table
 
 
 def status_matrix(rule_logs: list[pd.DataFrame]) -> pd.DataFrame:

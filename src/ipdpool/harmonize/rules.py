@@ -95,6 +95,10 @@ def linear_rule(data: StudyData, variable: str, spec: dict, kind: str) -> RuleRe
 def months_between_rule(data: StudyData, variable: str, spec: dict, kind: str) -> RuleResult:
     start, end = data.dates(spec["start"], variable), data.dates(spec["end"], variable)
     months = (end - start).dt.days / DAYS_PER_MONTH
+    backwards = months < 0
+    if backwards.any():
+        end_file = data.one_row_file.get(spec["end"]["table"], spec["end"]["table"])
+        data.problems.add(end_file, variable, f"{spec['end']['column']!r} is before {spec['start']['column']!r} (follow-up before baseline)", values=(f"{int(backwards.sum())} participants",))
     source = f"{spec['start']['table']}.{spec['start']['column']} -> {spec['end']['table']}.{spec['end']['column']}"
     return RuleResult(months.astype(float), "months_between", source=source, rows_in=int(end.notna().sum()), nonmissing_in=int(end.notna().sum()))
 

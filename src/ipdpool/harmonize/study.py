@@ -17,6 +17,7 @@ from .pseudonym import pseudonyms
 from .rules import RuleResult, apply_score_rule, apply_value_rule
 from .schema import conform, pandera_schema, schema_failures
 from .tables import StudyData
+from .values import code_key, code_keys
 
 # Variables filled from the rule file's own structure rather than a value rule.
 IDENTITY = ("study", "participant_id")
@@ -113,6 +114,18 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         out[f"{outcome}_bl_z"] = _z(scores["bl"], scores["bl"])
         out[f"{outcome}_fu_z"] = _z(scores["fu"], scores["bl"])
 
+    participants_file = rules["tables"][rules["participants"]["table"]]["file"]
+    if problems:  # the checks below would only restate consequences of these
+        raise HarmonizationError(problems.items)
+    arms = set(out.get("arm", pd.Series(dtype=object)).dropna())
+    if len(data.participants) and len(arms) == 1:
+        problems.add(participants_file, "arm", f"every participant is in one arm ({arms.pop()}); a randomized comparison needs both IPS and SAU")
+    employed = pd.to_numeric(out.get("employed", pd.Series(dtype=float)), errors="coerce")
+    if employed.notna().any() and (employed.dropna() == 0).all():
+        problems.add(participants_file, "employed", f"nobody was employed during follow-up ({int(employed.notna().sum())} with known employment): check the employment rule")
+    for outcome, (low, high) in outcome_ranges.items():
+        if out[f"{outcome}_bl"].isna().all() and out[f"{outcome}_fu"].isna().all():
+            problems.add(participants_file, outcome, "declared collected but no participant has a baseline or follow-up score; mark it not_collected or fix the rule")
     if problems:
         raise HarmonizationError(problems.items)
     frame = conform(pd.DataFrame(out).reset_index(drop=True), schema)
@@ -128,14 +141,14 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         study=study,
         data=frame,
         rule_log=rule_log,
-        flow=participant_flow(study, data, frame, schema),
+        flow=participant_flow(study, data, frame, schema, raw_arm_counts(rules, data, frame.index)),
         arm_counts=arm_counts(study, frame, rules.get("published_n", {})),
         provenance=provenance(rules, data, base_dir, rules_path),
         before=before,
     )
 
 
-def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
+def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: dict, raw_arms: pd.Series) -> pd.DataFrame:
     """PRISMA-IPD style counts by arm: every randomized participant is either
     analysable for an outcome or excluded from it with one reason."""
     rows = []
@@ -149,6 +162,7 @@ def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: d
     for table in data.tables.values():
         add("raw rows", table.file, total=len(table.frame))
     everyone = pd.Series(True, index=frame.index)
+    rows.append({"study": study, "stage": "raw participants", "reason": "rows of the participants table, arm read from the raw cells", "IPS": int((raw_arms == "IPS").sum()), "SAU": int((raw_arms == "SAU").sum()), "total": len(raw_arms)})
     add("randomized participants", "unique participant ids in the participants table", everyone)
     add("with a follow-up assessment", "", frame["followup_months"].notna())
     add("without a follow-up assessment", "no follow-up assessment in the window", frame["followup_months"].isna())
@@ -167,6 +181,18 @@ def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: d
         add(f"{outcome}: excluded", "no follow-up score", no_followup)
         add(f"{outcome}: excluded", "employment unknown", no_employment)
     return pd.DataFrame(rows, columns=["study", "stage", "reason", "IPS", "SAU", "total"]).astype({"IPS": "Int64", "SAU": "Int64", "total": "Int64"})
+
+
+def raw_arm_counts(rules: dict, data: StudyData, index: pd.Index) -> pd.Series:
+    """Arm of every raw row of the participants table, read again from the raw cells (not the
+    harmonized data) so that the pooling step can reconcile raw and harmonized counts."""
+    rule = rules["variables"]["arm"]
+    (kind, spec), = rule.items()
+    table = data.tables[rules["participants"]["table"]]
+    if kind != "recode" or spec["table"] != table.name:
+        return pd.Series(pd.NA, index=index)
+    mapping = {code_key(k): v for k, v in spec["map"].items()}
+    return pd.Series(code_keys(table.frame[spec["column"]]).map(mapping).to_numpy())
 
 
 def arm_counts(study: str, frame: pd.DataFrame, published: dict[str, int]) -> pd.DataFrame:
