@@ -132,6 +132,9 @@ def reconcile(flows: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
     reason; harmonization excludes nobody), per study and arm. Raises if any count differs."""
     rows = []
     raw = flows[flows["stage"] == "raw participants"].set_index("study")
+    uncounted = sorted(set(pooled["study"]) - set(raw.index))
+    if uncounted:
+        raise ReconciliationError(f"no raw participant count in the flow table of {', '.join(uncounted)} (made by an older version? re-run harmonize_study)")
     for study in sorted(set(raw.index) | set(pooled["study"])):
         for arm in ("IPS", "SAU", "total"):
             in_raw = int(raw.loc[study, arm]) if study in raw.index else 0
