@@ -100,7 +100,8 @@ def flow_figure(flow: pd.DataFrame, stem: Path) -> None:
 
     def count(stage: str, reason: str = "") -> str:
         row = pooled.loc[(stage, reason)] if (stage, reason) in pooled.index else None
-        return "n/a" if row is None else f"{int(row['total'])} (IPS {int(row['IPS'])}, SAU {int(row['SAU'])})"
+        # counts may already be suppressed ("<5") in shared copies
+        return "n/a" if row is None else f"{row['total']} (IPS {row['IPS']}, SAU {row['SAU']})"
 
     boxes = [
         ("Randomized", count("randomized participants", "unique participant ids in the participants table")),

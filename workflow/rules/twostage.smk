@@ -150,3 +150,45 @@ rule summary:
         "../envs/ipdpool.yaml"
     script:
         "../scripts/summary.py"
+
+
+rule share:
+    input:
+        tables=expand(
+            "results/tables/{table}.tsv",
+            table=[
+                "one_stage",
+                "sensitivity",
+                "replication",
+                "per_study",
+                "two_stage",
+                "leave_one_out",
+                "aggregate_trials",
+                "aggregate_meta",
+            ],
+        ),
+        audit=[
+            "results/audit/flow.tsv",
+            "results/audit/reconciliation.tsv",
+            "results/audit/status_matrix.tsv",
+            "results/harmonized/codebook.tsv",
+        ],
+        figures=[
+            f"results/figures/forest/{outcome}/{name}__{slug(term)}.{suffix}"
+            for outcome in OUTCOMES
+            for name, term in REPORTED
+            for suffix in ("png", "svg")
+        ]
+        + ["results/figures/harmonization_status.png", "results/figures/harmonization_status.svg"],
+    output:
+        directory("results/share"),
+    params:
+        min_count=config["disclosure"]["min_count"],
+    conda:
+        "../envs/ipdpool.yaml"
+    log:
+        "logs/share.log",
+    benchmark:
+        "benchmarks/share.tsv"
+    script:
+        "../scripts/share.py"
