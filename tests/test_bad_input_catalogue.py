@@ -1,0 +1,195 @@
+"""Bad-input catalogue: corrupted copies of the demo, each stopped with a message that names
+study, file and variable (the exact text is recorded here), and nothing written.
+
+Each case runs the stage that reads the input (rule-file check, harmonization of the
+study, aggregate-data check, or Snakemake's start-up) on a copy in a temporary folder.
+"""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import copy_workflow, snakemake
+
+from ipdpool.aggregate import AggregateDataError, read_aggregate
+from ipdpool.harmonize.problems import HarmonizationError
+from ipdpool.harmonize.rulefile import RuleFileError, load_rules
+from ipdpool.harmonize.schema import load_schema
+from ipdpool.harmonize.study import harmonize_study
+
+REPO = Path(__file__).resolve().parents[1]
+US, DK_PEOPLE, DK_VISITS, DK_HOURS = "us_hartford_wide.csv", "dk_deltagere.csv", "dk_besoeg.csv", "dk_timer_uge.csv"
+
+
+def edit_csv(path: Path, change, sep=",", encoding="utf-8"):
+    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding)
+    change(frame)
+    frame.to_csv(path, sep=sep, index=False, encoding=encoding, lineterminator="\n")
+
+
+def us(change):
+    return lambda raw: edit_csv(raw / "US" / US, change)
+
+
+def dk(name, change):
+    return lambda raw: edit_csv(raw / "DK" / name, change, sep=";", encoding="latin-1")
+
+
+def truncate(study, name):
+    def corrupt(raw):
+        path = raw / study / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+    return corrupt
+
+
+def first_where(frame, column, value, new):
+    frame.loc[(frame[column] == value).idxmax(), column] = new
+
+
+def rule_text(study, old, new):
+    return lambda rules_dir: (rules_dir / f"{study}.yaml").write_text((rules_dir / f"{study}.yaml").read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
+
+
+def shift_header(raw):
+    path = raw / "DK" / DK_VISITS
+    path.write_bytes("Eksport fra registreringssystem\r\n".encode("latin-1") + path.read_bytes())
+
+
+def blank_outcomes(frame):
+    for column in frame.columns:
+        if column.split("_m")[0] in ("rses", "qoli", "hamd", "bai", "gaf") or column.startswith("bprs_"):
+            frame[column] = ""
+
+
+def follow_up_before_baseline(frame):
+    row = (frame["date_m18"] != "").idxmax()
+    frame.loc[row, "date_m18"] = "01/01/1990"
+
+
+def two_arms(frame):
+    duplicate = frame.iloc[[3]].copy()
+    duplicate["gruppe"] = "Sædvanlig indsats" if frame.iloc[3]["gruppe"] != "Sædvanlig indsats" else "IPS"
+    frame.loc[len(frame)] = duplicate.iloc[0]
+
+
+# (case id, study, raw change, rule change, expected file, expected variable, exact message text)
+HARMONIZATION_CASES = [
+    ("truncated_sav", "EU6", truncate("EU6", "eu6_baseline.sav"), None, "eu6_baseline.sav", "(whole file)", "cannot be read as SAV file"),
+    ("truncated_dta", "NL", truncate("NL", "nl_metingen.dta"), None, "nl_metingen.dta", "(whole file)", "cannot be read as DTA file"),
+    ("truncated_xlsx", "SE", truncate("SE", "se_ips_malmo.xlsx"), None, "se_ips_malmo.xlsx", "(whole file)", "cannot be read as an Excel workbook"),
+    ("wrong_encoding", "DK", None, rule_text("DK", "encoding: latin-1", "encoding: utf-8"), DK_PEOPLE, "(whole file)", "is not valid utf-8 text (byte 1); set `encoding` for this file"),
+    ("wrong_delimiter", "DK", None, rule_text("DK", 'delimiter: ";"\n    decimal: ","\n    encoding: latin-1\n    id: løbenr\n    rows: many', 'delimiter: ","\n    decimal: ","\n    encoding: latin-1\n    id: løbenr\n    rows: many'), DK_VISITS, "(whole file)", "has a single column 'løbenr;besøg;dato;rses;whoqol_psyk;sans_global;saps_global;gaf_f': is the delimiter ',' right?"),
+    ("header_row_shifted", "DK", shift_header, None, DK_VISITS, "løbenr", "id/site column 'løbenr' not found; columns are ['Eksport fra registreringssystem']"),
+    ("column_renamed", "US", us(lambda f: f.rename(columns={"condition": "arm_text"}, inplace=True)), None, US, "arm", "column 'condition' not found; columns are ["),
+    ("text_in_numeric_column", "US", us(lambda f: first_where(f, "age", f["age"].iloc[0], "fifty")), None, US, "age", "values in 'age' that are not numbers (decimal mark '.'); add them to `missing` if they mean unknown; values 'fifty'"),
+    ("unexpected_date_format", "DK", dk(DK_PEOPLE, lambda f: first_where(f, "randomiseringsdato", f["randomiseringsdato"].iloc[0], "2013/03/25")), None, DK_PEOPLE, "followup_months", "dates in 'randomiseringsdato' that do not parse with date_format '%d-%m-%Y'; values '2013/03/25'"),
+    ("recode_misses_a_code", "US", us(lambda f: first_where(f, "dx", "other", "psychosis NOS")), None, US, "diagnosis", "codes in 'dx' missing from the recode map (the map must list every code); values 'psychosis NOS (n=1)'"),
+    ("duplicate_ids", "US", us(lambda f: f.__setitem__("study_id", f["study_id"].where(f.index != 7, f["study_id"].iloc[6]))), None, US, "study_id", "duplicate participant ids in the participants table; rows 7, 8"),
+    ("participant_in_two_arms", "DK", dk(DK_PEOPLE, two_arms), None, DK_PEOPLE, "løbenr", "duplicate participant ids in the participants table; rows 4, 721"),
+    ("follow_up_before_baseline", "US", us(follow_up_before_baseline), None, US, "followup_months", "'date_m18' is before 'randomized' (follow-up before baseline); values '1 participants'"),
+    ("score_out_of_range", "US", us(lambda f: first_where(f, "gaf_m0", f["gaf_m0"].iloc[0], "150")), None, US, "functioning_bl", "scores outside the GAF range [1, 100]; values 150.0"),
+    ("all_outcomes_missing", "US", us(blank_outcomes), None, US, "self_esteem", "declared collected but no participant has a baseline or follow-up score; mark it not_collected or fix the rule"),
+    ("empty_study", "US", us(lambda f: f.drop(f.index, inplace=True)), None, US, "participants", "the participants table has no rows"),
+    ("one_arm_only", "US", us(lambda f: f.__setitem__("condition", "IPS")), None, US, "arm", "every participant is in one arm (IPS); a randomized comparison needs both IPS and SAU"),
+    ("nobody_employed", "DK", dk(DK_HOURS, lambda f: f.__setitem__("timer", "0")), None, DK_PEOPLE, "employed", "nobody was employed during follow-up (720 with known employment): check the employment rule"),
+    ("missing_raw_file", "NL", lambda raw: (raw / "NL" / "nl_banen.dta").unlink(), None, "nl_banen.dta", "(whole file)", "not found (looked in"),
+    ("empty_raw_file", "EU6", lambda raw: (raw / "EU6" / "eu6_followup18.sav").write_bytes(b""), None, "eu6_followup18.sav", "(whole file)", "is empty (0 bytes)"),
+    ("missing_sheet", "SE", None, rule_text("SE", 'sheet: "18 mån"', 'sheet: "18 manader"'), "se_ips_malmo.xlsx", "(whole file)", "has no sheet '18 manader'; sheets are ['Baslinje', '6 mån', '12 mån', '18 mån']"),
+    ("orphan_follow_up_row", "EU6", None, None, "eu6_followup18.sav", "pid", "rows whose participant is not in the participants table"),
+]
+
+
+def orphan_follow_up(raw):
+    import pyreadstat
+
+    path = raw / "EU6" / "eu6_followup18.sav"
+    frame, meta = pyreadstat.read_sav(path, user_missing=True)
+    frame.loc[0, "pid"] = "999"
+    pyreadstat.write_sav(frame, path, variable_value_labels=meta.variable_value_labels, variable_format={"fudate": "DATE11"})
+
+
+HARMONIZATION_CASES[-1] = HARMONIZATION_CASES[-1][:2] + (orphan_follow_up,) + HARMONIZATION_CASES[-1][3:]
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    shutil.copytree(REPO / "resources" / "demo" / "raw", tmp_path / "raw")
+    shutil.copytree(REPO / "config" / "studies", tmp_path / "studies")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case,study,raw_change,rule_change,file,variable,message", HARMONIZATION_CASES, ids=[c[0] for c in HARMONIZATION_CASES])
+def test_harmonization_stops_with_a_located_message(workspace, case, study, raw_change, rule_change, file, variable, message):
+    if raw_change:
+        raw_change(workspace / "raw")
+    if rule_change:
+        rule_change(workspace / "studies")
+    rules = load_rules(workspace / "studies" / f"{study}.yaml")
+    rules["raw_dir"] = str(workspace / "raw" / study)
+    with pytest.raises(HarmonizationError) as caught:
+        harmonize_study(rules, load_schema(REPO / "config" / "schema.yaml"), b"catalogue-key-0123456789")
+    text = str(caught.value)
+    assert f"study {study}, file {file}, variable {variable}: {message}" in text, text
+    assert not (workspace / "results").exists()
+
+
+# ------------------------------------------------------------ rule files, aggregate data, configuration
+
+
+def test_rule_file_with_an_unknown_key(workspace):
+    rule_text("US", "study: US", "study: US\ncolour: blue")(workspace / "studies")
+    with pytest.raises(RuleFileError) as caught:
+        load_rules(workspace / "studies" / "US.yaml")
+    assert caught.value.problems == ["(top level): Additional properties are not allowed ('colour' was unexpected); allowed here: study, title, raw_dir, published_n, tables, participants, selections, variables, outcomes"]
+    assert str(caught.value).startswith(f"rule file {workspace / 'studies' / 'US.yaml'}")
+
+
+def test_malicious_rule_text_is_rejected_and_never_run(workspace, tmp_path):
+    marker = tmp_path / "was_run"
+    code = f"__import__('os').system('touch {marker}')"
+    rule_text("US", "arm: {recode: {table: wide, column: condition, map: {IPS: IPS, PSR: SAU, BVR: SAU}}}", f'arm: {{expression: "{code}"}}')(workspace / "studies")
+    with pytest.raises(RuleFileError) as caught:
+        load_rules(workspace / "studies" / "US.yaml")
+    assert caught.value.problems[0].startswith("variables/arm: Additional properties are not allowed ('expression' was unexpected)")
+    assert not marker.exists()
+
+
+def test_invalid_yaml_rule_file(workspace):
+    rule_text("US", "site: {constant: Hartford}", "site: {constant: Hartford")(workspace / "studies")
+    with pytest.raises(RuleFileError) as caught:
+        load_rules(workspace / "studies" / "US.yaml")
+    assert caught.value.problems[0].startswith("not valid YAML: while parsing a flow mapping")
+
+
+@pytest.mark.parametrize(
+    "column,value,message",
+    [
+        ("sd", "-4.8", "line 3 (trial 'EU6', outcome 'quality_of_life', arm 'IPS'): sd: -4.8 is less than or equal to the minimum of 0"),
+        ("outcome", "wellbeing", "line 3 (trial 'EU6', outcome 'wellbeing', arm 'IPS'): outcome: 'wellbeing' is not one of"),
+    ],
+    ids=["aggregate_negative_sd", "aggregate_unknown_outcome"],
+)
+def test_aggregate_data_rows(tmp_path, column, value, message):
+    lines = (REPO / "config" / "aggregate" / "ips_rcts.tsv").read_text(encoding="utf-8").splitlines()
+    header = lines[1].split("\t")
+    fields = lines[2].split("\t")
+    fields[header.index(column)] = value
+    lines[2] = "\t".join(fields)
+    path = tmp_path / "aggregate.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(AggregateDataError) as caught:
+        read_aggregate(path, REPO / "workflow" / "schemas" / "aggregate.schema.yaml")
+    assert any(problem.startswith(message) for problem in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.workflow
+def test_config_pointing_at_a_missing_study_stops_before_any_job(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    (workdir / "config" / "studies" / "NL.yaml").unlink()
+    result = snakemake(workdir, "--cores", "1")
+    assert result.returncode != 0
+    assert "study NL: rule file config/studies/NL.yaml named in the config does not exist" in result.stderr + result.stdout
+    assert not (workdir / "results").exists()
+
