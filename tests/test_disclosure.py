@@ -35,3 +35,13 @@ def test_share_target_holds_only_aggregate_outputs_with_small_counts_suppressed(
     assert (flow[["IPS", "SAU", "total"]] == "<5").any().any()  # the demo has small cells to suppress
     assert (share / "figures" / "participant_flow.png").is_file() and (share / "summary.md").is_file()
     assert len(list((share / "figures").glob("forest_*.svg"))) == 48
+
+
+def test_reconciliation_fails_when_a_participant_is_lost():
+    from ipdpool.harmonize.output import ReconciliationError, reconcile
+
+    flows = pd.DataFrame([{"study": "A", "stage": "raw participants", "reason": "", "IPS": 3, "SAU": 2, "total": 5}])
+    pooled = pd.DataFrame({"study": ["A"] * 5, "arm": ["IPS", "IPS", "IPS", "SAU", "SAU"]})
+    assert (reconcile(flows, pooled)["difference"] == 0).all()
+    with pytest.raises(ReconciliationError, match="study A, arm SAU: 2 in the raw files, 1 pooled, 0 excluded"):
+        reconcile(flows, pooled.iloc[:4])
