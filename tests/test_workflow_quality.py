@@ -15,5 +15,5 @@ def test_snakemake_lint_reports_nothing(repo_root):
 
 
 def test_snakefmt_check_passes(repo_root):
-    result = subprocess.run([str(BIN / "snakefmt"), "--check", "."], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

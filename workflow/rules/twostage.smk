@@ -179,16 +179,19 @@ rule share:
             for name, term in REPORTED
             for suffix in ("png", "svg")
         ]
-        + ["results/figures/harmonization_status.png", "results/figures/harmonization_status.svg"],
+        + [
+            "results/figures/harmonization_status.png",
+            "results/figures/harmonization_status.svg",
+        ],
     output:
         directory("results/share"),
-    params:
-        min_count=config["disclosure"]["min_count"],
-    conda:
-        "../envs/ipdpool.yaml"
     log:
         "logs/share.log",
     benchmark:
         "benchmarks/share.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        min_count=config["disclosure"]["min_count"],
     script:
         "../scripts/share.py"
