@@ -24,7 +24,8 @@ US, DK_PEOPLE, DK_VISITS, DK_HOURS = "us_hartford_wide.csv", "dk_deltagere.csv",
 
 def edit_csv(path: Path, change, sep=",", encoding="utf-8"):
     frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding)
-    change(frame)
+    changed = change(frame)  # a change edits the frame in place or returns a new one
+    frame = frame if changed is None else changed
     frame.to_csv(path, sep=sep, index=False, encoding=encoding, lineterminator="\n")
 
 
@@ -82,7 +83,7 @@ HARMONIZATION_CASES = [
     ("wrong_encoding", "DK", None, rule_text("DK", "encoding: latin-1", "encoding: utf-8"), DK_PEOPLE, "(whole file)", "is not valid utf-8 text (byte 1); set `encoding` for this file"),
     ("wrong_delimiter", "DK", None, rule_text("DK", 'delimiter: ";"\n    decimal: ","\n    encoding: latin-1\n    id: løbenr\n    rows: many', 'delimiter: ","\n    decimal: ","\n    encoding: latin-1\n    id: løbenr\n    rows: many'), DK_VISITS, "(whole file)", "has a single column 'løbenr;besøg;dato;rses;whoqol_psyk;sans_global;saps_global;gaf_f': is the delimiter ',' right?"),
     ("header_row_shifted", "DK", shift_header, None, DK_VISITS, "løbenr", "id/site column 'løbenr' not found; columns are ['Eksport fra registreringssystem']"),
-    ("column_renamed", "US", us(lambda f: f.rename(columns={"condition": "arm_text"}, inplace=True)), None, US, "arm", "column 'condition' not found; columns are ["),
+    ("column_renamed", "US", us(lambda f: f.rename(columns={"condition": "arm_text"})), None, US, "arm", "column 'condition' not found; columns are ["),
     ("text_in_numeric_column", "US", us(lambda f: first_where(f, "age", f["age"].iloc[0], "fifty")), None, US, "age", "values in 'age' that are not numbers (decimal mark '.'); add them to `missing` if they mean unknown; values 'fifty'"),
     ("unexpected_date_format", "DK", dk(DK_PEOPLE, lambda f: first_where(f, "randomiseringsdato", f["randomiseringsdato"].iloc[0], "2013/03/25")), None, DK_PEOPLE, "followup_months", "dates in 'randomiseringsdato' that do not parse with date_format '%d-%m-%Y'; values '2013/03/25'"),
     ("recode_misses_a_code", "US", us(lambda f: first_where(f, "dx", "other", "psychosis NOS")), None, US, "diagnosis", "codes in 'dx' missing from the recode map (the map must list every code); values 'psychosis NOS (n=1)'"),
@@ -91,7 +92,7 @@ HARMONIZATION_CASES = [
     ("follow_up_before_baseline", "US", us(follow_up_before_baseline), None, US, "followup_months", "'date_m18' is before 'randomized' (follow-up before baseline); values '1 participants'"),
     ("score_out_of_range", "US", us(lambda f: first_where(f, "gaf_m0", f["gaf_m0"].iloc[0], "150")), None, US, "functioning_bl", "scores outside the GAF range [1, 100]; values 150.0"),
     ("all_outcomes_missing", "US", us(blank_outcomes), None, US, "self_esteem", "declared collected but no participant has a baseline or follow-up score; mark it not_collected or fix the rule"),
-    ("empty_study", "US", us(lambda f: f.drop(f.index, inplace=True)), None, US, "participants", "the participants table has no rows"),
+    ("empty_study", "US", us(lambda f: f.iloc[0:0]), None, US, "participants", "the participants table has no rows"),
     ("one_arm_only", "US", us(lambda f: f.__setitem__("condition", "IPS")), None, US, "arm", "every participant is in one arm (IPS); a randomized comparison needs both IPS and SAU"),
     ("nobody_employed", "DK", dk(DK_HOURS, lambda f: f.__setitem__("timer", "0")), None, DK_PEOPLE, "employed", "nobody was employed during follow-up (720 with known employment): check the employment rule"),
     ("missing_raw_file", "NL", lambda raw: (raw / "NL" / "nl_banen.dta").unlink(), None, "nl_banen.dta", "(whole file)", "not found (looked in"),
