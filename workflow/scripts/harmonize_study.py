@@ -1,20 +1,21 @@
 from pathlib import Path
 
-from ipdpool.harmonize.output import write_csv, write_parquet, write_tsv
+from ipdpool.harmonize.output import write_csv, write_parquet
 from ipdpool.harmonize.pseudonym import load_key
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.harmonize.study import harmonize_study
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.logutil import logged_to
+from ipdpool.tables import write_table
 
 with logged_to(snakemake.log[0]) as log:
     rules = load_rules(snakemake.input.rules, snakemake.params.rule_schema)
     result = harmonize_study(rules, load_schema(Path(snakemake.input.schema)), load_key(snakemake.config), rules_path=Path(snakemake.input.rules))
     write_parquet(result.data, snakemake.output.data, result.provenance)
     write_csv(result.data, snakemake.output.csv)
-    write_tsv(result.rule_log, snakemake.output.rule_log)
-    write_tsv(result.flow, snakemake.output.flow)
-    write_tsv(result.arm_counts, snakemake.output.arm_counts)
+    write_table(result.rule_log, snakemake.output.rule_log)
+    write_table(result.flow, snakemake.output.flow)
+    write_table(result.arm_counts, snakemake.output.arm_counts)
     for row in result.arm_counts.itertuples():
         if row.differs:
             log.warning("study %s: arm %r has %s participants, published %s", result.study, row.arm_original, row.n, row.published_n)

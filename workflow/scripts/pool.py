@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import pandas as pd
-from ipdpool.harmonize.output import codebook, pool, pooled_flow, reconcile, status_matrix, write_csv, write_parquet, write_tsv
+from ipdpool.harmonize.output import codebook, pool, pooled_flow, reconcile, status_matrix, write_csv, write_parquet
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.logutil import logged_to
+from ipdpool.tables import read_table, write_table
 
 with logged_to(snakemake.log[0]) as log:
     schema = load_schema(Path(snakemake.input.schema))
@@ -13,13 +14,12 @@ with logged_to(snakemake.log[0]) as log:
     for path in snakemake.input.rules:
         rules = load_rules(path, snakemake.params.rule_schema)
         study_rules[rules["study"]] = rules
-    read = lambda p: pd.read_csv(p, sep="\t", keep_default_na=False, na_values=[""])
-    flows = [read(p) for p in snakemake.input.flows]
+    flows = [read_table(p) for p in snakemake.input.flows]
     accounting = reconcile(pd.concat(flows, ignore_index=True), pooled)
     write_parquet(pooled, snakemake.output.data, provenance)
     write_csv(pooled, snakemake.output.csv)
-    write_tsv(codebook(schema, pooled, study_rules), snakemake.output.codebook)
-    write_tsv(pooled_flow(flows), snakemake.output.flow)
-    write_tsv(accounting, snakemake.output.reconciliation)
-    write_tsv(status_matrix([read(p) for p in snakemake.input.rule_logs]), snakemake.output.status)
+    write_table(codebook(schema, pooled, study_rules), snakemake.output.codebook)
+    write_table(pooled_flow(flows), snakemake.output.flow)
+    write_table(accounting, snakemake.output.reconciliation)
+    write_table(status_matrix([read_table(p) for p in snakemake.input.rule_logs]), snakemake.output.status)
     log.info("pooled %d participants from %d studies", len(pooled), pooled["study"].nunique())

@@ -53,12 +53,6 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     _atomic(path, lambda target: frame.to_csv(target, index=False, lineterminator="\n", float_format="%.10g"))
 
 
-def write_tsv(frame: pd.DataFrame, path: Path) -> None:
-    """Aggregate tables (no participant rows)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, sep="\t", index=False, lineterminator="\n", float_format="%.10g")
-
-
 def pool(study_files: list[Path], schema: dict) -> tuple[pd.DataFrame, dict]:
     """Stack the studies' harmonized files; check the pooled data against the schema again."""
     frames, provenance = [], {}
