@@ -24,6 +24,15 @@ localrules:
 
 
 include: "workflow/rules/common.smk"
+
+
+# Participant-level folders are owner-only from creation (before any job, so before
+# Snakemake creates them with the umask's mode); existing folders keep their mode.
+onstart:
+    for folder in PRIVATE_DIRS:
+        make_private_dirs(folder)
+
+
 include: "workflow/rules/inventory.smk"
 include: "workflow/rules/harmonize.smk"
 include: "workflow/rules/models.smk"

@@ -5,8 +5,10 @@ from snakemake.utils import validate
 from ipdpool.aggregate import read_aggregate
 from ipdpool.figures import slug
 from ipdpool.harmonize.rulefile import load_rules
+from ipdpool.paths import make_private_dirs
 
 validate(config, "../schemas/config.schema.yaml")
+PRIVATE_DIRS = ["results/harmonized"]
 STUDY_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "study.schema.yaml"
 
 

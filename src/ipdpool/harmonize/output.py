@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..paths import make_private_dirs
 from .problems import HarmonizationError, Problem
 from .schema import conform, pandera_schema, schema_failures
 
@@ -24,8 +25,7 @@ PRIVATE = 0o600
 
 def _atomic(path: Path, write) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)  # participant-level folder: owner only
+    make_private_dirs(path.parent)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)
     try:
