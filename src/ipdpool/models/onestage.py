@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
-from linearmodels.panel import PanelOLS
 from scipy import stats
 
-from .lmm import Fit, fit_random_intercept, gls_random_effects
+from .crossprod import CrossProducts, cross_products
+from .lmm import SINGULAR_TOLERANCE, LmmFit, NotEstimable, fit_lmm
 
 log = logging.getLogger(__name__)
 DIAGNOSIS_REFERENCE = "schizophrenia_spectrum"
@@ -25,8 +24,8 @@ TERMS = ("employed", "ips", "ips:employed", "baseline", "age", "sex", "diagnosis
 
 RESULT_COLUMNS = [
     "outcome", "contrast", "term", "model", "estimate", "se", "ci_low", "ci_high", "df", "p_value", "inference",
-    "z_ci_low", "z_ci_high", "z_p_value", "n_participants", "n_studies", "studies", "tau2", "sigma2", "icc",
-    "method", "converged", "boundary", "status", "warnings",
+    "n_participants", "n_studies", "studies", "tau2", "sigma2", "icc", "slope_variance", "slope_correlation",
+    "loglik", "method", "singular", "status", "warnings",
 ]  # fmt: skip
 
 
@@ -40,10 +39,6 @@ class ModelSpec:
     @staticmethod
     def from_config(name: str, spec: dict) -> "ModelSpec":
         return ModelSpec(name, tuple(spec["terms"]), tuple(spec.get("adjust", [])), {k: dict(v) for k, v in spec["report"].items()})
-
-
-class NotEstimable(Exception):
-    pass
 
 
 def required_columns(outcome: str, terms: tuple[str, ...]) -> list[str]:
@@ -122,19 +117,34 @@ def not_estimated(outcome: str, model: ModelSpec, variant: str, frame: pd.DataFr
     return [{**base_row(outcome, model, term, variant, frame), "status": "not estimated", "warnings": reason} for term in model.report]
 
 
-def mixed_rows(outcome: str, model: ModelSpec, variant: str, frame: pd.DataFrame, fit: Fit) -> list[dict]:
+def mixed_rows(outcome: str, model: ModelSpec, variant: str, frame: pd.DataFrame, fit: LmmFit, ddf: str) -> list[dict]:
+    covariance = fit.random_covariance
+    components = {"tau2": covariance[0, 0], "sigma2": fit.sigma2, "icc": covariance[0, 0] / (covariance[0, 0] + fit.sigma2)}
+    if fit.cp.q > 1:
+        scale = np.sqrt(covariance[0, 0] * covariance[1, 1])
+        components.update(slope_variance=covariance[1, 1], slope_correlation=covariance[0, 1] / scale if scale > 0 else np.nan)
     rows = []
     for term, weights in model.report.items():
-        row = {**base_row(outcome, model, term, variant, frame), **fit.estimate(contrast_vector(fit.names, weights))}
-        row.update(
-            tau2=fit.tau2, sigma2=fit.sigma2, icc=fit.tau2 / (fit.tau2 + fit.sigma2), method=fit.method,
-            converged=fit.converged, boundary=fit.boundary, status="estimated", warnings="; ".join(fit.warnings),
+        result = fit.contrast(contrast_vector(fit.names, weights), ddf)
+        rows.append(
+            {
+                **base_row(outcome, model, term, variant, frame), **{k: v for k, v in result.items() if k != "t"}, **components,
+                "loglik": fit.loglik, "method": fit.method, "singular": fit.is_singular, "status": "estimated",
+                "warnings": "; ".join(fit.warnings),
+            }
         )  # fmt: skip
-        rows.append(row)
     return rows
 
 
-def random_intercept(data: pd.DataFrame, outcome: str, model: ModelSpec, variant: str = "random_intercept", reml: bool = True, extra_adjust=(), drop_adjust=(), min_studies: int = 2, boundary_tolerance: float = 1e-6, exclude_study: str | None = None) -> list[dict]:
+def model_cross_products(frame: pd.DataFrame, outcome: str, terms: tuple[str, ...], random_slope: str | None = None) -> CrossProducts:
+    """Per-study cross-products of the model's design: all a fit needs (and all a site shares)."""
+    x, names = design(frame, outcome, terms)
+    z_names = ["Intercept"] + ([random_slope] if random_slope else [])
+    z = x[:, [names.index(name) for name in z_names]]
+    return cross_products(x, z, frame[f"{outcome}_fu_z"].to_numpy(float), frame["study"].to_numpy(), names, z_names)
+
+
+def random_intercept(data: pd.DataFrame, outcome: str, model: ModelSpec, variant: str = "random_intercept", reml: bool = True, extra_adjust=(), drop_adjust=(), min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, exclude_study: str | None = None, ddf: str = "satterthwaite") -> list[dict]:
     adjust = tuple(a for a in model.adjust if a not in drop_adjust) + tuple(extra_adjust)
     terms = model.terms + adjust
     frame = complete_cases(data if exclude_study is None else data[data["study"] != exclude_study], outcome, terms)
@@ -142,15 +152,14 @@ def random_intercept(data: pd.DataFrame, outcome: str, model: ModelSpec, variant
     if studies < min_studies:
         return not_estimated(outcome, model, variant, frame, f"outcome available in {studies} studies with complete data; the model needs at least {min_studies}")
     try:
-        x, names = design(frame, outcome, terms)
-        fit = fit_random_intercept(x, frame[f"{outcome}_fu_z"].to_numpy(float), frame["study"].to_numpy(), names, reml=reml, boundary_tolerance=boundary_tolerance)
+        fit = fit_lmm(model_cross_products(frame, outcome, terms), reml=reml, singular_tolerance=singular_tolerance)
     except (NotEstimable, np.linalg.LinAlgError) as error:
         return not_estimated(outcome, model, variant, frame, str(error))
-    return mixed_rows(outcome, model, variant, frame, fit)
+    return mixed_rows(outcome, model, variant, frame, fit, ddf)
 
 
-def primary(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 2, boundary_tolerance: float = 1e-6) -> list[dict]:
-    return random_intercept(data, outcome, model, min_studies=min_studies, boundary_tolerance=boundary_tolerance)
+def primary(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
+    return random_intercept(data, outcome, model, min_studies=min_studies, singular_tolerance=singular_tolerance, ddf=ddf)
 
 
 # ------------------------------------------------------------ sensitivity variants
@@ -158,6 +167,8 @@ def primary(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int
 
 def study_fixed_effect(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 2) -> list[dict]:
     """Study as a fixed effect (linearmodels PanelOLS, entity effects), cluster-robust SEs by study."""
+    from linearmodels.panel import PanelOLS  # heavy, and needed by this variant only
+
     variant = "study_fixed_effect"
     terms = model.terms + model.adjust
     frame = complete_cases(data, outcome, terms)
@@ -188,24 +199,24 @@ def study_fixed_effect(data: pd.DataFrame, outcome: str, model: ModelSpec, min_s
                 **base_row(outcome, model, term, variant, frame),
                 "estimate": estimate, "se": se, "ci_low": estimate - t_crit * se, "ci_high": estimate + t_crit * se, "df": df,
                 "p_value": float(2 * stats.t.sf(abs(estimate / se), df)), "inference": "t (cluster-robust, studies - 1 df)",
-                "method": "OLS with study fixed effects", "converged": True, "boundary": False, "status": "estimated",
+                "method": "OLS with study fixed effects", "status": "estimated",
                 "sigma2": float(result.s2), "warnings": "; ".join(notes),
             }
         )  # fmt: skip
     return rows
 
 
-def within_between(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 2, boundary_tolerance: float = 1e-6) -> list[dict]:
+def within_between(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
     """Employment split into its within-study deviation and its study mean (ecological bias)."""
     if "employed" not in model.terms or "ips:employed" in model.terms:
         return []
     terms = tuple(t for t in model.terms if t != "employed") + ("employed_within", "employed_between")
     split = ModelSpec(model.name, terms, model.adjust, {"employed_within": {"employed_within": 1}, "employed_between": {"employed_between": 1}, "between_minus_within": {"employed_between": 1, "employed_within": -1}})
-    return random_intercept(data, outcome, split, variant="within_between", min_studies=max(min_studies, 3), boundary_tolerance=boundary_tolerance)
+    return random_intercept(data, outcome, split, variant="within_between", min_studies=max(min_studies, 3), singular_tolerance=singular_tolerance, ddf=ddf)
 
 
-def random_slope(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 3) -> list[dict]:
-    """Random intercept and random slope for employed (statsmodels MixedLM, Wald z inference)."""
+def random_slope(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 3, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
+    """Correlated random intercept and random slope for employed, by study (REML)."""
     variant = "random_slope_employed"
     if "employed" not in model.terms:
         return []
@@ -215,60 +226,31 @@ def random_slope(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies
     if varying < min_studies:
         return not_estimated(outcome, model, variant, frame, f"employment varies within {varying} studies; a random slope needs at least {min_studies}")
     try:
-        x, names = design(frame, outcome, terms)
-    except NotEstimable as error:
+        fit = fit_lmm(model_cross_products(frame, outcome, terms, random_slope="employed"), reml=True, singular_tolerance=singular_tolerance)
+    except (NotEstimable, np.linalg.LinAlgError) as error:
         return not_estimated(outcome, model, variant, frame, str(error))
-    exog_re = np.column_stack([np.ones(len(frame)), frame["employed"].to_numpy(float)])
-    with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always")
-        try:
-            result = sm.MixedLM(frame[f"{outcome}_fu_z"].to_numpy(float), x, groups=frame["study"].to_numpy(), exog_re=exog_re).fit(reml=True, method=["powell", "lbfgs"])
-        except (np.linalg.LinAlgError, ValueError) as error:
-            return not_estimated(outcome, model, variant, frame, f"random-slope fit failed: {error}")
-    cov_re = np.asarray(result.cov_re)
-    notes = [f"{w.category.__name__}: {w.message}" for w in records]
-    notes.append(f"random slope variance {cov_re[1, 1]:.4g}; Satterthwaite df not computed for random slopes, inference is Wald z")
-    # Model-based covariance by GLS at the estimated G (statsmodels' Hessian-based one can be indefinite here).
-    y, groups = frame[f"{outcome}_fu_z"].to_numpy(float), frame["study"].to_numpy()
-    beta, cov = gls_random_effects(x, y, groups, exog_re, cov_re, float(result.scale))
-    boundary = bool(cov_re[0, 0] <= 1e-6 * result.scale or cov_re[1, 1] <= 1e-6 * result.scale)
-    rows = []
-    for term, weights in model.report.items():
-        vector = contrast_vector(names, weights)
-        estimate, se = float(vector @ beta), float(np.sqrt(vector @ cov @ vector))
-        z = stats.norm.ppf(0.975)
-        rows.append(
-            {
-                **base_row(outcome, model, term, variant, frame),
-                "estimate": estimate, "se": se, "ci_low": estimate - z * se, "ci_high": estimate + z * se, "df": np.inf,
-                "p_value": float(2 * stats.norm.sf(abs(estimate / se))), "inference": "z (Wald)",
-                "z_ci_low": estimate - z * se, "z_ci_high": estimate + z * se, "z_p_value": float(2 * stats.norm.sf(abs(estimate / se))),
-                "tau2": float(cov_re[0, 0]), "sigma2": float(result.scale), "icc": float(cov_re[0, 0] / (cov_re[0, 0] + result.scale)),
-                "method": "REML", "converged": bool(result.converged), "boundary": boundary, "status": "estimated", "warnings": "; ".join(notes),
-            }
-        )  # fmt: skip
-    return rows
+    return mixed_rows(outcome, model, variant, frame, fit, ddf)
 
 
 def sensitivity(data: pd.DataFrame, outcome: str, model: ModelSpec, settings: dict) -> list[dict]:
     variants = settings.get("variants", [])
-    min_studies, tolerance = settings.get("min_studies", 2), settings.get("boundary_tolerance", 1e-6)
+    options = {"min_studies": settings.get("min_studies", 2), "singular_tolerance": settings.get("singular_tolerance", SINGULAR_TOLERANCE), "ddf": settings.get("ddf", "satterthwaite")}
     rows = []
     if "study_fixed_effect" in variants:
-        rows += study_fixed_effect(data, outcome, model, min_studies)
+        rows += study_fixed_effect(data, outcome, model, options["min_studies"])
     if "within_between" in variants:
-        rows += within_between(data, outcome, model, min_studies, tolerance)
+        rows += within_between(data, outcome, model, **options)
     if "random_slope" in variants:
-        rows += random_slope(data, outcome, model)
+        rows += random_slope(data, outcome, model, singular_tolerance=options["singular_tolerance"], ddf=options["ddf"])
     if "ml" in variants:
-        rows += random_intercept(data, outcome, model, variant="ml", reml=False, min_studies=min_studies, boundary_tolerance=tolerance)
+        rows += random_intercept(data, outcome, model, variant="ml", reml=False, **options)
     if "unadjusted" in variants:
-        rows += random_intercept(data, outcome, model, variant="unadjusted", drop_adjust=("baseline",), min_studies=min_studies, boundary_tolerance=tolerance)
+        rows += random_intercept(data, outcome, model, variant="unadjusted", drop_adjust=("baseline",), **options)
     if "covariates" in variants:
-        rows += random_intercept(data, outcome, model, variant="covariates", extra_adjust=tuple(settings.get("covariates", [])), min_studies=min_studies, boundary_tolerance=tolerance)
+        rows += random_intercept(data, outcome, model, variant="covariates", extra_adjust=tuple(settings.get("covariates", [])), **options)
     if "leave_one_out" in variants:
         for study in sorted(data.loc[data[f"{outcome}_fu_z"].notna(), "study"].unique()):
-            rows += random_intercept(data, outcome, model, variant=f"leave_out_{study}", min_studies=min_studies, boundary_tolerance=tolerance, exclude_study=study)
+            rows += random_intercept(data, outcome, model, variant=f"leave_out_{study}", exclude_study=study, **options)
     return rows
 
 
@@ -282,12 +264,13 @@ def as_table(rows: list[dict]) -> pd.DataFrame:
 
 def fit_outcome(data: pd.DataFrame, outcome: str, analysis: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All configured models for one outcome: (primary rows, sensitivity rows)."""
-    min_studies, tolerance = analysis.get("min_studies", 2), analysis.get("boundary_tolerance", 1e-6)
-    settings = {**analysis.get("sensitivity", {}), "min_studies": min_studies, "boundary_tolerance": tolerance}
+    min_studies = analysis.get("min_studies", 2)
+    tolerance, ddf = analysis.get("singular_tolerance", SINGULAR_TOLERANCE), analysis.get("ddf", "satterthwaite")
+    settings = {**analysis.get("sensitivity", {}), "min_studies": min_studies, "singular_tolerance": tolerance, "ddf": ddf}
     primary_rows, sensitivity_rows = [], []
     for name, spec in analysis["models"].items():
         model = ModelSpec.from_config(name, spec)
-        primary_rows += primary(data, outcome, model, min_studies, tolerance)
+        primary_rows += primary(data, outcome, model, min_studies, tolerance, ddf)
         log.info("%s: model %s fitted; sensitivity analyses next", outcome, name)
         sensitivity_rows += sensitivity(data, outcome, model, settings)
         log.info("%s: model %s sensitivity analyses done", outcome, name)
