@@ -34,10 +34,24 @@ def save(figure, stem: Path) -> None:
 
 
 def forest_plot(studies: pd.DataFrame, pooled: pd.Series | None, one_stage: pd.Series | None, outcome: str, term: str, construct: str, stem: Path) -> None:
+    """forest_figure saved as PNG and SVG."""
+    save(forest_figure(studies, pooled, one_stage, outcome, term, construct), stem)
+
+
+def forest_figure(
+    studies: pd.DataFrame,
+    pooled: pd.Series | None,
+    one_stage: pd.Series | None,
+    outcome: str,
+    term: str,
+    construct: str,
+) -> plt.Figure:
     """Studies (estimate, 95% CI, n, REML weight), the pooled REML diamond with its prediction
     interval, and the one-stage mixed-model estimate for comparison."""
     studies = studies.sort_values("study").reset_index(drop=True)
+    one_stage = one_stage if one_stage is not None and one_stage["status"] == "estimated" else None
     weights = pooled_weights(studies) if pooled is not None else np.full(len(studies), np.nan)
+    span = axis_half_width(studies, pooled, one_stage)
     rows = len(studies) + 3
     figure, axis = plt.subplots(figsize=(9.5, 0.42 * rows + 1.6))
     y_positions = np.arange(rows)[::-1]
@@ -54,14 +68,19 @@ def forest_plot(studies: pd.DataFrame, pooled: pd.Series | None, one_stage: pd.S
         e, lo, hi = pooled["estimate"], pooled["ci_low"], pooled["ci_high"]
         axis.fill([lo, e, hi, e], [y, y + 0.3, y, y - 0.3], color="tab:red")
         if np.isfinite(pooled["pi_low"]):
-            axis.plot([pooled["pi_low"], pooled["pi_high"]], [y - 0.45, y - 0.45], color="tab:red", lw=1, ls="--")
-        labels.append("Two-stage REML (dashed: 95% PI)")
+            draw_prediction_interval(axis, pooled["pi_low"], pooled["pi_high"], y - 0.45, span)
+            pi_text = f"PI [{pooled['pi_low']:.2f}, {pooled['pi_high']:.2f}]"  # its ends may lie beyond the axis
+            place = {"xy": (1.02, y - 0.45), "xycoords": ("axes fraction", "data"), "va": "center"}
+            axis.annotate(pi_text, **place, fontsize=8, family="monospace")
+            labels.append("Two-stage REML (dashed: 95% PI)")
+        else:
+            labels.append("Two-stage REML (no prediction interval)")
         texts.append(f"{e:.2f} [{lo:.2f}, {hi:.2f}]  tau2={pooled['tau2']:.3f}")
     else:
         labels.append("Two-stage: not estimated")
         texts.append("")
     y = y_positions[len(studies) + 2]
-    if one_stage is not None and one_stage["status"] == "estimated":
+    if one_stage is not None:
         axis.plot([one_stage["ci_low"], one_stage["ci_high"]], [y, y], color="black", lw=1)
         axis.plot(one_stage["estimate"], y, "D", color="white", markeredgecolor="black", markersize=7)
         labels.append("One-stage mixed model")
@@ -74,8 +93,6 @@ def forest_plot(studies: pd.DataFrame, pooled: pd.Series | None, one_stage: pd.S
     axis.set_yticklabels(labels, fontsize=9)
     axis.axvline(0, color="grey", lw=0.8)
     axis.set_ylim(-0.8, rows - 0.4)
-    low, high = axis.get_xlim()
-    span = max(abs(low), abs(high))
     axis.set_xlim(-span, span)
     axis.annotate("SMD [95% CI]   weight", xy=(1.02, rows - 0.6), xycoords=("axes fraction", "data"), va="center", fontsize=8, family="monospace", weight="bold")
     for position, text in zip(positions, texts):
@@ -85,7 +102,27 @@ def forest_plot(studies: pd.DataFrame, pooled: pd.Series | None, one_stage: pd.S
     axis.spines[["top", "right"]].set_visible(False)
     figure.tight_layout()
     figure.subplots_adjust(right=0.62)
-    save(figure, stem)
+    return figure
+
+
+def axis_half_width(studies: pd.DataFrame, pooled: pd.Series | None, one_stage: pd.Series | None) -> float:
+    """Half-width of the x-axis, symmetric about 0: the farthest confidence-interval end plus 5%.
+    Not the prediction interval, which can be far wider (t(1) = 12.7 SEs with three studies)."""
+    ends = [*studies["ci_low"], *studies["ci_high"]]
+    for row in (pooled, one_stage):
+        if row is not None:
+            ends += [row["ci_low"], row["ci_high"]]
+    ends = np.abs(np.array(ends, dtype=float))
+    farthest = float(np.max(ends[np.isfinite(ends)], initial=0.0))
+    return 1.05 * farthest if farthest > 0 else 1.0  # no interval at all: a unit axis around 0
+
+
+def draw_prediction_interval(axis, low: float, high: float, y: float, span: float) -> None:
+    """Dashed line clipped to the axis; an end beyond it gets an arrow head at the axis edge."""
+    axis.plot([max(low, -span), min(high, span)], [y, y], color="tab:red", lw=1, ls="--")
+    for side, beyond, edge, marker in (("low", low < -span, -span, "<"), ("high", high > span, span, ">")):
+        if beyond:
+            axis.plot(edge, y, marker, color="tab:red", markersize=6, clip_on=False, gid=f"pi-clipped-{side}")
 
 
 def pooled_weights(studies: pd.DataFrame) -> np.ndarray:
