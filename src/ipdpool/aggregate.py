@@ -107,9 +107,12 @@ def trial_effects_from_ipd(pooled: pd.DataFrame, outcome: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def aggregate_analyses(rows: pd.DataFrame, pooled: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def aggregate_analyses(
+    rows: pd.DataFrame, pooled: pd.DataFrame | None, prediction: str = "higgins"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per outcome: all trials from their aggregate data, and IPD where held plus aggregate
-    data for the others. Returns (trial-level rows, pooled rows)."""
+    data for the others, with the prediction-interval convention of meta_analysis.
+    Returns (trial-level rows, pooled rows)."""
     from_aggregate = trial_effects_from_aggregate(rows)
     trial_rows, pooled_rows = [], []
     for outcome in dict.fromkeys(from_aggregate["outcome"]):
@@ -123,8 +126,9 @@ def aggregate_analyses(rows: pd.DataFrame, pooled: pd.DataFrame | None) -> tuple
             for row in trials.to_dict("records"):
                 trial_rows.append({"analysis": analysis, **row})
             sources = "; ".join(f"{source}: {', '.join(group['trial'])}" for source, group in trials.groupby("source", sort=True))
+            g, variance = trials["g"].to_numpy(), trials["variance"].to_numpy()
             for method in METHODS:
                 for hksj in ((False,) if method == "FE" else (False, True)):
-                    result = meta_analysis(trials["g"].to_numpy(), trials["variance"].to_numpy(), method, hksj)
+                    result = meta_analysis(g, variance, method, hksj, prediction=prediction)
                     pooled_rows.append({"analysis": analysis, "outcome": outcome, "contrast": "ips", "k_ipd": int((trials["source"] == "IPD").sum()), "k_aggregate": int((trials["source"] == "aggregate").sum()), "trials": sources, **result.row()})
     return pd.DataFrame(trial_rows), pd.DataFrame(pooled_rows)

@@ -7,7 +7,7 @@ from ipdpool.tables import write_table
 with logged_to(snakemake.log[0]) as log:
     outcome = snakemake.wildcards.outcome
     estimates = per_study_table(pd.read_parquet(snakemake.input[0]), outcome, snakemake.params.analysis)
-    pooled, omitted = two_stage_tables(estimates)
+    pooled, omitted = two_stage_tables(estimates, prediction=snakemake.params.analysis["prediction_interval"])
     write_table(estimates, snakemake.output.per_study)
     write_table(pooled, snakemake.output.two_stage)
     write_table(omitted, snakemake.output.leave_one_out)

@@ -46,8 +46,11 @@ def per_study_table(data: pd.DataFrame, outcome: str, analysis: dict) -> pd.Data
     return pd.DataFrame(rows).reindex(columns=PER_STUDY_COLUMNS)
 
 
-def two_stage_tables(estimates: pd.DataFrame, methods=METHODS) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pooled rows (outcome x contrast x term x method x HKSJ) and leave-one-out rows."""
+def two_stage_tables(
+    estimates: pd.DataFrame, methods=METHODS, prediction: str = "higgins"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pooled rows (outcome x contrast x term x method x HKSJ) and leave-one-out rows; prediction
+    is the prediction-interval convention of meta_analysis."""
     pooled, omitted = [], []
     usable = estimates[estimates["status"] == "estimated"]
     for (outcome, contrast, term), group in usable.groupby(["outcome", "contrast", "term"], sort=False):
@@ -55,9 +58,9 @@ def two_stage_tables(estimates: pd.DataFrame, methods=METHODS) -> tuple[pd.DataF
         key = {"outcome": outcome, "contrast": contrast, "term": term, "studies": ",".join(labels)}
         for method in methods:
             for hksj in ((False,) if method == "FE" else (False, True)):
-                result = meta_analysis(y, v, method, hksj)
+                result = meta_analysis(y, v, method, hksj, prediction=prediction)
                 pooled.append({**key, **result.row()})
                 if method == "REML" and len(labels) > 1:
-                    for left_out, loo in leave_one_out(y, v, labels, method, hksj):
+                    for left_out, loo in leave_one_out(y, v, labels, method, hksj, prediction):
                         omitted.append({**key, "left_out": left_out, **loo.row()})
     return pd.DataFrame(pooled), pd.DataFrame(omitted)
