@@ -72,6 +72,8 @@ rule aggregate_meta:
         "benchmarks/two_stage/aggregate.tsv"
     conda:
         "../envs/ipdpool.yaml"
+    params:
+        prediction=config["analysis"]["prediction_interval"],
     script:
         "../scripts/aggregate_meta.py"
 

@@ -6,8 +6,7 @@ from ipdpool.tables import write_table
 
 with logged_to(snakemake.log[0]) as log:
     rows = read_aggregate(snakemake.input.aggregate, snakemake.input.schema)
-    prediction = snakemake.config["analysis"]["prediction_interval"]
-    trials, pooled = aggregate_analyses(rows, pd.read_parquet(snakemake.input.pooled), prediction)
+    trials, pooled = aggregate_analyses(rows, pd.read_parquet(snakemake.input.pooled), snakemake.params.prediction)
     write_table(trials, snakemake.output.trials)
     write_table(pooled, snakemake.output.meta)
     log.info("aggregate data: %d trial rows, %d pooled rows", len(trials), len(pooled))
