@@ -1,9 +1,12 @@
-"""Every one-stage table the workflow wrote for the demo, against lme4/lmerTest/pbkrtest.
+"""Every one-stage and two-stage table the workflow wrote for the demo, against R.
 
-R refits each estimated row's model (primary, ML, unadjusted, covariates, leave-one-out,
-within/between, random slope) from the pooled harmonized data with its own formula and
-model frame, and computes each reported contrast with lmerTest's contest1D. The study
-fixed-effect variant is not a mixed model (linearmodels' PanelOLS) and is left out.
+One-stage: R refits each estimated row's model (primary, ML, unadjusted, covariates,
+leave-one-out, within/between, random slope) from the pooled harmonized data with its own
+formula and model frame, and computes each reported contrast with lmerTest's contest1D
+(pbkrtest for Kenward-Roger). The study fixed-effect variant is not a mixed model
+(linearmodels' PanelOLS) and is left out. Two-stage: R fits each study by lm and pools the
+estimates with metafor's rma (FE, DL, REML, PM, with and without Knapp-Hartung), predict
+and leave1out.
 """
 
 from __future__ import annotations
@@ -164,3 +167,125 @@ def test_kenward_roger_primary_models_equal_pbkrtest(demo_tables, r_reference):
             assert row["se"] == pytest.approx(theirs["kr_se"], rel=1e-4), (outcome, row["term"])
             assert row["df"] == pytest.approx(theirs["kr_df"], rel=1e-3), (outcome, row["term"])
             assert "Kenward-Roger" in row["inference"]
+
+
+R_TWO_STAGE = r"""
+suppressPackageStartupMessages({library(metafor)})
+pooled$ips <- as.numeric(pooled$arm == "IPS")
+meta <- function(yi, vi, method, test) {
+  unit <- 1 / mean(1 / vi)
+  control <- list(threshold = 1e-12 * unit, tol = 1e-12 * unit, maxiter = 10000)
+  res <- suppressWarnings(rma(yi, vi, method = method, test = test, control = control))
+  out <- list(estimate = res$b[1], se = res$se, ci_low = res$ci.lb, ci_high = res$ci.ub, p_value = res$pval,
+              tau2 = res$tau2, q = res$QE, q_p = res$QEp, i2 = res$I2, h2 = res$H2)
+  if (method != "FE" && res$k >= 3) {
+    riley <- predict(res, pi.type = "riley")  # t(k - 2): Higgins et al. 2009, the workflow's default
+    out[c("pi_low", "pi_high")] <- list(riley$pi.lb, riley$pi.ub)
+  }
+  if (method == "REML") {
+    l <- suppressWarnings(leave1out(res))
+    out$leave1out <- list(estimate = l$estimate, se = l$se, tau2 = l$tau2, i2 = l$I2)
+  }
+  out
+}
+out <- list()
+for (key in unique(models$key)) {
+  m <- models[models$key == key, ]
+  d <- pooled
+  d$y <- d[[paste0(m$outcome, "_fu_z")]]; d$baseline <- d[[paste0(m$outcome, "_bl_z")]]
+  f <- as.formula(m$formula)
+  d <- d[complete.cases(d[, all.vars(f)]), ]
+  w <- weights[weights$key == key, ]
+  per <- list()
+  for (study in sort(unique(d$study))) {
+    fit <- lm(f, d[d$study == study, ])
+    if (any(is.na(coef(fit))) || fit$df.residual < 1) next
+    for (term in unique(w$term)) {
+      L <- setNames(rep(0, length(coef(fit))), names(coef(fit)))
+      L[w$coefficient[w$term == term]] <- w$weight[w$term == term]
+      per[[length(per) + 1]] <- list(study = study, term = term, estimate = sum(L * coef(fit)),
+                                     se = sqrt(drop(t(L) %*% vcov(fit) %*% L)), df = fit$df.residual)
+    }
+  }
+  per <- do.call(rbind, lapply(per, as.data.frame))
+  pooled_rows <- list()
+  for (term in unique(w$term)) {
+    p <- per[per$term == term, ]
+    if (nrow(p) < 1) next
+    for (method in c("FE", "DL", "REML", "PM")) for (test in c("z", "knha")) {
+      if (method == "FE" && test == "knha") next
+      pooled_rows[[paste(term, method, test)]] <- c(meta(p$estimate, p$se^2, method, test), studies = paste(p$study, collapse = ","))
+    }
+  }
+  out[[key]] <- list(per_study = per, pooled = pooled_rows)
+}
+"""
+
+TWO_STAGE_QUANTITIES = {  # quantity -> (relative tolerance, absolute floor)
+    "estimate": (1e-6, 1e-9), "se": (1e-4, 1e-9), "ci_low": (1e-6, 1e-9), "ci_high": (1e-6, 1e-9), "p_value": (1e-6, 1e-12),
+    "tau2": (1e-6, 1e-10), "q": (1e-8, 1e-10), "q_p": (1e-6, 1e-12), "i2": (1e-6, 1e-8), "h2": (1e-6, 1e-10),
+    "pi_low": (1e-6, 1e-9), "pi_high": (1e-6, 1e-9),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def metafor_two_stage(completed_run, demo_tables):
+    pooled, _, analysis = demo_tables
+    assert analysis["prediction_interval"] == "higgins"  # the R side computes the t(k - 2) interval
+    models, weights = [], []
+    for outcome in analysis["outcomes"]:
+        for contrast, model in analysis["models"].items():
+            key = f"{outcome}|{contrast}"
+            terms = model["terms"] + model.get("adjust", [])
+            models.append({"key": key, "outcome": outcome, "formula": "y ~ " + " + ".join(R_TERMS[t] for t in terms)})
+            weights += [{"key": key, "term": term, "coefficient": c, "weight": w} for term, ws in model["report"].items() for c, w in ws.items()]
+    data = pooled[["study", "arm", "employed"] + [c for c in pooled if c.endswith(("_bl_z", "_fu_z"))]].astype({"employed": float})
+    return run_r(R_TWO_STAGE, {"pooled": data, "models": pd.DataFrame(models), "weights": pd.DataFrame(weights)})
+
+
+def test_per_study_estimates_equal_r_lm(completed_run, metafor_two_stage):
+    table = read_table(completed_run / "results" / "tables" / "per_study.tsv")
+    estimated = table[table["status"] == "estimated"]
+    checked = 0
+    for key, reference in metafor_two_stage.items():
+        outcome, contrast = key.split("|")
+        theirs = pd.DataFrame(reference["per_study"])
+        ours = estimated[(estimated["outcome"] == outcome) & (estimated["contrast"] == contrast)]
+        assert len(ours) == len(theirs), key
+        merged = ours.merge(theirs, on=["study", "term"], suffixes=("", "_r"))
+        assert len(merged) == len(ours), key
+        np.testing.assert_allclose(merged["estimate"], merged["estimate_r"], rtol=1e-6, atol=1e-9 * merged["se_r"].max())
+        np.testing.assert_allclose(merged["se"], merged["se_r"], rtol=1e-4)
+        np.testing.assert_array_equal(merged["df"], merged["df_r"])
+        checked += len(merged)
+    assert checked == len(estimated)
+
+
+def test_two_stage_table_equals_metafor(completed_run, metafor_two_stage):
+    table = read_table(completed_run / "results" / "tables" / "two_stage.tsv")
+    checked = 0
+    for _, row in table.iterrows():
+        reference = metafor_two_stage[f"{row['outcome']}|{row['contrast']}"]["pooled"]
+        theirs = reference[f"{row['term']} {row['method']} {'knha' if row['hksj'] else 'z'}"]
+        where = f"{row['outcome']} {row['contrast']} {row['term']} {row['method']} hksj={row['hksj']}"
+        assert row["studies"] == theirs["studies"], where
+        for quantity, (rel, floor) in TWO_STAGE_QUANTITIES.items():
+            if quantity in theirs:
+                assert row[quantity] == pytest.approx(theirs[quantity], rel=rel, abs=floor), (where, quantity)
+            elif quantity.startswith("pi_"):
+                assert np.isnan(row[quantity]), (where, quantity)
+        checked += 1
+    assert checked == len(table) and checked >= 8 * 6 * 7
+
+
+def test_two_stage_leave_one_out_equals_metafor(completed_run, metafor_two_stage):
+    table = read_table(completed_run / "results" / "tables" / "leave_one_out.tsv")
+    checked = 0
+    for (outcome, contrast, term, hksj), rows in table.groupby(["outcome", "contrast", "term", "hksj"], sort=False):
+        theirs = metafor_two_stage[f"{outcome}|{contrast}"]["pooled"][f"{term} REML {'knha' if hksj else 'z'}"]["leave1out"]
+        for quantity in ("estimate", "se", "tau2", "i2"):
+            values = np.atleast_1d(np.asarray(theirs[quantity], float))
+            rel, floor = TWO_STAGE_QUANTITIES[quantity]
+            np.testing.assert_allclose(rows[quantity].to_numpy(float), values, rtol=rel, atol=floor, err_msg=f"{outcome} {contrast} {term} {quantity}")
+        checked += len(rows)
+    assert checked == len(table) > 0
