@@ -79,10 +79,10 @@ def two_arms(frame):
 HARMONIZATION_CASES = [
     ("truncated_sav", "EU6", truncate("EU6", "eu6_baseline.sav"), None, "eu6_baseline.sav", "(whole file)", "cannot be read as SAV file"),
     ("truncated_dta", "NL", truncate("NL", "nl_metingen.dta"), None, "nl_metingen.dta", "(whole file)", "cannot be read as DTA file"),
-    ("truncated_xlsx", "SE", truncate("SE", "se_ips_malmo.xlsx"), None, "se_ips_malmo.xlsx", "(whole file)", "cannot be read as an Excel workbook"),
-    ("wrong_encoding", "DK", None, rule_text("DK", "encoding: latin-1", "encoding: utf-8"), DK_PEOPLE, "(whole file)", "is not valid utf-8 text (byte 1); set `encoding` for this file"),
+    ("truncated_xlsx", "SE", truncate("SE", "se_ips_malmo.xlsx"), None, "se_ips_malmo.xlsx", "(whole file)", "cannot be read as a spreadsheet (invalid Zip archive: Could not find EOCD)"),
+    ("wrong_encoding", "DK", None, rule_text("DK", "encoding: latin-1", "encoding: utf-8"), DK_PEOPLE, "(whole file)", "is not valid utf-8 text (line 1, byte 1); set `encoding` for this file"),
     ("wrong_delimiter", "DK", None, rule_text("DK", 'delimiter: ";"\n    decimal: ","\n    encoding: latin-1\n    id: løbenr\n    rows: many', 'delimiter: ","\n    decimal: ","\n    encoding: latin-1\n    id: løbenr\n    rows: many'), DK_VISITS, "(whole file)", "has a single column 'løbenr;besøg;dato;rses;whoqol_psyk;sans_global;saps_global;gaf_f': is the delimiter ',' right?"),
-    ("header_row_shifted", "DK", shift_header, None, DK_VISITS, "løbenr", "id/site column 'løbenr' not found; columns are ['Eksport fra registreringssystem']"),
+    ("header_row_shifted", "DK", shift_header, None, DK_VISITS, "(whole file)", "line 2 has 8 fields but the header has 1; lines 2, 3, 4, 5, 6 ... (1283 lines)"),
     ("column_renamed", "US", us(lambda f: f.rename(columns={"condition": "arm_text"})), None, US, "arm", "column 'condition' not found; columns are ["),
     ("text_in_numeric_column", "US", us(lambda f: first_where(f, "age", f["age"].iloc[0], "fifty")), None, US, "age", "values in 'age' that are not numbers (decimal mark '.'); add them to `missing` if they mean unknown; values 'fifty'"),
     ("unexpected_date_format", "DK", dk(DK_PEOPLE, lambda f: first_where(f, "randomiseringsdato", f["randomiseringsdato"].iloc[0], "2013/03/25")), None, DK_PEOPLE, "followup_months", "dates in 'randomiseringsdato' that do not parse with date_format '%d-%m-%Y'; values '2013/03/25'"),

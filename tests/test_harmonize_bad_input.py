@@ -129,8 +129,8 @@ def test_an_untouched_copy_harmonizes(study_copy, study):
             "has a single column 'løbenr;besøg;dato;rses;whoqol_psyk;sans_global;saps_global;gaf_f':"
             " is the delimiter ',' right?",
         ),
-        # Some notes in the participants file contain a comma, so rows have unequal field counts.
-        ("participants", "dk_deltagere.csv", "cannot be parsed as delimited text with delimiter ',' ("),
+        # Some notes in the participants file contain a comma, but the header decides: one column.
+        ("participants", "dk_deltagere.csv", "has a single column 'løbenr;by;gruppe;randomiseringsdato;køn;alder;diagnose;cpr;navn;bemærkning': is the delimiter ',' right?"),
     ],
 )
 def test_wrong_delimiter(study_copy, table, file, expected):

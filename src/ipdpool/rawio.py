@@ -1,20 +1,35 @@
-"""Read a trial's raw exports exactly as delivered, each with its native reader.
+"""Read a trial's raw exports exactly as delivered, each whole or not at all.
 
 Values are kept as delivered (codes, text, user-missing codes); interpreting
 them is harmonization's job. Every failure is a RawDataError naming the study,
-the file and, where known, the variable.
+the file and, where known, the variable, line, sheet or cell. Messages name
+columns, lines and cells, never cell values (they may be identifiers).
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import io
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
-import openpyxl
 import pandas as pd
 import pyreadstat
+import python_calamine
+
+# Extensions each format reads; the extension picks the reader within a format.
+EXTENSIONS = {
+    "spss": (".sav", ".zsav", ".por"),
+    "stata": (".dta",),
+    "sas": (".sas7bdat", ".xpt"),
+    "csv": None,  # any name: delimited text is recognised by its declaration, not its name
+    "excel": (".xlsx", ".xlsm", ".ods"),
+}
+FORMATS = tuple(EXTENSIONS)
 
 
 class RawDataError(Exception):
@@ -34,6 +49,8 @@ class RawTable:
     frame: pd.DataFrame
     value_labels: dict[str, dict] = field(default_factory=dict)
     user_missing: dict[str, list] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not wrong: hidden sheets and rows
+    warnings: list[str] = field(default_factory=list)  # probably wrong: likely mojibake
 
 
 def sha256_of(path: Path) -> str:
@@ -44,55 +61,221 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_statistical(study: str, path: Path, reader) -> RawTable:
+def check_encoding(study: str, file: str, name: str) -> str:
     try:
-        frame, meta = reader(str(path), user_missing=True)
+        codecs.lookup(name)
+    except LookupError as error:
+        raise RawDataError(study, file, f"unknown encoding {name!r} in the rule file; use a name such as utf-8, latin-1 or cp1252") from error
+    return name
+
+
+def _mojibake(text: str) -> str | None:
+    """The encoding under which `text` is UTF-8 bytes decoded as a legacy 8-bit code page, if it is."""
+    if text.isascii():
+        return None
+    for legacy in ("latin-1", "cp1252"):
+        try:
+            repaired = text.encode(legacy).decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            continue
+        if repaired != text:
+            return legacy
+    return None
+
+
+def mojibake_warnings(frame: pd.DataFrame, value_labels: dict[str, dict]) -> list[str]:
+    """Columns whose text (or value labels) look like UTF-8 read as Latin-1/cp1252; names columns, not values."""
+    suspects = []
+    for column in frame.columns:
+        texts = [v for v in frame[column].dropna().unique()[:5000] if isinstance(v, str)]
+        texts += [v for v in value_labels.get(column, {}).values() if isinstance(v, str)]
+        if any(_mojibake(t) for t in texts) or _mojibake(str(column)):
+            suspects.append(str(column))
+    if not suspects:
+        return []
+    return [f"text in {', '.join(map(repr, suspects[:15]))} looks like UTF-8 decoded as Latin-1/cp1252 (e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"]
+
+
+# ------------------------------------------------------------ SPSS, Stata, SAS (pyreadstat)
+
+
+def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
+    suffix = path.suffix.lower()
+    reader = {".sav": pyreadstat.read_sav, ".zsav": pyreadstat.read_sav, ".por": pyreadstat.read_por, ".dta": pyreadstat.read_dta, ".sas7bdat": pyreadstat.read_sas7bdat, ".xpt": pyreadstat.read_xport}[suffix]
+    options = {}
+    if "encoding" in spec:
+        options["encoding"] = check_encoding(study, path.name, spec["encoding"])
+    if reader in (pyreadstat.read_sav, pyreadstat.read_dta, pyreadstat.read_sas7bdat):
+        options["user_missing"] = True
+    if spec.get("catalog"):
+        catalog = path.parent / spec["catalog"]
+        if not catalog.is_file():
+            raise RawDataError(study, spec["catalog"], f"format catalog not found (looked in {path.parent})")
+        options["catalog_file"] = str(catalog)
+    try:
+        frame, meta = reader(str(path), **options)
     except Exception as error:  # pyreadstat raises several unrelated types for damaged files
-        raise RawDataError(study, path.name, f"cannot be read as {reader.__name__[5:].upper()} file ({error})") from error
+        raise RawDataError(study, path.name, f"cannot be read as {suffix[1:].upper()} file ({error})") from error
+    # A damaged file must not pass as a smaller valid one: compare with the row count its header declares.
+    declared = getattr(meta, "number_rows", None)
+    if declared is not None and declared >= 0 and declared != len(frame):
+        raise RawDataError(study, path.name, f"declares {declared} rows but {len(frame)} could be read; the file is truncated or damaged")
     labels = dict(meta.variable_value_labels)
     missing = {column: [r["lo"] if r["lo"] == r["hi"] else (r["lo"], r["hi"]) for r in ranges] for column, ranges in meta.missing_ranges.items()}
     missing.update({column: list(values) for column, values in getattr(meta, "missing_user_values", {}).items()})
-    return RawTable(study, "", path, frame, labels, missing)
+    warnings = [] if "encoding" in spec else mojibake_warnings(frame, labels)
+    return RawTable(study, "", path, frame, labels, missing, warnings=warnings)
+
+
+# ------------------------------------------------------------ delimited text
 
 
 def _read_csv(study: str, path: Path, spec: dict) -> RawTable:
-    encoding = spec.get("encoding", "utf-8")
+    # Python's csv module rather than pandas.read_csv: pandas fills short rows with NaN and renames
+    # duplicate headers (age.1), silently; here every record is checked against the header, by line.
+    encoding = check_encoding(study, path.name, spec.get("encoding", "utf-8"))
     delimiter = spec.get("delimiter", ",")
+    data = path.read_bytes()
     try:
-        frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding=encoding)
+        text = data.decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
     except UnicodeDecodeError as error:
-        raise RawDataError(study, path.name, f"is not valid {encoding} text (byte {error.start}); set `encoding` for this file") from error
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise RawDataError(study, path.name, f"cannot be parsed as delimited text with delimiter {delimiter!r} ({str(error).strip()})") from error
-    if frame.shape[1] == 1 and any(other in frame.columns[0] for other in ";,\t|" if other != delimiter):
-        raise RawDataError(study, path.name, f"has a single column {frame.columns[0]!r}: is the delimiter {delimiter!r} right?")
-    return RawTable(study, "", path, frame)
+        line = data[: error.start].count(b"\n") + 1
+        raise RawDataError(study, path.name, f"is not valid {encoding} text (line {line}, byte {error.start}); set `encoding` for this file") from error
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        records = [(reader.line_num, row) for row in reader if row]
+    except csv.Error as error:
+        raise RawDataError(study, path.name, f"cannot be parsed as delimited text with delimiter {delimiter!r}: line {reader.line_num}: {error}") from error
+    if not records:
+        raise RawDataError(study, path.name, "has no header row")
+    header = records[0][1]
+    if len(header) == 1 and any(other in header[0] for other in ";,\t|" if other != delimiter):
+        raise RawDataError(study, path.name, f"has a single column {header[0]!r}: is the delimiter {delimiter!r} right?")
+    _check_header(study, path.name, header, lambda position: f"line 1, field {position}")
+    short = [(line, len(row)) for line, row in records[1:] if len(row) != len(header)]
+    if short:
+        line, fields = short[0]
+        ends = " (the file ends mid-row: truncated?)" if line == records[-1][0] and fields < len(header) else ""
+        lines = ", ".join(str(n) for n, _ in short[:5]) + (f" ... ({len(short)} lines)" if len(short) > 5 else "")
+        raise RawDataError(study, path.name, f"line {line} has {fields} fields but the header has {len(header)}{ends}; lines {lines}")
+    frame = pd.DataFrame([row for _, row in records[1:]], columns=header, dtype=object)
+    warnings = mojibake_warnings(frame, {}) if codecs.lookup(encoding).name != "utf-8" else []
+    return RawTable(study, "", path, frame, warnings=warnings)
 
 
-def _read_excel(study: str, path: Path, spec: dict) -> RawTable:
+def _check_header(study: str, file: str, header: list, where) -> None:
+    """No empty and no repeated column names: a rule must name exactly one column."""
+    for position, name in enumerate(header, start=1):
+        if name.strip() == "":
+            raise RawDataError(study, file, f"header has an empty column name at {where(position)}")
+    seen = {}
+    for position, name in enumerate(header, start=1):
+        if name in seen:
+            raise RawDataError(study, file, f"header repeats the column name {name!r} at {where(seen[name])} and {where(position)}")
+        seen[name] = position
+
+
+# ------------------------------------------------------------ spreadsheets (.xlsx, .ods)
+
+
+def _cell_name(row: int, column: int) -> str:
+    letters = ""
+    column += 1
+    while column:
+        column, rest = divmod(column - 1, 26)
+        letters = chr(65 + rest) + letters
+    return f"{letters}{row + 1}"
+
+
+NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main", "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships"}
+
+
+def _xlsx_sheet_part(archive: zipfile.ZipFile, sheet: str) -> str:
+    workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+    rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    targets = {rel.get("Id"): rel.get("Target") for rel in rels}
+    for element in workbook.iterfind("m:sheets/m:sheet", NS):
+        if element.get("name") == sheet:
+            target = targets[element.get(f"{{{NS['r']}}}id")]
+            return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    raise KeyError(sheet)
+
+
+def _xlsx_cells_calamine_cannot_see(path: Path, sheet: str) -> tuple[list[str], int]:
+    """Formula cells without a cached value, and the number of hidden rows, from the sheet's XML.
+
+    calamine returns the cached value of a formula and an empty cell when there is none, and
+    it does not report row visibility; both are read here in one streaming pass."""
+    uncached, hidden = [], 0
+    with zipfile.ZipFile(path) as archive, archive.open(_xlsx_sheet_part(archive, sheet)) as part:
+        for _, element in ElementTree.iterparse(part):
+            tag = element.tag.rsplit("}", 1)[-1]
+            if tag == "c":
+                formula, value = element.find("m:f", NS), element.find("m:v", NS)
+                if formula is not None and (value is None or value.text is None) and element.get("t") != "inlineStr":
+                    uncached.append(element.get("r", "?"))
+                element.clear()
+            elif tag == "row":
+                hidden += element.get("hidden") in ("1", "true")
+                element.clear()
+    return uncached, hidden
+
+
+def _header_name(cell) -> str:
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))  # calamine returns every number as float; a header "2020" is not "2020.0"
+    return "" if cell is None else str(cell).strip()
+
+
+def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
+    # python-calamine reads every cell of the sheet's data, whatever its <dimension> tag says
+    # (openpyxl's read-only mode trusts the tag), and reads .ods too; see bench/bench_excel_readers.py.
     sheet = spec.get("sheet")
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as error:
-        raise RawDataError(study, path.name, f"cannot be read as an Excel workbook ({error})") from error
+        workbook = python_calamine.CalamineWorkbook.from_path(str(path))
+    except Exception as error:  # calamine raises its own error types and zip/XML errors
+        raise RawDataError(study, path.name, f"cannot be read as a spreadsheet ({error})") from error
     try:
+        names = workbook.sheet_names
         if sheet is None:
-            sheet = workbook.sheetnames[0]
-        if sheet not in workbook.sheetnames:
-            raise RawDataError(study, path.name, f"has no sheet {sheet!r}; sheets are {workbook.sheetnames}")
-        rows = list(workbook[sheet].iter_rows(values_only=True))
+            sheet = names[0]
+        if sheet not in names:
+            raise RawDataError(study, path.name, f"has no sheet {sheet!r}; sheets are {names}")
+        file = f"{path.name} [{sheet}]"
+        try:
+            worksheet = workbook.get_sheet_by_name(sheet)
+            rows = worksheet.to_python(skip_empty_area=False)
+        except Exception as error:
+            raise RawDataError(study, file, f"cannot be read ({error})") from error
+        merged = worksheet.merged_cell_ranges or []
+        visible = {meta.name: str(meta.visible) for meta in workbook.sheets_metadata}
     finally:
         workbook.close()
+    notes = []
+    if not visible.get(sheet, "").endswith("Visible"):
+        notes.append("hidden sheet (read all the same)")
+    if path.suffix.lower() != ".ods":
+        uncached, hidden_rows = _xlsx_cells_calamine_cannot_see(path, sheet)
+        if uncached:
+            raise RawDataError(study, file, f"formula cells without a cached value (the file was never recalculated and saved by a spreadsheet program); cells {', '.join(uncached[:5])}" + (f" ... ({len(uncached)} cells)" if len(uncached) > 5 else ""))
+        if hidden_rows:
+            notes.append(f"{hidden_rows} hidden rows (read all the same)")
     if not rows:
-        raise RawDataError(study, f"{path.name} [{sheet}]", "sheet is empty (no header row)")
-    header = [str(c).strip() if c is not None else "" for c in rows[0]]
-    if "" in header:
-        raise RawDataError(study, f"{path.name} [{sheet}]", f"header row has an empty column name at position {header.index('') + 1}")
-    frame = pd.DataFrame(rows[1:], columns=header, dtype=object)
-    return RawTable(study, "", path, frame)
-
-
-FORMATS = ("spss", "stata", "csv", "excel")
+        raise RawDataError(study, file, "sheet is empty (no header row)")
+    for (first_row, first_column), (last_row, last_column) in merged:
+        if first_row == 0:
+            raise RawDataError(study, file, f"header has merged cells {_cell_name(first_row, first_column)}:{_cell_name(last_row, last_column)}; unmerge them so that every column has its own name")
+    header = [_header_name(c) for c in rows[0]]
+    while header and header[-1] == "" and all(len(r) < len(header) or r[len(header) - 1] in ("", None) for r in rows[1:]):
+        header.pop()  # a trailing column with neither name nor values is not a column
+    _check_header(study, file, header, lambda position: f"cell {_cell_name(0, position - 1)}")
+    width = len(header)
+    body = [[None if v == "" else v for v in row[:width]] + [None] * (width - len(row)) for row in rows[1:]]
+    # Trailing rows without any value (formatting only) are not data rows.
+    while body and all(v is None for v in body[-1]):
+        body.pop()
+    frame = pd.DataFrame(body, columns=header, dtype=object)
+    return RawTable(study, "", path, frame, notes=notes, warnings=mojibake_warnings(frame, {}))
 
 
 def read_table(study: str, name: str, spec: dict, raw_dir: Path) -> RawTable:
@@ -103,15 +286,15 @@ def read_table(study: str, name: str, spec: dict, raw_dir: Path) -> RawTable:
     if path.stat().st_size == 0:
         raise RawDataError(study, spec["file"], "is empty (0 bytes)")
     kind = spec["format"]
-    if kind == "spss":
-        table = _read_statistical(study, path, pyreadstat.read_sav)
-    elif kind == "stata":
-        table = _read_statistical(study, path, pyreadstat.read_dta)
-    elif kind == "csv":
+    if kind not in EXTENSIONS:
+        raise RawDataError(study, spec["file"], f"unknown format {kind!r}; expected one of {FORMATS}")
+    if EXTENSIONS[kind] and path.suffix.lower() not in EXTENSIONS[kind]:
+        raise RawDataError(study, spec["file"], f"format {kind} reads files ending in {', '.join(EXTENSIONS[kind])}, not {path.suffix or '(no extension)'}")
+    if kind == "csv":
         table = _read_csv(study, path, spec)
     elif kind == "excel":
-        table = _read_excel(study, path, spec)
+        table = _read_spreadsheet(study, path, spec)
     else:
-        raise RawDataError(study, spec["file"], f"unknown format {kind!r}; expected one of {FORMATS}")
+        table = _read_statistical(study, path, spec)
     table.name = name
     return table
