@@ -11,6 +11,8 @@ from ipdpool.tables import write_table
 with logged_to(snakemake.log[0]) as log:
     rules = load_rules(snakemake.input.rules, snakemake.params.rule_schema)
     result = harmonize_study(rules, load_schema(Path(snakemake.input.schema)), load_key(snakemake.config), rules_path=Path(snakemake.input.rules))
+    for warning in result.warnings:
+        log.warning(warning)
     write_parquet(result.data, snakemake.output.data, result.provenance)
     write_csv(result.data, snakemake.output.csv)
     write_table(result.rule_log, snakemake.output.rule_log)

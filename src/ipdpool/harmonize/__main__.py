@@ -33,6 +33,8 @@ def main(argv=None) -> int:
             failed = True
             print(error)
             continue
+        for warning in result.warnings:
+            print(f"warning: {warning}")
         collected = int((result.rule_log["status"] == "harmonized").sum())
         print(f"{path}: OK, {len(result.data)} participants, {collected} variables harmonized")
     return 1 if failed else 0

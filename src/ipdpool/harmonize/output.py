@@ -105,6 +105,8 @@ def _rule_name(rule: dict) -> str:
 def _instrument(rule: dict) -> str:
     if "not_collected" in rule:
         return "not collected"
+    if "undetermined" in rule:
+        return "undetermined"
     return f"{rule['instrument']} [{rule['range'][0]}, {rule['range'][1]}]" + (" reversed" if rule["direction"] == "reversed" else "")
 
 

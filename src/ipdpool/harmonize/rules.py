@@ -94,7 +94,7 @@ def linear_rule(data: StudyData, variable: str, spec: dict, kind: str) -> RuleRe
 
 def months_between_rule(data: StudyData, variable: str, spec: dict, kind: str) -> RuleResult:
     start, end = data.dates(spec["start"], variable), data.dates(spec["end"], variable)
-    months = (end - start).dt.days / DAYS_PER_MONTH
+    months = (end - start).dt.days / spec.get("month_days", DAYS_PER_MONTH)
     backwards = months < 0
     if backwards.any():
         end_file = data.one_row_file.get(spec["end"]["table"], spec["end"]["table"])
@@ -210,14 +210,24 @@ def employment_episodes(data: StudyData, variable: str, spec: dict) -> RuleResul
     if backwards.any():
         data.problems.add(table.file, variable, f"episodes ending before they start ({spec['end']!r} < {spec['start']!r})", values=(f"{int(backwards.sum())} episodes",))
     anchor = data.dates(spec["anchor"], variable)
-    window_end = anchor + pd.DateOffset(months=spec["months"])
+    window_end, window = episode_window_end(anchor, spec)
     episode_anchor = anchor.reindex(rows.index)
     episode_end = window_end.reindex(rows.index)
     overlaps = (start.to_numpy() <= episode_end.to_numpy()) & (end.isna().to_numpy() | (end.to_numpy() >= episode_anchor.to_numpy()))
     worked = pd.Series(overlaps, index=rows.index).groupby(level=0).any()
     values = worked.astype(float).reindex(data.participants).fillna(0.0).where(anchor.notna())
     notes = [f"{all_rows - len(rows)} episodes excluded by `where`", f"{int(end.isna().sum())} ongoing episodes (no end date)"]
-    return RuleResult(values, f"employment_episodes (overlap with [anchor, anchor + {spec['months']} months])", source=f"{table.file}: {spec['start']}, {spec['end']}", rows_in=all_rows, nonmissing_in=len(rows), notes=notes)
+    return RuleResult(values, f"employment_episodes (overlap with [anchor, anchor + {window}])", source=f"{table.file}: {spec['start']}, {spec['end']}", rows_in=all_rows, nonmissing_in=len(rows), notes=notes)
+
+
+def episode_window_end(anchor: pd.Series, spec: dict) -> tuple[pd.Series, str]:
+    """Last day of the window: calendar months, months of `month_days` days, or days (partial days do not count)."""
+    if "days" in spec:
+        return anchor + pd.to_timedelta(spec["days"], unit="D"), f"{spec['days']} days"
+    if "month_days" in spec:
+        days = int(np.floor(spec["months"] * spec["month_days"]))
+        return anchor + pd.to_timedelta(days, unit="D"), f"{spec['months']} x {spec['month_days']} days"
+    return anchor + pd.DateOffset(months=spec["months"]), f"{spec['months']} months"
 
 
 EMPLOYMENT_RULES = {

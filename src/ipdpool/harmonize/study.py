@@ -32,6 +32,7 @@ class HarmonizedStudy:
     arm_counts: pd.DataFrame
     provenance: dict
     before: dict[str, pd.Series]  # raw values per variable (after missing codes), for before/after plots
+    warnings: list[str]  # worth a look but not wrong (e.g. text that looks like the wrong encoding)
 
 
 def _log_row(variable: str, result: RuleResult, out: pd.Series) -> dict:
@@ -70,6 +71,8 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         if result is None:  # a problem was recorded
             out[variable] = pd.Series(np.nan, index=data.participants, dtype=object)
             continue
+        if result.status == "undetermined" and not spec.get("nullable"):
+            problems.add("(rule file)", variable, f"is undetermined ({result.notes[0]}), but {variable} may not be missing: decide which column holds it and write its rule")
         out[variable] = result.values
         if result.before is not None:
             before[variable] = result.before
@@ -79,14 +82,15 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
     if sites.isna().any():
         problems.add(rules["tables"][rules["participants"]["table"]]["file"], "site", "participants without a site; the pseudonym needs it", values=(f"{int(sites.isna().sum())} participants",))
     out["participant_id"] = pd.Series(pseudonyms(key, study, sites.astype(str), data.trial_ids.reindex(data.participants)), index=data.participants, dtype=object)
-    log_rows.insert(0, {"variable": "participant_id", "rule": "pseudonym (HMAC-SHA256 of study, site, trial id)", "status": "harmonized", "source": rules["participants"]["table"], "rows_in": len(data.participants), "nonmissing_in": len(data.participants), "nonmissing_out": len(data.participants), "values_recoded": 0, "set_missing": "", "notes": ""})
+    log_rows.insert(0, {"variable": "participant_id", "rule": "pseudonym (HMAC-SHA256 of study, site, trial id)", "status": "harmonized", "source": rules["participants"]["table"], "rows_in": len(data.participants), "nonmissing_in": len(data.participants), "nonmissing_out": len(data.participants), "values_recoded": 0, "set_missing": "", "notes": data.id_audit()})
 
     outcome_ranges = {}
     for outcome in schema["outcomes"]:
         rule = rules["outcomes"][outcome]
-        if "not_collected" in rule:
+        if "not_collected" in rule or "undetermined" in rule:
+            status = "not_collected" if "not_collected" in rule else "undetermined"
             for when in ("bl", "fu"):
-                log_rows.append({"variable": f"{outcome}_{when}", "rule": "not_collected", "status": "not_collected", "source": "", "rows_in": 0, "nonmissing_in": 0, "nonmissing_out": 0, "values_recoded": 0, "set_missing": "", "notes": ""})
+                log_rows.append({"variable": f"{outcome}_{when}", "rule": status, "status": status, "source": "", "rows_in": 0, "nonmissing_in": 0, "nonmissing_out": 0, "values_recoded": 0, "set_missing": "", "notes": rule.get("undetermined", "")})
             continue
         low, high = rule["range"]
         if low >= high:
@@ -145,6 +149,7 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         arm_counts=arm_counts(study, frame, rules.get("published_n", {})),
         provenance=provenance(rules, data, base_dir, rules_path),
         before=before,
+        warnings=data.warnings,
     )
 
 

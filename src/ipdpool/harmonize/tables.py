@@ -28,6 +28,7 @@ class LinkedTable:
     raw: RawTable
     keys: pd.Series  # participant key per raw row (None where the id is missing or invalid)
     ids: pd.Series  # the trial's own id, normalized, per raw row
+    reformatted: int = 0  # rows whose id `id_format` changed
 
     @property
     def file(self) -> str:
@@ -62,6 +63,7 @@ class StudyData:
         self.one_row: dict[str, pd.DataFrame] = {}
         self.one_row_file: dict[str, str] = {}
         self.one_row_table: dict[str, LinkedTable] = {}
+        self.warnings: list[str] = []  # e.g. likely mojibake; logged, they do not stop the study
         for name, spec in rules["tables"].items():
             self._load(name, spec)
         self.participants = self._participant_index()
@@ -80,12 +82,14 @@ class StudyData:
             self.problems.add(error.file, error.variable or "(whole file)", error.message)
             return
         file = f"{spec['file']} [{spec['sheet']}]" if spec.get("sheet") else spec["file"]
+        self.warnings += [f"study {self.study}, file {file}: {warning}" for warning in raw.warnings]
         missing_columns = [c for c in [spec["id"], spec.get("site")] if c and c not in raw.frame.columns]
         if missing_columns:
             for column in missing_columns:
                 self.problems.add(file, column, f"id/site column {column!r} not found; columns are {column_list(raw.frame.columns)}")
             return
-        ids, bad = normalize_ids(raw.frame[spec["id"]], self.id_type)
+        ids, bad = normalize_ids(raw.frame[spec["id"]], self.id_type, spec.get("id_format"))
+        reformatted = int((ids.notna() & ids.ne(normalize_ids(raw.frame[spec["id"]], "text")[0])).sum()) if spec.get("id_format") else 0
         if bad.any():
             self.problems.add(file, spec["id"], f"participant id missing or not a valid {self.id_type} id", rows=data_rows(np.flatnonzero(bad)))
         keys = ids
@@ -94,7 +98,7 @@ class StudyData:
             if sites.isna().any():
                 self.problems.add(file, spec["site"], "site missing", rows=data_rows(np.flatnonzero(sites.isna())))
             keys = sites.str.cat(ids, sep="/").where(ids.notna() & sites.notna(), None)
-        self.tables[name] = LinkedTable(name, spec, raw, keys, ids)
+        self.tables[name] = LinkedTable(name, spec, raw, keys, ids, reformatted)
 
     def _participant_index(self) -> pd.Index:
         name = self.rules["participants"]["table"]
@@ -169,15 +173,26 @@ class StudyData:
         if bad.any():
             self.problems.add(table.file, variable, f"dates in {window['date']!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(frame[window["date"]][bad.to_numpy()].unique()))
         anchor = self.dates(window["anchor"], variable)
-        months = (dates.to_numpy() - anchor.reindex(frame.index).to_numpy()) / np.timedelta64(1, "D") / DAYS_PER_MONTH
-        low, high = window["months"]
+        unit = "days" if "days" in window else "months"
+        # The window's unit: days as they are, or months of `month_days` days.
+        per_unit = 1.0 if unit == "days" else window.get("month_days", DAYS_PER_MONTH)
+        offset = (dates.to_numpy() - anchor.reindex(frame.index).to_numpy()) / np.timedelta64(1, "D") / per_unit
+        low, high = window[unit]
         if low > high:
-            self.problems.add("(rule file)", variable, f"visit_window months [{low}, {high}] run backwards")
-        inside = (months >= low) & (months <= high)
-        candidates = frame.loc[inside].assign(_distance=np.abs(months[inside] - window["target"]), _order=np.arange(inside.sum()))
+            self.problems.add("(rule file)", variable, f"visit_window {unit} [{low}, {high}] run backwards")
+        inside = (offset >= low) & (offset <= high)
+        candidates = frame.loc[inside].assign(_distance=np.abs(offset[inside] - window["target"]), _order=np.arange(inside.sum()))
         best = candidates.sort_values(["_distance", "_order"], kind="stable")
         best = best.loc[~best.index.duplicated()].drop(columns=["_distance", "_order"])
         return best.reindex([k for k in frame.index.unique() if k in best.index])
+
+    def id_audit(self) -> str:
+        """Per table: rows, ids changed by `id_format`, rows matched to a participant (for the rule log)."""
+        parts = []
+        for table in self.tables.values():
+            matched = int((table.keys.notna() & table.keys.isin(self.participants)).sum())
+            parts.append(f"{table.name}: {len(table.keys)} rows, {table.reformatted} ids reformatted, {matched} matched")
+        return "; ".join(parts)
 
     # ------------------------------------------------------------ values
 

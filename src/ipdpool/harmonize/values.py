@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import numpy as np
 import pandas as pd
@@ -79,20 +80,44 @@ def parse_dates(series: pd.Series, date_format: str | None) -> tuple[pd.Series, 
     return pd.to_datetime(parsed.where(~bad, pd.NaT)), bad
 
 
-def normalize_ids(series: pd.Series, id_type: str) -> tuple[pd.Series, pd.Series]:
+INTEGER_ID = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
+
+
+def format_id(text: str, id_format: dict) -> str | None:
+    """A table's written id turned into the form shared by all tables (see `id_format` in the rule file);
+    None when `extract` does not match."""
+    if "extract" in id_format:
+        match = re.search(id_format["extract"], text)
+        if match is None:
+            return None
+        text = match.group(1) if match.groups() else match.group(0)
+    if "remove_prefix" in id_format:
+        text = text.removeprefix(id_format["remove_prefix"])
+    if "remove_suffix" in id_format:
+        text = text.removesuffix(id_format["remove_suffix"])
+    text = {"upper": text.upper(), "lower": text.lower()}.get(id_format.get("case"), text).strip()
+    if id_format.get("strip_zeros"):
+        text = text.lstrip("0") or ("0" if text else "")
+    if "pad_zeros" in id_format:
+        text = text.zfill(id_format["pad_zeros"])
+    return text
+
+
+def normalize_ids(series: pd.Series, id_type: str, id_format: dict | None = None) -> tuple[pd.Series, pd.Series]:
     """Participant ids as canonical text; returns (ids, mask of ids that are not valid for id_type)."""
 
     def one(value):
         key = code_key(value)
         if key is None or key == "":
             return None
+        if id_format:
+            key = format_id(key, id_format)
+            if not key:
+                return ""
         if id_type == "text":
             return key
-        try:
-            number = float(key)
-        except ValueError:
-            return ""
-        return str(int(number)) if number.is_integer() else ""
+        # Integers are parsed from their digits, never through float, so long ids stay exact.
+        return str(int(key.split(".")[0])) if INTEGER_ID.fullmatch(key) else ""
 
     ids = map_unique(series, one)
     bad = ids.eq("") | ids.isna()
