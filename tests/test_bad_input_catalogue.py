@@ -143,7 +143,7 @@ def test_rule_file_with_an_unknown_key(workspace):
     rule_text("US", "study: US", "study: US\ncolour: blue")(workspace / "studies")
     with pytest.raises(RuleFileError) as caught:
         load_rules(workspace / "studies" / "US.yaml")
-    assert caught.value.problems == ["(top level): Additional properties are not allowed ('colour' was unexpected); allowed here: study, title, raw_dir, published_n, tables, participants, selections, variables, outcomes"]
+    assert caught.value.problems == ["top level: unknown key `colour`; allowed keys: study, title, raw_dir, published_n, tables, participants, selections, variables, outcomes"]
     assert str(caught.value).startswith(f"rule file {workspace / 'studies' / 'US.yaml'}")
 
 
@@ -153,8 +153,36 @@ def test_malicious_rule_text_is_rejected_and_never_run(workspace, tmp_path):
     rule_text("US", "arm: {recode: {table: wide, column: condition, map: {IPS: IPS, PSR: SAU, BVR: SAU}}}", f'arm: {{expression: "{code}"}}')(workspace / "studies")
     with pytest.raises(RuleFileError) as caught:
         load_rules(workspace / "studies" / "US.yaml")
-    assert caught.value.problems[0].startswith("variables/arm: Additional properties are not allowed ('expression' was unexpected)")
+    assert caught.value.problems[0].startswith("variables.arm: unknown key `expression`; allowed keys: copy, recode,")
     assert not marker.exists()
+
+
+# (case id, rule file, old text, new text, the one-sentence problem): every kind of schema failure, no schema dump
+RULE_FILE_CASES = [
+    ("key_not_allowed_for_format", "NL", "nl_deelnemers.dta, format: stata,", "nl_deelnemers.dta, format: stata, delimiter: ';',", "tables.participants: `delimiter` is not allowed for format stata; allowed keys: file, format, id, id_format, site, rows, date_format, encoding"),
+    ("encoding_for_excel", "SE", "sheet: Baslinje,", "sheet: Baslinje, encoding: latin-1,", "tables.baseline: `encoding` is not allowed for format excel; allowed keys: file, format, id, id_format, site, rows, date_format, sheet"),
+    ("misspelt_table_key", "NL", "nl_deelnemers.dta, format:", "nl_deelnemers.dta, fromat:", "tables.participants: unknown key `fromat` (did you mean `format`?); allowed keys: file, format, delimiter, decimal, encoding, catalog, sheet, id, id_format, site, rows, date_format"),
+    ("unknown_format", "NL", "nl_deelnemers.dta, format: stata", "nl_deelnemers.dta, format: dta", "tables.participants.format: 'dta' is not allowed; allowed values: spss, stata, sas, csv, excel"),
+    ("missing_required_key", "NL", "format: stata, id: respnr}\n  visits", "format: stata}\n  visits", "tables.participants: `id` is required here; required keys: file, format, id"),
+    ("misspelt_enum_value", "NL", "id_type: integer", "id_type: int", "participants.id_type: 'int' is not allowed (did you mean `integer`?); allowed values: integer, text"),
+    ("no_rule", "NL", "arm: {recode: {table: participants, column: groep, map: {1: IPS, 2: SAU}}}", "arm: {}", "variables.arm: give exactly one rule, one of copy, recode, linear, months_between, constant, not_collected, undetermined (found 0: none)"),
+    ("months_and_days", "NL", "      months: 18\n", "      months: 18\n      days: 548\n", "variables.employed.employment_episodes: give exactly one of months, days"),
+    ("month_days_with_days", "NL", "months: [15, 21]", "days: [457, 639]\n      month_days: 30", "selections.followup_visit.visit_window: `month_days` is not allowed together with `days` (month_days converts months into days)"),
+    ("wrong_type", "NL", "      months: 18\n", "      months: eighteen\n", "variables.employed.employment_episodes.months: expected a whole number, not the text 'eighteen'"),
+    ("range_of_one_number", "NL", "range: [12, 60]", "range: [12]", "outcomes.functioning.range: must be a list of exactly 2 items, not 1"),
+    ("bad_table_name", "NL", "  jobs: {file", "  1jobs: {file", "tables: '1jobs' is not a valid name (a letter, then letters, digits or _)"),
+]
+
+
+@pytest.mark.parametrize("case,study,old,new,problem", RULE_FILE_CASES, ids=[c[0] for c in RULE_FILE_CASES])
+def test_rule_file_errors_are_one_plain_sentence(workspace, case, study, old, new, problem):
+    path = workspace / "studies" / f"{study}.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(RuleFileError) as caught:
+        load_rules(path)
+    assert caught.value.problems == [problem]
 
 
 def test_invalid_yaml_rule_file(workspace):

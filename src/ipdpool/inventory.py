@@ -12,7 +12,7 @@ import pandas as pd
 
 from .rawio import read_table, sha256_of
 
-INVENTORY_COLUMNS = ["study", "table", "file", "format", "sheet", "sha256", "bytes", "rows", "columns"]
+INVENTORY_COLUMNS = ["study", "table", "file", "format", "sheet", "sha256", "bytes", "rows", "columns", "notes"]
 
 
 def inventory_study(study_rules: dict) -> pd.DataFrame:
@@ -33,11 +33,12 @@ def inventory_study(study_rules: dict) -> pd.DataFrame:
                 "bytes": table.path.stat().st_size,
                 "rows": len(table.frame),
                 "columns": table.frame.shape[1],
+                "notes": "; ".join(table.notes + table.warnings),
             }
         )
     return pd.DataFrame(rows, columns=INVENTORY_COLUMNS)
 
 
 def combine_inventories(paths: list[Path]) -> pd.DataFrame:
-    frames = [pd.read_csv(p, sep="\t", dtype={"sheet": str}, keep_default_na=False) for p in paths]
+    frames = [pd.read_csv(p, sep="\t", dtype={"sheet": str, "notes": str}, keep_default_na=False) for p in paths]
     return pd.concat(frames, ignore_index=True).sort_values(["study", "table"], kind="stable").reset_index(drop=True)
