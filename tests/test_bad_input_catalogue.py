@@ -102,6 +102,56 @@ HARMONIZATION_CASES = [
 ]
 
 
+def cut_mid_row(raw):
+    path = raw / "US" / US
+    path.write_bytes(path.read_bytes()[:-40])
+
+
+def ragged_row(raw):
+    path = raw / "US" / US
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines[5] += ",extra"
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def repeated_header(raw):
+    path = raw / "US" / US
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace(",sex,", ",age,", 1), encoding="utf-8")
+
+
+def xlsx_part(raw, change):
+    import zipfile
+
+    path = raw / "SE" / "se_ips_malmo.xlsx"
+    with zipfile.ZipFile(path) as source:
+        items = [(item, source.read(item.filename)) for item in source.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for item, data in items:
+            target.writestr(item, change(item.filename, data))
+
+
+def formula_without_value(raw):
+    import re
+
+    # The randomization date of the first participant becomes a formula saved without its result.
+    xlsx_part(raw, lambda name, data: re.sub(rb'<c r="E2"[^>]*>.*?</c>', b'<c r="E2"><f>TODAY()</f></c>', data, count=1) if name == "xl/worksheets/sheet1.xml" else data)
+
+
+def merged_header(raw):
+    xlsx_part(raw, lambda name, data: data.replace(b"</sheetData>", b'</sheetData><mergeCells count="1"><mergeCell ref="B1:C1"/></mergeCells>', 1) if name == "xl/worksheets/sheet1.xml" else data)
+
+
+HARMONIZATION_CASES += [
+    ("csv_cut_mid_row", "US", cut_mid_row, None, US, "(whole file)", "line 205 has 68 fields but the header has 79 (the file ends mid-row: truncated?); lines 205"),
+    ("csv_row_with_extra_field", "US", ragged_row, None, US, "(whole file)", "line 6 has 80 fields but the header has 79; lines 6"),
+    ("csv_repeated_header", "US", repeated_header, None, US, "(whole file)", "header repeats the column name 'age' at line 1, field 7 and line 1, field 8"),
+    ("unknown_encoding", "DK", None, rule_text("DK", "encoding: latin-1", "encoding: latin-9x"), DK_PEOPLE, "(whole file)", "unknown encoding 'latin-9x' in the rule file; use a name such as utf-8, latin-1 or cp1252"),
+    ("xlsx_formula_without_cached_value", "SE", formula_without_value, None, "se_ips_malmo.xlsx [Baslinje]", "(whole file)", "formula cells without a cached value (the file was never recalculated and saved by a spreadsheet program); cells E2"),
+    ("xlsx_merged_header", "SE", merged_header, None, "se_ips_malmo.xlsx [Baslinje]", "(whole file)", "header has merged cells B1:C1; unmerge them so that every column has its own name"),
+]
+
+
 def orphan_follow_up(raw):
     import pyreadstat
 
@@ -111,7 +161,8 @@ def orphan_follow_up(raw):
     pyreadstat.write_sav(frame, path, variable_value_labels=meta.variable_value_labels, variable_format={"fudate": "DATE11"})
 
 
-HARMONIZATION_CASES[-1] = HARMONIZATION_CASES[-1][:2] + (orphan_follow_up,) + HARMONIZATION_CASES[-1][3:]
+ORPHAN = [c[0] for c in HARMONIZATION_CASES].index("orphan_follow_up_row")
+HARMONIZATION_CASES[ORPHAN] = HARMONIZATION_CASES[ORPHAN][:2] + (orphan_follow_up,) + HARMONIZATION_CASES[ORPHAN][3:]
 
 
 @pytest.fixture

@@ -91,9 +91,11 @@ def mojibake_warnings(frame: pd.DataFrame, value_labels: dict[str, dict]) -> lis
         texts += [v for v in value_labels.get(column, {}).values() if isinstance(v, str)]
         if any(_mojibake(t) for t in texts) or _mojibake(str(column)):
             suspects.append(str(column))
+    undecodable = [str(c) for c in frame.columns if frame[c].map(lambda v: isinstance(v, str) and "\ufffd" in v).any()]
+    warnings = [f"text in {', '.join(map(repr, undecodable[:15]))} has characters that could not be decoded (shown as U+FFFD); ask for the file in another format or encoding"] if undecodable else []
     if not suspects:
-        return []
-    return [f"text in {', '.join(map(repr, suspects[:15]))} looks like UTF-8 decoded as Latin-1/cp1252 (e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"]
+        return warnings
+    return warnings + [f"text in {', '.join(map(repr, suspects[:15]))} looks like UTF-8 decoded as Latin-1/cp1252 (e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"]
 
 
 # ------------------------------------------------------------ SPSS, Stata, SAS (pyreadstat)
@@ -103,6 +105,8 @@ def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
     suffix = path.suffix.lower()
     reader = {".sav": pyreadstat.read_sav, ".zsav": pyreadstat.read_sav, ".por": pyreadstat.read_por, ".dta": pyreadstat.read_dta, ".sas7bdat": pyreadstat.read_sas7bdat, ".xpt": pyreadstat.read_xport}[suffix]
     options = {}
+    if "encoding" in spec and suffix == ".por":
+        raise RawDataError(study, path.name, "`encoding` does not apply to SPSS portable (.por) files, which hold 7-bit text; remove it")
     if "encoding" in spec:
         options["encoding"] = check_encoding(study, path.name, spec["encoding"])
     if reader in (pyreadstat.read_sav, pyreadstat.read_dta, pyreadstat.read_sas7bdat):

@@ -72,14 +72,15 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
             out[variable] = pd.Series(np.nan, index=data.participants, dtype=object)
             continue
         if result.status == "undetermined" and not spec.get("nullable"):
-            problems.add("(rule file)", variable, f"is undetermined ({result.notes[0]}), but {variable} may not be missing: decide which column holds it and write its rule")
+            single_site = " (a single-site trial: `site: {constant: <site name>}`)" if variable == "site" else ""
+            problems.add("(rule file)", variable, f"is undetermined ({result.notes[0]}), but {variable} may not be missing: decide which column holds it and write its rule{single_site}")
         out[variable] = result.values
         if result.before is not None:
             before[variable] = result.before
         log_rows.append(_log_row(variable, result, result.values))
 
     sites = out.get("site", pd.Series(dtype=object))
-    if sites.isna().any():
+    if sites.isna().any() and "undetermined" not in rules["variables"]["site"]:
         problems.add(rules["tables"][rules["participants"]["table"]]["file"], "site", "participants without a site; the pseudonym needs it", values=(f"{int(sites.isna().sum())} participants",))
     out["participant_id"] = pd.Series(pseudonyms(key, study, sites.astype(str), data.trial_ids.reindex(data.participants)), index=data.participants, dtype=object)
     log_rows.insert(0, {"variable": "participant_id", "rule": "pseudonym (HMAC-SHA256 of study, site, trial id)", "status": "harmonized", "source": rules["participants"]["table"], "rows_in": len(data.participants), "nonmissing_in": len(data.participants), "nonmissing_out": len(data.participants), "values_recoded": 0, "set_missing": "", "notes": data.id_audit()})
