@@ -205,3 +205,45 @@ def test_employment_episode_ending_before_it_starts_is_a_problem(tmp_path):
     data, problems = make_study(tmp_path, {"people": PEOPLE, "jobs": jobs}, {"people": {"date_format": "%d-%m-%Y"}, "jobs": {"rows": "many", "date_format": "%d-%m-%Y"}})
     employment_episodes(data, "employed", {"table": "jobs", "start": "start", "end": "end", "anchor": {"table": "people", "column": "randomized"}, "months": 18})
     assert "ending before they start" in problems.items[0].message
+
+
+@pytest.mark.parametrize(
+    "raw,id_format,id_type,expected",
+    [
+        (["FI-001", "FI-012"], {"extract": "^FI-([0-9]+)$"}, "integer", ["1", "12"]),
+        ([" 001", "fi001"], {"case": "upper", "remove_prefix": "FI"}, "integer", ["1", "1"]),
+        (["001/A", "7/A"], {"remove_suffix": "/A", "pad_zeros": 3}, "text", ["001", "007"]),
+        (["007", "70"], {"strip_zeros": True}, "text", ["7", "70"]),
+        (["12345678901234567890"], {"remove_prefix": "X"}, "integer", ["12345678901234567890"]),
+    ],
+)
+def test_id_format_steps_and_exact_integers(raw, id_format, id_type, expected):
+    ids, bad = normalize_ids(pd.Series(raw), id_type, id_format)
+    assert ids.tolist() == expected and not bad.any()
+
+
+def test_id_format_extract_without_match_is_an_invalid_id():
+    ids, bad = normalize_ids(pd.Series(["FI-001", "SE-002"]), "integer", {"extract": "^FI-([0-9]+)$"})
+    assert bad.tolist() == [False, True]
+
+
+def test_episode_window_in_days_months_and_months_of_stated_length(tmp_path):
+    people = pd.DataFrame({"id": ["1", "2", "3"], "randomized": ["01-03-2015"] * 3})
+    # Jobs starting on day 547, 548 and 549 after randomization; 18 calendar months end on day 550.
+    jobs = pd.DataFrame({"id": ["1", "2", "3"], "start": ["29-08-2016", "30-08-2016", "31-08-2016"], "end": [""] * 3})
+    data, problems = make_study(tmp_path, {"people": people, "jobs": jobs}, {"people": {"date_format": "%d-%m-%Y"}, "jobs": {"rows": "many", "date_format": "%d-%m-%Y"}})
+    base = {"table": "jobs", "start": "start", "end": "end", "anchor": {"table": "people", "column": "randomized"}}
+    window = {}
+    for name, extra in {"calendar": {"months": 18}, "days": {"days": 548}, "month_days": {"months": 18, "month_days": 30.4375}}.items():
+        window[name] = employment_episodes(data, "employed", {**base, **extra}).values.tolist()
+    assert not problems
+    assert window == {"calendar": [1.0, 1.0, 1.0], "days": [1.0, 1.0, 0.0], "month_days": [1.0, 0.0, 0.0]}
+
+
+def test_visit_window_in_days(tmp_path):
+    people = pd.DataFrame({"id": ["1", "2"], "randomized": ["01-01-2020", "01-01-2020"]})
+    visits = pd.DataFrame({"id": ["1", "1", "2"], "date": ["01-07-2021", "15-07-2021", "01-01-2022"], "score": ["5", "6", "7"]})
+    selections = {"fu": {"from": "visits", "visit_window": {"date": "date", "anchor": {"table": "people", "column": "randomized"}, "days": [500, 600], "target": 548}}}
+    data, problems = make_study(tmp_path, {"people": people, "visits": visits}, {"people": {"date_format": "%d-%m-%Y"}, "visits": {"rows": "many", "date_format": "%d-%m-%Y"}}, selections=selections)
+    result = apply_value_rule(data, "age", {"copy": {"table": "fu", "column": "score"}}, "float")
+    assert not problems and result.values.tolist()[0] == 5.0 and np.isnan(result.values.tolist()[1])  # day 547 is nearer 548 than day 561

@@ -86,6 +86,7 @@ INTEGER_ID = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
 def format_id(text: str, id_format: dict) -> str | None:
     """A table's written id turned into the form shared by all tables (see `id_format` in the rule file);
     None when `extract` does not match."""
+    text = {"upper": text.upper(), "lower": text.lower()}.get(id_format.get("case"), text)
     if "extract" in id_format:
         match = re.search(id_format["extract"], text)
         if match is None:
@@ -95,7 +96,7 @@ def format_id(text: str, id_format: dict) -> str | None:
         text = text.removeprefix(id_format["remove_prefix"])
     if "remove_suffix" in id_format:
         text = text.removesuffix(id_format["remove_suffix"])
-    text = {"upper": text.upper(), "lower": text.lower()}.get(id_format.get("case"), text).strip()
+    text = text.strip()
     if id_format.get("strip_zeros"):
         text = text.lstrip("0") or ("0" if text else "")
     if "pad_zeros" in id_format:
