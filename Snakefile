@@ -37,14 +37,18 @@ include: "workflow/rules/inventory.smk"
 include: "workflow/rules/harmonize.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/twostage.smk"
+include: "workflow/rules/federated.smk"
 
 
 rule all:
     default_target: True
     input:
-        "results/raw_inventory.tsv",
-        "results/harmonized/pooled.parquet",
+        # participant data held here (none when every study sent a site bundle)
+        ["results/raw_inventory.tsv", "results/harmonized/pooled.parquet"]
+        if STUDIES
+        else [],
         expand("results/audit/{study}/distributions.png", study=STUDIES),
+        "results/tables/table1.tsv",
         "results/tables/one_stage.tsv",
         "results/tables/replication.tsv",
         "results/tables/two_stage.tsv",

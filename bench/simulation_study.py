@@ -25,11 +25,12 @@ from ipdpool.harmonize.schema import conform, load_schema
 from ipdpool.harmonize.study import harmonize_study
 from ipdpool.meta import meta_analysis
 from ipdpool.models.onestage import ModelSpec, primary
-from ipdpool.models.twostage import per_study
+from ipdpool.models.twostage import per_study_table
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = ("EU6", "DK", "SE", "NL", "US")
 MODEL = ModelSpec("employed", ("employed",), ("baseline",), {"employed": {"employed": 1}})
+ANALYSIS = {"outcomes": list(TRUE_EMPLOYED_SMD), "models": {"employed": {"terms": ["employed"], "adjust": ["baseline"], "report": {"employed": {"employed": 1}}}}}
 
 
 def replicate(seed: int, schema: dict, folder: Path) -> list[dict]:
@@ -44,8 +45,9 @@ def replicate(seed: int, schema: dict, folder: Path) -> list[dict]:
     for outcome, truth in TRUE_EMPLOYED_SMD.items():
         one = primary(pooled, outcome, MODEL)[0]
         kenward_roger = primary(pooled, outcome, MODEL, ddf="kenward_roger")[0]
-        studies = [r for r in per_study(pooled, outcome, MODEL) if r["status"] == "estimated"]
-        y, v = np.array([r["estimate"] for r in studies]), np.array([r["se"] for r in studies]) ** 2
+        studies = per_study_table(pooled, outcome, ANALYSIS)
+        studies = studies[studies["status"] == "estimated"]
+        y, v = studies["estimate"].to_numpy(), studies["se"].to_numpy() ** 2
         reml, knapp = meta_analysis(y, v, "REML"), meta_analysis(y, v, "REML", hksj=True)
         for method, estimate, se, low, high in (
             ("one-stage Satterthwaite", one["estimate"], one["se"], one["ci_low"], one["ci_high"]),

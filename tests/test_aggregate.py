@@ -79,8 +79,10 @@ def test_reversed_instruments_flip_the_sign(demo_file, schema):
 def test_ipd_and_aggregate_trials_combine_and_agree_with_the_typed_summaries(demo_file, schema, repo_root):
     from tests_support import harmonized_pool
 
-    pooled = harmonized_pool(repo_root)
-    trials, meta = aggregate_analyses(read_aggregate(demo_file, schema), pooled)
+    from ipdpool.models.statistics import statistics_by_study
+
+    analysis = {"outcomes": ["functioning"], "models": {}}
+    trials, meta = aggregate_analyses(read_aggregate(demo_file, schema), statistics_by_study(harmonized_pool(repo_root), analysis))
     combined = trials[(trials["analysis"] == "ipd_where_available") & (trials["outcome"] == "functioning")].set_index("trial")
     assert combined.loc["NO", "source"] == "aggregate" and (combined.drop("NO")["source"] == "IPD").all()
     typed = trials[(trials["analysis"] == "aggregate_only") & (trials["outcome"] == "functioning")].set_index("trial")

@@ -18,7 +18,8 @@ import yaml
 from rscript import run_r
 
 from ipdpool.models.lmm import fit_lmm, profiled_deviance
-from ipdpool.models.onestage import complete_cases, fit_outcome, model_cross_products
+from ipdpool.models.onestage import fit_outcome
+from ipdpool.models.statistics import combine, present, statistics_by_study
 from ipdpool.tables import read_table
 
 pytestmark = pytest.mark.workflow
@@ -143,11 +144,11 @@ def assert_equivalent_optimum(pooled: pd.DataFrame, analysis: dict, row: pd.Seri
     and double precision places the optimum no closer. lme4's point is then accepted only if our
     deviance function gives lme4's criterion there (the same objective), our optimum is at least
     as low, and the two differ by less than the deviance's resolution (1e-8)."""
-    terms, _, options = model_spec(analysis, row["contrast"], row["variant"])
-    terms = tuple(terms)
-    data = pooled if not options["exclude"] else pooled[pooled["study"] != options["exclude"]]
-    frame = complete_cases(data, row["outcome"], terms)
-    cp = model_cross_products(frame, row["outcome"], terms, "employed" if options["random"] != "1" else None)
+    _, _, options = model_spec(analysis, row["contrast"], row["variant"])
+    design = row["variant"] if row["variant"] in ("unadjusted", "covariates", "within_between") else "primary"
+    statistics = statistics_by_study(pooled, {**analysis, "outcomes": [row["outcome"]]})
+    parts = present(statistics, row["outcome"], f"{row['contrast']}/{design}", options["exclude"] or None)
+    cp = combine(parts, "employed" if options["random"] != "1" else None)
     at_theirs = profiled_deviance(cp, np.atleast_1d(np.asarray(ref["theta"], float)), options["reml"])
     assert at_theirs == pytest.approx(ref["criterion"], abs=1e-7), row.to_dict()
     ours = fit_lmm(cp, reml=options["reml"]).deviance  # the table keeps 10 digits: refit for the criterion

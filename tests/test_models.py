@@ -9,6 +9,7 @@ from scipy import optimize
 from ipdpool.models.crossprod import cross_products
 from ipdpool.models.lmm import fit_lmm
 from ipdpool.models.onestage import ModelSpec, fit_outcome, primary, random_slope, study_fixed_effect
+from ipdpool.models.statistics import statistics_by_study
 
 EMPLOYED = ModelSpec("employed", ("employed",), ("baseline",), {"employed": {"employed": 1}})
 INTERACTION = ModelSpec(
@@ -138,7 +139,7 @@ def test_a_study_where_everybody_worked_is_still_estimated():
     row = primary(frame, "o", EMPLOYED)[0]
     assert row["status"] == "estimated" and row["n_studies"] == 5
     assert abs(row["estimate"] - 0.5) < 4 * row["se"]
-    slope = random_slope(frame, "o", EMPLOYED)
+    slope = random_slope(statistics_of(frame, EMPLOYED), "o", EMPLOYED)
     assert slope[0]["status"] == "estimated"
 
 
@@ -166,13 +167,31 @@ def test_interaction_contrasts_are_the_right_combinations():
     assert abs(sau["estimate"] - 0.4) < 4 * sau["se"] and abs(ips["estimate"] - 0.7) < 4 * ips["se"]
 
 
-def test_study_fixed_effect_matches_ols_with_study_dummies():
-    frame = simulate(np.random.default_rng(16))
-    row = study_fixed_effect(frame, "o", EMPLOYED)[0]
-    dummies = pd.get_dummies(frame["study"], dtype=float).to_numpy()
-    ols = sm.OLS(frame["o_fu_z"].to_numpy(), np.column_stack([frame["employed"], frame["o_bl_z"], dummies])).fit()
-    assert row["estimate"] == pytest.approx(ols.params[0], abs=1e-10)
-    assert "unreliable" in row["warnings"] and row["df"] == 4
+def statistics_of(frame, model):
+    spec = {"terms": list(model.terms), "adjust": list(model.adjust), "report": model.report}
+    return statistics_by_study(frame, {"outcomes": ["o"], "models": {model.name: spec}})
+
+
+@pytest.mark.parametrize("model", [EMPLOYED, INTERACTION], ids=["employed", "interaction"])
+def test_study_fixed_effect_equals_linearmodels_panelols(model):
+    """Estimates and cluster-robust SEs from statistics equal linearmodels' PanelOLS on the rows."""
+    from linearmodels.panel import PanelOLS
+
+    frame = simulate(np.random.default_rng(16), k=6, n=90, interaction=0.2)
+    frame = frame[~((frame["study"] == "S2") & (np.arange(len(frame)) % 3 == 0))]  # unbalanced
+    rows = {r["term"]: r for r in study_fixed_effect(statistics_of(frame, model), "o", model)}
+    ips = (frame["arm"] == "IPS").to_numpy(float)
+    columns = {"ips": ips, "employed": frame["employed"].to_numpy(float), "ips:employed": ips * frame["employed"].to_numpy(float), "baseline": frame["o_bl_z"].to_numpy(float)}
+    names = list(model.terms + model.adjust)
+    index = pd.MultiIndex.from_arrays([frame["study"], frame.groupby("study").cumcount()])
+    exog = pd.DataFrame({name: columns[name] for name in names}, index=index)
+    result = PanelOLS(pd.Series(frame["o_fu_z"].to_numpy(), index=index), exog, entity_effects=True).fit(cov_type="clustered", cluster_entity=True)
+    for term, weights in model.report.items():
+        vector = np.array([weights.get(name, 0.0) for name in names])
+        assert rows[term]["estimate"] == pytest.approx(float(vector @ result.params.to_numpy()), rel=1e-10)
+        assert rows[term]["se"] == pytest.approx(float(np.sqrt(vector @ result.cov.to_numpy() @ vector)), rel=1e-10)
+        assert rows[term]["sigma2"] == pytest.approx(float(result.s2), rel=1e-10)
+        assert "unreliable" in rows[term]["warnings"] and rows[term]["df"] == 5
 
 
 def test_results_table_has_the_documented_columns(repo_root):

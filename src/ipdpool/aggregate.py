@@ -95,20 +95,22 @@ def trial_effects_from_aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def trial_effects_from_ipd(pooled: pd.DataFrame, outcome: str) -> pd.DataFrame:
-    """The same Hedges' g computed from each IPD study's harmonized follow-up scores."""
+def trial_effects_from_ipd(statistics: dict[str, dict], outcome: str) -> pd.DataFrame:
+    """The same Hedges' g from each IPD study's follow-up scores by arm (n, mean, SD), as held
+    in its statistics (models.statistics), so site bundles serve as well as participant data."""
     out = []
-    for study, part in pooled[pooled[f"{outcome}_fu"].notna()].groupby("study", sort=True):
-        ips, sau = part.loc[part["arm"] == "IPS", f"{outcome}_fu"], part.loc[part["arm"] == "SAU", f"{outcome}_fu"]
-        if len(ips) < 2 or len(sau) < 2:
+    for study, content in sorted(statistics.items()):
+        arms = content["outcomes"].get(outcome, {}).get("arms")
+        if not arms or arms["IPS"]["n"] < 2 or arms["SAU"]["n"] < 2:
             continue
-        g, variance = hedges_g(len(ips), ips.mean(), ips.std(ddof=1), len(sau), sau.mean(), sau.std(ddof=1))
-        out.append({"trial": study, "outcome": outcome, "source": "IPD", "instrument": part[f"{outcome}_instrument"].iloc[0], "g": g, "variance": variance, "n_ips": len(ips), "n_sau": len(sau)})
+        ips, sau = arms["IPS"], arms["SAU"]
+        g, variance = hedges_g(ips["n"], ips["mean"], ips["sd"], sau["n"], sau["mean"], sau["sd"])
+        out.append({"trial": study, "outcome": outcome, "source": "IPD", "instrument": arms["instrument"], "g": g, "variance": variance, "n_ips": ips["n"], "n_sau": sau["n"]})
     return pd.DataFrame(out)
 
 
 def aggregate_analyses(
-    rows: pd.DataFrame, pooled: pd.DataFrame | None, prediction: str = "higgins"
+    rows: pd.DataFrame, statistics: dict[str, dict] | None, prediction: str = "higgins"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per outcome: all trials from their aggregate data, and IPD where held plus aggregate
     data for the others, with the prediction-interval convention of meta_analysis.
@@ -118,8 +120,8 @@ def aggregate_analyses(
     for outcome in dict.fromkeys(from_aggregate["outcome"]):
         aggregate = from_aggregate[from_aggregate["outcome"] == outcome]
         analyses = {"aggregate_only": aggregate}
-        if pooled is not None and f"{outcome}_fu" in pooled:
-            ipd = trial_effects_from_ipd(pooled, outcome)
+        if statistics:
+            ipd = trial_effects_from_ipd(statistics, outcome)
             analyses["ipd_where_available"] = pd.concat([ipd, aggregate[~aggregate["trial"].isin(ipd["trial"] if len(ipd) else [])]], ignore_index=True)
         for analysis, trials in analyses.items():
             trials = trials.sort_values("trial", kind="stable").reset_index(drop=True)

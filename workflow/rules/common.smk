@@ -33,12 +33,23 @@ read_aggregate(
     Path(workflow.basedir) / "workflow" / "schemas" / "aggregate.schema.yaml",
 )
 
-STUDY_RULES = {study: load_study_rules(study) for study in config["studies"]}
-STUDIES = sorted(STUDY_RULES)
+# Federated studies take part through a site bundle of sufficient statistics; a study listed
+# both here and in `studies` (e.g. a coordinator's copy of the sites' configuration) uses its
+# bundle, and its rule file is not read.
+BUNDLES = config["federated"]["bundles"]
+STUDY_RULES = {
+    study: load_study_rules(study) for study in config["studies"] if study not in BUNDLES
+}
+STUDIES = sorted(STUDY_RULES)  # participant data held here
+ALL_STUDIES = sorted(STUDIES + list(BUNDLES))
+if not ALL_STUDIES:
+    raise ValueError(
+        "no studies configured: list rule files in `studies` or bundles in `federated.bundles`"
+    )
 
 
 wildcard_constraints:
-    study="|".join(STUDIES),
+    study="|".join(ALL_STUDIES),
 
 
 def raw_files(wildcards):
@@ -67,3 +78,12 @@ REPORTED = [
 
 wildcard_constraints:
     outcome="|".join(OUTCOMES),
+
+
+def one_of(names):
+    """Wildcard pattern matching exactly these names (none: matches nothing)."""
+    return "|".join(names) if names else "(?!)"
+
+
+# Per-study sufficient statistics: computed here for held data, taken from bundles otherwise.
+STATISTICS = expand("results/statistics/{study}.json", study=ALL_STUDIES)

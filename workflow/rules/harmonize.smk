@@ -14,6 +14,8 @@ rule harmonize_study:
         "logs/harmonize/{study}.log",
     benchmark:
         "benchmarks/harmonize/{study}.tsv"
+    wildcard_constraints:
+        study=one_of(STUDIES),
     conda:
         "../envs/ipdpool.yaml"
     params:
@@ -50,7 +52,6 @@ rule audit_plots:
 rule pool:
     input:
         data=expand("results/harmonized/{study}.parquet", study=STUDIES),
-        rule_logs=expand("results/audit/{study}/rule_log.tsv", study=STUDIES),
         flows=expand("results/audit/{study}/flow.tsv", study=STUDIES),
         rules=[config["studies"][study] for study in STUDIES],
         schema=config["schema"],
@@ -62,19 +63,9 @@ rule pool:
             caption="../report/codebook.rst",
             category="Data and harmonization",
         ),
-        flow=report(
-            "results/audit/flow.tsv",
-            caption="../report/flow.rst",
-            category="Data and harmonization",
-        ),
         reconciliation=report(
             "results/audit/reconciliation.tsv",
             caption="../report/reconciliation.rst",
-            category="Data and harmonization",
-        ),
-        status=report(
-            "results/audit/status_matrix.tsv",
-            caption="../report/status_matrix.rst",
             category="Data and harmonization",
         ),
     log:

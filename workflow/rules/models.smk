@@ -1,6 +1,6 @@
 rule one_stage_outcome:
     input:
-        "results/harmonized/pooled.parquet",
+        STATISTICS,
     output:
         primary="results/models/{outcome}/one_stage.tsv",
         sensitivity="results/models/{outcome}/sensitivity.tsv",

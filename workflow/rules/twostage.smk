@@ -1,6 +1,6 @@
 rule two_stage_outcome:
     input:
-        "results/harmonized/pooled.parquet",
+        STATISTICS,
     output:
         per_study="results/models/{outcome}/per_study.tsv",
         two_stage="results/models/{outcome}/two_stage.tsv",
@@ -54,7 +54,7 @@ rule aggregate_meta:
     input:
         aggregate=config["aggregate"]["file"],
         schema="workflow/schemas/aggregate.schema.yaml",
-        pooled="results/harmonized/pooled.parquet",
+        statistics=STATISTICS,
     output:
         trials=report(
             "results/tables/aggregate_trials.tsv",
@@ -169,12 +169,12 @@ rule share:
                 "aggregate_meta",
             ],
         ),
-        audit=[
-            "results/audit/flow.tsv",
-            "results/audit/reconciliation.tsv",
-            "results/audit/status_matrix.tsv",
-            "results/harmonized/codebook.tsv",
-        ],
+        audit=["results/audit/flow.tsv", "results/audit/status_matrix.tsv"]
+        + (
+            ["results/audit/reconciliation.tsv", "results/harmonized/codebook.tsv"]
+            if STUDIES
+            else []
+        ),
         figures=[
             f"results/figures/forest/{outcome}/{name}__{slug(term)}.{suffix}"
             for outcome in OUTCOMES

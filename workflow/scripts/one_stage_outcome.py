@@ -1,12 +1,11 @@
-import pandas as pd
-
+from ipdpool.federated import read_statistics
 from ipdpool.logutil import logged_to
-from ipdpool.models.onestage import fit_outcome
+from ipdpool.models.onestage import fit_outcome_from_statistics
 from ipdpool.tables import write_table
 
 with logged_to(snakemake.log[0]) as log:
     outcome = snakemake.wildcards.outcome
-    primary, sensitivity = fit_outcome(pd.read_parquet(snakemake.input[0]), outcome, snakemake.params.analysis)
+    primary, sensitivity = fit_outcome_from_statistics(read_statistics(snakemake.input), outcome, snakemake.params.analysis)
     write_table(primary, snakemake.output.primary)
     write_table(sensitivity, snakemake.output.sensitivity)
     for row in primary.itertuples():

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pandas as pd
-from ipdpool.harmonize.output import codebook, pool, pooled_flow, reconcile, status_matrix, write_csv, write_parquet
+from ipdpool.harmonize.output import codebook, pool, reconcile, write_csv, write_parquet
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.logutil import logged_to
@@ -19,7 +19,5 @@ with logged_to(snakemake.log[0]) as log:
     write_parquet(pooled, snakemake.output.data, provenance)
     write_csv(pooled, snakemake.output.csv)
     write_table(codebook(schema, pooled, study_rules), snakemake.output.codebook)
-    write_table(pooled_flow(flows), snakemake.output.flow)
     write_table(accounting, snakemake.output.reconciliation)
-    write_table(status_matrix([read_table(p) for p in snakemake.input.rule_logs]), snakemake.output.status)
     log.info("pooled %d participants from %d studies", len(pooled), pooled["study"].nunique())

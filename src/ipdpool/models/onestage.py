@@ -1,101 +1,37 @@
-"""One-stage pooled models on the harmonized data and their sensitivity analyses.
+"""One-stage pooled models and their sensitivity analyses, from per-study statistics.
 
-Models are built from a closed vocabulary of terms (no formula text from the
-config is evaluated): each configured model lists its terms, its adjustments and
-the contrasts (linear combinations of terms) to report.
+Models are built from a closed vocabulary of terms (no formula text from the config is
+evaluated): each configured model lists its terms, its adjustments and the contrasts
+(linear combinations of terms) to report. Every model is fitted from the studies'
+sufficient statistics (models.statistics), whether those were computed here from pooled
+participant data or arrived in federated site bundles.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .crossprod import CrossProducts, cross_products
 from .lmm import SINGULAR_TOLERANCE, LmmFit, NotEstimable, fit_lmm
+from .statistics import (
+    ModelSpec,
+    combine,
+    has_within_between,
+    present,
+    statistics_by_study,
+    varies_within,
+)
 
 log = logging.getLogger(__name__)
-DIAGNOSIS_REFERENCE = "schizophrenia_spectrum"
-TERMS = ("employed", "ips", "ips:employed", "baseline", "age", "sex", "diagnosis", "employed_within", "employed_between")
 
 RESULT_COLUMNS = [
     "outcome", "contrast", "term", "model", "estimate", "se", "ci_low", "ci_high", "df", "p_value", "inference",
     "n_participants", "n_studies", "studies", "tau2", "sigma2", "icc", "slope_variance", "slope_correlation",
     "loglik", "method", "singular", "status", "warnings",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    terms: tuple[str, ...]
-    adjust: tuple[str, ...]
-    report: dict[str, dict[str, float]]  # contrast name -> {term: weight}
-
-    @staticmethod
-    def from_config(name: str, spec: dict) -> "ModelSpec":
-        return ModelSpec(name, tuple(spec["terms"]), tuple(spec.get("adjust", [])), {k: dict(v) for k, v in spec["report"].items()})
-
-
-def required_columns(outcome: str, terms: tuple[str, ...]) -> list[str]:
-    columns = [f"{outcome}_fu_z", "study"]
-    for term in terms:
-        columns += {
-            "employed": ["employed"], "ips": ["arm"], "ips:employed": ["arm", "employed"], "baseline": [f"{outcome}_bl_z"],
-            "age": ["age"], "sex": ["sex"], "diagnosis": ["diagnosis"], "employed_within": ["employed"], "employed_between": ["employed"],
-        }[term]  # fmt: skip
-    return list(dict.fromkeys(columns))
-
-
-def complete_cases(data: pd.DataFrame, outcome: str, terms: tuple[str, ...]) -> pd.DataFrame:
-    columns = required_columns(outcome, terms)
-    frame = data[columns].dropna()
-    return frame.sort_values("study", kind="stable").reset_index(drop=True)
-
-
-def design(frame: pd.DataFrame, outcome: str, terms: tuple[str, ...], intercept: bool = True) -> tuple[np.ndarray, list[str]]:
-    """Design matrix for the terms; diagnosis expands to indicators against schizophrenia spectrum."""
-    columns, names = [], []
-    if intercept:
-        columns.append(np.ones(len(frame)))
-        names.append("Intercept")
-    employed = frame["employed"].to_numpy(float) if "employed" in frame else None
-    ips = (frame["arm"] == "IPS").to_numpy(float) if "arm" in frame else None
-    for term in terms:
-        if term == "employed":
-            columns.append(employed)
-        elif term == "ips":
-            columns.append(ips)
-        elif term == "ips:employed":
-            columns.append(ips * employed)
-        elif term == "baseline":
-            columns.append(frame[f"{outcome}_bl_z"].to_numpy(float))
-        elif term == "age":
-            columns.append(frame["age"].to_numpy(float))
-        elif term == "sex":
-            columns.append((frame["sex"] == "female").to_numpy(float))
-            term = "sex:female"
-        elif term == "diagnosis":
-            for level in sorted(set(frame["diagnosis"]) - {DIAGNOSIS_REFERENCE}):
-                columns.append((frame["diagnosis"] == level).to_numpy(float))
-                names.append(f"diagnosis:{level}")
-            continue
-        elif term in ("employed_within", "employed_between"):
-            study_mean = frame.groupby("study")["employed"].transform("mean").to_numpy(float)
-            columns.append(employed - study_mean if term == "employed_within" else study_mean)
-        else:
-            raise ValueError(f"unknown model term {term!r}; terms are {TERMS}")
-        names.append(term)
-    x = np.column_stack(columns)
-    rank = np.linalg.matrix_rank(x)
-    if rank < x.shape[1]:
-        constant = [n for n, c in zip(names, x.T) if n != "Intercept" and np.ptp(c) == 0]
-        raise NotEstimable(f"design not of full rank ({rank} < {x.shape[1]} columns)" + (f"; no variation in {', '.join(constant)}" if constant else ""))
-    return x, names
 
 
 def contrast_vector(names: list[str], weights: dict[str, float]) -> np.ndarray:
@@ -105,30 +41,30 @@ def contrast_vector(names: list[str], weights: dict[str, float]) -> np.ndarray:
     return vector
 
 
-def base_row(outcome: str, model: ModelSpec, term: str, variant: str, frame: pd.DataFrame | None) -> dict:
-    studies = sorted(frame["study"].unique()) if frame is not None else []
+def base_row(outcome: str, model: ModelSpec, term: str, variant: str, parts: list[tuple[str, dict]]) -> dict:
     return {
         "outcome": outcome, "contrast": model.name, "term": term, "model": variant,
-        "n_participants": len(frame) if frame is not None else 0, "n_studies": len(studies), "studies": ",".join(studies),
+        "n_participants": int(sum(entry["n"] for _, entry in parts)), "n_studies": len(parts),
+        "studies": ",".join(study for study, _ in parts),
     }  # fmt: skip
 
 
-def not_estimated(outcome: str, model: ModelSpec, variant: str, frame: pd.DataFrame | None, reason: str) -> list[dict]:
-    return [{**base_row(outcome, model, term, variant, frame), "status": "not estimated", "warnings": reason} for term in model.report]
+def not_estimated(outcome: str, model: ModelSpec, variant: str, parts: list[tuple[str, dict]], reason: str) -> list[dict]:
+    return [{**base_row(outcome, model, term, variant, parts), "status": "not estimated", "warnings": reason} for term in model.report]
 
 
-def mixed_rows(outcome: str, model: ModelSpec, variant: str, frame: pd.DataFrame, fit: LmmFit, ddf: str) -> list[dict]:
+def mixed_rows(outcome: str, model: ModelSpec, variant: str, parts: list[tuple[str, dict]], fit: LmmFit, ddf: str, report: dict) -> list[dict]:
     covariance = fit.random_covariance
     components = {"tau2": covariance[0, 0], "sigma2": fit.sigma2, "icc": covariance[0, 0] / (covariance[0, 0] + fit.sigma2)}
     if fit.cp.q > 1:
         scale = np.sqrt(covariance[0, 0] * covariance[1, 1])
         components.update(slope_variance=covariance[1, 1], slope_correlation=covariance[0, 1] / scale if scale > 0 else np.nan)
     rows = []
-    for term, weights in model.report.items():
+    for term, weights in report.items():
         result = fit.contrast(contrast_vector(fit.names, weights), ddf)
         rows.append(
             {
-                **base_row(outcome, model, term, variant, frame), **{k: v for k, v in result.items() if k != "t"}, **components,
+                **base_row(outcome, model, term, variant, parts), **{k: v for k, v in result.items() if k != "t"}, **components,
                 "loglik": fit.loglik, "method": fit.method, "singular": fit.is_singular, "status": "estimated",
                 "warnings": "; ".join(fit.warnings),
             }
@@ -136,59 +72,64 @@ def mixed_rows(outcome: str, model: ModelSpec, variant: str, frame: pd.DataFrame
     return rows
 
 
-def model_cross_products(frame: pd.DataFrame, outcome: str, terms: tuple[str, ...], random_slope: str | None = None) -> CrossProducts:
-    """Per-study cross-products of the model's design: all a fit needs (and all a site shares)."""
-    x, names = design(frame, outcome, terms)
-    z_names = ["Intercept"] + ([random_slope] if random_slope else [])
-    z = x[:, [names.index(name) for name in z_names]]
-    return cross_products(x, z, frame[f"{outcome}_fu_z"].to_numpy(float), frame["study"].to_numpy(), names, z_names)
-
-
-def random_intercept(data: pd.DataFrame, outcome: str, model: ModelSpec, variant: str = "random_intercept", reml: bool = True, extra_adjust=(), drop_adjust=(), min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, exclude_study: str | None = None, ddf: str = "satterthwaite") -> list[dict]:
-    adjust = tuple(a for a in model.adjust if a not in drop_adjust) + tuple(extra_adjust)
-    terms = model.terms + adjust
-    frame = complete_cases(data if exclude_study is None else data[data["study"] != exclude_study], outcome, terms)
-    studies = frame["study"].nunique()
-    if studies < min_studies:
-        return not_estimated(outcome, model, variant, frame, f"outcome available in {studies} studies with complete data; the model needs at least {min_studies}")
+def mixed_model(statistics: dict, outcome: str, model: ModelSpec, design: str = "primary", variant: str = "random_intercept", reml: bool = True, min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, exclude_study: str | None = None, ddf: str = "satterthwaite", random_slope: str | None = None, report: dict | None = None) -> list[dict]:
+    """One mixed model from the studies' statistics: rows for each reported contrast."""
+    report = model.report if report is None else report
+    shown = ModelSpec(model.name, model.terms, model.adjust, report)
+    parts = present(statistics, outcome, f"{model.name}/{design}", exclude_study)
+    if len(parts) < min_studies:
+        return not_estimated(outcome, shown, variant, parts, f"outcome available in {len(parts)} studies with complete data; the model needs at least {min_studies}")
     try:
-        fit = fit_lmm(model_cross_products(frame, outcome, terms), reml=reml, singular_tolerance=singular_tolerance)
+        fit = fit_lmm(combine(parts, random_slope), reml=reml, singular_tolerance=singular_tolerance)
     except (NotEstimable, np.linalg.LinAlgError) as error:
-        return not_estimated(outcome, model, variant, frame, str(error))
-    return mixed_rows(outcome, model, variant, frame, fit, ddf)
+        return not_estimated(outcome, shown, variant, parts, str(error))
+    return mixed_rows(outcome, shown, variant, parts, fit, ddf, report)
 
 
 def primary(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
-    return random_intercept(data, outcome, model, min_studies=min_studies, singular_tolerance=singular_tolerance, ddf=ddf)
+    """The primary model of one outcome on pooled participant data (a convenience for scripts)."""
+    analysis = {"outcomes": [outcome], "models": {model.name: {"terms": list(model.terms), "adjust": list(model.adjust), "report": model.report}}}
+    return mixed_model(statistics_by_study(data, analysis), outcome, model, min_studies=min_studies, singular_tolerance=singular_tolerance, ddf=ddf)
 
 
 # ------------------------------------------------------------ sensitivity variants
 
 
-def study_fixed_effect(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 2) -> list[dict]:
-    """Study as a fixed effect (linearmodels PanelOLS, entity effects), cluster-robust SEs by study."""
-    from linearmodels.panel import PanelOLS  # heavy, and needed by this variant only
-
+def study_fixed_effect(statistics: dict, outcome: str, model: ModelSpec, min_studies: int = 2) -> list[dict]:
+    """Study as a fixed effect: OLS on the within-study deviations, with cluster-robust (by study)
+    SEs computed as linearmodels' PanelOLS(entity_effects=True).fit(cov_type="clustered") does
+    (checked against it in the tests): every piece is a per-study cross-product."""
     variant = "study_fixed_effect"
-    terms = model.terms + model.adjust
-    frame = complete_cases(data, outcome, terms)
-    k = frame["study"].nunique()
+    parts = present(statistics, outcome, f"{model.name}/primary")
+    k = len(parts)
     if k < min_studies:
-        return not_estimated(outcome, model, variant, frame, f"outcome available in {k} studies with complete data; the model needs at least {min_studies}")
+        return not_estimated(outcome, model, variant, parts, f"outcome available in {k} studies with complete data; the model needs at least {min_studies}")
     try:
-        x, names = design(frame, outcome, terms, intercept=False)
+        cp = combine(parts)
     except NotEstimable as error:
-        return not_estimated(outcome, model, variant, frame, str(error))
-    # linearmodels needs a two-level index whose second level is numeric: a within-study row number.
-    index = pd.MultiIndex.from_arrays([frame["study"], frame.groupby("study").cumcount()], names=["study", "row"])
-    exog = pd.DataFrame(x, index=index, columns=names)
-    endog = pd.Series(frame[f"{outcome}_fu_z"].to_numpy(float), index=index, name="y")
-    with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always")
-        result = PanelOLS(endog, exog, entity_effects=True).fit(cov_type="clustered", cluster_entity=True)
-    notes = [f"cluster-robust SEs from only {k} clusters (studies) are unreliable; shown for completeness"] + [f"{w.category.__name__}: {w.message}" for w in records]
-    beta, cov = result.params.to_numpy(), result.cov.to_numpy()
+        return not_estimated(outcome, model, variant, parts, str(error))
+    # Within-study deviations: W~'W~ = W'W - (W'1)(1'W) / n per study; the intercept drops out.
+    within = cp.products - np.einsum("ka,kb->kab", cp.products[:, 0, :], cp.products[:, 0, :]) / cp.n[:, None, None]
+    columns = list(range(1, cp.p))
+    xx = within[:, columns][:, :, columns]
+    xy = within[:, columns, cp.y_index]
+    names = list(cp.x_names[1:])
+    try:
+        if np.linalg.matrix_rank(xx.sum(axis=0)) < len(columns):
+            raise NotEstimable("design not of full rank within studies")
+        xtx_inv = np.linalg.inv(xx.sum(axis=0))
+    except NotEstimable as error:
+        return not_estimated(outcome, model, variant, parts, str(error))
+    beta = xtx_inv @ xy.sum(axis=0)
+    scores = xy - xx @ beta  # per study: sum of x~ e
+    n = cp.n_total
+    rss = float(within[:, cp.y_index, cp.y_index].sum() - beta @ xy.sum(axis=0))
+    # linearmodels' defaults: debiased, n / (n - regressors); the study effects are nested in
+    # the clusters and so not counted (its auto_df)
+    scale = n / (n - len(columns))
+    cov = scale * xtx_inv @ (scores.T @ scores) @ xtx_inv
     df = float(k - 1)  # cluster-robust inference: t with (clusters - 1) df
+    note = f"cluster-robust SEs from only {k} clusters (studies) are unreliable; shown for completeness"
     rows = []
     for term, weights in model.report.items():
         vector = contrast_vector(names, weights)
@@ -196,61 +137,56 @@ def study_fixed_effect(data: pd.DataFrame, outcome: str, model: ModelSpec, min_s
         t_crit = stats.t.ppf(0.975, df)
         rows.append(
             {
-                **base_row(outcome, model, term, variant, frame),
+                **base_row(outcome, model, term, variant, parts),
                 "estimate": estimate, "se": se, "ci_low": estimate - t_crit * se, "ci_high": estimate + t_crit * se, "df": df,
                 "p_value": float(2 * stats.t.sf(abs(estimate / se), df)), "inference": "t (cluster-robust, studies - 1 df)",
-                "method": "OLS with study fixed effects", "status": "estimated",
-                "sigma2": float(result.s2), "warnings": "; ".join(notes),
+                "method": "OLS with study fixed effects", "status": "estimated", "sigma2": scale * rss / n, "warnings": note,
             }
         )  # fmt: skip
     return rows
 
 
-def within_between(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
+WITHIN_BETWEEN_REPORT = {"employed_within": {"employed_within": 1}, "employed_between": {"employed_between": 1}, "between_minus_within": {"employed_between": 1, "employed_within": -1}}
+
+
+def within_between(statistics: dict, outcome: str, model: ModelSpec, min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
     """Employment split into its within-study deviation and its study mean (ecological bias)."""
-    if "employed" not in model.terms or "ips:employed" in model.terms:
+    if not has_within_between(model):
         return []
-    terms = tuple(t for t in model.terms if t != "employed") + ("employed_within", "employed_between")
-    split = ModelSpec(model.name, terms, model.adjust, {"employed_within": {"employed_within": 1}, "employed_between": {"employed_between": 1}, "between_minus_within": {"employed_between": 1, "employed_within": -1}})
-    return random_intercept(data, outcome, split, variant="within_between", min_studies=max(min_studies, 3), singular_tolerance=singular_tolerance, ddf=ddf)
+    return mixed_model(statistics, outcome, model, "within_between", "within_between", min_studies=max(min_studies, 3), singular_tolerance=singular_tolerance, ddf=ddf, report=WITHIN_BETWEEN_REPORT)
 
 
-def random_slope(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 3, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
+def random_slope(statistics: dict, outcome: str, model: ModelSpec, min_studies: int = 3, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
     """Correlated random intercept and random slope for employed, by study (REML)."""
     variant = "random_slope_employed"
     if "employed" not in model.terms:
         return []
-    terms = model.terms + model.adjust
-    frame = complete_cases(data, outcome, terms)
-    varying = frame.groupby("study")["employed"].agg(lambda s: s.nunique() > 1).sum()
+    parts = present(statistics, outcome, f"{model.name}/primary")
+    varying = sum(varies_within(entry, "employed") for _, entry in parts)
     if varying < min_studies:
-        return not_estimated(outcome, model, variant, frame, f"employment varies within {varying} studies; a random slope needs at least {min_studies}")
-    try:
-        fit = fit_lmm(model_cross_products(frame, outcome, terms, random_slope="employed"), reml=True, singular_tolerance=singular_tolerance)
-    except (NotEstimable, np.linalg.LinAlgError) as error:
-        return not_estimated(outcome, model, variant, frame, str(error))
-    return mixed_rows(outcome, model, variant, frame, fit, ddf)
+        return not_estimated(outcome, model, variant, parts, f"employment varies within {varying} studies; a random slope needs at least {min_studies}")
+    return mixed_model(statistics, outcome, model, variant=variant, min_studies=0, singular_tolerance=singular_tolerance, ddf=ddf, random_slope="employed")
 
 
-def sensitivity(data: pd.DataFrame, outcome: str, model: ModelSpec, settings: dict) -> list[dict]:
+def sensitivity(statistics: dict, outcome: str, model: ModelSpec, settings: dict) -> list[dict]:
     variants = settings.get("variants", [])
     options = {"min_studies": settings.get("min_studies", 2), "singular_tolerance": settings.get("singular_tolerance", SINGULAR_TOLERANCE), "ddf": settings.get("ddf", "satterthwaite")}
     rows = []
     if "study_fixed_effect" in variants:
-        rows += study_fixed_effect(data, outcome, model, options["min_studies"])
+        rows += study_fixed_effect(statistics, outcome, model, options["min_studies"])
     if "within_between" in variants:
-        rows += within_between(data, outcome, model, **options)
+        rows += within_between(statistics, outcome, model, **options)
     if "random_slope" in variants:
-        rows += random_slope(data, outcome, model, singular_tolerance=options["singular_tolerance"], ddf=options["ddf"])
+        rows += random_slope(statistics, outcome, model, singular_tolerance=options["singular_tolerance"], ddf=options["ddf"])
     if "ml" in variants:
-        rows += random_intercept(data, outcome, model, variant="ml", reml=False, **options)
+        rows += mixed_model(statistics, outcome, model, variant="ml", reml=False, **options)
     if "unadjusted" in variants:
-        rows += random_intercept(data, outcome, model, variant="unadjusted", drop_adjust=("baseline",), **options)
+        rows += mixed_model(statistics, outcome, model, "unadjusted", "unadjusted", **options)
     if "covariates" in variants:
-        rows += random_intercept(data, outcome, model, variant="covariates", extra_adjust=tuple(settings.get("covariates", [])), **options)
+        rows += mixed_model(statistics, outcome, model, "covariates", "covariates", **options)
     if "leave_one_out" in variants:
-        for study in sorted(data.loc[data[f"{outcome}_fu_z"].notna(), "study"].unique()):
-            rows += random_intercept(data, outcome, model, variant=f"leave_out_{study}", exclude_study=study, **options)
+        for study in sorted(s for s, entry in statistics.items() if entry["outcomes"][outcome]["n_followup"] > 0):
+            rows += mixed_model(statistics, outcome, model, variant=f"leave_out_{study}", exclude_study=study, **options)
     return rows
 
 
@@ -262,7 +198,7 @@ def as_table(rows: list[dict]) -> pd.DataFrame:
     return table[RESULT_COLUMNS]
 
 
-def fit_outcome(data: pd.DataFrame, outcome: str, analysis: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def fit_outcome_from_statistics(statistics: dict, outcome: str, analysis: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All configured models for one outcome: (primary rows, sensitivity rows)."""
     min_studies = analysis.get("min_studies", 2)
     tolerance, ddf = analysis.get("singular_tolerance", SINGULAR_TOLERANCE), analysis.get("ddf", "satterthwaite")
@@ -270,10 +206,15 @@ def fit_outcome(data: pd.DataFrame, outcome: str, analysis: dict) -> tuple[pd.Da
     primary_rows, sensitivity_rows = [], []
     for name, spec in analysis["models"].items():
         model = ModelSpec.from_config(name, spec)
-        primary_rows += primary(data, outcome, model, min_studies, tolerance, ddf)
+        primary_rows += mixed_model(statistics, outcome, model, min_studies=min_studies, singular_tolerance=tolerance, ddf=ddf)
         log.info("%s: model %s fitted; sensitivity analyses next", outcome, name)
-        sensitivity_rows += sensitivity(data, outcome, model, settings)
+        sensitivity_rows += sensitivity(statistics, outcome, model, settings)
         log.info("%s: model %s sensitivity analyses done", outcome, name)
     sensitivity_table = as_table(sensitivity_rows)
     sensitivity_table.insert(0, "variant", sensitivity_table["model"])
     return as_table(primary_rows), sensitivity_table
+
+
+def fit_outcome(data: pd.DataFrame, outcome: str, analysis: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """fit_outcome_from_statistics on pooled participant data."""
+    return fit_outcome_from_statistics(statistics_by_study(data, {**analysis, "outcomes": [outcome]}), outcome, analysis)

@@ -1,4 +1,8 @@
-"""Two-stage analysis: the same model within each study (OLS), then meta-analysis."""
+"""Two-stage analysis: the same model within each study (OLS), then meta-analysis.
+
+The per-study OLS comes from the study's cross-products (models.statistics), like the
+one-stage models, so it needs no participant rows either.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,39 @@ import pandas as pd
 from scipy import stats
 
 from ..meta import METHODS, leave_one_out, meta_analysis
-from .onestage import ModelSpec, NotEstimable, complete_cases, contrast_vector, design
+from .lmm import NotEstimable
+from .onestage import contrast_vector
+from .statistics import ModelSpec, check_full_rank, present, statistics_by_study
 
 PER_STUDY_COLUMNS = ["study", "outcome", "contrast", "term", "estimate", "se", "ci_low", "ci_high", "n", "df", "status", "warnings"]
 
 
-def per_study(data: pd.DataFrame, outcome: str, model: ModelSpec) -> list[dict]:
+def ols_from_products(products: np.ndarray, n: int, names: list[str]) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """(beta, covariance, residual df, names) from [X y]'[X y]; diagnosis levels absent from
+    the study are dropped first, as a design built from the study's own rows would not have them."""
+    keep = [j for j, name in enumerate(names) if not name.startswith("diagnosis:") or products[j, j] > 0]
+    products, names = products[np.ix_(keep, keep)], [names[j] for j in keep]
+    check_full_rank(products, n, names)
+    p = len(names) - 1
+    df = n - p
+    if df < 1:
+        raise NotEstimable(f"{n} participants for {p} coefficients")
+    xtx, xty, yty = products[:p, :p], products[:p, p], products[p, p]
+    beta = np.linalg.solve(xtx, xty)
+    rss = yty - beta @ xty
+    return beta, rss / df * np.linalg.inv(xtx), df, names[:-1]
+
+
+def per_study(statistics: dict, outcome: str, model: ModelSpec) -> list[dict]:
     """OLS of the model's terms and adjustments within each study (t intervals on n - p df)."""
     rows = []
-    terms = model.terms + model.adjust
-    frame = complete_cases(data, outcome, terms)
-    for study, part in frame.groupby("study", sort=True):
-        base = {"study": study, "outcome": outcome, "contrast": model.name, "n": len(part)}
+    for study, entry in present(statistics, outcome, f"{model.name}/primary"):
+        base = {"study": study, "outcome": outcome, "contrast": model.name, "n": entry["n"]}
         try:
-            x, names = design(part, outcome, terms)
-            df = len(part) - x.shape[1]
-            if df < 1:
-                raise NotEstimable(f"{len(part)} participants for {x.shape[1]} coefficients")
+            beta, cov, df, names = ols_from_products(np.asarray(entry["products"], float), entry["n"], entry["names"])
         except NotEstimable as error:
             rows += [{**base, "term": term, "status": "not estimated", "warnings": str(error)} for term in model.report]
             continue
-        y = part[f"{outcome}_fu_z"].to_numpy(float)
-        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-        residual = y - x @ beta
-        cov = residual @ residual / df * np.linalg.inv(x.T @ x)
         crit = stats.t.ppf(0.975, df)
         for term, weights in model.report.items():
             vector = contrast_vector(names, weights)
@@ -39,11 +52,16 @@ def per_study(data: pd.DataFrame, outcome: str, model: ModelSpec) -> list[dict]:
     return rows
 
 
-def per_study_table(data: pd.DataFrame, outcome: str, analysis: dict) -> pd.DataFrame:
+def per_study_table_from_statistics(statistics: dict, outcome: str, analysis: dict) -> pd.DataFrame:
     rows = []
     for name, spec in analysis["models"].items():
-        rows += per_study(data, outcome, ModelSpec.from_config(name, spec))
+        rows += per_study(statistics, outcome, ModelSpec.from_config(name, spec))
     return pd.DataFrame(rows).reindex(columns=PER_STUDY_COLUMNS)
+
+
+def per_study_table(data: pd.DataFrame, outcome: str, analysis: dict) -> pd.DataFrame:
+    """per_study_table_from_statistics on pooled participant data."""
+    return per_study_table_from_statistics(statistics_by_study(data, {**analysis, "outcomes": [outcome]}), outcome, analysis)
 
 
 def two_stage_tables(

@@ -1,0 +1,116 @@
+# Per-study sufficient statistics, site bundles and their import (see ipdpool.federated).
+
+
+rule study_statistics:
+    input:
+        data="results/harmonized/{study}.parquet",
+        schema=config["schema"],
+    output:
+        "results/statistics/{study}.json",
+    log:
+        "logs/statistics/{study}.log",
+    benchmark:
+        "benchmarks/statistics/{study}.tsv"
+    wildcard_constraints:
+        study=one_of(STUDIES),
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        analysis=config["analysis"],
+    script:
+        "../scripts/study_statistics.py"
+
+
+rule site_bundle_study:
+    input:
+        statistics="results/statistics/{study}.json",
+        flow="results/audit/{study}/flow.tsv",
+        rule_log="results/audit/{study}/rule_log.tsv",
+        rules=lambda wildcards: config["studies"][wildcards.study],
+        schema=config["schema"],
+    output:
+        "results/site/{study}.bundle.json",
+    log:
+        "logs/site/{study}.log",
+    benchmark:
+        "benchmarks/site/{study}.tsv"
+    wildcard_constraints:
+        study=one_of(STUDIES),
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        analysis=config["analysis"],
+        disclosure=config["federated"]["disclosure"],
+    script:
+        "../scripts/site_bundle.py"
+
+
+rule site_bundle:
+    input:
+        expand("results/site/{study}.bundle.json", study=STUDIES),
+
+
+rule import_bundle:
+    input:
+        bundle=lambda wildcards: BUNDLES[wildcards.study],
+        schema=config["schema"],
+    output:
+        statistics="results/statistics/{study}.json",
+        flow="results/audit/{study}/flow.tsv",
+        rule_log="results/audit/{study}/rule_log.tsv",
+    log:
+        "logs/site/import_{study}.log",
+    benchmark:
+        "benchmarks/site/import_{study}.tsv"
+    wildcard_constraints:
+        study=one_of(list(BUNDLES)),
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        analysis=config["analysis"],
+    script:
+        "../scripts/import_bundle.py"
+
+
+rule audit_tables:
+    input:
+        flows=expand("results/audit/{study}/flow.tsv", study=ALL_STUDIES),
+        rule_logs=expand("results/audit/{study}/rule_log.tsv", study=ALL_STUDIES),
+    output:
+        flow=report(
+            "results/audit/flow.tsv",
+            caption="../report/flow.rst",
+            category="Data and harmonization",
+        ),
+        status=report(
+            "results/audit/status_matrix.tsv",
+            caption="../report/status_matrix.rst",
+            category="Data and harmonization",
+        ),
+    log:
+        "logs/harmonize/audit_tables.log",
+    benchmark:
+        "benchmarks/harmonize/audit_tables.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    script:
+        "../scripts/audit_tables.py"
+
+
+rule table1:
+    input:
+        STATISTICS,
+    output:
+        report(
+            "results/tables/table1.tsv",
+            caption="../report/table1.rst",
+            category="Data and harmonization",
+        ),
+    log:
+        "logs/table1.log",
+    benchmark:
+        "benchmarks/table1.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    script:
+        "../scripts/table1.py"
