@@ -71,8 +71,9 @@ def test_forest_plot_writes_png_and_identical_svg(tmp_path, functioning):
     studies = estimates[estimates["term"] == "employed"]
     pooled = two_stage[(two_stage["term"] == "employed") & (two_stage["method"] == "REML") & (~two_stage["hksj"])].iloc[0]
     one = one_stage[one_stage["term"] == "employed"].iloc[0]
-    forest_plot(studies, pooled, one, "functioning", "employed", "level of functioning", tmp_path / "a")
-    forest_plot(studies, pooled, one, "functioning", "employed", "level of functioning", tmp_path / "b")
+    spec = {"label": "Functioning", "construct": "level of functioning", "better": "higher"}
+    forest_plot(studies, pooled, one, "functioning", "employed", spec, tmp_path / "a")
+    forest_plot(studies, pooled, one, "functioning", "employed", spec, tmp_path / "b")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
     assert "One-stage mixed model" in (tmp_path / "a.svg").read_text()

@@ -11,18 +11,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .labels import contrast_label, favours, outcome_label  # noqa: E402
+
 plt.rcParams["svg.hashsalt"] = "ipdpool"  # stable SVG ids: identical files on re-runs
+plt.rcParams["svg.fonttype"] = "none"  # text stays text in SVGs: searchable, and checked by the tests
 PNG_METADATA = {"Software": None}
 SVG_METADATA = {"Date": None, "Creator": None}
-
-CONTRAST_LABELS = {
-    "employed": "worked vs did not work",
-    "ips": "IPS vs usual services",
-    "ips:employed": "IPS x work interaction",
-    "employed_in_SAU": "worked vs not, usual services",
-    "employed_in_IPS": "worked vs not, IPS",
-    "ips_in_not_employed": "IPS vs usual services, not working",
-}
 
 
 def save(figure, stem: Path) -> None:
@@ -33,9 +27,28 @@ def save(figure, stem: Path) -> None:
     plt.close(figure)
 
 
-def forest_plot(studies: pd.DataFrame, pooled: pd.Series | None, one_stage: pd.Series | None, outcome: str, term: str, construct: str, stem: Path) -> None:
+def forest_plot(studies, pooled, one_stage, outcome: str, term: str, spec: dict, stem: Path, hksj=None) -> None:
     """forest_figure saved as PNG and SVG."""
-    save(forest_figure(studies, pooled, one_stage, outcome, term, construct), stem)
+    save(forest_figure(studies, pooled, one_stage, outcome, term, spec, hksj), stem)
+
+
+def interval_text(row) -> str:
+    return f"{row['estimate']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def overall_test(row: pd.Series) -> str:
+    """The test of the pooled effect as metafor prints it: z, or t with its df (Knapp-Hartung)."""
+    statistic = row["estimate"] / row["se"]
+    name = "z" if not np.isfinite(row["df"]) else f"t({row['df']:.0f})"
+    return f"{name} = {statistic:.2f}, {p_text(row['p_value'])}"
+
+
+def heterogeneity_text(row: pd.Series) -> str:
+    return f"Heterogeneity: Q = {row['q']:.2f}, df = {int(row['k']) - 1}, {p_text(row['q_p'])}; I\u00b2 = {row['i2']:.1f}%; \u03c4\u00b2 = {row['tau2']:.3f}"
 
 
 def forest_figure(
@@ -44,83 +57,119 @@ def forest_figure(
     one_stage: pd.Series | None,
     outcome: str,
     term: str,
-    construct: str,
+    spec: dict,
+    hksj: pd.Series | None = None,
 ) -> plt.Figure:
-    """Studies (estimate, 95% CI, n, REML weight), the pooled REML diamond with its prediction
-    interval, and the one-stage mixed-model estimate for comparison."""
+    """A forest plot in the layout of metafor's forest(): columns Study, n | plot | Weight,
+    SMD [95% CI]; the pooled REML diamond with its prediction interval through it, the
+    Knapp-Hartung interval and the one-stage estimate as rows; heterogeneity and the tests of
+    the overall effect underneath; "favours" labels from the outcome's direction."""
     studies = studies.sort_values("study").reset_index(drop=True)
     one_stage = one_stage if one_stage is not None and one_stage["status"] == "estimated" else None
-    weights = pooled_weights(studies) if pooled is not None else np.full(len(studies), np.nan)
-    span = axis_half_width(studies, pooled, one_stage)
-    rows = len(studies) + 3
-    figure, axis = plt.subplots(figsize=(9.5, 0.42 * rows + 1.6))
-    y_positions = np.arange(rows)[::-1]
-    labels, texts = [], []
+    weights = pooled_weights(studies) if pooled is not None and len(studies) else np.full(len(studies), np.nan)
+    low, high = axis_limits(studies, pooled, one_stage, hksj)
+    summary_rows = 1 + (hksj is not None) + 1  # REML diamond, Knapp-Hartung, one-stage
+    rows = len(studies) + 1 + summary_rows
+    notes = 2 if pooled is not None else 1
+    figure = plt.figure(figsize=(11, 0.36 * (rows + 2) + 0.34 * notes + 1.3))
+    grid = figure.add_gridspec(1, 3, width_ratios=[2.6, 4.2, 3.0], wspace=0.02)
+    left, axis, right = (figure.add_subplot(grid[0, i]) for i in range(3))
+    top = rows + 0.2
+    for text_axis in (left, right):
+        text_axis.set_xlim(0, 1)
+        text_axis.axis("off")
+    for ax in (left, axis, right):
+        ax.set_ylim(-0.8, top + 0.6)
+    cell = {"va": "center", "fontsize": 9}
+    head = {"va": "center", "fontsize": 9, "weight": "bold"}
+    left.text(0.0, top, "Study", **head)
+    left.text(0.97, top, "n", ha="right", **head)
+    right.text(0.3, top, "Weight", ha="right", **head)
+    right.text(0.98, top, "SMD [95% CI]", ha="right", **head)
+    y = rows - 1
     for i, row in studies.iterrows():
-        y = y_positions[i]
         axis.plot([row["ci_low"], row["ci_high"]], [y, y], color="black", lw=1)
         size = 4 + 10 * np.sqrt(weights[i] / 100) if np.isfinite(weights[i]) else 5
         axis.plot(row["estimate"], y, "s", color="tab:blue", markersize=size)
-        labels.append(f"{row['study']} (n={int(row['n'])})")
-        texts.append(f"{row['estimate']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]  {weights[i]:4.1f}%")
-    y = y_positions[len(studies) + 1]
+        left.text(0.0, y, str(row["study"]), **cell)
+        left.text(0.97, y, f"{int(row['n']):,}", ha="right", **cell)
+        right.text(0.3, y, f"{weights[i]:.1f}%" if np.isfinite(weights[i]) else "", ha="right", **cell)
+        right.text(0.98, y, interval_text(row), ha="right", family="monospace", **cell)
+        y -= 1
+    y -= 1
     if pooled is not None:
         e, lo, hi = pooled["estimate"], pooled["ci_low"], pooled["ci_high"]
-        axis.fill([lo, e, hi, e], [y, y + 0.3, y, y - 0.3], color="tab:red")
         if np.isfinite(pooled["pi_low"]):
-            draw_prediction_interval(axis, pooled["pi_low"], pooled["pi_high"], y - 0.45, span)
-            pi_text = f"PI [{pooled['pi_low']:.2f}, {pooled['pi_high']:.2f}]"  # its ends may lie beyond the axis
-            place = {"xy": (1.02, y - 0.45), "xycoords": ("axes fraction", "data"), "va": "center"}
-            axis.annotate(pi_text, **place, fontsize=8, family="monospace")
-            labels.append("Two-stage REML (dashed: 95% PI)")
+            draw_prediction_interval(axis, pooled["pi_low"], pooled["pi_high"], y, (low, high))
+            label = "RE model (REML) with 95% PI"
+            right.text(0.98, y - 0.42, f"PI [{pooled['pi_low']:.2f}, {pooled['pi_high']:.2f}]", ha="right", family="monospace", va="center", fontsize=8)
         else:
-            labels.append("Two-stage REML (no prediction interval)")
-        texts.append(f"{e:.2f} [{lo:.2f}, {hi:.2f}]  tau2={pooled['tau2']:.3f}")
+            label = "RE model (REML), no PI (k < 3)" if pooled["k"] < 3 else "RE model (REML), no PI"
+        axis.fill([lo, e, hi, e], [y, y + 0.3, y, y - 0.3], color="tab:red", zorder=3)
+        left.text(0.0, y, label, **head)
+        left.text(0.97, y, f"{int(studies['n'].sum()):,}", ha="right", **head)
+        right.text(0.3, y, "100%", ha="right", **head)
+        right.text(0.98, y, interval_text(pooled), ha="right", family="monospace", **head)
     else:
-        labels.append("Two-stage: not estimated")
-        texts.append("")
-    y = y_positions[len(studies) + 2]
+        left.text(0.0, y, "Two-stage: not estimated", **cell)
+    y -= 1
+    if hksj is not None:
+        e, lo, hi = hksj["estimate"], hksj["ci_low"], hksj["ci_high"]
+        axis.fill([lo, e, hi, e], [y, y + 0.25, y, y - 0.25], color="white", edgecolor="tab:red", zorder=3)
+        left.text(0.0, y, "Knapp-Hartung (REML)", **cell)
+        right.text(0.98, y, interval_text(hksj), ha="right", family="monospace", **cell)
+        y -= 1
     if one_stage is not None:
         axis.plot([one_stage["ci_low"], one_stage["ci_high"]], [y, y], color="black", lw=1)
         axis.plot(one_stage["estimate"], y, "D", color="white", markeredgecolor="black", markersize=7)
-        labels.append("One-stage mixed model")
-        texts.append(f"{one_stage['estimate']:.2f} [{one_stage['ci_low']:.2f}, {one_stage['ci_high']:.2f}]")
+        left.text(0.0, y, "One-stage mixed model", **cell)
+        left.text(0.97, y, f"{int(one_stage['n_participants']):,}", ha="right", **cell)
+        right.text(0.98, y, interval_text(one_stage), ha="right", family="monospace", **cell)
     else:
-        labels.append("One-stage: not estimated")
-        texts.append("")
-    positions = list(y_positions[: len(studies)]) + [y_positions[len(studies) + 1], y_positions[len(studies) + 2]]
-    axis.set_yticks(positions)
-    axis.set_yticklabels(labels, fontsize=9)
+        left.text(0.0, y, "One-stage: not estimated", **cell)
     axis.axvline(0, color="grey", lw=0.8)
-    axis.set_ylim(-0.8, rows - 0.4)
-    axis.set_xlim(-span, span)
-    axis.annotate("SMD [95% CI]   weight", xy=(1.02, rows - 0.6), xycoords=("axes fraction", "data"), va="center", fontsize=8, family="monospace", weight="bold")
-    for position, text in zip(positions, texts):
-        axis.annotate(text, xy=(1.02, position), xycoords=("axes fraction", "data"), va="center", fontsize=8, family="monospace")
-    axis.set_xlabel(f"SMD, {CONTRAST_LABELS.get(term, term)}\n<- lower {construct}        higher {construct} ->", fontsize=9)
-    axis.set_title(f"{outcome}: {CONTRAST_LABELS.get(term, term)}", fontsize=11)
-    axis.spines[["top", "right"]].set_visible(False)
-    figure.tight_layout()
-    figure.subplots_adjust(right=0.62)
+    axis.set_xlim(low, high)
+    axis.set_yticks([])
+    axis.spines[["top", "right", "left"]].set_visible(False)
+    left_label, right_label = favours(term, spec)
+    axis.set_xlabel("Standardized mean difference", fontsize=9)
+    axis.text(0.0, -0.13, f"\u2190 {left_label}", transform=axis.transAxes, ha="left", va="top", fontsize=8, gid="favours-left")
+    axis.text(1.0, -0.13, f"{right_label} \u2192", transform=axis.transAxes, ha="right", va="top", fontsize=8, gid="favours-right")
+    lines = []
+    if pooled is not None:
+        lines.append(heterogeneity_text(pooled))
+        test = f"Test for overall effect: {overall_test(pooled)}"
+        lines.append(test + (f"; Knapp-Hartung: {overall_test(hksj)}" if hksj is not None else "; Knapp-Hartung not computed"))
+    else:
+        lines.append("Fewer than two studies: no meta-analysis")
+    figure.text(0.02, 0.02, "\n".join(lines), fontsize=8.5, va="bottom", gid="heterogeneity")
+    figure.suptitle(f"{outcome_label(outcome, spec)}: {contrast_label(term)}", fontsize=12, x=0.02, ha="left")
+    figure.subplots_adjust(left=0.02, right=0.98, top=1 - 0.55 / figure.get_figheight(), bottom=(0.34 * notes + 0.75) / figure.get_figheight())
     return figure
 
 
-def axis_half_width(studies: pd.DataFrame, pooled: pd.Series | None, one_stage: pd.Series | None) -> float:
-    """Half-width of the x-axis, symmetric about 0: the farthest confidence-interval end plus 5%.
-    Not the prediction interval, which can be far wider (t(1) = 12.7 SEs with three studies)."""
-    ends = [*studies["ci_low"], *studies["ci_high"]]
-    for row in (pooled, one_stage):
+def axis_limits(studies: pd.DataFrame, *rows: pd.Series | None) -> tuple[float, float]:
+    """x-axis from the confidence intervals and 0, with 5% padding on each side. Not the
+    prediction interval, which can be far wider (t(1) = 12.7 SEs with three studies)."""
+    ends = [0.0, *studies["ci_low"], *studies["ci_high"]]
+    for row in rows:
         if row is not None:
             ends += [row["ci_low"], row["ci_high"]]
-    ends = np.abs(np.array(ends, dtype=float))
-    farthest = float(np.max(ends[np.isfinite(ends)], initial=0.0))
-    return 1.05 * farthest if farthest > 0 else 1.0  # no interval at all: a unit axis around 0
+    ends = np.array(ends, dtype=float)
+    ends = ends[np.isfinite(ends)]
+    low, high = float(ends.min()), float(ends.max())
+    if high - low == 0:  # no interval at all: a unit axis around 0
+        return -1.0, 1.0
+    pad = 0.05 * (high - low)
+    return low - pad, high + pad
 
 
-def draw_prediction_interval(axis, low: float, high: float, y: float, span: float) -> None:
-    """Dashed line clipped to the axis; an end beyond it gets an arrow head at the axis edge."""
-    axis.plot([max(low, -span), min(high, span)], [y, y], color="tab:red", lw=1, ls="--")
-    for side, beyond, edge, marker in (("low", low < -span, -span, "<"), ("high", high > span, span, ">")):
+def draw_prediction_interval(axis, low: float, high: float, y: float, limits: tuple[float, float]) -> None:
+    """Dotted line through the diamond's row, clipped to the axis; an end beyond it gets an
+    arrow head at the axis edge."""
+    left, right = limits
+    axis.plot([max(low, left), min(high, right)], [y, y], color="tab:red", lw=1.2, ls="--", zorder=2, gid="prediction-interval")
+    for side, beyond, edge, marker in (("low", low < left, left, "<"), ("high", high > right, right, ">")):
         if beyond:
             axis.plot(edge, y, marker, color="tab:red", markersize=6, clip_on=False, gid=f"pi-clipped-{side}")
 
@@ -131,39 +180,81 @@ def pooled_weights(studies: pd.DataFrame) -> np.ndarray:
     return np.array(meta_analysis(studies["estimate"].to_numpy(), studies["se"].to_numpy() ** 2, "REML").weights)
 
 
-def flow_figure(flow: pd.DataFrame, stem: Path) -> None:
-    """Pooled participant flow: randomized, follow-up, employment known, analysable per outcome."""
-    pooled = flow[flow["study"] == "all"].set_index(["stage", "reason"])
+def flow_counts(flow: pd.DataFrame, study: str) -> dict[tuple[str, str], dict[str, int | None]]:
+    """(stage, reason) -> {"IPS", "SAU", "total"} as integers, for one study or "all". Blank
+    reasons read back as NaN and counts as floats (a column with blanks), so both are fixed
+    here; suppressed counts ("<5") stay text."""
+    rows = flow[flow["study"] == study]
+    out = {}
+    for row in rows.to_dict("records"):
+        reason = "" if pd.isna(row["reason"]) else str(row["reason"])
+        out[(row["stage"], reason)] = {arm: whole(row[arm]) for arm in ("IPS", "SAU", "total")}
+    return out
 
-    def count(stage: str, reason: str = "") -> str:
-        row = pooled.loc[(stage, reason)] if (stage, reason) in pooled.index else None
-        # counts may already be suppressed ("<5") in shared copies
-        return "n/a" if row is None else f"{row['total']} (IPS {row['IPS']}, SAU {row['SAU']})"
 
-    boxes = [
-        ("Randomized", count("randomized participants", "unique participant ids in the participants table")),
-        ("Follow-up assessment", count("with a follow-up assessment")),
-        ("Employment during follow-up known", count("employment known")),
-    ]
-    side = [
-        ("No follow-up assessment", count("without a follow-up assessment", "no follow-up assessment in the window")),
-        ("Employment unknown", count("employment unknown", "records cannot tell")),
-    ]
-    analysable = [(stage.split(":")[0], count(stage, reason)) for stage, reason in pooled.index if stage.endswith(": analysable")]
-    figure, axis = plt.subplots(figsize=(10, 7))
+def whole(value):
+    if isinstance(value, str):
+        return value
+    return None if pd.isna(value) else int(value)
+
+
+# Reasons for exclusion from an outcome's analysis, in the order the diagram lists them.
+EXCLUSIONS = ["no baseline score", "no follow-up score", "employment unknown", "outcome not measured in this study"]
+
+
+def flow_figure(flow: pd.DataFrame, stem: Path, study: str = "all") -> None:
+    """flow_diagram saved as PNG and SVG."""
+    save(flow_diagram(flow, study), stem)
+
+
+def flow_diagram(flow: pd.DataFrame, study: str = "all") -> plt.Figure:
+    """CONSORT / PRISMA-IPD diagram for one study (or "all"): randomized, allocated by arm,
+    follow-up and employment known, then per outcome the participants analysed, with every
+    exclusion branching off to the side with its reason."""
+    counts = flow_counts(flow, study)
+    stages = list(dict.fromkeys(stage for stage, _ in counts))
+    outcomes = list(dict.fromkeys(s.split(":")[0] for s in stages if ":" in s))
+
+    def n(stage, reason, arm):
+        value = counts.get((stage, reason), {}).get(arm)
+        return "n/a" if value is None else f"{value:,}" if isinstance(value, int) else value
+
+    randomized = ("randomized participants", "unique participant ids in the participants table")
+    figure, axis = plt.subplots(figsize=(14, 3.4 + 0.3 * len(outcomes)))
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0.12, 1)
     axis.axis("off")
-    for i, (title, text) in enumerate(boxes):
-        y = 0.9 - i * 0.22
-        axis.text(0.3, y, f"{title}\n{text}", ha="center", va="center", fontsize=10, bbox={"boxstyle": "round", "fc": "#e8f0fa"})
-        if i:
-            axis.annotate("", xy=(0.3, y + 0.06), xytext=(0.3, y + 0.16), arrowprops={"arrowstyle": "->"})
-    for i, (title, text) in enumerate(side):
-        axis.text(0.78, 0.79 - i * 0.22, f"{title}\n{text}", ha="center", va="center", fontsize=9, bbox={"boxstyle": "round", "fc": "#fbeaea"})
-    lines = "\n".join(f"{outcome}: {text}" for outcome, text in analysable)
-    axis.text(0.3, 0.12, f"Analysable (baseline, follow-up, employment)\n{lines}", ha="center", va="center", fontsize=9, bbox={"boxstyle": "round", "fc": "#eaf7ea"})
-    axis.annotate("", xy=(0.3, 0.3), xytext=(0.3, 0.4), arrowprops={"arrowstyle": "->"})
-    axis.set_title("Participant flow, all studies (per-study counts in results/audit/flow.tsv)", fontsize=11)
-    save(figure, stem)
+    main = {"ha": "center", "va": "center", "fontsize": 9, "bbox": {"boxstyle": "round,pad=0.4", "fc": "#e8f0fa", "ec": "#4a6fa5"}}
+    side = {"ha": "left", "va": "center", "fontsize": 8, "bbox": {"boxstyle": "round,pad=0.4", "fc": "#fbeaea", "ec": "#b05050"}}
+    arrow = {"arrowstyle": "->", "color": "#555555"}
+    title = "all studies" if study == "all" else f"study {study}"
+    axis.text(0.5, 0.95, f"Randomized (n = {n(*randomized, 'total')})", **main, gid="randomized")
+    for column, arm, name in ((0.13, "IPS", "IPS"), (0.6, "SAU", "usual services")):
+        axis.annotate("", xy=(column, 0.83), xytext=(0.5, 0.92), arrowprops=arrow)
+        axis.text(column, 0.8, f"Allocated to {name} (n = {n(*randomized, arm)})", **main, gid=f"allocated-{arm}")
+        followed = n("with a follow-up assessment", "", arm)
+        known = n("employment known", "", arm)
+        axis.annotate("", xy=(column, 0.66), xytext=(column, 0.77), arrowprops=arrow)
+        axis.text(column, 0.63, f"Follow-up assessment (n = {followed})\nEmployment during follow-up known (n = {known})", **main, gid=f"followup-{arm}")
+        lost = n("without a follow-up assessment", "no follow-up assessment in the window", arm)
+        unknown = n("employment unknown", "records cannot tell", arm)
+        axis.annotate("", xy=(column + 0.1, 0.715), xytext=(column, 0.715), arrowprops=arrow)
+        axis.text(column + 0.105, 0.715, f"No follow-up in the window (n = {lost})\nEmployment unknown (n = {unknown})", **side, gid=f"lost-{arm}")
+        analysed, excluded = [], []
+        for outcome in outcomes:
+            label = outcome.replace("_", " ")
+            if (f"{outcome}: analysable", "baseline, follow-up and employment known") not in counts:
+                analysed.append(f"{label}: not collected")
+                continue
+            analysed.append(f"{label}: n = {n(f'{outcome}: analysable', 'baseline, follow-up and employment known', arm)}")
+            stages = [(f"{outcome}: excluded", reason) for reason in EXCLUSIONS[:-1]] + [(f"{outcome}: not collected", EXCLUSIONS[-1])]
+            excluded.append(f"{label}: " + " / ".join(n(*stage, arm) if stage in counts else "-" for stage in stages))
+        axis.annotate("", xy=(column, 0.485), xytext=(column, 0.58), arrowprops=arrow)
+        axis.text(column, 0.47, "Analysed (baseline, follow-up and\nemployment known)\n" + "\n".join(analysed), **{**main, "va": "top", "fontsize": 8, "bbox": {**main["bbox"], "fc": "#eaf7ea", "ec": "#4c9a2a"}}, gid=f"analysed-{arm}")
+        axis.annotate("", xy=(column + 0.1, 0.545), xytext=(column, 0.545), arrowprops=arrow)
+        axis.text(column + 0.105, 0.56, "Excluded from analysis: no baseline score /\nno follow-up score / employment unknown /\nnot collected in the study\n" + "\n".join(excluded), **{**side, "va": "top", "fontsize": 7.5}, gid=f"excluded-{arm}")
+    axis.set_title(f"Participant flow, {title}", fontsize=11)
+    return figure
 
 
 def status_figure(status: pd.DataFrame, stem: Path) -> None:

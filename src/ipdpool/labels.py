@@ -1,0 +1,43 @@
+"""Readable names for outcomes and contrasts, and which side of a forest plot favours what.
+
+Everything here comes from config/schema.yaml (an outcome's `label`, `construct` and `better`)
+and from the names of the reported contrasts, so figures, tables and the report say the same.
+"""
+
+from __future__ import annotations
+
+CONTRAST_LABELS = {
+    "employed": "worked vs did not work",
+    "ips": "IPS vs usual services",
+    "ips:employed": "IPS x work interaction",
+    "employed_in_SAU": "worked vs not, usual services",
+    "employed_in_IPS": "worked vs not, IPS",
+    "ips_in_not_employed": "IPS vs usual services, not working",
+}
+# Contrasts of IPS against usual services (a positive interaction: work goes with higher scores
+# under IPS than under usual services); the others compare those who worked with those who did not.
+IPS_CONTRASTS = {"ips", "ips_in_not_employed", "ips:employed"}
+
+
+def contrast_label(term: str) -> str:
+    return CONTRAST_LABELS.get(term, term)
+
+
+def outcome_label(outcome: str, spec: dict | None = None) -> str:
+    """The schema's `label`, or the name with spaces ("quality_of_life" -> "Quality of life")."""
+    label = (spec or {}).get("label")
+    return label or outcome.replace("_", " ").capitalize()
+
+
+def favours(term: str, spec: dict) -> tuple[str, str]:
+    """(left, right) labels under the axis: which group a negative and a positive SMD favour,
+    given whether higher scores are better (`better: higher`) or worse (`better: lower`)."""
+    better = spec.get("better")
+    if better not in ("higher", "lower"):  # no direction declared: say what the sign means instead
+        construct = spec.get("construct", "score")
+        return f"lower {construct}", f"higher {construct}"
+    if term in IPS_CONTRASTS:
+        left, right = "favours usual services", "favours IPS"
+    else:
+        left, right = "worse with work", "better with work"
+    return (left, right) if better == "higher" else (right, left)
