@@ -19,6 +19,7 @@ from .lmm import SINGULAR_TOLERANCE, LmmFit, NotEstimable, fit_lmm
 from .statistics import (
     ModelSpec,
     combine,
+    data_sources,
     has_within_between,
     present,
     statistics_by_study,
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 RESULT_COLUMNS = [
     "outcome", "contrast", "term", "model", "estimate", "se", "ci_low", "ci_high", "df", "p_value", "inference",
     "n_participants", "n_studies", "studies", "tau2", "sigma2", "icc", "slope_variance", "slope_correlation",
-    "loglik", "method", "singular", "status", "warnings",
+    "loglik", "method", "singular", "data_source", "status", "warnings",
 ]  # fmt: skip
 
 
@@ -45,7 +46,7 @@ def base_row(outcome: str, model: ModelSpec, term: str, variant: str, parts: lis
     return {
         "outcome": outcome, "contrast": model.name, "term": term, "model": variant,
         "n_participants": int(sum(entry["n"] for _, entry in parts)), "n_studies": len(parts),
-        "studies": ",".join(study for study, _ in parts),
+        "studies": ",".join(study for study, _ in parts), "data_source": data_sources({study: entry["source"] for study, entry in parts}),
     }  # fmt: skip
 
 

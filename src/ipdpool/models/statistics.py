@@ -174,14 +174,28 @@ def check_full_rank(products: np.ndarray, n: float, names: list[str]) -> None:
         raise NotEstimable(f"design not of full rank ({rank} < {xtx.shape[0]} columns)" + (f"; no variation in {', '.join(constant)}" if constant else ""))
 
 
+HELD, BUNDLE = "participant data", "site bundle"
+
+
 def present(statistics: dict[str, dict], outcome: str, key: str, exclude: str | None = None) -> list[tuple[str, dict]]:
-    """(study, design statistics) of the studies with complete cases for this design."""
+    """(study, design statistics with the study's source) of the studies with complete cases for this design."""
     out = []
     for study in sorted(statistics):
         entry = statistics[study]["outcomes"][outcome]["designs"].get(key)
         if study != exclude and entry is not None and entry["n"] > 0:
-            out.append((study, entry))
+            out.append((study, {**entry, "source": statistics[study].get("source", HELD)}))
     return out
+
+
+def data_sources(sources: dict[str, str]) -> str:
+    """'participant data', 'site bundles', or which studies came which way."""
+    held = [study for study, source in sources.items() if source == HELD]
+    bundled = [study for study, source in sources.items() if source == BUNDLE]
+    if not bundled:
+        return HELD
+    if not held:
+        return "site bundles"
+    return f"{HELD}: {','.join(held)}; site bundles: {','.join(bundled)}"
 
 
 def combine(parts: list[tuple[str, dict]], random_slope: str | None = None) -> CrossProducts:

@@ -13,9 +13,9 @@ from scipy import stats
 from ..meta import METHODS, leave_one_out, meta_analysis
 from .lmm import NotEstimable
 from .onestage import contrast_vector
-from .statistics import ModelSpec, check_full_rank, present, statistics_by_study
+from .statistics import ModelSpec, check_full_rank, data_sources, present, statistics_by_study
 
-PER_STUDY_COLUMNS = ["study", "outcome", "contrast", "term", "estimate", "se", "ci_low", "ci_high", "n", "df", "status", "warnings"]
+PER_STUDY_COLUMNS = ["study", "outcome", "contrast", "term", "estimate", "se", "ci_low", "ci_high", "n", "df", "data_source", "status", "warnings"]
 
 
 def ols_from_products(products: np.ndarray, n: int, names: list[str]) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
@@ -38,7 +38,7 @@ def per_study(statistics: dict, outcome: str, model: ModelSpec) -> list[dict]:
     """OLS of the model's terms and adjustments within each study (t intervals on n - p df)."""
     rows = []
     for study, entry in present(statistics, outcome, f"{model.name}/primary"):
-        base = {"study": study, "outcome": outcome, "contrast": model.name, "n": entry["n"]}
+        base = {"study": study, "outcome": outcome, "contrast": model.name, "n": entry["n"], "data_source": entry["source"]}
         try:
             beta, cov, df, names = ols_from_products(np.asarray(entry["products"], float), entry["n"], entry["names"])
         except NotEstimable as error:
@@ -73,7 +73,7 @@ def two_stage_tables(
     usable = estimates[estimates["status"] == "estimated"]
     for (outcome, contrast, term), group in usable.groupby(["outcome", "contrast", "term"], sort=False):
         y, v, labels = group["estimate"].to_numpy(), group["se"].to_numpy() ** 2, list(group["study"])
-        key = {"outcome": outcome, "contrast": contrast, "term": term, "studies": ",".join(labels)}
+        key = {"outcome": outcome, "contrast": contrast, "term": term, "studies": ",".join(labels), "data_source": data_sources(dict(zip(labels, group["data_source"])))}
         for method in methods:
             for hksj in ((False,) if method == "FE" else (False, True)):
                 result = meta_analysis(y, v, method, hksj, prediction=prediction)

@@ -1,0 +1,200 @@
+"""Federated analysis: site bundles hold no participant-level data, pass disclosure control or
+are refused, are checked by the coordinator, and reproduce the pooled-IPD tables exactly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import copy_workflow, snakemake
+from tests_support import harmonized_pool
+
+from ipdpool import __version__
+from ipdpool.federated import (
+    DISCLOSURE_DEFAULTS,
+    BundleError,
+    check_bundle,
+    make_bundle,
+    manifest,
+    plain,
+    sha256_json,
+    table1_aggregates,
+)
+from ipdpool.harmonize.schema import load_schema
+from ipdpool.models.statistics import study_statistics
+from ipdpool.tables import read_table
+
+STUDIES = ("DK", "EU6", "NL", "SE", "US")
+
+
+@pytest.fixture(scope="module")
+def setting(repo_root):
+    config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    levels = load_schema(repo_root / "config" / "schema.yaml")["variables"]["diagnosis"]["allowed"]
+    return config["analysis"], levels, harmonized_pool(repo_root)
+
+
+def bundle_of(part: pd.DataFrame, analysis: dict, levels, repo_root, thresholds=DISCLOSURE_DEFAULTS) -> dict:
+    study = str(part["study"].iloc[0])
+    about = manifest(study, repo_root / "config" / "studies" / f"{study}.yaml", repo_root / "config" / "schema.yaml", analysis, __version__)
+    return plain(make_bundle(study_statistics(part, analysis, levels), table1_aggregates(part), [], [], about, thresholds))
+
+
+def numbers(value) -> int:
+    if isinstance(value, dict):
+        return sum(numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(numbers(v) for v in value)
+    return isinstance(value, (int, float))
+
+
+def test_a_bundle_holds_no_pseudonym_and_no_free_text_value(setting, repo_root):
+    analysis, levels, pooled = setting
+    categories = {"IPS", "SAU", "male", "female", *levels}
+    for study in STUDIES:
+        part = pooled[pooled["study"] == study]
+        text = json.dumps(bundle_of(part, analysis, levels, repo_root))
+        assert not [pid for pid in part["participant_id"] if pid in text], study
+        free_text = {str(v) for c in ("site", "arm_original") for v in part[c].dropna().unique()} - categories
+        assert not [value for value in free_text if f'"{value}"' in text], study
+
+
+def test_a_bundle_does_not_grow_with_participants(setting, repo_root):
+    analysis, levels, pooled = setting
+    part = pooled[pooled["study"] == "SE"]
+    copies = pd.concat([part.assign(participant_id=part["participant_id"] + f"-{i}") for i in range(20)], ignore_index=True)
+    small, large = bundle_of(part, analysis, levels, repo_root), bundle_of(copies, analysis, levels, repo_root)
+    assert large["statistics"]["n"] == 20 * small["statistics"]["n"]
+    assert numbers(large) == numbers(small)  # the same statistics, only larger sums
+    assert len(json.dumps(large)) < 1.1 * len(json.dumps(small))
+
+
+def test_disclosure_control_refuses_a_small_cell_and_names_it(setting, repo_root):
+    analysis, levels, pooled = setting
+    part = pooled[pooled["study"] == "NL"]
+    rare = part[(part["arm"] == "SAU") & (part["diagnosis"] == "other")].index
+    part = part.drop(rare[1:])  # one participant with diagnosis "other" left in SAU
+    with pytest.raises(BundleError) as refused:
+        bundle_of(part, analysis, levels, repo_root)
+    assert "study NL: cell diagnosis = other in arm SAU has 1 participants, fewer than nfilter_tab 3" in str(refused.value)
+    assert "nothing written" in str(refused.value)
+
+
+def test_disclosure_control_refuses_too_many_parameters_for_a_model(setting, repo_root):
+    analysis, levels, pooled = setting
+    part = pooled[pooled["study"] == "SE"]
+    with pytest.raises(BundleError) as refused:
+        bundle_of(part, analysis, levels, repo_root, {**DISCLOSURE_DEFAULTS, "nfilter_glm": 0.01})
+    assert "study SE: model ips_x_employed/covariates for outcome functioning: 10 parameters for 82 participants, more than nfilter_glm 0.01 x n" in str(refused.value)
+
+
+def test_the_coordinator_refuses_changed_foreign_or_mismatched_bundles(setting, repo_root, tmp_path):
+    analysis, levels, pooled = setting
+    bundle = bundle_of(pooled[pooled["study"] == "SE"], analysis, levels, repo_root)
+    schema = repo_root / "config" / "schema.yaml"
+    assert check_bundle(bundle, "SE.json", "SE", schema, analysis, __version__) == []
+    tampered = {**bundle, "table1": {**bundle["table1"], "IPS": {**bundle["table1"]["IPS"], "n": 1000}}}
+    assert "content does not match its manifest checksum" in check_bundle(tampered, "SE.json", "SE", schema, analysis, __version__)[0]
+    assert "holds study 'SE', configured as 'NL'" in check_bundle(bundle, "SE.json", "NL", schema, analysis, __version__)[0]
+    other = {**analysis, "min_studies": 3}
+    assert "another analysis configuration" in check_bundle(bundle, "SE.json", "SE", schema, other, __version__)[0]
+    assert "mixed versions are refused" in check_bundle(bundle, "SE.json", "SE", schema, analysis, "0.0.1")[0]
+    changed_schema = tmp_path / "schema.yaml"
+    changed_schema.write_text(schema.read_text() + "\n# local change\n")
+    assert "another schema" in check_bundle(bundle, "SE.json", "SE", changed_schema, analysis, __version__)[0]
+    assert sha256_json(plain({k: bundle[k] for k in ("statistics", "table1", "flow", "status")})) == bundle["manifest"]["content_sha256"]
+
+
+# ------------------------------------------------------------------ the workflow, end to end
+
+TABLES = ["one_stage", "sensitivity", "per_study", "two_stage", "leave_one_out", "aggregate_trials", "aggregate_meta", "table1", "replication"]
+
+
+@pytest.fixture(scope="module")
+def sent_bundles(completed_run, tmp_path_factory):
+    """Each site runs `snakemake site_bundle`; the bundles travel (copied) to the centre."""
+    done = snakemake(completed_run, "--cores", "2", "site_bundle")
+    assert done.returncode == 0, done.stderr[-3000:]
+    inbox = tmp_path_factory.mktemp("inbox")
+    for study in STUDIES:
+        shutil.copy(completed_run / "results" / "site" / f"{study}.bundle.json", inbox)
+    return inbox
+
+
+def coordinator(tmp_path, inbox, studies) -> tuple:
+    workdir = copy_workflow(tmp_path)
+    bundles = {study: str(inbox / f"{study}.bundle.json") for study in studies}
+    (workdir / "federated.yaml").write_text(yaml.safe_dump({"federated": {"bundles": bundles}}))
+    return workdir, ("--configfile", "federated.yaml")
+
+
+def assert_same_table(ours: pd.DataFrame, theirs: pd.DataFrame, name: str) -> None:
+    assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs), name
+    for column in ours.columns:
+        if column == "data_source":
+            continue
+        if pd.api.types.is_numeric_dtype(theirs[column]) and not pd.api.types.is_bool_dtype(theirs[column]):
+            np.testing.assert_allclose(ours[column].to_numpy(float), theirs[column].to_numpy(float), rtol=1e-10, atol=0, err_msg=f"{name}.{column}")
+        else:
+            assert ours[column].fillna("").astype(str).tolist() == theirs[column].fillna("").astype(str).tolist(), f"{name}.{column}"
+
+
+@pytest.mark.workflow
+def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_bundles, tmp_path):
+    workdir, options = coordinator(tmp_path, sent_bundles, STUDIES)
+    done = snakemake(workdir, "--cores", "4", *options)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list((workdir / "results" / "harmonized").glob("*.parquet"))  # no participant data at the centre
+    for name in TABLES:
+        ours, theirs = read_table(workdir / "results" / "tables" / f"{name}.tsv"), read_table(completed_run / "results" / "tables" / f"{name}.tsv")
+        assert_same_table(ours, theirs, name)
+        if "data_source" in ours:  # per study: "site bundle"; pooled rows: "site bundles"
+            assert set(ours["data_source"]) <= {"site bundle", "site bundles"} and set(theirs["data_source"]) == {"participant data"}, name
+    for name in ("flow", "status_matrix"):
+        assert_same_table(read_table(workdir / "results" / "audit" / f"{name}.tsv"), read_table(completed_run / "results" / "audit" / f"{name}.tsv"), name)
+    one_stage = read_table(workdir / "results" / "tables" / "one_stage.tsv")
+    assert len(one_stage) == 48 and (one_stage["status"] == "estimated").sum() >= 40
+    assert (workdir / "results" / "summary.md").read_text() == (completed_run / "results" / "summary.md").read_text()
+
+
+@pytest.mark.workflow
+def test_bundles_and_participant_data_mix(completed_run, sent_bundles, tmp_path):
+    workdir, options = coordinator(tmp_path, sent_bundles, ("NL", "SE"))
+    targets = [f"results/models/{o}/{t}.tsv" for o in ("functioning", "quality_of_life") for t in ("one_stage", "sensitivity", "two_stage")]
+    done = snakemake(workdir, "--cores", "4", *targets, *options)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for target in targets:
+        ours, theirs = read_table(workdir / target), read_table(completed_run / target)
+        assert_same_table(ours, theirs, target)
+        mixed = ours.loc[ours["studies"].fillna("").str.contains("SE"), "data_source"]
+        assert mixed.str.startswith("participant data: DK,EU6").all() and mixed.str.endswith("site bundles: NL,SE").all(), target
+
+
+@pytest.mark.workflow
+def test_a_bundle_for_another_analysis_is_refused_by_the_centre(sent_bundles, tmp_path):
+    workdir, options = coordinator(tmp_path, sent_bundles, ("SE",))
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    config["analysis"]["min_studies"] = 3
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    done = snakemake(workdir, "--cores", "1", "results/statistics/SE.json", *options)
+    assert done.returncode != 0
+    log = (workdir / "logs" / "site" / "import_SE.log").read_text()
+    assert "study SE: bundle refused" in log and "computed for another analysis configuration" in log
+    assert not (workdir / "results" / "statistics" / "SE.json").exists()
+
+
+@pytest.mark.workflow
+def test_a_site_whose_bundle_breaks_disclosure_rules_sends_nothing(completed_run, sent_bundles):
+    target, log_file = completed_run / "results" / "site" / "SE.bundle.json", completed_run / "logs" / "site" / "SE.log"
+    target.unlink()
+    log_file.unlink()
+    (completed_run / "strict.yaml").write_text(yaml.safe_dump({"federated": {"disclosure": {"nfilter_tab": 100}}}))
+    done = snakemake(completed_run, "--cores", "1", "results/site/SE.bundle.json", "--configfile", "strict.yaml")
+    assert done.returncode != 0 and not target.exists()
+    log = log_file.read_text()
+    assert "bundle refused by disclosure control, nothing written" in log
+    assert "study SE: arm IPS has 60 participants, fewer than nfilter_tab 100" in log
