@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -47,8 +48,9 @@ def workdir(tmp_path_factory):
     return copy_workflow(tmp_path_factory.mktemp("run"))
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Snakemake from this venv in `workdir`; `env` adds environment variables."""
+    env = dict(os.environ, **(env or {}), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -59,3 +61,37 @@ def completed_run(workdir):
     return workdir
 
 
+
+# CI installs Chromium and R and starts the test cluster, so there a skipped SLURM, browser
+# or R reference test means a missing setup step: it fails instead. The tests of each kind
+# that ran are counted into IPDPOOL_TEST_COUNTS (JSON) for .ci/run to print.
+CHECKED_KINDS = ("slurm", "browser", "r_reference")
+RAN = {kind: 0 for kind in CHECKED_KINDS}
+
+
+def kinds_of(item) -> list[str]:
+    kinds = [kind for kind in ("slurm", "browser") if item.get_closest_marker(kind)]
+    if getattr(item.module, "run_r", None) is not None:  # the module calls R through tests/rscript.py
+        kinds.append("r_reference")
+    return kinds
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    kinds = kinds_of(item)
+    if not kinds:
+        return
+    if report.skipped and os.environ.get("CI") == "true":
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true ({', '.join(kinds)} test): {report.longrepr}"
+    elif report.when == "call":
+        for kind in kinds:
+            RAN[kind] += 1
+
+
+def pytest_sessionfinish(session):
+    path = os.environ.get("IPDPOOL_TEST_COUNTS")
+    if path:
+        Path(path).write_text(json.dumps(RAN) + "\n")
