@@ -2,9 +2,15 @@
 # Run from the repository root:  snakemake --cores 4
 
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Everything the workflow creates (logs, audit files, plots, the report, folders) is owner-only
+# from creation: 0600 files in 0700 folders. Jobs inherit the mask; existing folders keep their mode.
+os.umask(0o077)
 
 
 configfile: "config/config.yaml"
@@ -28,9 +34,12 @@ include: "workflow/rules/common.smk"
 
 # Participant-level folders are owner-only from creation (before any job, so before
 # Snakemake creates them with the umask's mode); existing folders keep their mode.
+# Temporary files of a killed run are removed before any job starts (no job can own them then).
 onstart:
     for folder in PRIVATE_DIRS:
         make_private_dirs(folder)
+        for name in remove_stale_temporaries(folder):
+            print(f"removed {folder}/{name}, left by an interrupted run")
 
 
 include: "workflow/rules/inventory.smk"

@@ -85,7 +85,7 @@ HARMONIZATION_CASES = [
     ("header_row_shifted", "DK", shift_header, None, DK_VISITS, "(whole file)", "line 2 has 8 fields but the header has 1; lines 2, 3, 4, 5, 6 ... (1283 lines)"),
     ("column_renamed", "US", us(lambda f: f.rename(columns={"condition": "arm_text"})), None, US, "arm", "column 'condition' not found; columns are ["),
     ("text_in_numeric_column", "US", us(lambda f: first_where(f, "age", f["age"].iloc[0], "fifty")), None, US, "age", "values in 'age' that are not numbers (decimal mark '.'); add them to `missing` if they mean unknown; values 'fifty'"),
-    ("unexpected_date_format", "DK", dk(DK_PEOPLE, lambda f: first_where(f, "randomiseringsdato", f["randomiseringsdato"].iloc[0], "2013/03/25")), None, DK_PEOPLE, "followup_months", "dates in 'randomiseringsdato' that do not parse with date_format '%d-%m-%Y'; values '2013/03/25'"),
+    ("unexpected_date_format", "DK", dk(DK_PEOPLE, lambda f: first_where(f, "randomiseringsdato", f["randomiseringsdato"].iloc[0], "2013/03/25")), None, DK_PEOPLE, "followup_months", "dates in 'randomiseringsdato' that do not parse with date_format '%d-%m-%Y'; 1 distinct value not shown (column 'randomiseringsdato' looks like identifiers: 450 distinct values in 720 cells)"),
     ("recode_misses_a_code", "US", us(lambda f: first_where(f, "dx", "other", "psychosis NOS")), None, US, "diagnosis", "codes in 'dx' missing from the recode map (the map must list every code); values 'psychosis NOS (n=1)'"),
     ("duplicate_ids", "US", us(lambda f: f.__setitem__("study_id", f["study_id"].where(f.index != 7, f["study_id"].iloc[6]))), None, US, "study_id", "duplicate participant ids in the participants table; rows 7, 8"),
     ("participant_in_two_arms", "DK", dk(DK_PEOPLE, two_arms), None, DK_PEOPLE, "løbenr", "duplicate participant ids in the participants table; rows 4, 721"),
@@ -152,6 +152,74 @@ HARMONIZATION_CASES += [
 ]
 
 
+# ------------------------------------------------------------ leaks, integrity and resource cases (issue 12)
+
+NAMES = [f"Anna{i:03d} Jensen{i:03d}" for i in range(300)]
+SSNS = [f"{100 + i:03d}-{i % 90 + 10:02d}-{1000 + i:04d}" for i in range(300)]
+
+
+def with_identifiers(frame):
+    """Columns no rule should read: names (named as such) and national ids under a neutral name."""
+    frame["name"] = NAMES[: len(frame)]
+    frame["ref"] = SSNS[: len(frame)]
+    frame["cpr"] = [f"{1012345678 + 7 * i}" for i in range(len(frame))]
+
+
+def symlink_out(raw):
+    outside = raw.parent / "outside.csv"
+    (raw / "US" / US).rename(outside)
+    (raw / "US" / US).symlink_to(outside)
+
+
+def key_in_raw_dir(raw):
+    (raw / "US" / US).write_bytes(CATALOGUE_KEY + b"\n")
+
+
+def both(*changes):
+    def change(folder):
+        for one in changes:
+            one(folder)
+
+    return change
+
+
+def empty_followup_file(raw):
+    import pyreadstat
+
+    path = raw / "EU6" / "eu6_followup18.sav"
+    frame, meta = pyreadstat.read_sav(path, user_missing=True)
+    pyreadstat.write_sav(frame.iloc[0:0], path, variable_value_labels=meta.variable_value_labels, variable_format={"fudate": "DATE11"})
+
+
+def arm_without_followup(frame):
+    frame.loc[frame["condition"] == "IPS", "rses_m18"] = ""
+
+
+CATALOGUE_KEY = b"catalogue-key-0123456789"
+US_ARM = "arm: {recode: {table: wide, column: condition, map: {IPS: IPS, PSR: SAU, BVR: SAU}}}"
+US_TABLE = "file: us_hartford_wide.csv"
+
+HARMONIZATION_CASES += [
+    ("raw_path_up_to_the_key", "US", None, rule_text("US", US_TABLE, "file: ../../DEMO_ONLY_pseudonym.key"), "../../DEMO_ONLY_pseudonym.key", "(whole file)", "is outside the study's raw_dir (after following links); every raw file must be inside raw_dir"),
+    ("raw_path_absolute", "US", None, rule_text("US", US_TABLE, "file: /etc/passwd"), "/etc/passwd", "(whole file)", "is outside the study's raw_dir (after following links); every raw file must be inside raw_dir"),
+    ("raw_file_symlinked_out", "US", symlink_out, None, US, "(whole file)", "is outside the study's raw_dir (after following links); every raw file must be inside raw_dir"),
+    ("key_copied_into_raw_dir", "US", key_in_raw_dir, None, US, "(whole file)", "holds the pseudonym key: a key file is never read as a table"),
+    ("names_read_into_age", "US", us(with_identifiers), rule_text("US", "column: age,", "column: name,"), US, "age", "values in 'name' that are not numbers (decimal mark '.'); add them to `missing` if they mean unknown; 204 distinct values not shown (column 'name' is named like an identifier or free text)"),
+    ("national_ids_read_into_age", "US", us(with_identifiers), rule_text("US", "column: age,", "column: ref,"), US, "age", "values in 'ref' that are not numbers (decimal mark '.'); add them to `missing` if they mean unknown; 204 distinct values not shown (column 'ref' looks like identifiers: 204 distinct values in 204 cells)"),
+    ("national_ids_read_as_scores", "US", us(with_identifiers), rule_text("US", "column: gaf_m0,", "column: cpr,"), US, "functioning_bl", "scores outside the GAF range [1, 100]; 204 distinct values not shown (column 'cpr' is named like an identifier or free text)"),
+    ("national_ids_recoded_into_sex", "US", us(with_identifiers), rule_text("US", "sex: {recode: {table: wide, column: sex,", "sex: {recode: {table: wide, column: ref,"), US, "sex", "codes in 'ref' missing from the recode map (the map must list every code); 204 distinct values not shown (column 'ref' looks like identifiers: 204 distinct values in 204 cells)"),
+    ("names_copied_into_sex", "US", us(with_identifiers), rule_text("US", "sex: {recode: {table: wide, column: sex, map: {M: male, F: female}}}", "sex: {copy: {table: wide, column: name}}"), "(harmonized data)", "sex", "column sex: fails isin(['female', 'male']): 204 failing values not shown (column 'sex' looks like identifiers: 204 distinct values in 204 cells) (participants 1, 2, 3, 4, 5 in file order)"),
+    ("site_copied_from_national_ids", "US", us(with_identifiers), rule_text("US", "site: {constant: Hartford}", "site: {copy: {table: wide, column: ref}}"), US, "site", "free-text field copied from 'ref' looks like identifiers: 204 distinct values in 204 cells; it may hold identifiers: list its values under `allowed` in the copy rule"),
+    ("arm_original_copied_from_names", "US", us(with_identifiers), rule_text("US", "arm_original: {copy: {table: wide, column: condition}}", "arm_original: {copy: {table: wide, column: name}}"), US, "arm_original", "free-text field copied from 'name' looks like identifiers: 204 distinct values in 204 cells; it may hold identifiers: list its values under `allowed` in the copy rule"),
+    ("site_not_in_allowed", "DK", None, rule_text("DK", "site: {copy: {table: participants, column: by}}", "site: {copy: {table: participants, column: by, allowed: [Aarhus, København]}}"), DK_PEOPLE, "site", "values in 'by' that are not in `allowed`; values 'Odense'"),
+    ("selection_keeps_no_rows", "DK", None, rule_text("DK", 'equals: "18 mdr"', 'equals: "18 Mdr"'), DK_VISITS, "selection followup_visit", "keeps no rows; if this is right, say why in the rule file: `acknowledged: {\"empty selection followup_visit\": <reason>}`"),
+    ("followup_file_without_cases", "EU6", empty_followup_file, None, "eu6_followup18.sav", "table followup", "has no rows; if this is right, say why in the rule file: `acknowledged: {\"empty table followup\": <reason>}`"),
+    ("arm_without_followup", "US", us(arm_without_followup), None, US, "self_esteem_fu", "no participant in arm IPS has a follow-up score; if this is right, say why in the rule file: `acknowledged: {\"no follow-up self_esteem IPS\": <reason>}`"),
+    ("published_n_differs", "US", None, rule_text("US", "  IPS: 68\n", "  IPS: 70\n"), US, "arm_original", "arm 'IPS' has 68 randomized participants, published_n says 70; if this is right, say why in the rule file: `acknowledged: {\"published_n IPS\": <reason>}`"),
+    ("acknowledged_but_not_happening", "US", None, rule_text("US", "published_n:", 'acknowledged: {"published_n IPS": "the paper counted two withdrawals"}\npublished_n:'), "(rule file)", "acknowledged", "`published_n IPS` is acknowledged but does not happen; remove it"),
+]
+
+
 def orphan_follow_up(raw):
     import pyreadstat
 
@@ -194,7 +262,7 @@ def test_rule_file_with_an_unknown_key(workspace):
     rule_text("US", "study: US", "study: US\ncolour: blue")(workspace / "studies")
     with pytest.raises(RuleFileError) as caught:
         load_rules(workspace / "studies" / "US.yaml")
-    assert caught.value.problems == ["top level: unknown key `colour`; allowed keys: study, title, raw_dir, published_n, tables, participants, selections, variables, outcomes"]
+    assert caught.value.problems == ["top level: unknown key `colour`; allowed keys: study, title, raw_dir, published_n, acknowledged, tables, participants, selections, variables, outcomes"]
     assert str(caught.value).startswith(f"rule file {workspace / 'studies' / 'US.yaml'}")
 
 
@@ -273,3 +341,108 @@ def test_config_pointing_at_a_missing_study_stops_before_any_job(tmp_path):
     assert "study NL: rule file config/studies/NL.yaml named in the config does not exist" in result.stderr + result.stdout
     assert not (workdir / "results").exists()
 
+
+
+
+# (case id, rule file, old text, new text, the exact problem): YAML that PyYAML would accept with a silent change
+YAML_CASES = [
+    ("duplicate_map_key", "US", "map: {IPS: IPS, PSR: SAU, BVR: SAU}", "map: {IPS: IPS, PSR: SAU, BVR: SAU, BVR: IPS}", "line 27: duplicate key 'BVR' (first at line 27); keys 1, 1.0 and \"1\" are the same key"),
+    ("second_rule_for_a_variable", "US", "  sex: {recode: {table: wide, column: sex, map: {M: male, F: female}}}\n", "  sex: {recode: {table: wide, column: sex, map: {M: male, F: female}}}\n  sex: {recode: {table: wide, column: sex, map: {M: female, F: male}}}\n", "line 44: duplicate key 'sex' (first at line 43); keys 1, 1.0 and \"1\" are the same key"),
+    ("one_and_quoted_one", "NL", "map: {1: IPS, 2: SAU}", "map: {1: IPS, 2: SAU, \"1\": SAU}", "line 33: duplicate key '1' (first at line 33); keys 1, 1.0 and \"1\" are the same key"),
+    ("anchor_and_alias", "US", "  age: {copy: {table: wide, column: age, missing: [\"999\"]}}", "  age: &age {copy: {table: wide, column: age, missing: [\"999\"]}}\n  # reused below", "line 42: anchors (&age) are not allowed; write the value out"),
+    ("merge_key", "US", "  participant_id: {pseudonym: true}", "  participant_id: {<<: {pseudonym: true}}", "line 25: merge keys (<<) are not allowed"),
+]
+
+
+@pytest.mark.parametrize("case,study,old,new,problem", YAML_CASES, ids=[c[0] for c in YAML_CASES])
+def test_rule_files_with_duplicate_keys_or_aliases_are_refused(workspace, case, study, old, new, problem):
+    path = workspace / "studies" / f"{study}.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(RuleFileError) as caught:
+        load_rules(path)
+    assert caught.value.problems == [problem]
+
+
+def billion_laughs(levels=9):
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+# (case id, hostile text, the exact problem): each refused in well under a second without building anything big
+RESOURCE_CASES = [
+    ("alias_bomb", billion_laughs(), "line 1: anchors (&a0) are not allowed; write the value out"),
+    ("deep_nesting", "x: " + "[" * 20000 + "]" * 20000 + "\n", "line 1: nested more than 50 levels deep"),
+    ("huge_rule_file", "title: " + "x" * (2 << 20) + "\n", "more than 1048576 bytes"),
+]
+
+
+@pytest.mark.parametrize("case,text,problem", RESOURCE_CASES, ids=[c[0] for c in RESOURCE_CASES])
+def test_hostile_rule_files_fail_fast_with_bounded_memory(tmp_path, case, text, problem):
+    import resource
+    import time
+
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text, encoding="utf-8")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(RuleFileError) as caught:
+        load_rules(path)
+    assert time.perf_counter() - started < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: no expansion
+    assert caught.value.problems == [problem]
+
+
+def test_a_config_with_a_duplicate_key_is_refused(tmp_path):
+    from ipdpool.yamlfile import StrictYAMLError, check_files
+
+    config = tmp_path / "config.yaml"
+    config.write_text((REPO / "config" / "config.yaml").read_text(encoding="utf-8") + "demo_mode: false\n", encoding="utf-8")
+    with pytest.raises(StrictYAMLError, match=r"duplicate key 'demo_mode' \(first at line \d+\)"):
+        check_files([config])
+
+
+# (case id, configuration, environment key, the exact refusal): the demo key by its bytes, weak keys
+DEMO_KEY = REPO / "resources" / "demo" / "DEMO_ONLY_pseudonym.key"
+KEY_CASES = [
+    ("demo_key_from_the_environment", {"demo_mode": False}, DEMO_KEY.read_text().strip(), "the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); it is refused unless demo_mode is true"),
+    ("demo_key_copied_elsewhere", {"demo_mode": False, "pseudonym": {"key_file": "COPY"}}, None, "the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); it is refused unless demo_mode is true"),
+    ("short_key", {"demo_mode": False}, "0123456789abcde", "the pseudonym key is too weak (shorter than 16 bytes); use at least 16 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"),
+    ("repetitive_key", {"demo_mode": False}, "abababababababababababab", "the pseudonym key is too weak (fewer than 8 distinct bytes); use at least 16 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"),
+    ("low_entropy_key", {"demo_mode": False}, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaabcdefgh", "the pseudonym key is too weak (1.1 bits of entropy per byte, fewer than 3.0); use at least 16 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"),
+]
+
+
+@pytest.mark.parametrize("case,config,environment,message", KEY_CASES, ids=[c[0] for c in KEY_CASES])
+def test_the_demo_key_and_weak_keys_are_refused(tmp_path, monkeypatch, case, config, environment, message):
+    from ipdpool.harmonize.pseudonym import ENV_VAR, PseudonymKeyError, load_key
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    if environment:
+        monkeypatch.setenv(ENV_VAR, environment)
+    if config.get("pseudonym", {}).get("key_file") == "COPY":
+        (tmp_path / "site.key").write_bytes(DEMO_KEY.read_bytes())
+        config = {**config, "pseudonym": {"key_file": "site.key"}}
+    with pytest.raises(PseudonymKeyError) as caught:
+        load_key(config, tmp_path)
+    assert str(caught.value) == message
+
+
+# Every case above in one of four categories; docs/validation.md states what each category guarantees.
+CATEGORIES = {
+    "leaks": ["raw_path_up_to_the_key", "raw_path_absolute", "raw_file_symlinked_out", "key_copied_into_raw_dir", "names_read_into_age", "national_ids_read_into_age", "national_ids_read_as_scores", "national_ids_recoded_into_sex", "names_copied_into_sex", "site_copied_from_national_ids", "arm_original_copied_from_names", "site_not_in_allowed", "malicious_rule_text"] + [c[0] for c in KEY_CASES],
+    "partial reads": ["truncated_sav", "truncated_dta", "truncated_xlsx", "wrong_encoding", "wrong_delimiter", "header_row_shifted", "missing_raw_file", "empty_raw_file", "missing_sheet", "csv_cut_mid_row", "csv_row_with_extra_field", "csv_repeated_header", "unknown_encoding", "xlsx_formula_without_cached_value", "xlsx_merged_header", "selection_keeps_no_rows", "followup_file_without_cases", "empty_study"],
+    "integrity": ["column_renamed", "text_in_numeric_column", "unexpected_date_format", "recode_misses_a_code", "duplicate_ids", "participant_in_two_arms", "follow_up_before_baseline", "score_out_of_range", "all_outcomes_missing", "one_arm_only", "nobody_employed", "orphan_follow_up_row", "arm_without_followup", "published_n_differs", "acknowledged_but_not_happening", "rule_file_unknown_key", "invalid_yaml", "aggregate_negative_sd", "aggregate_unknown_outcome", "config_missing_study", "config_duplicate_key"]
+    + [c[0] for c in RULE_FILE_CASES + YAML_CASES],
+    "resource": [c[0] for c in RESOURCE_CASES],
+}
+
+
+def test_the_catalogue_has_four_categories_and_at_least_60_cases():
+    cases = [c[0] for c in HARMONIZATION_CASES + RULE_FILE_CASES + YAML_CASES + RESOURCE_CASES + KEY_CASES]
+    cases += ["rule_file_unknown_key", "malicious_rule_text", "invalid_yaml", "aggregate_negative_sd", "aggregate_unknown_outcome", "config_missing_study", "config_duplicate_key"]
+    categorized = [case for names in CATEGORIES.values() for case in names]
+    assert sorted(categorized) == sorted(cases)  # each case in exactly one category
+    assert len(cases) >= 60 and all(CATEGORIES.values())

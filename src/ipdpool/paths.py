@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -23,3 +24,19 @@ def make_private_dirs(folder: Path) -> None:
         except FileExistsError:  # another job created it first: not ours either
             continue
         os.chmod(created, 0o700)  # mkdir's mode is masked by the umask
+
+
+# tempfile.mkstemp(prefix=".<name>.") names: a dot, the final file's name, a dot, 8 random characters.
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}")
+
+
+def remove_stale_temporaries(folder: Path) -> list[str]:
+    """Delete the half-written temporary files a killed run left in `folder` (names returned).
+
+    Call only when no job is running (Snakemake's onstart): a running job's temporary file
+    looks the same."""
+    folder = Path(folder)
+    stale = [path for path in folder.iterdir() if path.is_file() and TEMPORARY.fullmatch(path.name)] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return sorted(path.name for path in stale)

@@ -282,13 +282,41 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
     return RawTable(study, "", path, frame, notes=notes, warnings=mojibake_warnings(frame, {}))
 
 
-def read_table(study: str, name: str, spec: dict, raw_dir: Path) -> RawTable:
-    """Read one table declared in a study's rule file (`tables: {name: spec}`)."""
-    path = Path(raw_dir) / spec["file"]
+def confined(study: str, raw_dir: Path, name: str) -> Path:
+    """`name` inside `raw_dir` with every link resolved; a path that leaves raw_dir (`..`, an absolute
+    path, a symbolic link pointing elsewhere) is refused before anything is opened."""
+    root = Path(raw_dir).resolve()
+    path = (root / name).resolve()
+    if path == root or not path.is_relative_to(root):
+        raise RawDataError(study, name, "is outside the study's raw_dir (after following links); every raw file must be inside raw_dir")
+    return path
+
+
+def holds_secret(path: Path, secret: bytes) -> bool:
+    """Whether the file contains `secret` (read in blocks that overlap by len(secret) - 1 bytes)."""
+    tail = b""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            if secret in tail + block:
+                return True
+            tail = block[-(len(secret) - 1):] if len(secret) > 1 else b""
+    return False
+
+
+def read_table(study: str, name: str, spec: dict, raw_dir: Path, secret: bytes = b"") -> RawTable:
+    """Read one table declared in a study's rule file (`tables: {name: spec}`).
+
+    `secret` (the pseudonym key) must not occur in the file: a key file is never read as a table,
+    and a table's messages could otherwise quote it."""
+    path = confined(study, raw_dir, spec["file"])
     if not path.is_file():
         raise RawDataError(study, spec["file"], f"not found (looked in {raw_dir})")
     if path.stat().st_size == 0:
         raise RawDataError(study, spec["file"], "is empty (0 bytes)")
+    if secret and holds_secret(path, secret):
+        raise RawDataError(study, spec["file"], "holds the pseudonym key: a key file is never read as a table")
+    if spec.get("catalog"):
+        confined(study, raw_dir, spec["catalog"])
     kind = spec["format"]
     if kind not in EXTENSIONS:
         raise RawDataError(study, spec["file"], f"unknown format {kind!r}; expected one of {FORMATS}")

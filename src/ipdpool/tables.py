@@ -6,10 +6,36 @@ from pathlib import Path
 
 import pandas as pd
 
+# A spreadsheet program runs a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _guarded(value):
+    """Text that a spreadsheet would run as a formula, prefixed with ' so that it stays text;
+    numbers (also negative numbers written as text) are left alone."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
+def formula_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every text cell safe to open in a spreadsheet; numeric columns untouched."""
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_datetime64_any_dtype(frame[c])]
+    if not text:
+        return frame
+    guarded = frame.copy()
+    for column in text:
+        guarded[column] = frame[column].map(_guarded, na_action="ignore").astype(frame[column].dtype)
+    return guarded
+
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, sep="\t", index=False, lineterminator="\n", float_format="%.10g")
+    formula_safe(frame).to_csv(path, sep="\t", index=False, lineterminator="\n", float_format="%.10g")
 
 
 def read_table(path: Path) -> pd.DataFrame:

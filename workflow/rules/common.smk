@@ -5,8 +5,12 @@ from snakemake.utils import validate
 from ipdpool.aggregate import read_aggregate
 from ipdpool.figures import slug
 from ipdpool.harmonize.rulefile import load_rules
-from ipdpool.paths import make_private_dirs
+from ipdpool.paths import make_private_dirs, remove_stale_temporaries
+from ipdpool.rawio import sha256_of
+from ipdpool.yamlfile import check_files as check_yaml_files
 
+# Snakemake reads the config with PyYAML, which keeps the last of two equal keys.
+check_yaml_files(workflow.configfiles)
 validate(config, "../schemas/config.schema.yaml")
 PRIVATE_DIRS = ["results/harmonized"]
 STUDY_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "study.schema.yaml"
@@ -57,6 +61,14 @@ def raw_files(wildcards):
     return sorted(
         {str(Path(rules["raw_dir"]) / t["file"]) for t in rules["tables"].values()}
     )
+
+
+# The SHA-256 of each raw file and of the study's rule file is a parameter of the jobs that
+# read them. Snakemake re-runs a job whose parameters changed, so replaced content re-runs it
+# whatever the timestamps say (Snakemake has no checksum trigger for inputs).
+def input_checksums(wildcards):
+    paths = [config["studies"][wildcards.study]] + raw_files(wildcards)
+    return {path: sha256_of(path) for path in paths if Path(path).is_file()}
 
 
 # A key file is an input so that a new key re-runs harmonization (a key from the

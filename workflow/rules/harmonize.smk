@@ -20,6 +20,7 @@ rule harmonize_study:
         "../envs/ipdpool.yaml"
     params:
         rule_schema=STUDY_SCHEMA,
+        sha256=input_checksums,
     script:
         "../scripts/harmonize_study.py"
 
@@ -45,6 +46,7 @@ rule audit_plots:
         "../envs/ipdpool.yaml"
     params:
         rule_schema=STUDY_SCHEMA,
+        sha256=input_checksums,
     script:
         "../scripts/audit_plots.py"
 

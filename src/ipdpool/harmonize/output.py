@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..paths import make_private_dirs
+from ..tables import formula_safe
 from .problems import HarmonizationError, Problem
 from .schema import conform, pandera_schema, schema_failures
 
@@ -50,7 +51,7 @@ def read_provenance(path: Path) -> dict:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic(path, lambda target: frame.to_csv(target, index=False, lineterminator="\n", float_format="%.10g"))
+    _atomic(path, lambda target: formula_safe(frame).to_csv(target, index=False, lineterminator="\n", float_format="%.10g"))
 
 
 def pool(study_files: list[Path], schema: dict) -> tuple[pd.DataFrame, dict]:
@@ -113,7 +114,7 @@ def _instrument(rule: dict) -> str:
 def pooled_flow(flows: list[pd.DataFrame]) -> pd.DataFrame:
     """The studies' flow tables stacked, then the same stages summed over studies (study = all)."""
     stacked = pd.concat(flows, ignore_index=True)
-    per_participant = stacked[stacked["stage"] != "raw rows"]
+    per_participant = stacked[~stacked["stage"].isin(["raw rows", "acknowledged"])]  # files and reasons, not counts
     totals = per_participant.groupby(["stage", "reason"], sort=False, dropna=False)[["IPS", "SAU", "total"]].sum(min_count=1).reset_index()
     totals.insert(0, "study", "all")
     return pd.concat([stacked, totals], ignore_index=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from ..yamlfile import StrictYAMLError, loads
+
 TYPE_NAMES = {"string": "text", "number": "a number", "integer": "a whole number", "boolean": "true or false", "object": "a mapping", "array": "a list", "null": "empty",
               "str": "the text", "int": "the number", "float": "the number", "bool": "the value", "dict": "a mapping", "list": "a list", "NoneType": "an empty value"}
 TABLE_KEYS = ("file", "format", "id", "id_format", "site", "rows", "date_format", "sheet", "delimiter", "decimal", "encoding", "catalog")
@@ -114,7 +116,9 @@ def load_rules(path: Path, schema_path: Path = DEFAULT_SCHEMA) -> dict:
     except UnicodeDecodeError as error:
         raise RuleFileError(path, [f"not UTF-8 text (byte {error.start})"]) from error
     try:
-        rules = yaml.safe_load(text)
+        rules = loads(text)
+    except StrictYAMLError as error:
+        raise RuleFileError(path, [str(error)]) from error
     except yaml.YAMLError as error:
         raise RuleFileError(path, [f"not valid YAML: {error}"]) from error
     if not isinstance(rules, dict):

@@ -45,7 +45,7 @@ def numbers(data: StudyData, src: SourceValues, table: str, variable: str) -> pd
     decimal = data.one_row_table[table].spec.get("decimal", ".")
     parsed, bad = parse_numbers(src.values, decimal)
     if bad.any():
-        data.problems.add(src.file, variable, f"values in {src.column!r} that are not numbers (decimal mark {decimal!r}); add them to `missing` if they mean unknown", values=tuple(sorted(set(src.values[bad].astype(str)))))
+        data.problems.add(src.file, variable, f"values in {src.column!r} that are not numbers (decimal mark {decimal!r}); add them to `missing` if they mean unknown", values=tuple(sorted(set(src.values[bad].astype(str)))), column=src.column, cells=src.values)
     return parsed
 
 
@@ -70,7 +70,7 @@ def recode_rule(data: StudyData, variable: str, spec: dict, kind: str) -> RuleRe
     unknown = keys.notna() & ~keys.isin(mapping)
     if unknown.any():
         counts = keys[unknown].value_counts().sort_index()
-        data.problems.add(src.file, variable, f"codes in {src.column!r} missing from the recode map (the map must list every code)", values=tuple(f"{code} (n={n})" for code, n in counts.items()))
+        data.problems.add(src.file, variable, f"codes in {src.column!r} missing from the recode map (the map must list every code)", values=tuple(f"{code} (n={n})" for code, n in counts.items()), column=src.column, cells=src.values)
     recoded = keys.map(mapping).where(keys.notna(), None)
     result = from_source(src, recoded, "recode", recoded=int(recoded.notna().sum()))
     to_missing = int((keys.notna() & keys.isin([k for k, v in mapping.items() if v is None])).sum())
@@ -133,7 +133,7 @@ def employment_days(data: StudyData, variable: str, spec: dict) -> RuleResult | 
         return None
     days = numbers(data, src, spec["table"], variable)
     if (days < 0).any():
-        data.problems.add(src.file, variable, f"negative days worked in {src.column!r}", values=tuple(sorted(days[days < 0].unique())))
+        data.problems.add(src.file, variable, f"negative days worked in {src.column!r}", values=tuple(sorted(days[days < 0].unique())), column=src.column, cells=src.values)
     return from_source(src, (days > 0).astype(float).where(days.notna()), "employment_days (> 0 days = employed)")
 
 
@@ -147,9 +147,9 @@ def employment_hours(data: StudyData, variable: str, spec: dict) -> RuleResult |
     hours, bad_hours = parse_numbers(rows[spec["hours"]], decimal)
     for column, bad, values in ((spec["week"], bad_weeks, rows[spec["week"]]), (spec["hours"], bad_hours, rows[spec["hours"]])):
         if bad.any():
-            data.problems.add(table.file, variable, f"values in {column!r} that are not numbers", values=tuple(sorted(set(values[bad.to_numpy()].astype(str)))))
+            data.problems.add(table.file, variable, f"values in {column!r} that are not numbers", values=tuple(sorted(set(values[bad.to_numpy()].astype(str)))), column=column, cells=values)
     if (hours < 0).any():
-        data.problems.add(table.file, variable, f"negative hours in {spec['hours']!r}", values=tuple(sorted(hours[hours < 0].unique())))
+        data.problems.add(table.file, variable, f"negative hours in {spec['hours']!r}", values=tuple(sorted(hours[hours < 0].unique())), column=spec["hours"], cells=rows[spec["hours"]])
     low, high = spec["window_weeks"]
     if low > high:
         data.problems.add("(rule file)", variable, f"window_weeks [{low}, {high}] runs backwards")
@@ -180,7 +180,7 @@ def employment_waves(data: StudyData, variable: str, spec: dict) -> RuleResult |
         keys = code_keys(src.values)
         other = keys.notna() & ~keys.isin(yes | no | unknown)
         if other.any():
-            data.problems.add(src.file, variable, f"answers in {src.column!r} that are not listed as yes {sorted(yes)}, no {sorted(no)} or unknown {sorted(unknown)}", values=tuple(sorted(set(keys[other]))))
+            data.problems.add(src.file, variable, f"answers in {src.column!r} that are not listed as yes {sorted(yes)}, no {sorted(no)} or unknown {sorted(unknown)}", values=tuple(sorted(set(keys[other]))), column=src.column, cells=src.values)
         answers.append(keys)
         sources.append(f"{src.file}: {src.column}")
         for reason, n in src.set_missing.items():
@@ -205,7 +205,8 @@ def employment_episodes(data: StudyData, variable: str, spec: dict) -> RuleResul
     start, bad_start = parse_dates(rows[spec["start"]], date_format)
     end, bad_end = parse_dates(rows[spec["end"]], date_format)
     if bad_start.any() or bad_end.any() or start.isna().any():
-        data.problems.add(table.file, variable, "episode dates missing or not parseable", values=tuple(rows[spec["start"]][(bad_start | start.isna()).to_numpy()].astype(str).unique()) + tuple(rows[spec["end"]][bad_end.to_numpy()].astype(str).unique()))
+        shown = tuple(rows[spec["start"]][(bad_start | start.isna()).to_numpy()].astype(str).unique()) + tuple(rows[spec["end"]][bad_end.to_numpy()].astype(str).unique())
+        data.problems.add(table.file, variable, "episode dates missing or not parseable", values=shown, column=spec["start"], cells=pd.concat([rows[spec["start"]], rows[spec["end"]]]))
     backwards = end.notna() & (end < start)
     if backwards.any():
         data.problems.add(table.file, variable, f"episodes ending before they start ({spec['end']!r} < {spec['start']!r})", values=(f"{int(backwards.sum())} episodes",))

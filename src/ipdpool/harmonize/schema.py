@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 import pandera.pandas as pa
-import yaml
+
+from .. import yamlfile
+from .problems import identifier_like
 
 OUTCOME_PARTS = ("bl", "fu", "instrument", "bl_z", "fu_z")
 
 
 def load_schema(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+    return yamlfile.load(path)
 
 
 def outcome_columns(outcome: str) -> list[str]:
@@ -72,7 +73,8 @@ def schema_failures(frame: pd.DataFrame, checker: pa.DataFrameSchema) -> list[st
         cases = errors.failure_cases
         out = []
         for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=True):
-            shown = ", ".join(repr(v) for v in group["failure_case"].head(5))
+            why = identifier_like(column, frame[column]) if column in frame else None
+            shown = f"{len(group)} failing values not shown ({why})" if why else ", ".join(repr(v) for v in group["failure_case"].head(5))
             rows = ", ".join(str(int(i) + 1) for i in group["index"].dropna().head(5))
             out.append(f"column {column}: fails {check}: {shown}" + (f" (participants {rows} in file order)" if rows else ""))
         return out

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import __version__
 from ..rawio import sha256_of
-from .problems import HarmonizationError, Problems
+from .problems import HarmonizationError, Problems, identifier_values
 from .pseudonym import pseudonyms
 from .rules import RuleResult, apply_score_rule, apply_value_rule
 from .schema import conform, pandera_schema, schema_failures
@@ -21,6 +21,10 @@ from .values import code_key, code_keys
 
 # Variables filled from the rule file's own structure rather than a value rule.
 IDENTITY = ("study", "participant_id")
+ARMS = ("IPS", "SAU")
+# A free-text field copied without an `allowed` list may hold at most one distinct value per this
+# many participants: sites and arm labels repeat, names and ids do not.
+PARTICIPANTS_PER_TEXT_VALUE = 10
 
 
 @dataclass
@@ -58,7 +62,8 @@ def _z(values: pd.Series, baseline: pd.Series) -> pd.Series:
 def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path("."), rules_path: Path | None = None) -> HarmonizedStudy:
     study = rules["study"]
     problems = Problems(study)
-    data = StudyData(rules, problems, base_dir)
+    data = StudyData(rules, problems, base_dir, secret=key)
+    acknowledged = Acknowledged(rules.get("acknowledged", {}), problems)
     if len(data.participants) == 0 and not problems:
         problems.add(rules["tables"][rules["participants"]["table"]]["file"], "participants", "the participants table has no rows")
     out: dict[str, pd.Series] = {"study": pd.Series(study, index=data.participants, dtype=object)}
@@ -107,7 +112,7 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
             values = result.values.astype(float)
             outside = values.notna() & ((values < low) | (values > high))
             if outside.any():
-                problems.add(result.source.split(":")[0], variable, f"scores outside the {rule['instrument']} range [{low}, {high}]", values=tuple(sorted(values[outside].unique())))
+                problems.add(result.source.split(":")[0], variable, f"scores outside the {rule['instrument']} range [{low}, {high}]", values=tuple(sorted(values[outside].unique())), column=result.source.split(": ", 1)[-1], cells=values)
             before[variable] = result.before if result.before is not None else values
             if rule["direction"] == "reversed":
                 values = low + high - values
@@ -120,6 +125,9 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         out[f"{outcome}_fu_z"] = _z(scores["fu"], scores["bl"])
 
     participants_file = rules["tables"][rules["participants"]["table"]]["file"]
+    for name, file in data.empty.items():
+        acknowledged.check(f"empty {name}", file, name, "has no rows" if name.startswith("table") else "keeps no rows")
+    guard_free_text(problems, rules, schema, out, len(data.participants))
     if problems:  # the checks below would only restate consequences of these
         raise HarmonizationError(problems.items)
     arms = set(out.get("arm", pd.Series(dtype=object)).dropna())
@@ -131,6 +139,12 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
     for outcome, (low, high) in outcome_ranges.items():
         if out[f"{outcome}_bl"].isna().all() and out[f"{outcome}_fu"].isna().all():
             problems.add(participants_file, outcome, "declared collected but no participant has a baseline or follow-up score; mark it not_collected or fix the rule")
+        else:
+            check_followup(acknowledged, participants_file, outcome, out["arm"], out[f"{outcome}_fu"])
+    counts = arm_counts(study, pd.DataFrame(out), rules.get("published_n", {}))
+    for row in counts[counts["differs"]].itertuples():
+        acknowledged.check(f"published_n {row.arm_original}", participants_file, "arm_original", f"arm {row.arm_original!r} has {row.n} randomized participants, published_n says {row.published_n}")
+    acknowledged.check_all_used()
     if problems:
         raise HarmonizationError(problems.items)
     frame = conform(pd.DataFrame(out).reset_index(drop=True), schema)
@@ -146,17 +160,70 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         study=study,
         data=frame,
         rule_log=rule_log,
-        flow=participant_flow(study, data, frame, schema, raw_arm_counts(rules, data, frame.index)),
-        arm_counts=arm_counts(study, frame, rules.get("published_n", {})),
+        flow=participant_flow(study, data, frame, schema, raw_arm_counts(rules, data, frame.index), acknowledged.used),
+        arm_counts=counts,
         provenance=provenance(rules, data, base_dir, rules_path),
         before=before,
         warnings=data.warnings,
     )
 
 
-def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: dict, raw_arms: pd.Series) -> pd.DataFrame:
+class Acknowledged:
+    """Conditions that would empty data silently are errors unless the rule file's `acknowledged`
+    states a reason for them; each reason used is shown in the flow table (and the report)."""
+
+    def __init__(self, reasons: dict[str, str], problems: Problems):
+        self.reasons, self.problems, self.used = reasons, problems, {}
+
+    def check(self, key: str, file: str, variable: str, message: str) -> None:
+        if key in self.reasons:
+            self.used[key] = self.reasons[key]
+            return
+        self.problems.add(file, variable, f"{message}; if this is right, say why in the rule file: `acknowledged: {{\"{key}\": <reason>}}`")
+
+    def check_all_used(self) -> None:
+        for key in self.reasons:
+            if key not in self.used:
+                self.problems.add("(rule file)", "acknowledged", f"`{key}` is acknowledged but does not happen; remove it")
+
+
+def check_followup(acknowledged: Acknowledged, file: str, outcome: str, arms: pd.Series, followup: pd.Series) -> None:
+    """No follow-up score for an outcome in the whole study, or in one arm, drops it from the analysis."""
+    if followup.isna().all():
+        acknowledged.check(f"no follow-up {outcome}", file, f"{outcome}_fu", "no participant has a follow-up score")
+        return
+    for arm in ARMS:
+        in_arm = arms.eq(arm).fillna(False).to_numpy(dtype=bool)
+        if in_arm.any() and followup[in_arm].isna().all():
+            acknowledged.check(f"no follow-up {outcome} {arm}", file, f"{outcome}_fu", f"no participant in arm {arm} has a follow-up score")
+
+
+def guard_free_text(problems: Problems, rules: dict, schema: dict, out: dict[str, pd.Series], n: int) -> None:
+    """Free-text fields (string variables without allowed values) copied from raw text: either every value is
+    in the rule's `allowed` list, or there are few distinct values and none look like identifiers."""
+    for variable, spec in schema["variables"].items():
+        rule = rules["variables"].get(variable, {})
+        if spec["type"] != "string" or "allowed" in spec or "pattern" in spec or "copy" not in rule:
+            continue
+        copy, values = rule["copy"], out[variable].dropna()
+        file = rules["tables"].get(copy["table"], {}).get("file", copy["table"])
+        if "allowed" in copy:
+            outside = values[~values.isin([str(a) for a in copy["allowed"]])]
+            if len(outside):
+                problems.add(file, variable, f"values in {copy['column']!r} that are not in `allowed`", values=tuple(sorted(set(outside))), column=copy["column"], cells=values)
+            continue
+        cap = max(1, n // PARTICIPANTS_PER_TEXT_VALUE)
+        distinct = values.nunique()
+        why = identifier_values(values)
+        if distinct > cap or why:
+            reason = why or f"{distinct} distinct values in {n} participants, more than one per {PARTICIPANTS_PER_TEXT_VALUE}"
+            problems.add(file, variable, f"free-text field copied from {copy['column']!r} {reason}; it may hold identifiers: list its values under `allowed` in the copy rule")
+
+
+def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: dict, raw_arms: pd.Series, acknowledged: dict[str, str]) -> pd.DataFrame:
     """PRISMA-IPD style counts by arm: every randomized participant is either
-    analysable for an outcome or excluded from it with one reason."""
+    analysable for an outcome or excluded from it with one reason; then the
+    acknowledged conditions with their reasons."""
     rows = []
 
     def add(stage: str, reason: str, mask: pd.Series | None = None, total: int | None = None):
@@ -186,6 +253,8 @@ def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: d
         add(f"{outcome}: excluded", "no baseline score", no_baseline)
         add(f"{outcome}: excluded", "no follow-up score", no_followup)
         add(f"{outcome}: excluded", "employment unknown", no_employment)
+    for key, reason in acknowledged.items():
+        add("acknowledged", f"{key}: {reason}")
     return pd.DataFrame(rows, columns=["study", "stage", "reason", "IPS", "SAU", "total"]).astype({"IPS": "Int64", "SAU": "Int64", "total": "Int64"})
 
 

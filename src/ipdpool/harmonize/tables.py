@@ -53,8 +53,9 @@ class SourceValues:
 
 
 class StudyData:
-    def __init__(self, rules: dict, problems: Problems, base_dir: Path = Path(".")):
+    def __init__(self, rules: dict, problems: Problems, base_dir: Path = Path("."), secret: bytes = b""):
         self.rules = rules
+        self.secret = secret  # the pseudonym key: a file holding it is never read as a table
         self.study = rules["study"]
         self.problems = problems
         self.raw_dir = Path(base_dir) / rules["raw_dir"]
@@ -64,6 +65,7 @@ class StudyData:
         self.one_row_file: dict[str, str] = {}
         self.one_row_table: dict[str, LinkedTable] = {}
         self.warnings: list[str] = []  # e.g. likely mojibake; logged, they do not stop the study
+        self.empty: dict[str, str] = {}  # "table <name>" or "selection <name>" without rows -> its file
         for name, spec in rules["tables"].items():
             self._load(name, spec)
         self.participants = self._participant_index()
@@ -77,7 +79,7 @@ class StudyData:
 
     def _load(self, name: str, spec: dict) -> None:
         try:
-            raw = read_table(self.study, name, spec, self.raw_dir)
+            raw = read_table(self.study, name, spec, self.raw_dir, self.secret)
         except RawDataError as error:
             self.problems.add(error.file, error.variable or "(whole file)", error.message)
             return
@@ -99,6 +101,8 @@ class StudyData:
                 self.problems.add(file, spec["site"], "site missing", rows=data_rows(np.flatnonzero(sites.isna())))
             keys = sites.str.cat(ids, sep="/").where(ids.notna() & sites.notna(), None)
         self.tables[name] = LinkedTable(name, spec, raw, keys, ids, reformatted)
+        if len(raw.frame) == 0 and name != self.rules["participants"]["table"]:
+            self.empty[f"table {name}"] = file
 
     def _participant_index(self) -> pd.Index:
         name = self.rules["participants"]["table"]
@@ -152,6 +156,8 @@ class StudyData:
         if duplicated.any():
             self.problems.add(table.file, f"selection {name}", "the selection keeps more than one row for some participants", values=(f"{duplicated.sum()} rows",))
             frame = frame.loc[~frame.index.duplicated()]
+        if len(frame) == 0 and f"table {table.name}" not in self.empty:
+            self.empty[f"selection {name}"] = table.file
         self.one_row[name] = frame
         self.one_row_file[name] = table.file
         self.one_row_table[name] = table
@@ -171,7 +177,7 @@ class StudyData:
             return frame.iloc[0:0]
         dates, bad = parse_dates(frame[window["date"]], table.spec.get("date_format"))
         if bad.any():
-            self.problems.add(table.file, variable, f"dates in {window['date']!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(frame[window["date"]][bad.to_numpy()].unique()))
+            self.problems.add(table.file, variable, f"dates in {window['date']!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(frame[window["date"]][bad.to_numpy()].unique()), column=window["date"], cells=frame[window["date"]])
         anchor = self.dates(window["anchor"], variable)
         unit = "days" if "days" in window else "months"
         # The window's unit: days as they are, or months of `month_days` days.
@@ -248,7 +254,7 @@ class StudyData:
         keys = code_keys(values)
         unlabelled = keys.notna() & ~keys.isin(labels)
         if unlabelled.any():
-            self.problems.add(file, variable, f"codes in {column!r} without a value label", values=tuple(sorted(set(keys[unlabelled]))))
+            self.problems.add(file, variable, f"codes in {column!r} without a value label", values=tuple(sorted(set(keys[unlabelled]))), column=column, cells=values)
         return keys.map(labels).where(keys.notna(), None)
 
     def dates(self, spec: dict, variable: str) -> pd.Series:
@@ -258,7 +264,7 @@ class StudyData:
         table = self.one_row_table[spec["table"]]
         dates, bad = parse_dates(found.values, table.spec.get("date_format"))
         if bad.any():
-            self.problems.add(found.file, variable, f"dates in {found.column!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(found.values[bad].astype(str).unique()))
+            self.problems.add(found.file, variable, f"dates in {found.column!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(found.values[bad].astype(str).unique()), column=found.column, cells=found.values)
         return dates
 
     def long_table(self, name: str, variable: str, columns: tuple[str, ...] = ()) -> tuple[LinkedTable, pd.DataFrame] | None:
