@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -12,6 +13,9 @@ from ipdpool.yamlfile import check_files as check_yaml_files
 # Snakemake reads the config with PyYAML, which keeps the last of two equal keys.
 check_yaml_files(workflow.configfiles)
 validate(config, "../schemas/config.schema.yaml")
+# workflow/envs/ipdpool.yaml installs the lock file and this package from here, wherever
+# the conda prefix is (pip expands the variable; jobs inherit it).
+os.environ["IPDPOOL_ROOT"] = workflow.basedir
 PRIVATE_DIRS = ["results/harmonized"]
 STUDY_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "study.schema.yaml"
 
