@@ -45,6 +45,8 @@ onstart:
 include: "workflow/rules/inventory.smk"
 include: "workflow/rules/harmonize.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/handoff.smk"
 include: "workflow/rules/twostage.smk"
 include: "workflow/rules/federated.smk"
 
@@ -69,3 +71,7 @@ rule all:
             for name, term in REPORTED
         ],
         "results/summary.md",
+        rules.report_tables.output,
+        rules.report_landing.output,
+        # hand-off files of the participant data held here
+        rules.handoff.output if STUDIES else [],

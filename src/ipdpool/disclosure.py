@@ -41,6 +41,25 @@ def suppress_small_counts(frame: pd.DataFrame, columns: list[str], threshold: in
     return out
 
 
+def suppress_table1(frame: pd.DataFrame, threshold: int) -> pd.DataFrame:
+    """Table 1 under the small-cell rule: a count from 1 to threshold - 1 is suppressed with
+    its percentage (which would give it back) and the other levels' counts; a mean and SD of fewer than threshold people
+    are removed, as DataSHIELD's nfilter.tab and nfilter.glm do."""
+    out = suppress_small_counts(frame, ["count"], threshold)
+    small_count = out["count"].astype(str).str.startswith("<")
+    # The other levels of the same characteristic would give a suppressed count back (n minus
+    # their sum): they are withheld too.
+    group = out.groupby(["study", "arm", "characteristic"], sort=False)["count"].transform(lambda c: c.astype(str).str.startswith("<").any())
+    out["count"] = out["count"].where(~(group & ~small_count), "suppressed")
+    out["percent"] = out["percent"].astype(object).where(~group, None)
+    n = pd.to_numeric(frame["n"], errors="coerce")
+    few = n.notna() & (n > 0) & (n < threshold)
+    for column in ("mean", "sd", "percent"):
+        out[column] = out[column].astype(object).where(~few, None)
+    out["n"] = suppress_small_counts(frame, ["n"], threshold)["n"]
+    return out
+
+
 def is_participant_level(path: Path) -> bool:
     """Harmonized data (Parquet, CSV, anything in a harmonized folder but the codebook), the
     per-study distribution plots, and any file type not known to be aggregate."""
@@ -63,7 +82,9 @@ def collect_shareable(sources: list[Path], out_dir: Path, threshold: int) -> lis
         kind = "tables" if source.suffix == ".tsv" else "figures"
         target = out_dir / kind / (source.name if "forest" not in source.parts else f"forest_{source.parent.name}_{source.name}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        if source.name in COUNT_COLUMNS:
+        if source.name == "table1.tsv":
+            write_table(suppress_table1(read_table(source), threshold), target)
+        elif source.name in COUNT_COLUMNS:
             write_table(suppress_small_counts(read_table(source), COUNT_COLUMNS[source.name], threshold), target)
         elif source.suffix == ".tsv":
             shutil.copyfile(source, target)

@@ -41,3 +41,8 @@ def favours(term: str, spec: dict) -> tuple[str, str]:
     else:
         left, right = "worse with work", "better with work"
     return (left, right) if better == "higher" else (right, left)
+
+
+def figure_labels(outcome: str, term: str, outcomes: dict) -> dict[str, str]:
+    """The labels a forest plot is listed by in the report (instead of its file name)."""
+    return {"outcome": outcome_label(outcome, outcomes.get(outcome)), "contrast": contrast_label(term)}

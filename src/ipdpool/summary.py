@@ -1,8 +1,20 @@
-"""results/summary.md: the headline table in plain Markdown."""
+"""The headline results: one row per outcome x contrast (worked vs did not work, IPS vs usual
+services, IPS x work), one-stage and two-stage, beside the published values where known.
+Written as results/summary.md and as the first thing the HTML report shows."""
 
 from __future__ import annotations
 
 import pandas as pd
+
+from .labels import contrast_label
+
+HEADLINE_TERMS = ["employed", "ips", "ips:employed"]
+HEADLINE_COLUMNS = ["contrast", "outcome", "studies", "n", "one-stage", "two-stage", "published", "true (demo)"]
+INTRODUCTION = [
+    "Standardized mean differences (95% CI) at the 18-month follow-up, adjusted for the baseline score.",
+    "One-stage: linear mixed model with a random intercept for study (REML, t with Satterthwaite or Kenward-Roger df).",
+    "Two-stage: per-study OLS pooled by REML random-effects meta-analysis.",
+]
 
 
 def _interval(row) -> str:
@@ -11,31 +23,39 @@ def _interval(row) -> str:
     return f"{row['estimate']:.2f} ({row['ci_low']:.2f}, {row['ci_high']:.2f})"
 
 
-def headline_summary(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> str:
-    lines = [
-        "# ipdpool summary",
-        "",
-        "Standardized mean differences (95% CI) at the 18-month follow-up, adjusted for the baseline score.",
-        "One-stage: linear mixed model with a random intercept for study (REML, t with Satterthwaite df).",
-        "Two-stage: per-study OLS pooled by REML random-effects meta-analysis.",
-        "",
-        "## Worked vs did not work",
-        "",
-        "| outcome | studies | n | one-stage | two-stage | published | true (demo) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def _first(frame: pd.DataFrame) -> dict | None:
+    return frame.iloc[0].to_dict() if len(frame) else None
+
+
+def count(value) -> str:
+    """A count as an integer; suppressed counts in shared copies ("<5") as they are."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None or pd.isna(value) else str(int(value))
+
+
+def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> pd.DataFrame:
+    """Rows by contrast, then outcome in the configured order; published and true values are
+    known for worked vs did not work only (the replication table's contrast)."""
     rep = replication.set_index("outcome")
-    for row in one_stage[(one_stage["contrast"] == "employed") & (one_stage["term"] == "employed")].to_dict("records"):
-        outcome = row["outcome"]
-        two = two_stage[(two_stage["outcome"] == outcome) & (two_stage["contrast"] == "employed") & (two_stage["term"] == "employed") & (two_stage["method"] == "REML") & (~two_stage["hksj"].astype(bool))]
-        published = rep.loc[outcome] if outcome in rep.index else None
-        published_text = f"{published['published_estimate']:.2f} ({published['published_ci_low']:.2f}, {published['published_ci_high']:.2f})" if published is not None and pd.notna(published.get("published_estimate")) else ""
-        truth_text = f"{published['true_smd']:.2f}" if published is not None and pd.notna(published.get("true_smd")) else ""
-        lines.append(f"| {outcome} | {row['n_studies']} | {row['n_participants']} | {_interval(row)} | {_interval(two.iloc[0].to_dict() if len(two) else None)} | {published_text} | {truth_text} |")
-    lines += ["", "## IPS vs usual services and the IPS x work interaction (one-stage)", "", "| outcome | IPS vs usual services | IPS x work |", "|---|---|---|"]
-    for outcome in dict.fromkeys(one_stage["outcome"]):
-        ips = one_stage[(one_stage["outcome"] == outcome) & (one_stage["term"] == "ips")]
-        interaction = one_stage[(one_stage["outcome"] == outcome) & (one_stage["term"] == "ips:employed")]
-        lines.append(f"| {outcome} | {_interval(ips.iloc[0].to_dict() if len(ips) else None)} | {_interval(interaction.iloc[0].to_dict() if len(interaction) else None)} |")
+    rows = []
+    for term in HEADLINE_TERMS:
+        for one in one_stage[one_stage["term"] == term].to_dict("records"):
+            outcome = one["outcome"]
+            chosen = two_stage[(two_stage["outcome"] == outcome) & (two_stage["term"] == term) & (two_stage["method"] == "REML") & (~two_stage["hksj"].astype(bool))] if len(two_stage) else two_stage
+            known = rep.loc[outcome] if term == "employed" and outcome in rep.index else None
+            published = f"{known['published_estimate']:.2f} ({known['published_ci_low']:.2f}, {known['published_ci_high']:.2f})" if known is not None and pd.notna(known.get("published_estimate")) else ""
+            truth = f"{known['true_smd']:.2f}" if known is not None and pd.notna(known.get("true_smd")) else ""
+            rows.append([contrast_label(term), outcome, count(one.get("n_studies")), count(one.get("n_participants")), _interval(one), _interval(_first(chosen)), published, truth])
+    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+
+
+def headline_summary(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> str:
+    table = headline_table(one_stage, two_stage, replication)
+    lines = ["# ipdpool summary", "", *INTRODUCTION]
+    for contrast, rows in table.groupby("contrast", sort=False):
+        columns = [c for c in HEADLINE_COLUMNS[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
+        lines += ["", f"## {contrast[0].upper()}{contrast[1:]}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows[columns].itertuples(index=False)]
     lines += ["", "Full tables: results/tables/; report: `snakemake --report results/report.html`.", ""]
     return "\n".join(lines)

@@ -37,9 +37,11 @@ def rows_for(study: str, arm: str, entry: dict) -> list[dict]:
             "study": study, "arm": arm, "characteristic": f"{outcome} at baseline", "n": o["baseline_n"],
             "mean": o["baseline_mean"], "sd": o["baseline_sd"], "instrument": o["instrument"],
         })  # fmt: skip
+        # Completion among those asked: participants of the studies that measured the outcome.
+        asked = o.get("followup_of", entry["n"] if o["instrument"] else 0)
         rows.append({
-            "study": study, "arm": arm, "characteristic": f"{outcome} follow-up completed", "n": entry["n"], "count": o["followup_n"],
-            "percent": 100 * o["followup_n"] / entry["n"] if entry["n"] else None,
+            "study": study, "arm": arm, "characteristic": f"{outcome} follow-up completed", "n": asked,
+            "count": o["followup_n"] if asked else None, "percent": 100 * o["followup_n"] / asked if asked else None,
         })  # fmt: skip
     return rows
 
@@ -59,6 +61,7 @@ def pooled_entry(entries: list[dict]) -> dict:
             "instrument": instruments.pop() if len(instruments) == 1 else "mixed instruments",
             "baseline_n": moments["n"], "baseline_mean": moments["mean"], "baseline_sd": moments["sd"],
             "followup_n": sum(e["outcomes"][outcome]["followup_n"] for e in entries if outcome in e["outcomes"]),
+            "followup_of": sum(e["n"] for e in entries if e["outcomes"].get(outcome, {}).get("instrument")),
         }  # fmt: skip
     return out
 
@@ -72,3 +75,53 @@ def table1_table(aggregates: dict[str, dict]) -> pd.DataFrame:
     for arm in ("IPS", "SAU"):
         rows += rows_for("all", arm, pooled_entry([by_arm[arm] for by_arm in aggregates.values() if arm in by_arm]))
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+def table1_cell(row: dict) -> str:
+    """"mean (SD)" for scores and age (with the instrument where there is one), "count (%)" for
+    categories, the number for n; "-" where there is nothing to show."""
+    if row["characteristic"] == "participants":
+        return f"{int(row['n']):,}" if pd.notna(row["n"]) else "-"
+    if pd.notna(row.get("count")) and pd.notna(row.get("percent")):
+        return f"{int(row['count']):,} ({row['percent']:.1f}%)"
+    if pd.notna(row.get("count")):  # suppressed count in a shared copy
+        return str(row["count"])
+    if pd.notna(row.get("mean")):
+        sd = f" ({row['sd']:.1f})" if pd.notna(row.get("sd")) else ""
+        instrument = f" [{row['instrument']}]" if isinstance(row.get("instrument"), str) and row["instrument"] else ""
+        return f"{row['mean']:.1f}{sd}{instrument}"
+    if isinstance(row.get("instrument"), str) and row["instrument"] == "mixed instruments":
+        return "mixed instruments"
+    return "-"
+
+
+def table1_label(row: dict, outcomes: dict) -> str:
+    characteristic, level = row["characteristic"], row.get("level")
+    level = "" if level is None or pd.isna(level) else str(level)
+    if characteristic == "participants":
+        return "Participants, n"
+    if characteristic == "age":
+        return "Age, years, mean (SD)"
+    if characteristic == "employed":
+        return {"1": "Worked during follow-up, n (%)", "0": "Did not work during follow-up, n (%)"}.get(level.removesuffix(".0"), f"employed {level}")
+    if characteristic in ("sex", "diagnosis"):
+        return f"{characteristic.capitalize()}: {level.replace('_', ' ')}, n (%)"
+    for suffix, text in ((" at baseline", "at baseline, mean (SD) [instrument]"), (" follow-up completed", "follow-up completed, n (%)")):
+        if characteristic.endswith(suffix):
+            outcome = characteristic.removesuffix(suffix)
+            from .labels import outcome_label
+
+            return f"{outcome_label(outcome, outcomes.get(outcome))} {text}"
+    return characteristic
+
+
+def table1_display(table: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
+    """Table 1 as it is printed: one row per characteristic, one column per study x arm, the
+    pooled columns last ("all")."""
+    rows = table.to_dict("records")
+    columns = list(dict.fromkeys(f"{r['study']} {r['arm']}" for r in rows))
+    body: dict[str, dict[str, str]] = {}
+    for row in rows:
+        body.setdefault(table1_label(row, outcomes), {})[f"{row['study']} {row['arm']}"] = table1_cell(row)
+    frame = pd.DataFrame([{"characteristic": label, **cells} for label, cells in body.items()])
+    return frame.reindex(columns=["characteristic", *columns]).fillna("-")

@@ -77,16 +77,8 @@ rule audit_tables:
         flows=expand("results/audit/{study}/flow.tsv", study=ALL_STUDIES),
         rule_logs=expand("results/audit/{study}/rule_log.tsv", study=ALL_STUDIES),
     output:
-        flow=report(
-            "results/audit/flow.tsv",
-            caption="../report/flow.rst",
-            category="Data and harmonization",
-        ),
-        status=report(
-            "results/audit/status_matrix.tsv",
-            caption="../report/status_matrix.rst",
-            category="Data and harmonization",
-        ),
+        flow="results/audit/flow.tsv",
+        status="results/audit/status_matrix.tsv",
     log:
         "logs/harmonize/audit_tables.log",
     benchmark:
@@ -101,11 +93,7 @@ rule table1:
     input:
         STATISTICS,
     output:
-        report(
-            "results/tables/table1.tsv",
-            caption="../report/table1.rst",
-            category="Data and harmonization",
-        ),
+        "results/tables/table1.tsv",
     log:
         "logs/table1.log",
     benchmark:

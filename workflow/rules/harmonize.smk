@@ -60,16 +60,8 @@ rule pool:
     output:
         data="results/harmonized/pooled.parquet",
         csv="results/harmonized/pooled.csv",
-        codebook=report(
-            "results/harmonized/codebook.tsv",
-            caption="../report/codebook.rst",
-            category="Data and harmonization",
-        ),
-        reconciliation=report(
-            "results/audit/reconciliation.tsv",
-            caption="../report/reconciliation.rst",
-            category="Data and harmonization",
-        ),
+        codebook="results/harmonized/codebook.tsv",
+        reconciliation="results/audit/reconciliation.tsv",
     log:
         "logs/harmonize/pool.log",
     benchmark:

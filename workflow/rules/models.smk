@@ -21,16 +21,8 @@ rule one_stage_tables:
         primary=expand("results/models/{outcome}/one_stage.tsv", outcome=OUTCOMES),
         sensitivity=expand("results/models/{outcome}/sensitivity.tsv", outcome=OUTCOMES),
     output:
-        primary=report(
-            "results/tables/one_stage.tsv",
-            caption="../report/one_stage.rst",
-            category="One-stage models",
-        ),
-        sensitivity=report(
-            "results/tables/sensitivity.tsv",
-            caption="../report/sensitivity.rst",
-            category="Sensitivity",
-        ),
+        primary="results/tables/one_stage.tsv",
+        sensitivity="results/tables/sensitivity.tsv",
     log:
         "logs/models/tables.log",
     benchmark:
@@ -50,11 +42,7 @@ rule replication:
             else []
         ),
     output:
-        report(
-            "results/tables/replication.tsv",
-            caption="../report/replication.rst",
-            category="Replication",
-        ),
+        "results/tables/replication.tsv",
     log:
         "logs/models/replication.log",
     benchmark:

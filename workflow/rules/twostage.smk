@@ -25,21 +25,9 @@ rule two_stage_tables:
             "results/models/{outcome}/leave_one_out.tsv", outcome=OUTCOMES
         ),
     output:
-        per_study=report(
-            "results/tables/per_study.tsv",
-            caption="../report/per_study.rst",
-            category="Two-stage and aggregate data",
-        ),
-        two_stage=report(
-            "results/tables/two_stage.tsv",
-            caption="../report/two_stage.rst",
-            category="Two-stage and aggregate data",
-        ),
-        leave_one_out=report(
-            "results/tables/leave_one_out.tsv",
-            caption="../report/leave_one_out.rst",
-            category="Two-stage and aggregate data",
-        ),
+        per_study="results/tables/per_study.tsv",
+        two_stage="results/tables/two_stage.tsv",
+        leave_one_out="results/tables/leave_one_out.tsv",
     log:
         "logs/two_stage/tables.log",
     benchmark:
@@ -56,16 +44,8 @@ rule aggregate_meta:
         schema="workflow/schemas/aggregate.schema.yaml",
         statistics=STATISTICS,
     output:
-        trials=report(
-            "results/tables/aggregate_trials.tsv",
-            caption="../report/aggregate_trials.rst",
-            category="Two-stage and aggregate data",
-        ),
-        meta=report(
-            "results/tables/aggregate_meta.tsv",
-            caption="../report/aggregate_meta.rst",
-            category="Two-stage and aggregate data",
-        ),
+        trials="results/tables/aggregate_trials.tsv",
+        meta="results/tables/aggregate_meta.tsv",
     log:
         "logs/two_stage/aggregate.log",
     benchmark:
@@ -89,8 +69,13 @@ rule forest_plots:
             report(
                 f"results/figures/forest/{{outcome}}/{name}__{slug(term)}.png",
                 caption="../report/forest.rst",
-                category="Two-stage and aggregate data",
-                subcategory="Forest plots: {outcome}",
+                category="Forest plots",
+                subcategory=lambda wildcards: outcome_label(
+                    wildcards.outcome, SCHEMA_OUTCOMES[wildcards.outcome]
+                ),
+                labels=lambda wildcards, term=term: figure_labels(
+                    wildcards.outcome, term, SCHEMA_OUTCOMES
+                ),
             )
             for name, term in REPORTED
         ],
@@ -119,12 +104,25 @@ rule data_figures:
             "results/figures/participant_flow.png",
             caption="../report/flow_figure.rst",
             category="Data and harmonization",
+            labels={"figure": "Participant flow, all studies"},
         ),
         flow_svg="results/figures/participant_flow.svg",
+        study_flows=[
+            report(
+                f"results/figures/flow/{study}.png",
+                caption="../report/flow_figure.rst",
+                category="Data and harmonization",
+                subcategory="Participant flow by study",
+                labels={"figure": f"Participant flow, study {study}"},
+            )
+            for study in ALL_STUDIES
+        ],
+        study_flow_svgs=expand("results/figures/flow/{study}.svg", study=ALL_STUDIES),
         status=report(
             "results/figures/harmonization_status.png",
             caption="../report/status_figure.rst",
             category="Data and harmonization",
+            labels={"figure": "Harmonization status"},
         ),
         status_svg="results/figures/harmonization_status.svg",
     log:
@@ -159,6 +157,7 @@ rule share:
         tables=expand(
             "results/tables/{table}.tsv",
             table=[
+                "table1",
                 "one_stage",
                 "sensitivity",
                 "replication",

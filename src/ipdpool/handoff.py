@@ -1,0 +1,149 @@
+"""Hand-off files of the pooled data for colleagues in R, Stata and SPSS, all from
+config/schema.yaml: Stata .dta and SPSS .sav with variable and value labels, Parquet with
+categorical columns, CSV with 0/1 integers, a Maelstrom-style data dictionary (Variables and
+Categories, TSV and XLSX) and a frictionless datapackage.json describing the CSV.
+
+Participant-level like the harmonized data: written owner-only (0600), never shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyreadstat
+
+from .harmonize.schema import column_types
+from .labels import outcome_label
+
+# Value labels of integer-coded 0/1 columns (the schema's "allowed: [0, 1]").
+BINARY_LABELS = {"employed": {0: "did not work during follow-up", 1: "worked during follow-up"}}
+MAELSTROM_TYPES = {"string": "text", "category": "text", "integer": "integer", "float": "decimal", "boolean": "boolean"}
+FRICTIONLESS_TYPES = {"string": "string", "category": "string", "integer": "integer", "float": "number", "boolean": "integer"}
+
+
+def variable_labels(schema: dict) -> dict[str, str]:
+    """A short label per column (Stata allows 80 characters)."""
+    labels = {name: " ".join(spec["description"].split()) for name, spec in schema["variables"].items()}
+    for outcome, spec in schema["outcomes"].items():
+        name = outcome_label(outcome, spec)
+        labels |= {
+            f"{outcome}_bl": f"{name} at baseline, instrument scale",
+            f"{outcome}_fu": f"{name} at follow-up, instrument scale",
+            f"{outcome}_instrument": f"{name}: instrument (missing = not collected)",
+            f"{outcome}_bl_z": f"{name} at baseline, standardized",
+            f"{outcome}_fu_z": f"{name} at follow-up, standardized",
+        }
+    return {name: label if len(label) <= 80 else label[:77] + "..." for name, label in labels.items()}
+
+
+def categories(schema: dict) -> dict[str, dict[int, str]]:
+    """Integer codes and labels of every categorical column, in the schema's order (1, 2, ...)."""
+    out = {}
+    for name, spec in schema["variables"].items():
+        if spec["type"] == "category":
+            out[name] = {i + 1: str(level) for i, level in enumerate(spec["allowed"])}
+        elif name in BINARY_LABELS:
+            out[name] = BINARY_LABELS[name]
+    return out
+
+
+def coded(pooled: pd.DataFrame, schema: dict) -> pd.DataFrame:
+    """Categories as their integer codes, 0/1 and booleans as small integers (Stata and SPSS
+    have no categorical or logical type; value labels carry the meaning)."""
+    out = pooled.copy()
+    for name, codes in categories(schema).items():
+        if schema["variables"][name]["type"] == "category":
+            out[name] = out[name].map({label: code for code, label in codes.items()}).astype("Int64")
+    for name in out.columns:
+        if pd.api.types.is_bool_dtype(out[name]) or str(out[name].dtype) == "Int64":
+            out[name] = out[name].astype("float64")  # pyreadstat writes missing integers from floats
+    for name, kind in column_types(schema).items():
+        if kind in ("string",):
+            out[name] = out[name].astype(object).where(out[name].notna(), "")
+    return out
+
+
+def as_categoricals(pooled: pd.DataFrame, schema: dict) -> pd.DataFrame:
+    """Categorical columns with the schema's levels in order (R arrow and pandas read factors)."""
+    out = pooled.copy()
+    for name, spec in schema["variables"].items():
+        if spec["type"] == "category":
+            out[name] = pd.Categorical(out[name], categories=[str(v) for v in spec["allowed"]])
+    return out
+
+
+def variables_table(schema: dict) -> pd.DataFrame:
+    """Maelstrom / Opal "Variables": one row per column."""
+    labels, types = variable_labels(schema), column_types(schema)
+    units = {name: spec.get("unit", "") for name, spec in schema["variables"].items()}
+    rows = []
+    for index, name in enumerate(types, start=1):
+        unit = "SD units" if name.endswith("_z") else units.get(name, "")
+        rows.append({"table": "pooled", "index": index, "name": name, "label:en": labels[name], "valueType": MAELSTROM_TYPES[types[name]], "unit": unit})
+    return pd.DataFrame(rows)
+
+
+def categories_table(schema: dict) -> pd.DataFrame:
+    """Maelstrom / Opal "Categories": one row per code of a categorical column."""
+    rows = [
+        {"table": "pooled", "variable": name, "name": code, "label:en": label, "missing": 0}
+        for name, codes in categories(schema).items()
+        for code, label in codes.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def datapackage(schema: dict, csv_name: str) -> dict:
+    """Frictionless Data Package with one tabular resource (the CSV): types, labels and the
+    allowed codes or ranges of every field."""
+    labels, types = variable_labels(schema), column_types(schema)
+    fields = []
+    for name, kind in types.items():
+        field = {"name": name, "type": FRICTIONLESS_TYPES[kind], "title": labels[name]}
+        spec = schema["variables"].get(name, {})
+        if name in categories(schema):
+            field["type"] = "integer"  # the CSV holds the codes
+            field["constraints"] = {"enum": list(categories(schema)[name])}
+            field["description"] = "; ".join(f"{code} = {label}" for code, label in categories(schema)[name].items())
+        elif "range" in spec:
+            field["constraints"] = {"minimum": spec["range"][0], "maximum": spec["range"][1]}
+        fields.append(field)
+    resource = {"name": "pooled", "path": csv_name, "profile": "tabular-data-resource", "format": "csv", "encoding": "utf-8", "schema": {"fields": fields, "missingValues": [""]}}
+    return {"name": "ipdpool-pooled", "title": "Pooled harmonized participant data (ipdpool)", "profile": "tabular-data-package", "resources": [resource]}
+
+
+def private(path: Path) -> Path:
+    os.chmod(path, 0o600)
+    return path
+
+
+def write_handoff(pooled: pd.DataFrame, schema: dict, out_dir: Path) -> list[Path]:
+    """Every hand-off file into out_dir (an owner-only folder), each 0600."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(mode=0o700, exist_ok=True)
+    numeric = coded(pooled, schema)
+    labels, codes = variable_labels(schema), categories(schema)
+    column_labels = [labels[c] for c in numeric.columns]
+    written = []
+    pyreadstat.write_dta(numeric, out_dir / "pooled.dta", column_labels=column_labels, variable_value_labels=codes, version=15)
+    pyreadstat.write_sav(numeric, out_dir / "pooled.sav", column_labels=column_labels, variable_value_labels=codes)
+    written += [out_dir / "pooled.dta", out_dir / "pooled.sav"]
+    as_categoricals(pooled, schema).to_parquet(out_dir / "pooled.parquet", index=False)
+    csv = numeric.copy()
+    for name in csv.columns:  # whole numbers print without ".0"
+        if name in codes or column_types(schema)[name] == "integer":
+            csv[name] = csv[name].astype("Int64")
+    csv.to_csv(out_dir / "pooled.csv", index=False, lineterminator="\n")
+    written += [out_dir / "pooled.parquet", out_dir / "pooled.csv"]
+    variables, category_rows = variables_table(schema), categories_table(schema)
+    variables.to_csv(out_dir / "variables.tsv", sep="\t", index=False, lineterminator="\n")
+    category_rows.to_csv(out_dir / "categories.tsv", sep="\t", index=False, lineterminator="\n")
+    with pd.ExcelWriter(out_dir / "dictionary.xlsx", engine="openpyxl") as writer:
+        variables.to_excel(writer, sheet_name="Variables", index=False)
+        category_rows.to_excel(writer, sheet_name="Categories", index=False)
+    (out_dir / "datapackage.json").write_text(json.dumps(datapackage(schema, "pooled.csv"), indent=2) + "\n", encoding="utf-8")
+    written += [out_dir / name for name in ("variables.tsv", "categories.tsv", "dictionary.xlsx", "datapackage.json")]
+    return [private(path) for path in written]

@@ -1,0 +1,151 @@
+# Snakemake's report: every result table as an HTML page, and the landing page (headline
+# results and participant flow) that the Snakefile's `report:` directive opens on.
+
+from ipdpool.harmonize.schema import load_schema
+from ipdpool.labels import figure_labels, outcome_label
+
+SCHEMA_OUTCOMES = load_schema(Path(config["schema"]))["outcomes"]
+# name -> (TSV, report category, title); captions are workflow/report/<name>.rst.
+REPORT_TABLES = {
+    "table1": (
+        "results/tables/table1.tsv",
+        "Data and harmonization",
+        "Table 1: baseline characteristics",
+    ),
+    "flow": (
+        "results/audit/flow.tsv",
+        "Data and harmonization",
+        "Participant flow by study and arm",
+    ),
+    "status_matrix": (
+        "results/audit/status_matrix.tsv",
+        "Data and harmonization",
+        "Harmonization status",
+    ),
+    "one_stage": (
+        "results/tables/one_stage.tsv",
+        "One-stage models",
+        "One-stage models",
+    ),
+    "sensitivity": (
+        "results/tables/sensitivity.tsv",
+        "Sensitivity",
+        "Sensitivity analyses",
+    ),
+    "replication": (
+        "results/tables/replication.tsv",
+        "Replication",
+        "Replication of the published SMDs",
+    ),
+    "per_study": (
+        "results/tables/per_study.tsv",
+        "Two-stage and aggregate data",
+        "Per-study estimates",
+    ),
+    "two_stage": (
+        "results/tables/two_stage.tsv",
+        "Two-stage and aggregate data",
+        "Two-stage meta-analyses",
+    ),
+    "leave_one_out": (
+        "results/tables/leave_one_out.tsv",
+        "Two-stage and aggregate data",
+        "Leave-one-out meta-analyses",
+    ),
+    "aggregate_trials": (
+        "results/tables/aggregate_trials.tsv",
+        "Two-stage and aggregate data",
+        "Trials in the aggregate-data meta-analysis",
+    ),
+    "aggregate_meta": (
+        "results/tables/aggregate_meta.tsv",
+        "Two-stage and aggregate data",
+        "Aggregate-data meta-analyses",
+    ),
+}
+if STUDIES:  # made from participant data held here
+    REPORT_TABLES |= {
+        "codebook": (
+            "results/harmonized/codebook.tsv",
+            "Data and harmonization",
+            "Codebook",
+        ),
+        "reconciliation": (
+            "results/audit/reconciliation.tsv",
+            "Data and harmonization",
+            "Reconciliation of participants",
+        ),
+        "raw_inventory": (
+            "results/raw_inventory.tsv",
+            "Data and harmonization",
+            "Raw files read",
+        ),
+    }
+
+
+rule report_tables:
+    input:
+        [path for path, _, _ in REPORT_TABLES.values()],
+    output:
+        [
+            report(
+                f"results/report/tables/{name}.html",
+                caption=f"../report/{name}.rst",
+                category=category,
+                labels={"table": title},
+            )
+            for name, (_, category, title) in REPORT_TABLES.items()
+        ],
+    log:
+        "logs/report/tables.log",
+    benchmark:
+        "benchmarks/report/tables.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        names=list(REPORT_TABLES),
+        titles=[title for _, _, title in REPORT_TABLES.values()],
+        schema=config["schema"],
+    script:
+        "../scripts/report_tables.py"
+
+
+rule report_landing:
+    input:
+        description="workflow/report/workflow.rst",
+        one_stage="results/tables/one_stage.tsv",
+        two_stage="results/tables/two_stage.tsv",
+        replication="results/tables/replication.tsv",
+        flow="results/figures/participant_flow.png",
+    output:
+        rst="results/report/landing.rst",
+        html=report(
+            "results/report/landing.html",
+            caption="../report/landing.rst",
+            category="Summary",
+            labels={"page": "Headline results and participant flow"},
+        ),
+    log:
+        "logs/report/landing.log",
+    benchmark:
+        "benchmarks/report/landing.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    script:
+        "../scripts/report_landing.py"
+
+
+# Once a run has written the headline page, the report opens on it (before: the description).
+if Path("results/report/landing.rst").exists():
+
+    report: "../../results/report/landing.rst"
+
+
+# A run ends by saying where its results are (not after runs that wrote no summary, e.g. a
+# site's bundle).
+onsuccess:
+    if Path("results/summary.md").exists():
+        print(
+            "Results: results/summary.md (headline table), results/tables/, results/figures/.\n"
+            "HTML report: snakemake --report results/report.html"
+        )
