@@ -4,11 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 
 
-def test_snakemake_lint_reports_nothing(repo_root):
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=repo_root, capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("snakefile", ["Snakefile", "workflow/simulation/Snakefile"])
+def test_snakemake_lint_reports_nothing(repo_root, snakefile):
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", snakefile, "--lint"], cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
