@@ -150,3 +150,13 @@ def test_a_run_without_a_key_outside_demo_mode_stops_with_a_clear_message(tmp_pa
     log = (workdir / "logs" / "harmonize" / "SE.log").read_text()
     assert "no pseudonym key: set the IPDPOOL_PSEUDONYM_KEY environment variable or pseudonym.key_file in the config" in log
     assert not (workdir / "results" / "harmonized" / "SE.parquet").exists()
+
+
+def test_logs_audit_files_plots_and_the_report_are_owner_only(canary_run):
+    """Everything the run created under logs/ and results/audit/, the distribution plots and the
+    report: files 0600, folders 0700 (the workflow's umask, at creation)."""
+    workdir = canary_run[0]
+    paths = [workdir / "results" / "report.html", *sorted((workdir / "results" / "audit").rglob("*")), *sorted((workdir / "logs").rglob("*"))]
+    assert any(p.name == "distributions.png" for p in paths)
+    wrong = [(str(p.relative_to(workdir)), oct(p.stat().st_mode & 0o777)) for p in paths if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)]
+    assert wrong == []

@@ -7,13 +7,18 @@ from pathlib import Path
 import pandas as pd
 
 # A spreadsheet program runs a cell starting with one of these as a formula (OWASP "CSV injection").
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 def _guarded(value):
     """Text that a spreadsheet would run as a formula, prefixed with ' so that it stays text;
-    numbers (also negative numbers written as text) are left alone."""
-    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+    numbers (also negative numbers written as text) are left alone. A carriage return becomes a
+    line feed: the writers end lines with \n, so a bare \r would not be quoted and would start a new row."""
+    if not isinstance(value, str):
+        return value
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    if not value.startswith(FORMULA_STARTS):
         return value
     try:
         float(value)

@@ -70,8 +70,13 @@ def raw_files(wildcards):
 # The SHA-256 of each raw file and of the study's rule file is a parameter of the jobs that
 # read them. Snakemake re-runs a job whose parameters changed, so replaced content re-runs it
 # whatever the timestamps say (Snakemake has no checksum trigger for inputs).
+# Only files inside raw_dir are hashed: a path pointing elsewhere stops the job instead.
 def input_checksums(wildcards):
-    paths = [config["studies"][wildcards.study]] + raw_files(wildcards)
+    raw_dir = Path(STUDY_RULES[wildcards.study]["raw_dir"]).resolve()
+    paths = [config["studies"][wildcards.study]]
+    for path in raw_files(wildcards):
+        if Path(path).resolve().is_relative_to(raw_dir):
+            paths.append(path)
     return {path: sha256_of(path) for path in paths if Path(path).is_file()}
 
 
