@@ -46,7 +46,9 @@ read_aggregate(
 # bundle, and its rule file is not read.
 BUNDLES = config["federated"]["bundles"]
 STUDY_RULES = {
-    study: load_study_rules(study) for study in config["studies"] if study not in BUNDLES
+    study: load_study_rules(study)
+    for study in config["studies"]
+    if study not in BUNDLES
 }
 STUDIES = sorted(STUDY_RULES)  # participant data held here
 ALL_STUDIES = sorted(STUDIES + list(BUNDLES))
