@@ -20,11 +20,7 @@ rule inventory:
     input:
         expand("results/inventory/{study}.tsv", study=STUDIES),
     output:
-        report(
-            "results/raw_inventory.tsv",
-            caption="../report/raw_inventory.rst",
-            category="Data and harmonization",
-        ),
+        "results/raw_inventory.tsv",
     log:
         "logs/inventory/all.log",
     benchmark:
