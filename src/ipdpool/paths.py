@@ -40,3 +40,9 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
     for path in stale:
         path.unlink(missing_ok=True)
     return sorted(path.name for path in stale)
+
+
+def export_workflow_root(folder) -> None:
+    """IPDPOOL_ROOT for workflow/envs/ipdpool.yaml: pip expands it to install the lock file and
+    this package from the workflow's folder, wherever the conda prefix is; jobs inherit it."""
+    os.environ["IPDPOOL_ROOT"] = str(folder)

@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -6,16 +5,18 @@ from snakemake.utils import validate
 from ipdpool.aggregate import read_aggregate
 from ipdpool.figures import slug
 from ipdpool.harmonize.rulefile import load_rules
-from ipdpool.paths import make_private_dirs, remove_stale_temporaries
+from ipdpool.paths import (
+    export_workflow_root,
+    make_private_dirs,
+    remove_stale_temporaries,
+)
 from ipdpool.rawio import sha256_of
 from ipdpool.yamlfile import check_files as check_yaml_files
 
 # Snakemake reads the config with PyYAML, which keeps the last of two equal keys.
 check_yaml_files(workflow.configfiles)
 validate(config, "../schemas/config.schema.yaml")
-# workflow/envs/ipdpool.yaml installs the lock file and this package from here, wherever
-# the conda prefix is (pip expands the variable; jobs inherit it).
-os.environ["IPDPOOL_ROOT"] = workflow.basedir
+export_workflow_root(workflow.basedir)
 PRIVATE_DIRS = ["results/harmonized"]
 STUDY_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "study.schema.yaml"
 
