@@ -42,11 +42,25 @@ def plot_distributions(result: HarmonizedStudy, data: pd.DataFrame, path: Path) 
     plt.close(figure)
 
 
+MAX_BARS = 12  # bars per side of a panel; beyond, the rarest categories share one "other" bar
+
+
+def capped_counts(values: pd.Series) -> pd.Series:
+    """Counts by category; with more than MAX_BARS categories (days worked behind `employed`:
+    about 100) the most frequent MAX_BARS - 1 and one "N others" bar, so tick labels stay readable."""
+    counts = values.value_counts().sort_index()
+    if len(counts) <= MAX_BARS:
+        return counts
+    ordered = counts.sort_values(ascending=False, kind="stable")
+    top, rest = ordered.iloc[: MAX_BARS - 1].sort_index(), ordered.iloc[MAX_BARS - 1 :]
+    return pd.concat([top, pd.Series({f"{len(rest)} others": int(rest.sum())})])
+
+
 def _bars(axis, before: pd.Series | None, after: pd.Series) -> None:
-    after_counts = after.dropna().astype(str).value_counts().sort_index()
+    after_counts = capped_counts(after.dropna().astype(str))
     labels = list(after_counts.index)
     if before is not None:
-        before_counts = code_keys(before).dropna().value_counts().sort_index()
+        before_counts = capped_counts(code_keys(before).dropna())
         axis.bar(np.arange(len(before_counts)), before_counts.to_numpy(), color="0.6", label="raw")
         offset = len(before_counts) + 1
         labels = list(before_counts.index) + [""] + labels
