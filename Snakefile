@@ -73,5 +73,7 @@ rule all:
         "results/summary.md",
         rules.report_tables.output,
         rules.report_landing.output,
+        # the harmonization rules of all studies, also as XLSX
+        rules.rules_overview.output if STUDIES else [],
         # hand-off files of the participant data held here
         rules.handoff.output if STUDIES else [],

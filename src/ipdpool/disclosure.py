@@ -23,6 +23,9 @@ COUNT_COLUMNS = {
     "sensitivity.tsv": ["n_participants"],
 }
 SHAREABLE_SUFFIXES = (".tsv", ".png", ".svg")
+# Aggregate, but with single participants' values (raw minima and maxima) and raw category
+# labels: for the consortium, never for the share folder.
+CONSORTIUM_ONLY = ("harmonization_summary.tsv",)
 
 
 class ShareRefused(Exception):
@@ -62,10 +65,11 @@ def suppress_table1(frame: pd.DataFrame, threshold: int) -> pd.DataFrame:
 
 def is_participant_level(path: Path) -> bool:
     """Harmonized data (Parquet, CSV, anything in a harmonized folder but the codebook), the
-    per-study distribution plots, and any file type not known to be aggregate."""
+    per-study distribution plots, the harmonization summaries, and any file type not known to be aggregate."""
     path = Path(path)
     in_harmonized = "harmonized" in path.parts and path.name != "codebook.tsv"
-    return path.suffix in (".parquet", ".csv") or in_harmonized or path.name == "distributions.png" or path.suffix not in SHAREABLE_SUFFIXES
+    per_participant = path.name in ("distributions.png", *CONSORTIUM_ONLY)
+    return path.suffix in (".parquet", ".csv") or in_harmonized or per_participant or path.suffix not in SHAREABLE_SUFFIXES
 
 
 def collect_shareable(sources: list[Path], out_dir: Path, threshold: int) -> list[Path]:

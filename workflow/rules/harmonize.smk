@@ -10,6 +10,7 @@ rule harmonize_study:
         rule_log="results/audit/{study}/rule_log.tsv",
         flow="results/audit/{study}/flow.tsv",
         arm_counts="results/audit/{study}/arm_counts.tsv",
+        summary="results/audit/{study}/harmonization_summary.tsv",
     log:
         "logs/harmonize/{study}.log",
     benchmark:
@@ -72,3 +73,40 @@ rule pool:
         rule_schema=STUDY_SCHEMA,
     script:
         "../scripts/pool.py"
+
+
+# Harmonization evaluation (madshapR-style): every variable by study and arm, raw and
+# harmonized, from the summaries the harmonization jobs left (raw values stay in those jobs).
+rule harmonization_summary:
+    input:
+        summary=expand("results/audit/{study}/harmonization_summary.tsv", study=STUDIES),
+    output:
+        summary="results/audit/harmonization_summary.tsv",
+    log:
+        "logs/harmonize/summary.log",
+    benchmark:
+        "benchmarks/harmonize/summary.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    script:
+        "../scripts/combine_tables.py"
+
+
+# Every study's rules side by side (Rmonize's Data Processing Elements), from the rule files.
+rule rules_overview:
+    input:
+        rules=[config["studies"][study] for study in STUDIES],
+        schema=config["schema"],
+    output:
+        tsv="results/tables/rules_overview.tsv",
+        xlsx="results/tables/rules_overview.xlsx",
+    log:
+        "logs/harmonize/rules_overview.log",
+    benchmark:
+        "benchmarks/harmonize/rules_overview.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        rule_schema=STUDY_SCHEMA,
+    script:
+        "../scripts/rules_overview.py"

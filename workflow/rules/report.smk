@@ -80,6 +80,16 @@ if STUDIES:  # made from participant data held here
             "Data and harmonization",
             "Raw files read",
         ),
+        "harmonization_summary": (
+            "results/audit/harmonization_summary.tsv",
+            "Data and harmonization",
+            "Harmonization evaluation: raw and harmonized values by study and arm",
+        ),
+        "rules_overview": (
+            "results/tables/rules_overview.tsv",
+            "Data and harmonization",
+            "Harmonization rules of all studies",
+        ),
     }
 
 

@@ -174,6 +174,9 @@ rule share:
             if STUDIES
             else []
         ),
+        # The rules overview holds no counts; the harmonization summary (raw minima and
+        # maxima, raw category labels) stays within the consortium.
+        rules=["results/tables/rules_overview.tsv"] if STUDIES else [],
         figures=[
             f"results/figures/forest/{outcome}/{name}__{slug(term)}.{suffix}"
             for outcome in OUTCOMES
