@@ -9,7 +9,6 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from .meta import METHODS, hedges_g, meta_analysis
 
 COLUMNS = ["trial", "reference", "outcome", "instrument", "direction", "arm", "n", "mean", "sd", "baseline_mean", "baseline_sd"]
 NUMERIC = ("n", "mean", "sd", "baseline_mean", "baseline_sd")
@@ -86,6 +85,8 @@ def _data_lines(path: Path) -> list[int]:
 
 def trial_effects_from_aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     """Hedges' g of IPS minus SAU per trial and outcome, signed so that positive = more of the construct."""
+    from .meta import hedges_g  # scipy: not at import, the Snakefile checks the file with read_aggregate
+
     out = []
     for (trial, outcome), group in rows.groupby(["trial", "outcome"], sort=False):
         ips, sau = group[group["arm"] == "IPS"].iloc[0], group[group["arm"] == "SAU"].iloc[0]
@@ -98,6 +99,8 @@ def trial_effects_from_aggregate(rows: pd.DataFrame) -> pd.DataFrame:
 def trial_effects_from_ipd(statistics: dict[str, dict], outcome: str) -> pd.DataFrame:
     """The same Hedges' g from each IPD study's follow-up scores by arm (n, mean, SD), as held
     in its statistics (models.statistics), so site bundles serve as well as participant data."""
+    from .meta import hedges_g
+
     out = []
     for study, content in sorted(statistics.items()):
         arms = content["outcomes"].get(outcome, {}).get("arms")
@@ -115,6 +118,8 @@ def aggregate_analyses(
     """Per outcome: all trials from their aggregate data, and IPD where held plus aggregate
     data for the others, with the prediction-interval convention of meta_analysis.
     Returns (trial-level rows, pooled rows)."""
+    from .meta import METHODS, meta_analysis
+
     from_aggregate = trial_effects_from_aggregate(rows)
     trial_rows, pooled_rows = [], []
     for outcome in dict.fromkeys(from_aggregate["outcome"]):

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .labels import contrast_label, favours, outcome_label  # noqa: E402
+from .labels import contrast_label, favours, outcome_label, slug  # noqa: E402,F401  (slug re-exported)
 
 plt.rcParams["svg.hashsalt"] = "ipdpool"  # stable SVG ids: identical files on re-runs
 plt.rcParams["svg.fonttype"] = "none"  # text stays text in SVGs: searchable, and checked by the tests
@@ -275,8 +275,3 @@ def status_figure(status: pd.DataFrame, stem: Path) -> None:
     axis.set_title("Harmonization status by study and variable", fontsize=11)
     figure.tight_layout()
     save(figure, stem)
-
-
-def slug(term: str) -> str:
-    """A file-name-safe form of a contrast name ("ips:employed" -> "ips_x_employed")."""
-    return term.replace(":", "_x_")

@@ -46,3 +46,8 @@ def favours(term: str, spec: dict) -> tuple[str, str]:
 def figure_labels(outcome: str, term: str, outcomes: dict) -> dict[str, str]:
     """The labels a forest plot is listed by in the report (instead of its file name)."""
     return {"outcome": outcome_label(outcome, outcomes.get(outcome)), "contrast": contrast_label(term)}
+
+
+def slug(term: str) -> str:
+    """A file-name-safe form of a contrast name ("ips:employed" -> "ips_x_employed")."""
+    return term.replace(":", "_x_")

@@ -1,7 +1,8 @@
-"""Folders for participant-level files (standard library only: the Snakefile imports this)."""
+"""Folders for participant-level files and file checksums (standard library only: the Snakefile imports this)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -46,3 +47,11 @@ def export_workflow_root(folder) -> None:
     """IPDPOOL_ROOT for workflow/envs/ipdpool.yaml: pip expands it to install the lock file and
     this package from the workflow's folder, wherever the conda prefix is; jobs inherit it."""
     os.environ["IPDPOOL_ROOT"] = str(folder)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

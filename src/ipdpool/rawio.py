@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import io
 import zipfile
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from xml.etree import ElementTree
 import pandas as pd
 import pyreadstat
 import python_calamine
+
+from .paths import sha256_of  # noqa: F401  (re-exported: readers and inventory use it from here)
 
 # Extensions each format reads; the extension picks the reader within a format.
 EXTENSIONS = {
@@ -51,14 +52,6 @@ class RawTable:
     user_missing: dict[str, list] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong: hidden sheets and rows
     warnings: list[str] = field(default_factory=list)  # probably wrong: likely mojibake
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_encoding(study: str, file: str, name: str) -> str:

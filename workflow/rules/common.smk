@@ -3,14 +3,14 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from ipdpool.aggregate import read_aggregate
-from ipdpool.figures import slug
 from ipdpool.harmonize.rulefile import load_rules
+from ipdpool.labels import slug
 from ipdpool.paths import (
     export_workflow_root,
     make_private_dirs,
     remove_stale_temporaries,
+    sha256_of,
 )
-from ipdpool.rawio import sha256_of
 from ipdpool.yamlfile import check_files as check_yaml_files
 
 # Snakemake reads the config with PyYAML, which keeps the last of two equal keys.

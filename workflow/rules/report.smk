@@ -1,10 +1,10 @@
 # Snakemake's report: every result table as an HTML page, and the landing page (headline
 # results and participant flow) that the Snakefile's `report:` directive opens on.
 
-from ipdpool.harmonize.schema import load_schema
+from ipdpool.yamlfile import load as load_yaml
 from ipdpool.labels import figure_labels, outcome_label
 
-SCHEMA_OUTCOMES = load_schema(Path(config["schema"]))["outcomes"]
+SCHEMA_OUTCOMES = load_yaml(Path(config["schema"]))["outcomes"]
 # name -> (TSV, report category, title); captions are workflow/report/<name>.rst.
 REPORT_TABLES = {
     "table1": (
