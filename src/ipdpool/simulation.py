@@ -104,7 +104,7 @@ def coverage_figure(summary: pd.DataFrame, stem) -> None:
 
     scenarios = list(dict.fromkeys(summary["scenario"]))
     methods = list(dict.fromkeys(summary["method"]))
-    figure, axis = plt.subplots(figsize=(7.5, 0.5 + 0.55 * len(scenarios) * len(methods) / 2))
+    figure, axis = plt.subplots(figsize=(7.5, 1.2 + 0.55 * len(scenarios) * len(methods) / 2))
     for j, method in enumerate(methods):
         part = summary[summary["method"] == method].set_index("scenario").reindex(scenarios)
         y = np.arange(len(scenarios)) + (j - (len(methods) - 1) / 2) * 0.18
@@ -113,6 +113,6 @@ def coverage_figure(summary: pd.DataFrame, stem) -> None:
     axis.set_yticks(np.arange(len(scenarios)), scenarios)
     axis.invert_yaxis()
     axis.set_xlabel("coverage of the 95% confidence interval (bars: 2 Monte Carlo SEs)")
-    axis.legend(fontsize=8, loc="lower left")
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)  # below: never over a marker
     figure.tight_layout()
     save(figure, stem)
