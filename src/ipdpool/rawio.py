@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,13 +79,16 @@ def _mojibake(text: str) -> str | None:
 
 def mojibake_warnings(frame: pd.DataFrame, value_labels: dict[str, dict]) -> list[str]:
     """Columns whose text (or value labels) look like UTF-8 read as Latin-1/cp1252; names columns, not values."""
-    suspects = []
+    suspects, undecodable = [], []
     for column in frame.columns:
-        texts = [v for v in frame[column].dropna().unique()[:5000] if isinstance(v, str)]
+        distinct = frame[column].dropna().unique()
+        # A character that could not be decoded is in a cell only if it is in one of the column's distinct values.
+        if any(isinstance(v, str) and "\ufffd" in v for v in distinct):
+            undecodable.append(str(column))
+        texts = [v for v in distinct[:5000] if isinstance(v, str)]
         texts += [v for v in value_labels.get(column, {}).values() if isinstance(v, str)]
         if any(_mojibake(t) for t in texts) or _mojibake(str(column)):
             suspects.append(str(column))
-    undecodable = [str(c) for c in frame.columns if frame[c].map(lambda v: isinstance(v, str) and "\ufffd" in v).any()]
     warnings = [f"text in {', '.join(map(repr, undecodable[:15]))} has characters that could not be decoded (shown as U+FFFD); ask for the file in another format or encoding"] if undecodable else []
     if not suspects:
         return warnings
@@ -138,26 +142,36 @@ def _read_csv(study: str, path: Path, spec: dict) -> RawTable:
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise RawDataError(study, path.name, f"is not valid {encoding} text (line {line}, byte {error.start}); set `encoding` for this file") from error
+    # Not pyarrow's CSV reader, although it is faster: it refuses ragged rows, but reads malformed quoting
+    # such as "x"y as xy, where the csv module (strict) refuses the file.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
-        records = [(reader.line_num, row) for row in reader if row]
+        rows = [row for row in reader if row]
     except csv.Error as error:
         raise RawDataError(study, path.name, f"cannot be parsed as delimited text with delimiter {delimiter!r}: line {reader.line_num}: {error}") from error
-    if not records:
+    if not rows:
         raise RawDataError(study, path.name, "has no header row")
-    header = records[0][1]
+    header = rows[0]
     if len(header) == 1 and any(other in header[0] for other in ";,\t|" if other != delimiter):
         raise RawDataError(study, path.name, f"has a single column {header[0]!r}: is the delimiter {delimiter!r} right?")
     _check_header(study, path.name, header, lambda position: f"line 1, field {position}")
-    short = [(line, len(row)) for line, row in records[1:] if len(row) != len(header)]
-    if short:
-        line, fields = short[0]
-        ends = " (the file ends mid-row: truncated?)" if line == records[-1][0] and fields < len(header) else ""
-        lines = ", ".join(str(n) for n, _ in short[:5]) + (f" ... ({len(short)} lines)" if len(short) > 5 else "")
-        raise RawDataError(study, path.name, f"line {line} has {fields} fields but the header has {len(header)}{ends}; lines {lines}")
-    frame = pd.DataFrame([row for _, row in records[1:]], columns=header, dtype=object)
+    if len(set(map(len, rows))) > 1:
+        _refuse_ragged(study, path.name, text, delimiter, len(header))
+    frame = pd.DataFrame(rows[1:], columns=header, dtype=object)
     warnings = mojibake_warnings(frame, {}) if codecs.lookup(encoding).name != "utf-8" else []
     return RawTable(study, "", path, frame, warnings=warnings)
+
+
+def _refuse_ragged(study: str, file: str, text: str, delimiter: str, width: int) -> None:
+    """Name the records whose number of fields differs from the header's, by line (read again: line numbers
+    slow down the reading of every file that is not refused)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records = [(reader.line_num, row) for row in reader if row]
+    short = [(line, len(row)) for line, row in records[1:] if len(row) != width]
+    line, fields = short[0]
+    ends = " (the file ends mid-row: truncated?)" if line == records[-1][0] and fields < width else ""
+    lines = ", ".join(str(n) for n, _ in short[:5]) + (f" ... ({len(short)} lines)" if len(short) > 5 else "")
+    raise RawDataError(study, file, f"line {line} has {fields} fields but the header has {width}{ends}; lines {lines}")
 
 
 def _check_header(study: str, file: str, header: list, where) -> None:
@@ -184,6 +198,7 @@ def _cell_name(row: int, column: int) -> str:
     return f"{letters}{row + 1}"
 
 
+FORMULA_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s/>]")
 NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main", "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships"}
 
 
@@ -202,19 +217,24 @@ def _xlsx_cells_calamine_cannot_see(path: Path, sheet: str) -> tuple[list[str], 
     """Formula cells without a cached value, and the number of hidden rows, from the sheet's XML.
 
     calamine returns the cached value of a formula and an empty cell when there is none, and
-    it does not report row visibility; both are read here in one streaming pass."""
+    it does not report row visibility; both are read here in one pass over the XML."""
     uncached, hidden = [], 0
-    with zipfile.ZipFile(path) as archive, archive.open(_xlsx_sheet_part(archive, sheet)) as part:
-        for _, element in ElementTree.iterparse(part):
-            tag = element.tag.rsplit("}", 1)[-1]
-            if tag == "c":
-                formula, value = element.find("m:f", NS), element.find("m:v", NS)
-                if formula is not None and (value is None or value.text is None) and element.get("t") != "inlineStr":
-                    uncached.append(element.get("r", "?"))
-                element.clear()
-            elif tag == "row":
-                hidden += element.get("hidden") in ("1", "true")
-                element.clear()
+    with zipfile.ZipFile(path) as archive:
+        xml = archive.read(_xlsx_sheet_part(archive, sheet))
+    # Walking every cell in Python is most of the reading time; a sheet without any formula tag (text
+    # cannot hold a raw "<") and without the word "hidden" has neither, and needs no walk.
+    if not FORMULA_TAG.search(xml) and b"hidden" not in xml:
+        return uncached, hidden
+    for _, element in ElementTree.iterparse(io.BytesIO(xml)):
+        tag = element.tag.rsplit("}", 1)[-1]
+        if tag == "c":
+            formula, value = element.find("m:f", NS), element.find("m:v", NS)
+            if formula is not None and (value is None or value.text is None) and element.get("t") != "inlineStr":
+                uncached.append(element.get("r", "?"))
+            element.clear()
+        elif tag == "row":
+            hidden += element.get("hidden") in ("1", "true")
+            element.clear()
     return uncached, hidden
 
 

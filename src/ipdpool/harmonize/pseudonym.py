@@ -73,5 +73,16 @@ def weakness(key: bytes) -> str | None:
 
 
 def pseudonyms(key: bytes, study: str, sites, ids) -> list[str]:
-    """One pseudonym per (site, id); the unit separator keeps fields from running together."""
-    return [hmac.new(key, f"{study}\x1f{site}\x1f{pid}".encode("utf-8"), hashlib.sha256).hexdigest()[:LENGTH] for site, pid in zip(sites, ids)]
+    """One pseudonym per (site, id), computed once per distinct pair; the unit separator keeps fields from
+    running together. The HMAC is keyed and fed the study once, and each pair continues a copy of it: the
+    same digest as hashing the whole message, without repeating the key schedule per participant."""
+    keyed = hmac.new(key, f"{study}\x1f".encode("utf-8"), hashlib.sha256)
+
+    def one(site, pid) -> str:
+        mac = keyed.copy()
+        mac.update(f"{site}\x1f{pid}".encode("utf-8"))
+        return mac.hexdigest()[:LENGTH]
+
+    pairs = list(zip(sites, ids))
+    unique = {pair: one(*pair) for pair in dict.fromkeys(pairs)}
+    return [unique[pair] for pair in pairs]

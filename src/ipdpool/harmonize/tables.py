@@ -238,12 +238,14 @@ class StudyData:
     def _user_missing(self, table: LinkedTable, column: str, cells: pd.Series) -> pd.Series:
         declared = table.raw.user_missing.get(column, [])
         mask = pd.Series(False, index=cells.index)
-        numbers = pd.to_numeric(cells, errors="coerce")
+        if not declared:  # most columns (and every CSV and Excel column): no need to parse the cells
+            return mask
+        numbers, keys = pd.to_numeric(cells, errors="coerce"), code_keys(cells)
         for item in declared:
             if isinstance(item, tuple):
                 mask |= (numbers >= item[0]) & (numbers <= item[1])
             else:
-                mask |= code_keys(cells).eq(code_key(item))
+                mask |= keys.eq(code_key(item))
         return mask
 
     def _labelled(self, values: pd.Series, table: LinkedTable, column: str, file: str, variable: str) -> pd.Series:

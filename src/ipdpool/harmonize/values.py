@@ -22,10 +22,16 @@ def code_key(value) -> str | None:
     return str(value).strip()
 
 
+def unique_values(series: pd.Series) -> tuple[np.ndarray, list]:
+    """(codes, distinct values): codes index the values, and -1 (missing) picks the None appended last."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    return codes, list(uniques) + [None]
+
+
 def map_unique(series: pd.Series, function) -> pd.Series:
     """Apply `function` once per distinct value (fast on long tables)."""
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    mapped = np.array([function(u) for u in uniques] + [function(None)], dtype=object)
+    codes, uniques = unique_values(series)
+    mapped = np.array([function(u) for u in uniques], dtype=object)
     return pd.Series(mapped[codes], index=series.index, dtype=object)
 
 
@@ -51,9 +57,11 @@ def _number(value, decimal: str):
 
 def parse_numbers(series: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.Series]:
     """Numbers from cells; returns (values, mask of non-empty cells that did not parse)."""
-    parsed = map_unique(series, lambda v: _number(v, decimal))
-    bad = parsed.isna() & parsed.map(lambda v: v is None) & series.notna()
-    return pd.to_numeric(parsed.where(~bad, np.nan), errors="coerce").astype(float), bad
+    codes, uniques = unique_values(series)
+    parsed = [_number(u, decimal) for u in uniques]  # None: did not parse
+    values = np.array([np.nan if v is None else v for v in parsed], dtype=float)
+    unparseable = np.array([v is None for v in parsed], dtype=bool)
+    return pd.Series(values[codes], index=series.index), pd.Series(unparseable[codes], index=series.index)
 
 
 def _date(value, date_format: str | None):
@@ -75,9 +83,11 @@ def _date(value, date_format: str | None):
 
 def parse_dates(series: pd.Series, date_format: str | None) -> tuple[pd.Series, pd.Series]:
     """Dates from date cells or text in `date_format`; returns (dates, mask of cells that did not parse)."""
-    parsed = map_unique(series, lambda v: _date(v, date_format))
-    bad = parsed.map(lambda v: v is None) & series.notna()
-    return pd.to_datetime(parsed.where(~bad, pd.NaT)), bad
+    codes, uniques = unique_values(series)
+    parsed = [_date(u, date_format) for u in uniques]  # None: did not parse
+    dates = pd.to_datetime(pd.Series([pd.NaT if d is None else d for d in parsed], dtype=object)).to_numpy()
+    unparseable = np.array([d is None for d in parsed], dtype=bool)
+    return pd.Series(dates[codes], index=series.index), pd.Series(unparseable[codes], index=series.index)
 
 
 INTEGER_ID = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
