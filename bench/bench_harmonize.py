@@ -48,7 +48,9 @@ start = time.perf_counter()
 result = harmonize_study(rules, schema, b"benchmark-key-0123456789")
 elapsed = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": elapsed, "read_seconds": read_seconds, "reader": "/".join(sorted(formats)), "peak_mib": peak, "rows": len(result.data)}))
+reader = "/".join(sorted(formats))
+figures = {"seconds": elapsed, "read_seconds": read_seconds, "reader": reader, "peak_mib": peak}
+print(json.dumps({**figures, "rows": len(result.data)}))
 """
 
 READERS = {"csv": "CSV", "excel": "Excel (calamine)", "spss": "SPSS", "stata": "Stata"}
@@ -79,9 +81,11 @@ def main() -> None:
                 sums = by_reader.setdefault(reader, [0, 0.0, 0.0])
                 sums[0], sums[1], sums[2] = sums[0] + f["rows"], sums[1] + f["seconds"], sums[2] + f["read_seconds"]
                 rates = f"{f['rows'] / f['seconds']:>14,.0f} {f['rows'] / f['read_seconds']:>12,.0f}"
-                print(f"{scale:>6} {study:>5} {reader:>16} {f['rows']:>12} {f['seconds']:>7.2f} {f['read_seconds']:>7.2f} {rates} {f['peak_mib']:>9.0f}")
+                times = f"{f['rows']:>12} {f['seconds']:>7.2f} {f['read_seconds']:>7.2f}"
+                print(f"{scale:>6} {study:>5} {reader:>16} {times} {rates} {f['peak_mib']:>9.0f}")
             for reader, (rows, seconds, read) in sorted(by_reader.items()):
-                print(f"{scale:>6} {'all':>5} {reader:>16} {rows:>12} {seconds:>7.2f} {read:>7.2f} {rows / seconds:>14,.0f} {rows / read:>12,.0f}")
+                rates = f"{rows / seconds:>14,.0f} {rows / read:>12,.0f}"
+                print(f"{scale:>6} {'all':>5} {reader:>16} {rows:>12} {seconds:>7.2f} {read:>7.2f} {rates}")
             participants = scale * sum(t.n for t in TRIALS.values())
             print(f"{scale:>6} {'all':>5} {'all':>16} {participants:>12} {total:>7.2f}")
 
