@@ -3,13 +3,13 @@ chunking, performance measures against known truth, and the same workflow locall
 the test SLURM cluster."""
 
 import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, snakemake
-from test_execution import SLURM_PROFILES, SLURM_SITE, needs_slurm
 
 from ipdpool.simulation import run_chunk, seed_for, simulate_trials, summarize
 
@@ -46,6 +46,12 @@ def test_performance_measures_recover_known_values():
     assert abs(row["coverage"] - 0.9) < 4 * row["coverage_mcse"]
     assert row["replicates"] == row["estimated"] == n
 
+
+SLURM = shutil.which("sinfo") is not None and subprocess.run(["sinfo"], capture_output=True).returncode == 0
+needs_slurm = pytest.mark.skipif(not SLURM, reason="no SLURM cluster running (.ci/slurm/start starts one)")
+# The user profile (account and partition from the environment) with the test cluster's layer.
+SLURM_PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(REPO / ".ci" / "slurm" / "profile")]
+SLURM_SITE = {"SBATCH_ACCOUNT": "root", "SBATCH_PARTITION": "main"}
 
 TINY = {
     "replicates": 4,
