@@ -1,9 +1,13 @@
-rule one_stage_outcome:
+# One job per outcome: the one-stage model and the two-stage meta-analysis (each cheaper than a job's start-up).
+rule outcome_models:
     input:
         STATISTICS,
     output:
         primary="results/models/{outcome}/one_stage.tsv",
         sensitivity="results/models/{outcome}/sensitivity.tsv",
+        per_study="results/models/{outcome}/per_study.tsv",
+        two_stage="results/models/{outcome}/two_stage.tsv",
+        leave_one_out="results/models/{outcome}/leave_one_out.tsv",
     log:
         "logs/models/{outcome}.log",
     benchmark:
@@ -13,7 +17,7 @@ rule one_stage_outcome:
     params:
         analysis=config["analysis"],
     script:
-        "../scripts/one_stage_outcome.py"
+        "../scripts/outcome_models.py"
 
 
 rule one_stage_tables:

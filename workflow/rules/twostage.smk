@@ -1,22 +1,3 @@
-rule two_stage_outcome:
-    input:
-        STATISTICS,
-    output:
-        per_study="results/models/{outcome}/per_study.tsv",
-        two_stage="results/models/{outcome}/two_stage.tsv",
-        leave_one_out="results/models/{outcome}/leave_one_out.tsv",
-    log:
-        "logs/two_stage/{outcome}.log",
-    benchmark:
-        "benchmarks/two_stage/{outcome}.tsv"
-    conda:
-        "../envs/ipdpool.yaml"
-    params:
-        analysis=config["analysis"],
-    script:
-        "../scripts/two_stage_outcome.py"
-
-
 rule two_stage_tables:
     input:
         per_study=expand("results/models/{outcome}/per_study.tsv", outcome=OUTCOMES),
