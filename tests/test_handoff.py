@@ -2,6 +2,7 @@
 dictionary and a frictionless data package that validates against the data."""
 
 import json
+import time
 
 import pandas as pd
 import pyreadstat
@@ -74,3 +75,14 @@ def test_handoff_files_are_owner_only_and_never_shared(handoff, tmp_path):
     assert len(files) == 8 and all(p.stat().st_mode & 0o777 == 0o600 for p in files)
     with pytest.raises(ShareRefused):
         collect_shareable([out / "pooled.dta"], tmp_path / "share", 5)
+
+
+def test_the_data_dictionary_workbook_has_the_same_bytes_every_time(tmp_path):
+    from ipdpool.evaluation import write_workbook
+
+    sheets = {"Variables": pd.DataFrame({"name": ["age"], "label": ["Age"]}), "Categories": pd.DataFrame({"variable": ["sex"], "code": [1]})}
+    write_workbook(sheets, tmp_path / "one.xlsx")
+    time.sleep(1.1)  # openpyxl stamps the save time to the second
+    write_workbook(sheets, tmp_path / "two.xlsx")
+    assert (tmp_path / "one.xlsx").read_bytes() == (tmp_path / "two.xlsx").read_bytes()
+    assert pd.read_excel(tmp_path / "one.xlsx", sheet_name=None).keys() == {"Variables", "Categories"}

@@ -217,11 +217,17 @@ XLSX_TIMESTAMP = re.compile(rb"(<dcterms:(created|modified)[^>]*>)[^<]*(</dcterm
 
 
 def write_xlsx(frame: pd.DataFrame, path: Path, sheet: str) -> None:
-    """One sheet; the workbook's save time and the zip entries' times fixed, so that the same
-    table gives the same bytes on every run."""
+    """One sheet (see write_workbook)."""
+    write_workbook({sheet: frame}, path)
+
+
+def write_workbook(sheets: dict[str, pd.DataFrame], path: Path) -> None:
+    """Sheets in order; the workbook's save time and the zip entries' times fixed, so that the
+    same tables give the same bytes on every run."""
     buffer = io.BytesIO()
     with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
-        frame.to_excel(writer, sheet_name=sheet, index=False)
+        for sheet, frame in sheets.items():
+            frame.to_excel(writer, sheet_name=sheet, index=False)
     Path(path).write_bytes(stable_zip(buffer.getvalue()))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyreadstat
 
+from .evaluation import write_workbook
 from .harmonize.schema import column_types
 from .labels import outcome_label
 
@@ -141,9 +142,7 @@ def write_handoff(pooled: pd.DataFrame, schema: dict, out_dir: Path) -> list[Pat
     variables, category_rows = variables_table(schema), categories_table(schema)
     variables.to_csv(out_dir / "variables.tsv", sep="\t", index=False, lineterminator="\n")
     category_rows.to_csv(out_dir / "categories.tsv", sep="\t", index=False, lineterminator="\n")
-    with pd.ExcelWriter(out_dir / "dictionary.xlsx", engine="openpyxl") as writer:
-        variables.to_excel(writer, sheet_name="Variables", index=False)
-        category_rows.to_excel(writer, sheet_name="Categories", index=False)
+    write_workbook({"Variables": variables, "Categories": category_rows}, out_dir / "dictionary.xlsx")
     (out_dir / "datapackage.json").write_text(json.dumps(datapackage(schema, "pooled.csv"), indent=2) + "\n", encoding="utf-8")
     written += [out_dir / name for name in ("variables.tsv", "categories.tsv", "dictionary.xlsx", "datapackage.json")]
     return [private(path) for path in written]
