@@ -111,6 +111,9 @@ def test_after_kills_at_several_points_the_next_run_cleans_up_and_gives_identica
     harmonized.mkdir(parents=True, exist_ok=True)
     stale = harmonized / ".EU6.parquet.k1ll3d0_"
     stale.write_bytes(b"PAR1 half written")
+    # A killed Snakemake cannot release its lock; as its message says, the user unlocks first
+    # (the lock is what stops two runs writing the same files, so the workflow never forces it).
+    assert snakemake(workdir, "--unlock").returncode == 0
     result = snakemake(workdir, "--cores", "2", "results/harmonized/pooled.parquet")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not stale.exists() and not [p.name for p in harmonized.iterdir() if p.name.startswith(".")]
