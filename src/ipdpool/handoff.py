@@ -18,6 +18,7 @@ import pyreadstat
 from .evaluation import write_workbook
 from .harmonize.schema import column_types
 from .labels import outcome_label
+from .tables import formula_safe
 
 # Value labels of integer-coded 0/1 columns (the schema's "allowed: [0, 1]").
 BINARY_LABELS = {"employed": {0: "did not work during follow-up", 1: "worked during follow-up"}}
@@ -137,11 +138,11 @@ def write_handoff(pooled: pd.DataFrame, schema: dict, out_dir: Path) -> list[Pat
     for name in csv.columns:  # whole numbers print without ".0"
         if name in codes or column_types(schema)[name] == "integer":
             csv[name] = csv[name].astype("Int64")
-    csv.to_csv(out_dir / "pooled.csv", index=False, lineterminator="\n")
+    formula_safe(csv).to_csv(out_dir / "pooled.csv", index=False, lineterminator="\n")  # opened in spreadsheets
     written += [out_dir / "pooled.parquet", out_dir / "pooled.csv"]
     variables, category_rows = variables_table(schema), categories_table(schema)
-    variables.to_csv(out_dir / "variables.tsv", sep="\t", index=False, lineterminator="\n")
-    category_rows.to_csv(out_dir / "categories.tsv", sep="\t", index=False, lineterminator="\n")
+    formula_safe(variables).to_csv(out_dir / "variables.tsv", sep="\t", index=False, lineterminator="\n")
+    formula_safe(category_rows).to_csv(out_dir / "categories.tsv", sep="\t", index=False, lineterminator="\n")
     write_workbook({"Variables": variables, "Categories": category_rows}, out_dir / "dictionary.xlsx")
     (out_dir / "datapackage.json").write_text(json.dumps(datapackage(schema, "pooled.csv"), indent=2) + "\n", encoding="utf-8")
     written += [out_dir / name for name in ("variables.tsv", "categories.tsv", "dictionary.xlsx", "datapackage.json")]
