@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
+
+from .probabilities import chi2_quantile, chi2_sf, norm_quantile, norm_sf, t_quantile, t_sf
 
 METHODS = ("REML", "DL", "PM", "FE")
 # "higgins": Higgins, Thompson & Spiegelhalter (2009), t(k - 2); "metafor": predict.rma's default,
@@ -156,7 +158,7 @@ def estimate_tau2(y: np.ndarray, v: np.ndarray, method: str) -> float:
 def q_profile_interval(y: np.ndarray, v: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Q-profile confidence interval for tau^2 (Viechtbauer 2007): the tau^2 values at which
     the generalized Q statistic equals the chi-square(k - 1) quantiles."""
-    upper_q, lower_q = stats.chi2.ppf([1 - (1 - level) / 2, (1 - level) / 2], len(y) - 1)
+    upper_q, lower_q = chi2_quantile(np.array([1 - (1 - level) / 2, (1 - level) / 2]), len(y) - 1)
     return tau2_where_q_equals(y, v, upper_q), tau2_where_q_equals(y, v, lower_q)
 
 
@@ -177,7 +179,7 @@ def heterogeneity(y: np.ndarray, v: np.ndarray, tau2: float, fixed: bool) -> tup
     if k == 1:
         return 0.0, 1.0, 0.0, 1.0
     q, _ = cochran_q(y, v)
-    q_p = float(stats.chi2.sf(q, k - 1))
+    q_p = float(chi2_sf(q, k - 1))
     if fixed:
         return q, q_p, max(0.0, 100 * (q - (k - 1)) / q) if q > 0 else 0.0, q / (k - 1)
     w = 1 / v
@@ -187,7 +189,7 @@ def heterogeneity(y: np.ndarray, v: np.ndarray, tau2: float, fixed: bool) -> tup
 
 def two_sided_quantile(level: float, df: float) -> float:
     upper = 1 - (1 - level) / 2
-    return float(stats.t.ppf(upper, df) if np.isfinite(df) else stats.norm.ppf(upper))
+    return float(t_quantile(upper, df) if np.isfinite(df) else norm_quantile(upper))
 
 
 def prediction_df(k: int, hksj: bool, convention: str) -> float:
@@ -232,7 +234,7 @@ def meta_analysis(
     crit = two_sided_quantile(level, df)
     with np.errstate(divide="ignore", invalid="ignore"):  # SE 0: p = 0 (nan for estimate 0), as metafor
         z = np.abs(np.float64(estimate) / se)
-    p_value = float(2 * (stats.t.sf(z, df) if np.isfinite(df) else stats.norm.sf(z)))
+    p_value = float(2 * (t_sf(z, df) if np.isfinite(df) else norm_sf(z)))
     q, q_p, i2, h2 = heterogeneity(y, v, tau2, method == "FE")
     tau2_ci = q_profile_interval(y, v, level) if k > 1 and method != "FE" else (np.nan, np.nan)
     pi_df = np.nan if method == "FE" else prediction_df(k, hksj, prediction)

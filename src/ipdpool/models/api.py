@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .crossprod import cross_products
-from .lmm import DDF_METHODS, LmmFit, NotEstimable, fit_lmm
+from . import NotEstimable
+from .lmm import DDF_METHODS, LmmFit, fit_lmm
 
 RANDOM_PART = re.compile(r"\(\s*([^()|]+?)\s*\|\s*([^()|]+?)\s*\)")
 MAX_RANDOM_TERMS = 3

@@ -25,17 +25,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
-from . import numderiv
+from ..probabilities import t_quantile, t_sf
+from . import NotEstimable, numderiv
 from .crossprod import CrossProducts
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default, on theta
 DDF_METHODS = ("satterthwaite", "kenward_roger")
-
-
-class NotEstimable(Exception):
-    """The model cannot be fitted on these data (say why)."""
 
 
 def theta_size(q: int) -> int:
@@ -285,10 +282,10 @@ class LmmFit:
             if ddf == "kenward_roger":
                 inference += "; Kenward-Roger needs REML, Satterthwaite used for this ML fit"
         se = float(np.sqrt(variance))
-        crit = stats.t.ppf(0.5 + level / 2, df)
+        crit = t_quantile(0.5 + level / 2, df)
         return {
             "estimate": estimate, "se": se, "df": df, "t": estimate / se,
-            "p_value": float(2 * stats.t.sf(abs(estimate / se), df)),
+            "p_value": float(2 * t_sf(abs(estimate / se), df)),
             "ci_low": estimate - crit * se, "ci_high": estimate + crit * se, "inference": inference,
         }  # fmt: skip
 

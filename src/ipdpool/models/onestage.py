@@ -13,9 +13,9 @@ import logging
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-
-from .lmm import SINGULAR_TOLERANCE, LmmFit, NotEstimable, fit_lmm
+from ..probabilities import t_quantile, t_sf
+from . import NotEstimable
+from .lmm import SINGULAR_TOLERANCE, LmmFit, fit_lmm
 from .statistics import (
     ModelSpec,
     combine,
@@ -135,12 +135,12 @@ def study_fixed_effect(statistics: dict, outcome: str, model: ModelSpec, min_stu
     for term, weights in model.report.items():
         vector = contrast_vector(names, weights)
         estimate, se = float(vector @ beta), float(np.sqrt(vector @ cov @ vector))
-        t_crit = stats.t.ppf(0.975, df)
+        t_crit = t_quantile(0.975, df)
         rows.append(
             {
                 **base_row(outcome, model, term, variant, parts),
                 "estimate": estimate, "se": se, "ci_low": estimate - t_crit * se, "ci_high": estimate + t_crit * se, "df": df,
-                "p_value": float(2 * stats.t.sf(abs(estimate / se), df)), "inference": "t (cluster-robust, studies - 1 df)",
+                "p_value": float(2 * t_sf(abs(estimate / se), df)), "inference": "t (cluster-robust, studies - 1 df)",
                 "method": "OLS with study fixed effects", "status": "estimated", "sigma2": scale * rss / n, "warnings": note,
             }
         )  # fmt: skip

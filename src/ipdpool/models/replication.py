@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from ..probabilities import norm_quantile
 
 
 def replication_table(one_stage: pd.DataFrame, contrast: str, term: str, published: dict[str, list[float]], truth: dict[str, float] | None) -> pd.DataFrame:
@@ -14,7 +14,7 @@ def replication_table(one_stage: pd.DataFrame, contrast: str, term: str, publish
     """
     rows = []
     chosen = one_stage[(one_stage["contrast"] == contrast) & (one_stage["term"] == term)]
-    z = stats.norm.ppf(0.975)
+    z = norm_quantile(0.975)
     for row in chosen.itertuples():
         entry = {"outcome": row.outcome, "contrast": contrast, "term": term, "estimate": row.estimate, "se": row.se, "ci_low": row.ci_low, "ci_high": row.ci_high, "status": row.status}
         if row.outcome in published:

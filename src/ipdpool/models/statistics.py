@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .crossprod import CrossProducts
-from .lmm import NotEstimable
+from . import NotEstimable
 
 DIAGNOSIS_REFERENCE = "schizophrenia_spectrum"
 TERMS = ("employed", "ips", "ips:employed", "baseline", "age", "sex", "diagnosis", "employed_within", "employed_between")

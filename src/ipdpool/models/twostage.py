@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-
+from ..probabilities import t_quantile
 from ..meta import METHODS, leave_one_out, meta_analysis
-from .lmm import NotEstimable
+from . import NotEstimable
 from .onestage import contrast_vector
 from .statistics import ModelSpec, check_full_rank, data_sources, present, statistics_by_study
 
@@ -44,7 +43,7 @@ def per_study(statistics: dict, outcome: str, model: ModelSpec) -> list[dict]:
         except NotEstimable as error:
             rows += [{**base, "term": term, "status": "not estimated", "warnings": str(error)} for term in model.report]
             continue
-        crit = stats.t.ppf(0.975, df)
+        crit = t_quantile(0.975, df)
         for term, weights in model.report.items():
             vector = contrast_vector(names, weights)
             estimate, se = float(vector @ beta), float(np.sqrt(vector @ cov @ vector))
