@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-import pandera.pandas as pa
+
+if TYPE_CHECKING:  # pandera is imported where a frame is validated: reading the schema is every job's work
+    import pandera.pandas as pa
 
 from .. import yamlfile
 from .problems import identifier_like
@@ -44,6 +48,8 @@ def conform(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
 def pandera_schema(schema: dict, outcome_ranges: dict[str, tuple[float, float]] | None = None) -> pa.DataFrameSchema:
     """Types, allowed values, ranges and the uniqueness of participant_id; outcome
     scores are checked against each study's declared instrument range."""
+    import pandera.pandas as pa
+
     checks = {}
     for name, spec in schema["variables"].items():
         column_checks = []
@@ -67,6 +73,8 @@ def pandera_schema(schema: dict, outcome_ranges: dict[str, tuple[float, float]] 
 
 def schema_failures(frame: pd.DataFrame, checker: pa.DataFrameSchema) -> list[str]:
     """Readable failure descriptions (empty when the frame conforms)."""
+    import pandera.pandas as pa
+
     try:
         checker.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
