@@ -17,7 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyreadstat
 import python_calamine
 
@@ -77,11 +81,12 @@ def _mojibake(text: str) -> str | None:
     return None
 
 
-def mojibake_warnings(frame: pd.DataFrame, value_labels: dict[str, dict]) -> list[str]:
-    """Columns whose text (or value labels) look like UTF-8 read as Latin-1/cp1252; names columns, not values."""
+def mojibake_warnings(frame: pd.DataFrame, value_labels: dict[str, dict], distinct_values: dict | None = None) -> list[str]:
+    """Columns whose text (or value labels) look like UTF-8 read as Latin-1/cp1252; names columns, not values.
+    `distinct_values`: each column's distinct values in order of appearance, where the reader has them."""
     suspects, undecodable = [], []
     for column in frame.columns:
-        distinct = frame[column].dropna().unique()
+        distinct = frame[column].dropna().unique() if distinct_values is None else distinct_values[column]
         # A character that could not be decoded is in a cell only if it is in one of the column's distinct values.
         if any(isinstance(v, str) and "\ufffd" in v for v in distinct):
             undecodable.append(str(column))
@@ -132,34 +137,88 @@ def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
 
 
 def _read_csv(study: str, path: Path, spec: dict) -> RawTable:
-    # Python's csv module rather than pandas.read_csv: pandas fills short rows with NaN and renames
-    # duplicate headers (age.1), silently; here every record is checked against the header, by line.
+    # Not pandas.read_csv: it fills short rows with NaN and renames duplicate headers (age.1), silently;
+    # here every record is checked against the header, by line.
     encoding = check_encoding(study, path.name, spec.get("encoding", "utf-8"))
     delimiter = spec.get("delimiter", ",")
     data = path.read_bytes()
+    utf8 = codecs.lookup(encoding).name == "utf-8"
     try:
-        text = data.decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
+        text = data.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise RawDataError(study, path.name, f"is not valid {encoding} text (line {line}, byte {error.start}); set `encoding` for this file") from error
-    # Not pyarrow's CSV reader, although it is faster: it refuses ragged rows, but reads malformed quoting
-    # such as "x"y as xy, where the csv module (strict) refuses the file.
+    # Valid UTF-8 decodes and encodes back to the same bytes, so only other encodings are re-encoded.
+    encoded = data.removeprefix(codecs.BOM_UTF8) if utf8 else text.encode("utf-8")
+    records = _records_unquoted(encoded, delimiter)
+    if records is None:
+        records = _records_strict(study, path.name, text, delimiter)
+    if records is None:
+        raise RawDataError(study, path.name, "has no header row")
+    header, columns = records
+    if len(header) == 1 and any(other in header[0] for other in ";,\t|" if other != delimiter):
+        raise RawDataError(study, path.name, f"has a single column {header[0]!r}: is the delimiter {delimiter!r} right?")
+    _check_header(study, path.name, header, lambda position: f"line 1, field {position}")
+    if columns is None:
+        _refuse_ragged(study, path.name, text, delimiter, len(header))
+    frame, distinct = _text_frame(header, columns)
+    warnings = [] if utf8 else mojibake_warnings(frame, {}, distinct)
+    return RawTable(study, "", path, frame, warnings=warnings)
+
+
+def _records_strict(study: str, file: str, text: str, delimiter: str) -> tuple[list[str], list[pa.Array] | None] | None:
+    """Header and columns by Python's csv module in strict mode (it refuses malformed quoting such as
+    "x"y, which pyarrow reads as xy); columns None when records differ in length from the header
+    (refused after the header checks); None for a file without any record."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         rows = [row for row in reader if row]
     except csv.Error as error:
-        raise RawDataError(study, path.name, f"cannot be parsed as delimited text with delimiter {delimiter!r}: line {reader.line_num}: {error}") from error
+        raise RawDataError(study, file, f"cannot be parsed as delimited text with delimiter {delimiter!r}: line {reader.line_num}: {error}") from error
     if not rows:
-        raise RawDataError(study, path.name, "has no header row")
-    header = rows[0]
-    if len(header) == 1 and any(other in header[0] for other in ";,\t|" if other != delimiter):
-        raise RawDataError(study, path.name, f"has a single column {header[0]!r}: is the delimiter {delimiter!r} right?")
-    _check_header(study, path.name, header, lambda position: f"line 1, field {position}")
-    if len(set(map(len, rows))) > 1:
-        _refuse_ragged(study, path.name, text, delimiter, len(header))
-    frame = pd.DataFrame(rows[1:], columns=header, dtype=object)
-    warnings = mojibake_warnings(frame, {}) if codecs.lookup(encoding).name != "utf-8" else []
-    return RawTable(study, "", path, frame, warnings=warnings)
+        return None
+    header, body = rows[0], rows[1:]
+    if any(len(row) != len(header) for row in body):
+        return header, None
+    return header, [pa.array([row[i] for row in body], pa.string()) for i in range(len(header))]
+
+
+FIRST_RECORD = re.compile(rb"[\r\n]*([^\r\n]*)")
+
+
+def _records_unquoted(data: bytes, delimiter: str) -> tuple[list[str], list[pa.Array]] | None:
+    """Header and columns by pyarrow's CSV parser with quoting off, or None where it could differ from
+    the csv module: a quote character in the file (quoting rules apply only then), a delimiter that is
+    not one byte, a field over the csv module's size limit, or anything pyarrow refuses (ragged records,
+    an empty file); the strict reader then decides."""
+    if b'"' in data or len(delimiter.encode("utf-8")) != 1:
+        return None
+    width = FIRST_RECORD.match(data).group(1).count(delimiter.encode("utf-8")) + 1
+    options = (
+        pacsv.ReadOptions(use_threads=False, autogenerate_column_names=True),
+        pacsv.ParseOptions(delimiter=delimiter, quote_char=False, newlines_in_values=False, ignore_empty_lines=True),
+        pacsv.ConvertOptions(column_types={f"f{i}": pa.string() for i in range(width)}, strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[]),
+    )
+    try:
+        table = pacsv.read_csv(io.BytesIO(data), *options)
+    except pa.ArrowInvalid:
+        return None
+    columns = [column.combine_chunks() for column in table.columns]
+    longest = max((pc.max(pc.utf8_length(column)).as_py() or 0 for column in columns), default=0)
+    if table.num_columns != width or longest >= csv.field_size_limit():
+        return None
+    return [column[0].as_py() for column in columns], [column.slice(1) for column in columns]
+
+
+def _text_frame(header: list[str], columns: list[pa.Array]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Object columns of str whose equal cells share one str (built once per distinct value: long
+    tables repeat codes, dates and ids), and each column's distinct values in order of appearance."""
+    arrays, distinct = {}, {}
+    for name, column in zip(header, columns):
+        encoded = column.dictionary_encode()
+        distinct[name] = encoded.dictionary.to_numpy(zero_copy_only=False)
+        arrays[name] = distinct[name][encoded.indices.to_numpy(zero_copy_only=False)]
+    return pd.DataFrame(arrays, columns=header, dtype=object), distinct
 
 
 def _refuse_ragged(study: str, file: str, text: str, delimiter: str, width: int) -> None:
