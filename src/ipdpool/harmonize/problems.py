@@ -74,9 +74,10 @@ def identifier_values(cells: pd.Series) -> str | None:
     text = text[text != ""]
     if len(text) < MIN_CELLS:
         return None
-    numbers = pd.to_numeric(text, errors="coerce")
+    distinct_text = pd.Series(text.unique())  # parsed once per distinct text: codes and sites repeat
+    numbers = pd.to_numeric(distinct_text, errors="coerce")
     long_numbers = numbers.abs().ge(10 ** (ID_DIGITS - 1)).any()
-    distinct = text.nunique()
+    distinct = len(distinct_text)
     if distinct >= NEAR_UNIQUE * len(text) and (numbers.isna().any() or long_numbers):
         return f"looks like identifiers: {distinct} distinct values in {len(text)} cells"
     return None

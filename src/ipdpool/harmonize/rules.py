@@ -154,11 +154,12 @@ def employment_hours(data: StudyData, variable: str, spec: dict) -> RuleResult |
     if low > high:
         data.problems.add("(rule file)", variable, f"window_weeks [{low}, {high}] runs backwards")
     in_window = (weeks >= low) & (weeks <= high)
-    worked = (in_window & (hours > 0)).groupby(level=0).any()
-    logged = in_window.groupby(level=0).any()
+    position = data.participants.get_indexer(rows.index)
+    worked = data.any_per_participant(position, in_window & (hours > 0))
+    logged = data.any_per_participant(position, in_window)
     # Without rows in the window a participant is known not to have worked only if the log covers everyone.
     fallback = 0.0 if spec["absent_means_not_employed"] else np.nan
-    values = worked.where(logged).astype(float).reindex(data.participants).fillna(fallback)
+    values = pd.Series(np.where(logged, worked.astype(float), fallback), index=data.participants)
     notes = [f"{int(((weeks < low) | (weeks > high)).sum())} log rows outside weeks {low}-{high} ignored", f"{int((hours == 0).sum())} rows with 0 hours"]
     return RuleResult(values, f"employment_hours (any week {low}-{high} with hours > 0)", source=f"{table.file}: {spec['week']}, {spec['hours']}", rows_in=len(rows), nonmissing_in=int(hours.notna().sum()), notes=notes)
 
@@ -215,8 +216,8 @@ def employment_episodes(data: StudyData, variable: str, spec: dict) -> RuleResul
     episode_anchor = anchor.reindex(rows.index)
     episode_end = window_end.reindex(rows.index)
     overlaps = (start.to_numpy() <= episode_end.to_numpy()) & (end.isna().to_numpy() | (end.to_numpy() >= episode_anchor.to_numpy()))
-    worked = pd.Series(overlaps, index=rows.index).groupby(level=0).any()
-    values = worked.astype(float).reindex(data.participants).fillna(0.0).where(anchor.notna())
+    worked = data.any_per_participant(data.participants.get_indexer(rows.index), overlaps)
+    values = pd.Series(worked.astype(float), index=data.participants).where(anchor.notna())
     notes = [f"{all_rows - len(rows)} episodes excluded by `where`", f"{int(end.isna().sum())} ongoing episodes (no end date)"]
     return RuleResult(values, f"employment_episodes (overlap with [anchor, anchor + {window}])", source=f"{table.file}: {spec['start']}, {spec['end']}", rows_in=all_rows, nonmissing_in=len(rows), notes=notes)
 

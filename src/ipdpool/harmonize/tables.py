@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..rawio import RawDataError, RawTable, read_table
 from .problems import Problems, column_list, data_rows
-from .values import code_key, code_keys, normalize_ids, parse_dates
+from .values import code_key, code_keys, key_list, normalize_ids, parse_dates, unique_values
 
 DAYS_PER_MONTH = 365.25 / 12
 
@@ -29,6 +29,7 @@ class LinkedTable:
     keys: pd.Series  # participant key per raw row (None where the id is missing or invalid)
     ids: pd.Series  # the trial's own id, normalized, per raw row
     reformatted: int = 0  # rows whose id `id_format` changed
+    position: np.ndarray | None = None  # participant (position in the participant index) per raw row; -1: none
 
     @property
     def file(self) -> str:
@@ -66,9 +67,13 @@ class StudyData:
         self.one_row_table: dict[str, LinkedTable] = {}
         self.warnings: list[str] = []  # e.g. likely mojibake; logged, they do not stop the study
         self.empty: dict[str, str] = {}  # "table <name>" or "selection <name>" without rows -> its file
+        self.indexers: dict[str, np.ndarray] = {}  # one-row table or selection -> its row of each participant
         for name, spec in rules["tables"].items():
             self._load(name, spec)
         self.participants = self._participant_index()
+        for table in self.tables.values():
+            # Once per table: rows are matched to participants by position, not by comparing ids again.
+            table.position = self.participants.get_indexer(table.keys)
         for name, table in self.tables.items():
             if name != rules["participants"]["table"]:
                 self._link(table)
@@ -127,16 +132,16 @@ class StudyData:
         return pd.Index(self.one_row[name].index, dtype=object)
 
     def _link(self, table: LinkedTable) -> None:
-        known = table.keys.isin(self.participants)
-        orphans = table.keys.notna() & ~known
+        known = table.position >= 0
+        orphans = table.keys.notna().to_numpy() & ~known
         if orphans.any() and len(self.participants):
             self.problems.add(table.file, table.spec["id"], "rows whose participant is not in the participants table", rows=data_rows(np.flatnonzero(orphans)))
         if table.spec.get("rows", "one") == "one":
             duplicated = table.keys.duplicated(keep=False) & table.keys.notna()
             if duplicated.any():
                 self.problems.add(table.file, table.spec["id"], "more than one row per participant in a table declared rows: one", rows=data_rows(np.flatnonzero(duplicated)))
-            keep = known & ~table.keys.duplicated()
-            self.one_row[table.name] = table.frame.set_axis(table.keys).loc[keep.to_numpy()]
+            keep = known & ~table.keys.duplicated().to_numpy()
+            self.one_row[table.name] = table.frame.set_axis(table.keys).loc[keep]
             self.one_row_file[table.name] = table.file
             self.one_row_table[table.name] = table
 
@@ -146,8 +151,7 @@ class StudyData:
             if spec["from"] not in self.rules["tables"]:
                 self.problems.add("(rule file)", f"selection {name}", f"table {spec['from']!r} is not declared under tables")
             return
-        frame = table.frame.set_axis(table.keys)
-        frame = frame.loc[table.keys.notna().to_numpy() & table.keys.isin(self.participants).to_numpy()]
+        frame = table.frame.set_axis(table.keys).loc[table.position >= 0]
         if "where" in spec:
             frame = self.filter_rows(frame, spec["where"], table, f"selection {name}")
         if "visit_window" in spec:
@@ -196,7 +200,7 @@ class StudyData:
         """Per table: rows, ids changed by `id_format`, rows matched to a participant (for the rule log)."""
         parts = []
         for table in self.tables.values():
-            matched = int((table.keys.notna() & table.keys.isin(self.participants)).sum())
+            matched = int((table.position >= 0).sum())
             parts.append(f"{table.name}: {len(table.keys)} rows, {table.reformatted} ids reformatted, {matched} matched")
         return "; ".join(parts)
 
@@ -221,19 +225,27 @@ class StudyData:
         cells = frame[column]
         table = self.one_row_table[name]
         set_missing = {}
-        keys = code_keys(cells)
-        blank = keys.isna() | keys.eq("")
-        declared = [code_key(v) for v in spec.get("missing", [])]
-        coded = keys.isin(declared) & ~blank
-        user = self._user_missing(table, column, cells) & ~blank & ~coded
-        for reason, mask in (("blank", blank & cells.notna()), ("missing code", coded), ("declared user-missing in file", user)):
+        # Blank and missing codes are decided once per distinct value, then spread over the cells.
+        codes, uniques = unique_values(cells)
+        keys = key_list(uniques)
+        declared = {code_key(v) for v in spec.get("missing", [])}
+        blank = np.array([key is None or key == "" for key in keys])[codes]
+        coded = np.array([key in declared for key in keys])[codes] & ~blank
+        user = self._user_missing(table, column, cells).to_numpy() & ~blank & ~coded
+        for reason, mask in (("blank", blank & (codes >= 0)), ("missing code", coded), ("declared user-missing in file", user)):
             if mask.any():
                 set_missing[reason] = int(mask.sum())
         values = cells.astype(object).where(~(blank | coded | user), None)
         if spec.get("labels"):
             values = self._labelled(values, table, column, file, variable)
-        aligned = values.reindex(self.participants)
-        return SourceValues(aligned, file, column, int(len(frame)), int((~blank).sum()), set_missing)
+        return SourceValues(self._aligned(name, values), file, column, int(len(frame)), int((~blank).sum()), set_missing)
+
+    def _aligned(self, name: str, values: pd.Series) -> pd.Series:
+        """A column of a one-row table or selection on the participants' index (NaN for participants
+        without a row), as reindex does, with the indexer found once per table or selection."""
+        if name not in self.indexers:
+            self.indexers[name] = self.one_row[name].index.get_indexer(self.participants)
+        return pd.Series(values.array.take(self.indexers[name], allow_fill=True), index=self.participants, name=values.name, dtype=values.dtype)
 
     def _user_missing(self, table: LinkedTable, column: str, cells: pd.Series) -> pd.Series:
         declared = table.raw.user_missing.get(column, [])
@@ -281,5 +293,8 @@ class StudyData:
             if column not in table.frame.columns:
                 self.problems.add(table.file, variable, f"column {column!r} not found; columns are {column_list(table.frame.columns)}")
                 return None
-        keep = table.keys.notna() & table.keys.isin(self.participants)
-        return table, table.frame.set_axis(table.keys).loc[keep.to_numpy()]
+        return table, table.frame.set_axis(table.keys).loc[table.position >= 0]
+
+    def any_per_participant(self, position: np.ndarray, mask) -> np.ndarray:
+        """Per participant, whether `mask` holds on any of their rows (`position`: each row's participant)."""
+        return np.bincount(position[np.asarray(mask, dtype=bool)], minlength=len(self.participants)) > 0

@@ -28,15 +28,19 @@ def unique_values(series: pd.Series) -> tuple[np.ndarray, list]:
     return codes, list(uniques) + [None]
 
 
-def map_unique(series: pd.Series, function) -> pd.Series:
-    """Apply `function` once per distinct value (fast on long tables)."""
-    codes, uniques = unique_values(series)
-    mapped = np.array([function(u) for u in uniques], dtype=object)
-    return pd.Series(mapped[codes], index=series.index, dtype=object)
+def spread(series: pd.Series, codes: np.ndarray, mapped: list) -> pd.Series:
+    """Values computed per distinct value (`mapped`, indexed by `codes`) back on every row of `series`."""
+    return pd.Series(np.array(mapped, dtype=object)[codes], index=series.index, dtype=object)
+
+
+def key_list(uniques: list) -> list:
+    """code_key of each value; text, the most common value (every CSV cell), stripped inline."""
+    return [u.strip() if type(u) is str else code_key(u) for u in uniques]
 
 
 def code_keys(series: pd.Series) -> pd.Series:
-    return map_unique(series, code_key)
+    codes, uniques = unique_values(series)
+    return spread(series, codes, key_list(uniques))
 
 
 def _number(value, decimal: str):
@@ -114,22 +118,21 @@ def format_id(text: str, id_format: dict) -> str | None:
     return text
 
 
+def integer_id(key: str) -> str:
+    """An integer id's canonical digits, or "" when `key` is not an integer. Parsed from the digits, never
+    through float, so long ids stay exact; plain ASCII digits (most ids) need no parse at all."""
+    if key.isascii() and key.isdigit():
+        return key.lstrip("0") or "0"
+    return str(int(key.split(".")[0])) if INTEGER_ID.fullmatch(key) else ""
+
+
 def normalize_ids(series: pd.Series, id_type: str, id_format: dict | None = None) -> tuple[pd.Series, pd.Series]:
     """Participant ids as canonical text; returns (ids, mask of ids that are not valid for id_type)."""
-
-    def one(value):
-        key = code_key(value)
-        if key is None or key == "":
-            return None
-        if id_format:
-            key = format_id(key, id_format)
-            if not key:
-                return ""
-        if id_type == "text":
-            return key
-        # Integers are parsed from their digits, never through float, so long ids stay exact.
-        return str(int(key.split(".")[0])) if INTEGER_ID.fullmatch(key) else ""
-
-    ids = map_unique(series, one)
-    bad = ids.eq("") | ids.isna()
-    return ids.where(~bad, None), bad
+    codes, uniques = unique_values(series)
+    keys = [None if key == "" else key for key in key_list(uniques)]
+    if id_format:
+        keys = [key if key is None else (format_id(key, id_format) or "") for key in keys]
+    if id_type != "text":
+        keys = [key if not key else integer_id(key) for key in keys]
+    bad = np.array([not key for key in keys])
+    return spread(series, codes, [None if not key else key for key in keys]), pd.Series(bad[codes], index=series.index)
