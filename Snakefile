@@ -23,10 +23,7 @@ localrules:
     all,
     inventory,
     pool,
-    one_stage_tables,
-    two_stage_tables,
-    replication,
-    summary,
+    result_tables,
 
 
 include: "workflow/rules/common.smk"
@@ -58,21 +55,24 @@ rule all:
         ["results/raw_inventory.tsv", "results/harmonized/pooled.parquet"]
         if STUDIES
         else [],
-        expand("results/audit/{study}/distributions.png", study=STUDIES),
+        expand(
+            "results/audit/{study}/distributions.{suffix}",
+            study=STUDIES,
+            suffix=FIGURE,
+        ),
         "results/tables/table1.tsv",
         "results/tables/one_stage.tsv",
         "results/tables/replication.tsv",
         "results/tables/two_stage.tsv",
         "results/tables/aggregate_meta.tsv",
-        "results/figures/participant_flow.png",
+        f"results/figures/participant_flow.{FIGURE}",
         [
-            f"results/figures/forest/{outcome}/{name}__{slug(term)}.png"
+            f"results/figures/forest/{outcome}/{name}__{slug(term)}.{FIGURE}"
             for outcome in OUTCOMES
             for name, term in REPORTED
         ],
         "results/summary.md",
-        rules.report_tables.output,
-        rules.report_landing.output,
+        rules.report_pages.output,
         # the harmonization rules of all studies, also as XLSX
         rules.rules_overview.output if STUDIES else [],
         # hand-off files of the participant data held here

@@ -14,7 +14,7 @@ def test_counts_from_one_to_threshold_minus_one_are_suppressed():
     assert out["other"].tolist() == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("name", ["results/harmonized/pooled.parquet", "results/harmonized/DK.csv", "results/audit/DK/distributions.png", "results/report.html"])
+@pytest.mark.parametrize("name", ["results/harmonized/pooled.parquet", "results/harmonized/DK.csv", "results/audit/DK/distributions.svg", "results/audit/DK/distributions.png", "results/audit/DK/distributions.tsv", "results/report.html"])
 def test_participant_level_files_are_refused_before_anything_is_written(tmp_path, name):
     with pytest.raises(ShareRefused, match="participant-level files cannot be shared"):
         collect_shareable([tmp_path / "results/tables/one_stage.tsv", tmp_path / name], tmp_path / "share", 5)
@@ -27,13 +27,13 @@ def test_share_target_holds_only_aggregate_outputs_with_small_counts_suppressed(
     assert result.returncode == 0, result.stderr[-2000:]
     share = completed_run / "results" / "share"
     files = [p for p in share.rglob("*") if p.is_file()]
-    assert files and not [p for p in files if p.suffix in (".parquet", ".csv") or p.name == "distributions.png"]
+    assert files and not [p for p in files if p.suffix in (".parquet", ".csv") or p.stem == "distributions"]
     flow = pd.read_csv(share / "tables" / "flow.tsv", sep="\t", dtype=str, keep_default_na=False)
     for column in ("IPS", "SAU", "total"):
         numbers = pd.to_numeric(flow[column], errors="coerce")
         assert not ((numbers > 0) & (numbers < 5)).any()
     assert (flow[["IPS", "SAU", "total"]] == "<5").any().any()  # the demo has small cells to suppress
-    assert (share / "figures" / "participant_flow.png").is_file() and (share / "summary.md").is_file()
+    assert (share / "figures" / "participant_flow.svg").is_file() and (share / "summary.md").is_file()
     assert len(list((share / "figures").glob("forest_*.svg"))) == 48
 
 

@@ -157,6 +157,6 @@ def test_logs_audit_files_plots_and_the_report_are_owner_only(canary_run):
     report: files 0600, folders 0700 (the workflow's umask, at creation)."""
     workdir = canary_run[0]
     paths = [workdir / "results" / "report.html", *sorted((workdir / "results" / "audit").rglob("*")), *sorted((workdir / "logs").rglob("*"))]
-    assert any(p.name == "distributions.png" for p in paths)
+    assert any(p.name == "distributions.svg" for p in paths)
     wrong = [(str(p.relative_to(workdir)), oct(p.stat().st_mode & 0o777)) for p in paths if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)]
     assert wrong == []

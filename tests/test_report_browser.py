@@ -51,11 +51,11 @@ def test_report_renders_its_categories_in_chromium(report, tmp_path):
 @pytest.mark.skipif(BROWSER is None, reason="no Chromium installed")
 def test_every_figure_in_the_report_decodes_in_chromium(report, tmp_path):
     html = report.read_text(encoding="utf-8")
-    images = re.findall(r'"data_uri": "(data:image/png;[^"]*)"', html)
+    images = re.findall(r'"data_uri": "(data:image/svg\+xml;[^"]*)"', html)
     names = [re.search(r"filename=([^;]+);", uri).group(1) for uri in images]
-    assert "participant_flow.png" in names and "harmonization_status.png" in names
+    assert "participant_flow.svg" in names and "harmonization_status.svg" in names
     assert sum(name.startswith("employed__") for name in names) == 8  # a forest plot per outcome
-    assert all(base64.b64decode(uri.split("base64,", 1)[1])[:4] == b"\x89PNG" for uri in images)
+    assert all(base64.b64decode(uri.split("base64,", 1)[1]).startswith(b"<?xml") for uri in images)
     # A page that loads every embedded figure as the report does, and records which decoded.
     tags = "".join(f'<img src="{uri}" data-name="{name}">' for uri, name in zip(images, names))
     harness = tmp_path / "figures.html"
@@ -112,5 +112,5 @@ def test_tables_are_html_rows_and_forest_plots_show(report, completed_run, tmp_p
     shots = completed_run / "results" / "screenshots"
     screenshot(page.as_uri(), tmp_path / "profile-t1", shots / "table1.png")
     forest = tmp_path / "forest.html"
-    forest.write_text(f'<html><body><img src="{embedded(html, "employed__employed.png")}"></body></html>', encoding="utf-8")
+    forest.write_text(f'<html><body><img src="{embedded(html, "employed__employed.svg")}"></body></html>', encoding="utf-8")
     screenshot(forest.as_uri(), tmp_path / "profile-forest", shots / "forest_plot.png", size="1300,800")

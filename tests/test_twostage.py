@@ -66,14 +66,15 @@ def test_leave_one_out_has_one_row_per_omitted_study(functioning):
     assert sorted(rows["left_out"]) == ["DK", "EU6", "NL", "SE", "US"] and (rows["k"] == 4).all()
 
 
-def test_forest_plot_writes_png_and_identical_svg(tmp_path, functioning):
+def test_forest_plot_writes_each_format_asked_for_and_identical_svg(tmp_path, functioning):
     estimates, two_stage, _, one_stage = functioning
     studies = estimates[estimates["term"] == "employed"]
     pooled = two_stage[(two_stage["term"] == "employed") & (two_stage["method"] == "REML") & (~two_stage["hksj"])].iloc[0]
     one = one_stage[one_stage["term"] == "employed"].iloc[0]
     spec = {"label": "Functioning", "construct": "level of functioning", "better": "higher"}
-    forest_plot(studies, pooled, one, "functioning", "employed", spec, tmp_path / "a")
+    forest_plot(studies, pooled, one, "functioning", "employed", spec, tmp_path / "a", formats=("svg", "png"))
     forest_plot(studies, pooled, one, "functioning", "employed", spec, tmp_path / "b")
+    assert not (tmp_path / "b.png").exists()  # SVG alone by default
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
     assert "One-stage mixed model" in (tmp_path / "a.svg").read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import flow_figure
+from .figures import DEFAULT_FORMATS, PNG_DPI, flow_figure
 from .summary import headline_summary
 from .tables import read_table, write_table
 
@@ -68,13 +68,14 @@ def is_participant_level(path: Path) -> bool:
     per-study distribution plots, the harmonization summaries, and any file type not known to be aggregate."""
     path = Path(path)
     in_harmonized = "harmonized" in path.parts and path.name != "codebook.tsv"
-    per_participant = path.name in ("distributions.png", *CONSORTIUM_ONLY)
+    per_participant = path.stem == "distributions" or path.name in CONSORTIUM_ONLY
     return path.suffix in (".parquet", ".csv") or in_harmonized or per_participant or path.suffix not in SHAREABLE_SUFFIXES
 
 
-def collect_shareable(sources: list[Path], out_dir: Path, threshold: int) -> list[Path]:
+def collect_shareable(sources: list[Path], out_dir: Path, threshold: int, formats=DEFAULT_FORMATS, dpi=PNG_DPI) -> list[Path]:
     """Copy aggregate outputs into out_dir with small counts suppressed; refuse anything
-    participant-level (naming it) before writing a single file."""
+    participant-level (naming it) before writing a single file. The participant flow is
+    redrawn from the suppressed counts, in `formats`."""
     refused = [str(p) for p in sources if is_participant_level(Path(p))]
     if refused:
         raise ShareRefused(f"participant-level files cannot be shared: {', '.join(refused)}")
@@ -99,8 +100,8 @@ def collect_shareable(sources: list[Path], out_dir: Path, threshold: int) -> lis
         written.append(target)
     tables = out_dir / "tables"
     if (tables / "flow.tsv").exists():
-        flow_figure(read_table(tables / "flow.tsv"), out_dir / "figures" / "participant_flow")
-        written += [out_dir / "figures" / "participant_flow.png", out_dir / "figures" / "participant_flow.svg"]
+        flow_figure(read_table(tables / "flow.tsv"), out_dir / "figures" / "participant_flow", formats=formats, dpi=dpi)
+        written += [out_dir / "figures" / f"participant_flow.{suffix}" for suffix in formats]
     if all((tables / name).exists() for name in ("one_stage.tsv", "two_stage.tsv", "replication.tsv")):
         summary = headline_summary(read_table(tables / "one_stage.tsv"), read_table(tables / "two_stage.tsv"), read_table(tables / "replication.tsv"))
         (out_dir / "summary.md").write_text(summary, encoding="utf-8")

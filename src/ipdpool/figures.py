@@ -1,35 +1,45 @@
-"""Figures: forest plots, participant flow and harmonization status (PNG and SVG)."""
+"""Figures: forest plots, participant flow, harmonization status and the before/after
+distributions of each study, saved in the formats the config lists (SVG, PNG)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+
+if TYPE_CHECKING:  # pandas objects are passed in; importing pandas is left to the callers
+    import pandas as pd
 
 from .labels import contrast_label, favours, outcome_label, slug  # noqa: E402,F401  (slug re-exported)
 
 plt.rcParams["svg.hashsalt"] = "ipdpool"  # stable SVG ids: identical files on re-runs
 plt.rcParams["svg.fonttype"] = "none"  # text stays text in SVGs: searchable, and checked by the tests
-PNG_METADATA = {"Software": None}
-SVG_METADATA = {"Date": None, "Creator": None}
+METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
+# SVG only by default: the report shows SVGs, and a PNG costs 2-3 times an SVG's time to write
+# (bench/bench_workflow.py); `figures.formats` in the config adds PNG.
+DEFAULT_FORMATS = ("svg",)
+PNG_DPI = 110
 
 
-def save(figure, stem: Path) -> None:
+def save(figure, stem: Path, formats: Sequence[str] = DEFAULT_FORMATS, dpi: float = PNG_DPI) -> None:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(stem.with_suffix(".png"), dpi=110, metadata=PNG_METADATA)
-    figure.savefig(stem.with_suffix(".svg"), metadata=SVG_METADATA)
+    for suffix in formats:
+        resolution = {"dpi": dpi} if suffix == "png" else {}  # an SVG is vector: no resolution
+        figure.savefig(stem.with_suffix(f".{suffix}"), metadata=METADATA[suffix], **resolution)
     plt.close(figure)
 
 
-def forest_plot(studies, pooled, one_stage, outcome: str, term: str, spec: dict, stem: Path, hksj=None) -> None:
-    """forest_figure saved as PNG and SVG."""
-    save(forest_figure(studies, pooled, one_stage, outcome, term, spec, hksj), stem)
+def forest_plot(studies, pooled, one_stage, outcome: str, term: str, spec: dict, stem: Path, hksj=None, **saving) -> None:
+    """forest_figure saved in each format (`saving`: formats and dpi, as for save)."""
+    save(forest_figure(studies, pooled, one_stage, outcome, term, spec, hksj), stem, **saving)
 
 
 def interval_text(row) -> str:
@@ -66,7 +76,7 @@ def forest_figure(
     the overall effect underneath; "favours" labels from the outcome's direction."""
     studies = studies.sort_values("study").reset_index(drop=True)
     one_stage = one_stage if one_stage is not None and one_stage["status"] == "estimated" else None
-    weights = pooled_weights(studies) if pooled is not None and len(studies) else np.full(len(studies), np.nan)
+    weights = pooled_weights(studies, pooled["tau2"]) if pooled is not None and len(studies) else np.full(len(studies), np.nan)
     low, high = axis_limits(studies, pooled, one_stage, hksj)
     summary_rows = 1 + (hksj is not None) + 1  # REML diamond, Knapp-Hartung, one-stage
     rows = len(studies) + 1 + summary_rows
@@ -174,10 +184,10 @@ def draw_prediction_interval(axis, low: float, high: float, y: float, limits: tu
             axis.plot(edge, y, marker, color="tab:red", markersize=6, clip_on=False, gid=f"pi-clipped-{side}")
 
 
-def pooled_weights(studies: pd.DataFrame) -> np.ndarray:
-    from .meta import meta_analysis
-
-    return np.array(meta_analysis(studies["estimate"].to_numpy(), studies["se"].to_numpy() ** 2, "REML").weights)
+def pooled_weights(studies: pd.DataFrame, tau2: float) -> np.ndarray:
+    """Random-effects weights in percent, 1 / (SE^2 + tau^2) normalized, as metafor's weights()."""
+    inverse = 1.0 / (studies["se"].to_numpy(dtype=float) ** 2 + tau2)
+    return 100 * inverse / inverse.sum()
 
 
 def flow_counts(flow: pd.DataFrame, study: str) -> dict[tuple[str, str], dict[str, int | None]]:
@@ -187,24 +197,28 @@ def flow_counts(flow: pd.DataFrame, study: str) -> dict[tuple[str, str], dict[st
     rows = flow[flow["study"] == study]
     out = {}
     for row in rows.to_dict("records"):
-        reason = "" if pd.isna(row["reason"]) else str(row["reason"])
+        reason = "" if missing(row["reason"]) else str(row["reason"])
         out[(row["stage"], reason)] = {arm: whole(row[arm]) for arm in ("IPS", "SAU", "total")}
     return out
+
+
+def missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def whole(value):
     if isinstance(value, str):
         return value
-    return None if pd.isna(value) else int(value)
+    return None if missing(value) else int(value)
 
 
 # Reasons for exclusion from an outcome's analysis, in the order the diagram lists them.
 EXCLUSIONS = ["no baseline score", "no follow-up score", "employment unknown", "outcome not measured in this study"]
 
 
-def flow_figure(flow: pd.DataFrame, stem: Path, study: str = "all") -> None:
-    """flow_diagram saved as PNG and SVG."""
-    save(flow_diagram(flow, study), stem)
+def flow_figure(flow: pd.DataFrame, stem: Path, study: str = "all", **saving) -> None:
+    """flow_diagram saved in each format (`saving`: formats and dpi, as for save)."""
+    save(flow_diagram(flow, study), stem, **saving)
 
 
 def flow_diagram(flow: pd.DataFrame, study: str = "all") -> plt.Figure:
@@ -257,7 +271,7 @@ def flow_diagram(flow: pd.DataFrame, study: str = "all") -> plt.Figure:
     return figure
 
 
-def status_figure(status: pd.DataFrame, stem: Path) -> None:
+def status_figure(status: pd.DataFrame, stem: Path, **saving) -> None:
     """Study x variable grid: harmonized, not collected, undetermined."""
     matrix = status.set_index("study")
     columns = [c for c in matrix.columns if not c.endswith("_fu")]
@@ -274,4 +288,47 @@ def status_figure(status: pd.DataFrame, stem: Path) -> None:
     axis.legend(handles=handles, bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     axis.set_title("Harmonization status by study and variable", fontsize=11)
     figure.tight_layout()
-    save(figure, stem)
+    save(figure, stem, **saving)
+
+
+def distributions_figure(counts: list[dict], study: str) -> plt.Figure:
+    """One panel per variable: raw values after missing codes (grey) against harmonized values
+    (blue), from the counts the harmonization job wrote (ipdpool.harmonize.audit)."""
+    panels: dict[str, list[dict]] = {}
+    for row in counts:
+        panels.setdefault(row["variable"], []).append(row)
+    columns = 4
+    rows = max(1, math.ceil(len(panels) / columns))
+    height = 2.8 * rows
+    # Fixed margins instead of tight_layout, which measured every tick label (half the drawing time):
+    # the grid is regular and tick labels are capped at 14 characters.
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, height), squeeze=False)
+    figure.subplots_adjust(left=0.04, right=0.99, top=1 - 0.85 / height, bottom=0.9 / height, wspace=0.25, hspace=1.1 / 1.7)
+    for axis, (variable, panel) in zip(axes.flat, panels.items()):
+        sides = {side: [row for row in panel if row["side"] == side] for side in ("raw", "harmonized")}
+        if panel[0]["kind"] == "categories":
+            _bars(axis, sides["raw"], sides["harmonized"])
+        else:
+            _histograms(axis, sides["raw"], sides["harmonized"])
+        axis.set_title(variable, fontsize=9)
+        axis.tick_params(labelsize=7)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.axis("off")
+    figure.suptitle(f"{study}: raw (grey) and harmonized (blue) values; missing excluded", fontsize=11)
+    return figure
+
+
+def _bars(axis, raw: list[dict], harmonized: list[dict]) -> None:
+    labels = [row["category"] for row in raw] + ([""] if raw else []) + [row["category"] for row in harmonized]
+    axis.bar(np.arange(len(raw)), [int(row["count"]) for row in raw], color="0.6", label="raw")
+    offset = len(raw) + 1 if raw else 0
+    axis.bar(offset + np.arange(len(harmonized)), [int(row["count"]) for row in harmonized], color="tab:blue", label="harmonized")
+    axis.set_xticks(range(len(labels)))
+    axis.set_xticklabels([str(label)[:14] for label in labels], rotation=60, ha="right")
+
+
+def _histograms(axis, raw: list[dict], harmonized: list[dict]) -> None:
+    for rows, colour, alpha, label in ((raw, "0.6", 0.7, "raw"), (harmonized, "tab:blue", 0.6, "harmonized")):
+        if rows:
+            edges = [float(rows[0]["bin_low"])] + [float(row["bin_high"]) for row in rows]
+            axis.stairs([int(row["count"]) for row in rows], edges, fill=True, color=colour, alpha=alpha, label=label)

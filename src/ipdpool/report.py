@@ -71,12 +71,16 @@ def table_page(source: Path, title: str, frame: pd.DataFrame | None = None) -> s
     return page(title, f"<h2>{html.escape(title)}</h2>\n{note}\n{table_html(frame)}")
 
 
+IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
+
+
 def image_tag(path: Path, alt: str, width: str = "100%") -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" style="width: {width}; max-width: none;" src="data:image/png;base64,{data}">'
+    kind = IMAGE_TYPES[Path(path).suffix]
+    return f'<img alt="{html.escape(alt)}" style="width: {width}; max-width: none;" src="data:{kind};base64,{data}">'
 
 
-def landing_html(headline: pd.DataFrame, flow_png: Path) -> str:
+def landing_html(headline: pd.DataFrame, flow_figure: Path) -> str:
     """The report's first page, inserted into its workflow description: the headline table by
     contrast, then the pooled participant flow (a fragment, not a page: the report's own page
     holds it)."""
@@ -87,7 +91,7 @@ def landing_html(headline: pd.DataFrame, flow_png: Path) -> str:
         columns = [c for c in headline.columns[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
         parts.append(table_html(rows[columns].reset_index(drop=True), caption=contrast[0].upper() + contrast[1:], table_id=f"headline-{len(parts)}"))
     # wider than the report's narrow text column, so that the boxes can be read
-    parts += ["<h2>Participant flow</h2>", image_tag(flow_png, "Participant flow, all studies", width="56rem"), "</div>"]
+    parts += ["<h2>Participant flow</h2>", image_tag(flow_figure, "Participant flow, all studies", width="56rem"), "</div>"]
     return "\n".join(parts) + "\n"
 
 

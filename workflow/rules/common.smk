@@ -104,6 +104,17 @@ wildcard_constraints:
     outcome="|".join(OUTCOMES),
 
 
+# Every figure is written in each configured format; the first is the one the report shows.
+FIGURE_FORMATS = config["figures"]["formats"]
+FIGURE = FIGURE_FORMATS[0]
+
+
+def figure_files(stem, **in_report):
+    """A figure's files, one per format; with report arguments, the first one is in the report."""
+    paths = [f"{stem}.{suffix}" for suffix in FIGURE_FORMATS]
+    return [report(paths[0], **in_report), *paths[1:]] if in_report else paths
+
+
 def one_of(names):
     """Wildcard pattern matching exactly these names (none: matches nothing)."""
     return "|".join(names) if names else "(?!)"

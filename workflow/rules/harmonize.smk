@@ -11,6 +11,7 @@ rule harmonize_study:
         flow="results/audit/{study}/flow.tsv",
         arm_counts="results/audit/{study}/arm_counts.tsv",
         summary="results/audit/{study}/harmonization_summary.tsv",
+        distributions="results/audit/{study}/distributions.tsv",
     log:
         "logs/harmonize/{study}.log",
     benchmark:
@@ -26,15 +27,13 @@ rule harmonize_study:
         "../scripts/harmonize_study.py"
 
 
+# Drawn from the counts the harmonization job left: the raw files are read once.
 rule audit_plots:
     input:
-        rules=lambda wildcards: config["studies"][wildcards.study],
-        raw=raw_files,
-        schema=config["schema"],
-        data="results/harmonized/{study}.parquet",
+        "results/audit/{study}/distributions.tsv",
     output:
-        report(
-            "results/audit/{study}/distributions.png",
+        figure_files(
+            "results/audit/{study}/distributions",
             caption="../report/distributions.rst",
             category="Data and harmonization",
             subcategory="{study}",
@@ -46,8 +45,7 @@ rule audit_plots:
     conda:
         "../envs/ipdpool.yaml"
     params:
-        rule_schema=STUDY_SCHEMA,
-        sha256=input_checksums,
+        figures=config["figures"],
     script:
         "../scripts/audit_plots.py"
 
@@ -58,11 +56,17 @@ rule pool:
         flows=expand("results/audit/{study}/flow.tsv", study=STUDIES),
         rules=[config["studies"][study] for study in STUDIES],
         schema=config["schema"],
+        summaries=expand(
+            "results/audit/{study}/harmonization_summary.tsv", study=STUDIES
+        ),
     output:
         data="results/harmonized/pooled.parquet",
         csv="results/harmonized/pooled.csv",
         codebook="results/harmonized/codebook.tsv",
         reconciliation="results/audit/reconciliation.tsv",
+        # Harmonization evaluation (madshapR-style): every variable by study and arm, raw and
+        # harmonized, from the summaries the harmonization jobs left (raw values stay in those jobs).
+        summary="results/audit/harmonization_summary.tsv",
     log:
         "logs/harmonize/pool.log",
     benchmark:
@@ -73,23 +77,6 @@ rule pool:
         rule_schema=STUDY_SCHEMA,
     script:
         "../scripts/pool.py"
-
-
-# Harmonization evaluation (madshapR-style): every variable by study and arm, raw and
-# harmonized, from the summaries the harmonization jobs left (raw values stay in those jobs).
-rule harmonization_summary:
-    input:
-        summary=expand("results/audit/{study}/harmonization_summary.tsv", study=STUDIES),
-    output:
-        summary="results/audit/harmonization_summary.tsv",
-    log:
-        "logs/harmonize/summary.log",
-    benchmark:
-        "benchmarks/harmonize/summary.tsv"
-    conda:
-        "../envs/ipdpool.yaml"
-    script:
-        "../scripts/combine_tables.py"
 
 
 # Every study's rules side by side (Rmonize's Data Processing Elements), from the rule files.

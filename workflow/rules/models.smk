@@ -20,40 +20,37 @@ rule outcome_models:
         "../scripts/outcome_models.py"
 
 
-rule one_stage_tables:
+# The pooled tables of all outcomes, the replication table and the headline summary: one job,
+# since each step reads a few small tables (a job of its own would cost more in start-up).
+rule result_tables:
     input:
-        primary=expand("results/models/{outcome}/one_stage.tsv", outcome=OUTCOMES),
+        one_stage=expand("results/models/{outcome}/one_stage.tsv", outcome=OUTCOMES),
         sensitivity=expand("results/models/{outcome}/sensitivity.tsv", outcome=OUTCOMES),
-    output:
-        primary="results/tables/one_stage.tsv",
-        sensitivity="results/tables/sensitivity.tsv",
-    log:
-        "logs/models/tables.log",
-    benchmark:
-        "benchmarks/models/tables.tsv"
-    conda:
-        "../envs/ipdpool.yaml"
-    script:
-        "../scripts/one_stage_tables.py"
-
-
-rule replication:
-    input:
-        one_stage="results/tables/one_stage.tsv",
+        per_study=expand("results/models/{outcome}/per_study.tsv", outcome=OUTCOMES),
+        two_stage=expand("results/models/{outcome}/two_stage.tsv", outcome=OUTCOMES),
+        leave_one_out=expand(
+            "results/models/{outcome}/leave_one_out.tsv", outcome=OUTCOMES
+        ),
         truth=(
             [config["replication"]["ground_truth"]]
             if config["replication"].get("ground_truth")
             else []
         ),
     output:
-        "results/tables/replication.tsv",
+        one_stage="results/tables/one_stage.tsv",
+        sensitivity="results/tables/sensitivity.tsv",
+        per_study="results/tables/per_study.tsv",
+        two_stage="results/tables/two_stage.tsv",
+        leave_one_out="results/tables/leave_one_out.tsv",
+        replication="results/tables/replication.tsv",
+        summary="results/summary.md",
     log:
-        "logs/models/replication.log",
+        "logs/models/tables.log",
     benchmark:
-        "benchmarks/models/replication.tsv"
+        "benchmarks/models/tables.tsv"
     conda:
         "../envs/ipdpool.yaml"
     params:
         replication=config["replication"],
     script:
-        "../scripts/replication.py"
+        "../scripts/result_tables.py"

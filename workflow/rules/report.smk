@@ -93,11 +93,14 @@ if STUDIES:  # made from participant data held here
     }
 
 
-rule report_tables:
+# Every table as an HTML page and the landing page: one job (each page takes milliseconds).
+rule report_pages:
     input:
-        [path for path, _, _ in REPORT_TABLES.values()],
+        tables=[path for path, _, _ in REPORT_TABLES.values()],
+        description="workflow/report/workflow.rst",
+        flow=f"results/figures/participant_flow.{FIGURE}",
     output:
-        [
+        tables=[
             report(
                 f"results/report/tables/{name}.html",
                 caption=f"../report/{name}.rst",
@@ -106,10 +109,17 @@ rule report_tables:
             )
             for name, (_, category, title) in REPORT_TABLES.items()
         ],
+        landing_rst="results/report/landing.rst",
+        landing_html=report(
+            "results/report/landing.html",
+            caption="../report/landing.rst",
+            category="Summary",
+            labels={"page": "Headline results and participant flow"},
+        ),
     log:
-        "logs/report/tables.log",
+        "logs/report/pages.log",
     benchmark:
-        "benchmarks/report/tables.tsv"
+        "benchmarks/report/pages.tsv"
     conda:
         "../envs/ipdpool.yaml"
     params:
@@ -117,32 +127,7 @@ rule report_tables:
         titles=[title for _, _, title in REPORT_TABLES.values()],
         schema=config["schema"],
     script:
-        "../scripts/report_tables.py"
-
-
-rule report_landing:
-    input:
-        description="workflow/report/workflow.rst",
-        one_stage="results/tables/one_stage.tsv",
-        two_stage="results/tables/two_stage.tsv",
-        replication="results/tables/replication.tsv",
-        flow="results/figures/participant_flow.png",
-    output:
-        rst="results/report/landing.rst",
-        html=report(
-            "results/report/landing.html",
-            caption="../report/landing.rst",
-            category="Summary",
-            labels={"page": "Headline results and participant flow"},
-        ),
-    log:
-        "logs/report/landing.log",
-    benchmark:
-        "benchmarks/report/landing.tsv"
-    conda:
-        "../envs/ipdpool.yaml"
-    script:
-        "../scripts/report_landing.py"
+        "../scripts/report_pages.py"
 
 
 # Once a run has written the headline page, the report opens on it (before: the description).

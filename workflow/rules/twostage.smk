@@ -1,24 +1,3 @@
-rule two_stage_tables:
-    input:
-        per_study=expand("results/models/{outcome}/per_study.tsv", outcome=OUTCOMES),
-        two_stage=expand("results/models/{outcome}/two_stage.tsv", outcome=OUTCOMES),
-        leave_one_out=expand(
-            "results/models/{outcome}/leave_one_out.tsv", outcome=OUTCOMES
-        ),
-    output:
-        per_study="results/tables/per_study.tsv",
-        two_stage="results/tables/two_stage.tsv",
-        leave_one_out="results/tables/leave_one_out.tsv",
-    log:
-        "logs/two_stage/tables.log",
-    benchmark:
-        "benchmarks/two_stage/tables.tsv"
-    conda:
-        "../envs/ipdpool.yaml"
-    script:
-        "../scripts/combine_tables.py"
-
-
 rule aggregate_meta:
     input:
         aggregate=config["aggregate"]["file"],
@@ -39,98 +18,65 @@ rule aggregate_meta:
         "../scripts/aggregate_meta.py"
 
 
-rule forest_plots:
+# Every forest plot, participant flow and the harmonization status in one job: drawing a
+# figure takes hundredths of a second, while each job pays matplotlib's import and first draw.
+rule figures:
     input:
-        per_study="results/models/{outcome}/per_study.tsv",
-        two_stage="results/models/{outcome}/two_stage.tsv",
-        one_stage="results/models/{outcome}/one_stage.tsv",
+        per_study=expand("results/models/{outcome}/per_study.tsv", outcome=OUTCOMES),
+        two_stage=expand("results/models/{outcome}/two_stage.tsv", outcome=OUTCOMES),
+        one_stage=expand("results/models/{outcome}/one_stage.tsv", outcome=OUTCOMES),
         schema=config["schema"],
-    output:
-        png=[
-            report(
-                f"results/figures/forest/{{outcome}}/{name}__{slug(term)}.png",
-                caption="../report/forest.rst",
-                category="Forest plots",
-                subcategory=lambda wildcards: outcome_label(
-                    wildcards.outcome, SCHEMA_OUTCOMES[wildcards.outcome]
-                ),
-                labels=lambda wildcards, term=term: figure_labels(
-                    wildcards.outcome, term, SCHEMA_OUTCOMES
-                ),
-            )
-            for name, term in REPORTED
-        ],
-        svg=[
-            f"results/figures/forest/{{outcome}}/{name}__{slug(term)}.svg"
-            for name, term in REPORTED
-        ],
-    log:
-        "logs/figures/forest_{outcome}.log",
-    benchmark:
-        "benchmarks/figures/forest_{outcome}.tsv"
-    conda:
-        "../envs/ipdpool.yaml"
-    params:
-        reported=REPORTED,
-    script:
-        "../scripts/forest_plots.py"
-
-
-rule data_figures:
-    input:
         flow="results/audit/flow.tsv",
         status="results/audit/status_matrix.tsv",
     output:
-        flow=report(
-            "results/figures/participant_flow.png",
+        forest=[
+            path
+            for outcome in OUTCOMES
+            for name, term in REPORTED
+            for path in figure_files(
+                f"results/figures/forest/{outcome}/{name}__{slug(term)}",
+                caption="../report/forest.rst",
+                category="Forest plots",
+                subcategory=outcome_label(outcome, SCHEMA_OUTCOMES[outcome]),
+                labels=figure_labels(outcome, term, SCHEMA_OUTCOMES),
+            )
+        ],
+        flow=figure_files(
+            "results/figures/participant_flow",
             caption="../report/flow_figure.rst",
             category="Data and harmonization",
             labels={"figure": "Participant flow, all studies"},
         ),
-        flow_svg="results/figures/participant_flow.svg",
         study_flows=[
-            report(
-                f"results/figures/flow/{study}.png",
+            path
+            for study in ALL_STUDIES
+            for path in figure_files(
+                f"results/figures/flow/{study}",
                 caption="../report/flow_figure.rst",
                 category="Data and harmonization",
                 subcategory="Participant flow by study",
                 labels={"figure": f"Participant flow, study {study}"},
             )
-            for study in ALL_STUDIES
         ],
-        study_flow_svgs=expand("results/figures/flow/{study}.svg", study=ALL_STUDIES),
-        status=report(
-            "results/figures/harmonization_status.png",
+        status=figure_files(
+            "results/figures/harmonization_status",
             caption="../report/status_figure.rst",
             category="Data and harmonization",
             labels={"figure": "Harmonization status"},
         ),
-        status_svg="results/figures/harmonization_status.svg",
     log:
-        "logs/figures/data.log",
+        "logs/figures.log",
     benchmark:
-        "benchmarks/figures/data.tsv"
+        "benchmarks/figures.tsv"
     conda:
         "../envs/ipdpool.yaml"
+    params:
+        outcomes=OUTCOMES,
+        reported=REPORTED,
+        studies=ALL_STUDIES,
+        figures=config["figures"],
     script:
-        "../scripts/data_figures.py"
-
-
-rule summary:
-    input:
-        one_stage="results/tables/one_stage.tsv",
-        two_stage="results/tables/two_stage.tsv",
-        replication="results/tables/replication.tsv",
-    output:
-        "results/summary.md",
-    log:
-        "logs/summary.log",
-    benchmark:
-        "benchmarks/summary.tsv"
-    conda:
-        "../envs/ipdpool.yaml"
-    script:
-        "../scripts/summary.py"
+        "../scripts/draw_figures.py"
 
 
 rule share:
@@ -162,12 +108,9 @@ rule share:
             f"results/figures/forest/{outcome}/{name}__{slug(term)}.{suffix}"
             for outcome in OUTCOMES
             for name, term in REPORTED
-            for suffix in ("png", "svg")
+            for suffix in FIGURE_FORMATS
         ]
-        + [
-            "results/figures/harmonization_status.png",
-            "results/figures/harmonization_status.svg",
-        ],
+        + figure_files("results/figures/harmonization_status"),
     output:
         directory("results/share"),
     log:
@@ -178,5 +121,6 @@ rule share:
         "../envs/ipdpool.yaml"
     params:
         min_count=config["disclosure"]["min_count"],
+        figures=config["figures"],
     script:
         "../scripts/share.py"

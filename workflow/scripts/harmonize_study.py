@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from ipdpool.evaluation import harmonization_summary
+from ipdpool.harmonize.audit import distribution_counts
 from ipdpool.harmonize.output import write_csv, write_parquet
 from ipdpool.harmonize.pseudonym import load_key
 from ipdpool.harmonize.schema import load_schema
@@ -23,6 +24,7 @@ with logged_to(snakemake.log[0]) as log:
     # Raw values exist only in this job: it leaves their summary (never the values) for the evaluation.
     sources = dict(zip(result.rule_log["variable"], result.rule_log["source"]))
     write_table(harmonization_summary(result.study, result.data, result.before, sources, schema), snakemake.output.summary)
+    write_table(distribution_counts(result.before, result.data), snakemake.output.distributions)
     for row in result.arm_counts.itertuples():
         if row.differs:
             log.warning("study %s: arm %r has %s participants, published %s", result.study, row.arm_original, row.n, row.published_n)

@@ -20,4 +20,5 @@ with logged_to(snakemake.log[0]) as log:
     write_csv(pooled, snakemake.output.csv)
     write_table(codebook(schema, pooled, study_rules), snakemake.output.codebook)
     write_table(accounting, snakemake.output.reconciliation)
+    write_table(pd.concat([read_table(p) for p in snakemake.input.summaries], ignore_index=True), snakemake.output.summary)
     log.info("pooled %d participants from %d studies", len(pooled), pooled["study"].nunique())
