@@ -48,7 +48,7 @@ def read_aggregate(path: Path, schema_path: Path) -> pd.DataFrame:
     if missing:
         raise AggregateDataError(path, [f"missing columns {missing}; columns are {list(frame.columns)}"])
     lines = _data_lines(path)
-    validator = jsonschema.Draft202012Validator(yaml.safe_load(Path(schema_path).read_text(encoding="utf-8")))
+    validator = jsonschema.Draft202012Validator(yaml.load(Path(schema_path).read_text(encoding="utf-8"), Loader=yaml.CSafeLoader))
     records = [_typed(row) for row in frame.to_dict("records")]
     for line, record in zip(lines, records):
         for error in sorted(validator.iter_errors(record), key=lambda e: str(e.path)):

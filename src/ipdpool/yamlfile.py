@@ -1,9 +1,9 @@
 """YAML for rule files and configuration: duplicate keys, aliases and anchors are errors.
 
 PyYAML keeps the last of two equal keys (`{BVR: SAU, BVR: IPS}` silently becomes `{BVR: IPS}`)
-and expands aliases without limit (a 4 kB file can expand to gigabytes). Here both are refused
-while the document is composed, before anything is built from it, so hostile input fails within
-milliseconds and the file size cap bounds memory.
+and expands aliases without limit (a 4 kB file can expand to gigabytes). Here aliases and anchors
+are refused from the parser's events, before any node is built, so hostile input fails within
+milliseconds and the file size cap bounds memory; duplicate keys are refused as mappings are built.
 
 Keys of one mapping are compared as raw cells are ("1", 1 and 1.0 are one code; see
 `ipdpool.harmonize.values.code_key`): a mapping may not hold two keys with the same text.
@@ -36,24 +36,42 @@ def _line(node) -> int:
     return node.start_mark.line + 1
 
 
-class StrictLoader(yaml.SafeLoader):
-    depth = 0
+def check_events(text: str) -> None:
+    """Aliases, anchors and deep nesting refused from the event stream (libyaml's parser: a
+    rule file is read at every workflow start, and the pure-Python parser costs 0.1 s per file)."""
+    open_collections = 0
+    for event in _events(text):
+        if isinstance(event, yaml.CollectionEndEvent):
+            open_collections -= 1
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise StrictYAMLError(f"line {line}: aliases (*{event.anchor}) are not allowed; write the value out")
+        if event.anchor:
+            raise StrictYAMLError(f"line {line}: anchors (&{event.anchor}) are not allowed; write the value out")
+        if open_collections >= MAX_DEPTH:
+            raise StrictYAMLError(f"line {line}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_collections += 1
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise StrictYAMLError(f"line {event.start_mark.line + 1}: aliases (*{event.anchor}) are not allowed; write the value out")
-        event = self.peek_event()
-        if getattr(event, "anchor", None):
-            raise StrictYAMLError(f"line {event.start_mark.line + 1}: anchors (&{event.anchor}) are not allowed; write the value out")
-        if self.depth >= MAX_DEPTH:
-            raise StrictYAMLError(f"line {event.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
-        self.depth += 1
+
+def _events(text: str):
+    """libyaml's events; its own nesting limit (1000 levels, met while it reads ahead) is reported as ours."""
+    events = yaml.parse(text, Loader=yaml.CSafeLoader)
+    while True:
         try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+            yield next(events)
+        except StopIteration:
+            return
+        except yaml.MarkedYAMLError as error:
+            if "maximum nesting depth" not in str(error.problem):
+                raise
+            raise StrictYAMLError(f"line {error.problem_mark.line + 1}: nested more than {MAX_DEPTH} levels deep") from None
 
+
+class StrictLoader(yaml.CSafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
@@ -71,6 +89,7 @@ class StrictLoader(yaml.SafeLoader):
 def loads(text: str):
     if len(text.encode("utf-8")) > MAX_BYTES:
         raise StrictYAMLError(f"more than {MAX_BYTES} bytes")
+    check_events(text)
     return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from pathlib import Path
 
@@ -106,6 +107,12 @@ def _explain(error: jsonschema.ValidationError, rules: dict) -> str:
     return f"{where}: {error.message}"
 
 
+@functools.cache
+def rule_validator(schema_path: Path) -> jsonschema.Draft202012Validator:
+    """Read once per process: the workflow checks every study's rule file at start-up."""
+    return jsonschema.Draft202012Validator(yaml.load(schema_path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader))
+
+
 def load_rules(path: Path, schema_path: Path = DEFAULT_SCHEMA) -> dict:
     """The parsed rule file, or RuleFileError listing every schema violation with its location."""
     path = Path(path)
@@ -123,9 +130,7 @@ def load_rules(path: Path, schema_path: Path = DEFAULT_SCHEMA) -> dict:
         raise RuleFileError(path, [f"not valid YAML: {error}"]) from error
     if not isinstance(rules, dict):
         raise RuleFileError(path, ["expected a mapping of keys (study, raw_dir, tables, ...) at the top level"])
-    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(rules), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errors = sorted(rule_validator(Path(schema_path).resolve()).iter_errors(rules), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
         problems = [_explain(e, rules) for e in errors]
         # A misspelt required key is one mistake: keep "unknown key `fromat` (did you mean `format`?)" only.
