@@ -21,7 +21,6 @@ report: "workflow/report/workflow.rst"
 
 localrules:
     all,
-    inventory,
     pool,
     result_tables,
 
@@ -39,7 +38,6 @@ onstart:
             print(f"removed {folder}/{name}, left by an interrupted run")
 
 
-include: "workflow/rules/inventory.smk"
 include: "workflow/rules/harmonize.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"

@@ -10,18 +10,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from .rawio import read_table, sha256_of
+from .rawio import RawTable, read_table, sha256_of
 
 INVENTORY_COLUMNS = ["study", "table", "file", "format", "sheet", "sha256", "bytes", "rows", "columns", "notes"]
 
 
 def inventory_study(study_rules: dict) -> pd.DataFrame:
     """One row per table declared in the study's rule file, read with its native reader."""
-    study = study_rules["study"]
     raw_dir = Path(study_rules["raw_dir"])
+    tables = {name: read_table(study_rules["study"], name, spec, raw_dir) for name, spec in study_rules["tables"].items()}
+    return inventory_of(study_rules, tables)
+
+
+def inventory_of(study_rules: dict, tables: dict[str, RawTable]) -> pd.DataFrame:
+    """The inventory of tables already read (the harmonization job's, so each file is read once)."""
+    study = study_rules["study"]
     rows = []
     for name, spec in study_rules["tables"].items():
-        table = read_table(study, name, spec, raw_dir)
+        table = tables[name]
         rows.append(
             {
                 "study": study,

@@ -12,6 +12,8 @@ rule harmonize_study:
         arm_counts="results/audit/{study}/arm_counts.tsv",
         summary="results/audit/{study}/harmonization_summary.tsv",
         distributions="results/audit/{study}/distributions.tsv",
+        # the raw tables as read (file, SHA-256, rows, columns): each file is read once
+        inventory="results/inventory/{study}.tsv",
     log:
         "logs/harmonize/{study}.log",
     benchmark:
@@ -59,6 +61,7 @@ rule pool:
         summaries=expand(
             "results/audit/{study}/harmonization_summary.tsv", study=STUDIES
         ),
+        inventories=expand("results/inventory/{study}.tsv", study=STUDIES),
     output:
         data="results/harmonized/pooled.parquet",
         csv="results/harmonized/pooled.csv",
@@ -67,6 +70,7 @@ rule pool:
         # Harmonization evaluation (madshapR-style): every variable by study and arm, raw and
         # harmonized, from the summaries the harmonization jobs left (raw values stay in those jobs).
         summary="results/audit/harmonization_summary.tsv",
+        inventory="results/raw_inventory.tsv",
     log:
         "logs/harmonize/pool.log",
     benchmark:

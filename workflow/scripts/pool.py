@@ -4,6 +4,7 @@ import pandas as pd
 from ipdpool.harmonize.output import codebook, pool, reconcile, write_csv, write_parquet
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.harmonize.rulefile import load_rules
+from ipdpool.inventory import combine_inventories
 from ipdpool.logutil import logged_to
 from ipdpool.tables import read_table, write_table
 
@@ -21,4 +22,7 @@ with logged_to(snakemake.log[0]) as log:
     write_table(codebook(schema, pooled, study_rules), snakemake.output.codebook)
     write_table(accounting, snakemake.output.reconciliation)
     write_table(pd.concat([read_table(p) for p in snakemake.input.summaries], ignore_index=True), snakemake.output.summary)
+    inventory = combine_inventories(list(snakemake.input.inventories))
+    write_table(inventory, snakemake.output.inventory)
+    log.info("raw inventory: %d tables of %d studies", len(inventory), inventory["study"].nunique())
     log.info("pooled %d participants from %d studies", len(pooled), pooled["study"].nunique())

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..rawio import sha256_of
+from ..rawio import RawTable, sha256_of
 from .problems import HarmonizationError, Problems, identifier_values
 from .pseudonym import pseudonyms
 from .rules import RuleResult, apply_score_rule, apply_value_rule
@@ -37,6 +37,7 @@ class HarmonizedStudy:
     provenance: dict
     before: dict[str, pd.Series]  # raw values per variable (after missing codes), for before/after plots
     warnings: list[str]  # worth a look but not wrong (e.g. text that looks like the wrong encoding)
+    raw_tables: dict[str, RawTable]  # every declared table as read, for the inventory (files are read once)
 
 
 def _log_row(variable: str, result: RuleResult, out: pd.Series) -> dict:
@@ -165,6 +166,7 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         provenance=provenance(rules, data, base_dir, rules_path),
         before=before,
         warnings=data.warnings,
+        raw_tables={name: table.raw for name, table in data.tables.items()},
     )
 
 
