@@ -31,10 +31,14 @@ def main() -> None:
     print(f"{'scale':>6} {'participants':>12} {'wall_s':>8} {'peak_MiB':>9} {'MB_written':>10}")
     for scale in args.scales:
         with tempfile.TemporaryDirectory() as folder:
-            out = subprocess.run([sys.executable, "-c", CHILD, folder, str(scale)], check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, folder, str(scale)], check=True, capture_output=True, text=True
+            )
             figures = json.loads(out.stdout.strip().splitlines()[-1])
         participants = scale * sum(trial.n for trial in TRIALS.values())
-        print(f"{scale:>6} {participants:>12} {figures['seconds']:>8.2f} {figures['peak_mib']:>9.0f} {figures['bytes'] / 1e6:>10.1f}")
+        print(
+            f"{scale:>6} {participants:>12} {figures['seconds']:>8.2f} {figures['peak_mib']:>9.0f} {figures['bytes'] / 1e6:>10.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ def write_workbook(path: Path, rows: int, columns: int = 20, epoch_1904: bool = 
     sheet.append(header)
     expected = [header]
     for row in range(rows):
-        values = [row + 1, dt.datetime(2020, 1, 1) + dt.timedelta(days=row % 900), "unknown" if row % 7 == 0 else row % 50] + [float(row * i % 97) for i in range(columns - 3)]
+        values = [
+            row + 1,
+            dt.datetime(2020, 1, 1) + dt.timedelta(days=row % 900),
+            "unknown" if row % 7 == 0 else row % 50,
+        ] + [float(row * i % 97) for i in range(columns - 3)]
         sheet.append(values)
         expected.append(values)
     workbook.save(path)
@@ -113,7 +117,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         cases = {}
-        for name, dimension, epoch in (("dimension tag correct", None, False), ("dimension tag A1", "A1", False), ("dimension tag: half the rows", "A1:T51", False), ("1904 date system", None, True)):
+        for name, dimension, epoch in (
+            ("dimension tag correct", None, False),
+            ("dimension tag A1", "A1", False),
+            ("dimension tag: half the rows", "A1:T51", False),
+            ("1904 date system", None, True),
+        ):
             path = folder / f"{len(cases)}.xlsx"
             expected = write_workbook(path, 100, epoch_1904=epoch)
             if dimension:

@@ -112,7 +112,9 @@ READERS = {"csv": "CSV", "excel": "Excel (calamine)", "spss": "SPSS", "stata": "
 
 
 def run_child(code: str, *args) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, str(REPO), *map(str, args)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO), *map(str, args)], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -147,10 +149,16 @@ def main() -> None:
                 print(f"{scale:>6} {'all':>5} {reader:>16} {rows:>12} {seconds:>7.2f} {cpu:>7.2f} {read:>7.2f} {rates}")
             participants = scale * sum(t.n for t in TRIALS.values())
             print(f"{scale:>6} {'all':>5} {'all':>16} {participants:>12} {total:>7.2f}")
-    print("\nLibraries alone on the same files (fresh process, one thread), against ipdpool's read_table and whole harmonization:")
-    print(f"{'scale':>6} {'study':>5} {'library':>16} {'participants':>12} {'lib_s':>7} {'lib part./s':>12} {'read_s':>7} {'wall_s':>7}")
+    print(
+        "\nLibraries alone on the same files (fresh process, one thread), against ipdpool's read_table and whole harmonization:"
+    )
+    print(
+        f"{'scale':>6} {'study':>5} {'library':>16} {'participants':>12} {'lib_s':>7} {'lib part./s':>12} {'read_s':>7} {'wall_s':>7}"
+    )
     for scale, study, library, rows, seconds, read, wall in libraries:
-        print(f"{scale:>6} {study:>5} {library:>16} {rows:>12} {seconds:>7.2f} {rows / seconds:>12,.0f} {read:>7.2f} {wall:>7.2f}")
+        print(
+            f"{scale:>6} {study:>5} {library:>16} {rows:>12} {seconds:>7.2f} {rows / seconds:>12,.0f} {read:>7.2f} {wall:>7.2f}"
+        )
 
 
 if __name__ == "__main__":

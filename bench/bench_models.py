@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 SCENARIOS = [
@@ -46,7 +45,9 @@ def generate(kind, k, n):
     return np.column_stack([np.ones(k * n), employed, baseline]), y, groups
 """
 
-IPDPOOL = GENERATE + """
+IPDPOOL = (
+    GENERATE
+    + """
 import json, sys, time, tracemalloc
 from ipdpool.models.crossprod import cross_products
 from ipdpool.models.lmm import fit_lmm
@@ -62,8 +63,11 @@ seconds = time.perf_counter() - start
 peak = tracemalloc.get_traced_memory()[1]
 print(json.dumps({"seconds": seconds, "extra_mib": peak / 2**20, "input_mib": input_bytes / 2**20, "estimate": result["estimate"], "df": result["df"]}))
 """
+)
 
-STATSMODELS = GENERATE + """
+STATSMODELS = (
+    GENERATE
+    + """
 import json, sys, time, warnings
 import statsmodels.api as sm
 kind, k, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -74,8 +78,11 @@ with warnings.catch_warnings():
     fit = sm.MixedLM(y, x, groups=groups, exog_re=x[:, :2] if kind == "slope" else None).fit(reml=True)
 print(json.dumps({"seconds": time.perf_counter() - start, "estimate": float(fit.fe_params[1])}))
 """
+)
 
-WRITE_FOR_R = GENERATE + """
+WRITE_FOR_R = (
+    GENERATE
+    + """
 import sys
 kind, k, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 x, y, groups = generate(kind, k, n)
@@ -83,6 +90,7 @@ folder = sys.argv[4]
 x[:, 1].tofile(folder + "/employed.bin"); x[:, 2].tofile(folder + "/baseline.bin")
 y.tofile(folder + "/y.bin"); groups.astype("int32").tofile(folder + "/groups.bin")
 """
+)
 
 LME4 = """
 suppressPackageStartupMessages(library(lme4))
@@ -111,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     use_r = shutil.which("Rscript") is not None and "lme4" not in skip
-    header = f"| model | groups x rows | ipdpool s | extra MiB (input MiB) | statsmodels s | lme4 s | statsmodels / ipdpool | lme4 / ipdpool |"
+    header = "| model | groups x rows | ipdpool s | extra MiB (input MiB) | statsmodels s | lme4 s | statsmodels / ipdpool | lme4 / ipdpool |"
     print(header)
     print("|---|---|---|---|---|---|---|---|")
     for kind, k, n in SCENARIOS:

@@ -1,11 +1,15 @@
-"""Benchmark: the demo workflow end to end, `snakemake --cores 4` from a clean results/, then a no-op re-run
-and a dry run (`snakemake -n`). Prints wall seconds, CPU seconds (of snakemake and every job it ran), the
-number of jobs, and the cost per rule from the jobs' benchmark files (count, wall and CPU seconds), which is
-what job granularity is chosen by. Targets (issue 14, idle 2-core machine): clean run <= 30 s wall and
-<= 40 CPU-s; no-op re-run and dry run <= 1.5 s each. On a shared machine the CPU seconds are the figure to
-compare; wall times grow with the other load.
+"""Benchmark: the demo workflow end to end, `snakemake --cores 4` from a clean results/, then no-op re-runs
+and dry runs (`snakemake -n`). Prints wall seconds, CPU seconds (of snakemake and every job it ran), the
+number of jobs, the share of the CPU seconds that is interpreter start-up and imports, and the cost per rule
+from the jobs' benchmark files (count, wall and CPU seconds), which is what job granularity is chosen by.
+Targets (issue 14, idle 2-core machine): clean run <= 30 s wall and <= 40 CPU-s; no-op re-run and dry run
+<= 1.5 s each (median of --repeat runs). On a shared machine the CPU seconds are the figure to compare;
+wall times grow with the other load.
 
-Usage: python bench/bench_workflow.py [--cores 4]
+The import share: each job's script is started in a fresh interpreter that only runs the script's imports
+(the cheapest of three tries), times the number of jobs of its rule, over the clean run's CPU seconds.
+
+Usage: python bench/bench_workflow.py [--cores 4] [--repeat 5]
 """
 
 import argparse
@@ -14,10 +18,12 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,10 +42,32 @@ def timed(command: list[str], cwd: Path) -> tuple[float, float, str]:
     return wall, cpu, done.stderr + done.stdout
 
 
-def jobs_done(output: str) -> int:
-    """The job count from snakemake's last 'N of M steps (100%) done' line."""
-    counts = re.findall(r"(\d+) of \d+ steps \(100%\) done", output)
-    return int(counts[-1]) if counts else 0
+def jobs_by_rule(output: str) -> Counter:
+    """Jobs run per rule, from snakemake's "rule X:" / "localrule X:" lines (the target rule `all` is no job)."""
+    return Counter(name for name in re.findall(r"^(?:local)?rule (\w+):$", output, flags=re.M) if name != "all")
+
+
+def rule_scripts(workflow: Path) -> dict[str, Path]:
+    """Rule name -> the script it runs, from the rule files."""
+    scripts = {}
+    for path in sorted((workflow / "rules").glob("*.smk")):
+        for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", path.read_text(), flags=re.M | re.S):
+            found = re.search(r'script:\s*"([^"]+)"', body)
+            if found:
+                scripts[name] = (path.parent / found.group(1)).resolve()
+    return scripts
+
+
+def import_seconds(script: Path, tries: int = 3) -> float:
+    """CPU seconds of a fresh interpreter that runs only the script's top-level imports."""
+    imports = "\n".join(line for line in script.read_text().splitlines() if re.match(r"(import|from) \S", line))
+    costs = []
+    for _ in range(tries):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", imports], check=True, capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        costs.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return min(costs)
 
 
 def per_rule(benchmarks: Path) -> dict[str, list[float]]:
@@ -56,6 +84,7 @@ def per_rule(benchmarks: Path) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cores", default="4")
+    parser.add_argument("--repeat", type=int, default=5, help="no-op and dry runs, each (median printed)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -63,18 +92,32 @@ def main() -> None:
             (shutil.copytree if (REPO / part).is_dir() else shutil.copy2)(REPO / part, work / part)
         command = [sys.executable, "-m", "snakemake", "--cores", args.cores]
         full, full_cpu, output = timed(command, work)
-        noop, noop_cpu, _ = timed(command, work)
-        dry, dry_cpu, _ = timed([*command, "-n"], work)
+        noops = [timed(command, work)[:2] for _ in range(args.repeat)]
+        dries = [timed([*command, "-n"], work)[:2] for _ in range(args.repeat)]
         costs = per_rule(work / "benchmarks")
-    clean = f"{full:.1f} s wall, {full_cpu:.1f} CPU-s, {jobs_done(output)} jobs"
-    print(f"clean run, snakemake --cores {args.cores}: {clean}")
-    print(f"no-op re-run: {noop:.2f} s wall, {noop_cpu:.2f} CPU-s")
-    print(f"snakemake -n (after the run): {dry:.2f} s wall, {dry_cpu:.2f} CPU-s")
+        jobs = jobs_by_rule(output)
+        scripts = rule_scripts(work / "workflow")
+        imports = {rule: import_seconds(scripts[rule]) for rule in jobs}
+    import_cpu = sum(count * imports[rule] for rule, count in jobs.items())
+    print(
+        f"clean run, snakemake --cores {args.cores}: {full:.1f} s wall, {full_cpu:.1f} CPU-s, {sum(jobs.values())} jobs"
+    )
+    print(f"  start-up and imports of the jobs: {import_cpu:.1f} CPU-s ({100 * import_cpu / full_cpu:.0f}% of the run)")
+    for name, runs in (("no-op re-run", noops), ("snakemake -n (after the run)", dries)):
+        walls, cpus = zip(*runs)
+        spread = f"min {min(walls):.2f}, max {max(walls):.2f}, {len(runs)} runs"
+        wall, cpu = statistics.median(walls), statistics.median(cpus)
+        print(f"{name}: median {wall:.2f} s wall ({spread}), median {cpu:.2f} CPU-s")
+    print(f"\n{'rule':<20} {'jobs':>4} {'imports CPU-s/job':>17}")
+    for rule, count in sorted(jobs.items(), key=lambda item: -item[1] * imports[item[0]]):
+        print(f"{rule:<20} {count:>4} {imports[rule]:>17.2f}")
     print(f"\n{'benchmarks/ folder':<22} {'jobs':>4} {'wall_s':>7} {'cpu_s':>6} {'cpu_s/job':>9}")
-    for rule, (jobs, wall, cpu) in sorted(costs.items(), key=lambda item: -item[1][2]):
-        print(f"{rule:<22} {jobs:>4.0f} {wall:>7.1f} {cpu:>6.1f} {cpu / jobs:>9.2f}")
-    jobs, wall, cpu = (sum(column) for column in zip(*costs.values()))
-    print(f"{'all':<22} {jobs:>4.0f} {wall:>7.1f} {cpu:>6.1f}  (jobs only; the rest is snakemake)")
+    for rule, (count, wall, cpu) in sorted(costs.items(), key=lambda item: -item[1][2]):
+        print(f"{rule:<22} {count:>4.0f} {wall:>7.1f} {cpu:>6.1f} {cpu / count:>9.2f}")
+    count, wall, cpu = (sum(column) for column in zip(*costs.values()))
+    print(
+        f"{'all':<22} {count:>4.0f} {wall:>7.1f} {cpu:>6.1f}  (jobs only, sampled every 0.5 s; the rest is snakemake)"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ from ipdpool.models.twostage import per_study_table
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = ("EU6", "DK", "SE", "NL", "US")
 MODEL = ModelSpec("employed", ("employed",), ("baseline",), {"employed": {"employed": 1}})
-ANALYSIS = {"outcomes": list(TRUE_EMPLOYED_SMD), "models": {"employed": {"terms": ["employed"], "adjust": ["baseline"], "report": {"employed": {"employed": 1}}}}}
+ANALYSIS = {
+    "outcomes": list(TRUE_EMPLOYED_SMD),
+    "models": {"employed": {"terms": ["employed"], "adjust": ["baseline"], "report": {"employed": {"employed": 1}}}},
+}
 
 
 def replicate(seed: int, schema: dict, folder: Path) -> list[dict]:
@@ -51,11 +54,27 @@ def replicate(seed: int, schema: dict, folder: Path) -> list[dict]:
         reml, knapp = meta_analysis(y, v, "REML"), meta_analysis(y, v, "REML", hksj=True)
         for method, estimate, se, low, high in (
             ("one-stage Satterthwaite", one["estimate"], one["se"], one["ci_low"], one["ci_high"]),
-            ("one-stage Kenward-Roger", kenward_roger["estimate"], kenward_roger["se"], kenward_roger["ci_low"], kenward_roger["ci_high"]),
+            (
+                "one-stage Kenward-Roger",
+                kenward_roger["estimate"],
+                kenward_roger["se"],
+                kenward_roger["ci_low"],
+                kenward_roger["ci_high"],
+            ),
             ("two-stage REML z", reml.estimate, reml.se, reml.ci_low, reml.ci_high),
             ("two-stage REML Knapp-Hartung", knapp.estimate, knapp.se, knapp.ci_low, knapp.ci_high),
         ):
-            rows.append({"seed": seed, "outcome": outcome, "method": method, "truth": truth, "estimate": estimate, "se": se, "covered": low <= truth <= high})
+            rows.append(
+                {
+                    "seed": seed,
+                    "outcome": outcome,
+                    "method": method,
+                    "truth": truth,
+                    "estimate": estimate,
+                    "se": se,
+                    "covered": low <= truth <= high,
+                }
+            )
     return rows
 
 
@@ -99,7 +118,11 @@ def main() -> None:
     summary = summarize(results)
     with pd.option_context("display.width", 200, "display.max_rows", 100):
         print(summary.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(yaml.safe_dump({"replicates": args.replicates, "seeds": f"{args.first_seed}-{args.first_seed + args.replicates - 1}"}))
+    print(
+        yaml.safe_dump(
+            {"replicates": args.replicates, "seeds": f"{args.first_seed}-{args.first_seed + args.replicates - 1}"}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,10 +48,19 @@ def workdir(tmp_path_factory):
     return copy_workflow(tmp_path_factory.mktemp("run"))
 
 
-def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Snakemake from this venv in `workdir`; `env` adds environment variables."""
     env = dict(os.environ, **(env or {}), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +68,6 @@ def completed_run(workdir):
     result = snakemake(workdir, "--cores", "4")
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
-
 
 
 # CI installs Chromium and R and starts the test cluster, so there a skipped SLURM, browser

@@ -27,7 +27,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-TOOLS = {"pspp": "pspp", "Rscript": "r-base-core with r-cran-haven, r-cran-foreign, r-cran-openxlsx", "soffice": "libreoffice-calc-nogui"}
+TOOLS = {
+    "pspp": "pspp",
+    "Rscript": "r-base-core with r-cran-haven, r-cran-foreign, r-cran-openxlsx",
+    "soffice": "libreoffice-calc-nogui",
+}
 N = 40
 DIAGNOSES = {1: "skitsofrenia", 2: "kaksisuuntainen mielialahäiriö", 3: "masennus", 4: "muu häiriö"}
 HARMONIZED_DIAGNOSIS = {1: "schizophrenia_spectrum", 2: "bipolar", 3: "depression", 4: "other"}
@@ -37,7 +41,15 @@ def require_tools() -> None:
     missing = [f"{tool} ({package})" for tool, package in TOOLS.items() if shutil.which(tool) is None]
     r_packages = "haven", "foreign", "openxlsx"
     if shutil.which("Rscript") and not missing:
-        check = subprocess.run(["Rscript", "--vanilla", "-e", f"quit(status = !all(sapply(c({', '.join(map(repr, r_packages))}), requireNamespace, quietly = TRUE)))"], capture_output=True)
+        check = subprocess.run(
+            [
+                "Rscript",
+                "--vanilla",
+                "-e",
+                f"quit(status = !all(sapply(c({', '.join(map(repr, r_packages))}), requireNamespace, quietly = TRUE)))",
+            ],
+            capture_output=True,
+        )
         if check.returncode:
             missing.append("R packages haven, foreign, openxlsx (r-cran-haven, r-cran-foreign, r-cran-openxlsx)")
     if missing:
@@ -92,10 +104,25 @@ def fi_trial() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     )
     # Job episodes as days after randomization (start, end or None if ongoing): day 548 is inside
     # the protocol's window (548 days), day 549 outside, though inside 18 calendar months.
-    episodes = {0: [(100, 200)], 1: [(548, None)], 2: [(549, 700)], 3: [(-60, 10)], 6: [(-300, -10)], 8: [(30, None), (400, 420)]}
+    episodes = {
+        0: [(100, 200)],
+        1: [(548, None)],
+        2: [(549, 700)],
+        3: [(-60, 10)],
+        6: [(-300, -10)],
+        8: [(30, None), (400, 420)],
+    }
     episodes.update({i: [(int(rng.integers(0, 540)), None)] for i in range(10, N, 3)})
     jobs = pd.DataFrame(
-        [{"tunnus": f"FI-{i + 1:03d}", "alku": randomized[i] + dt.timedelta(days=s), "loppu": None if e is None else randomized[i] + dt.timedelta(days=e)} for i, spans in episodes.items() for s, e in spans]
+        [
+            {
+                "tunnus": f"FI-{i + 1:03d}",
+                "alku": randomized[i] + dt.timedelta(days=s),
+                "loppu": None if e is None else randomized[i] + dt.timedelta(days=e),
+            }
+            for i, spans in episodes.items()
+            for s, e in spans
+        ]
     )
     return people, followup, jobs
 
@@ -104,17 +131,33 @@ def fi_truth() -> pd.DataFrame:
     """What harmonizing FI must give, computed from the delivered values, independently of ipdpool."""
     people, followup, jobs = fi_trial()
     follow = followup.set_index("id")
-    truth = pd.DataFrame({"site": "Helsinki", "arm": np.where(people["ryhma"] == 1, "IPS", "SAU"), "arm_original": np.where(people["ryhma"] == 1, "IPS", "Tavanomainen kuntoutus")})
+    truth = pd.DataFrame(
+        {
+            "site": "Helsinki",
+            "arm": np.where(people["ryhma"] == 1, "IPS", "SAU"),
+            "arm_original": np.where(people["ryhma"] == 1, "IPS", "Tavanomainen kuntoutus"),
+        }
+    )
     truth["sex"] = np.where(people["sukupuoli"] == 1, "male", "female")
     truth["age"] = people["ika"].where(people["ika"] != 999).astype(float)
     keys = np.arange(1, N + 1)
-    truth["diagnosis"] = [HARMONIZED_DIAGNOSIS[{v: k for k, v in DIAGNOSES.items()}[follow.loc[k, "diagnoosi"]]] if k in follow.index else None for k in keys]
-    truth["followup_months"] = [(follow.loc[k, "seurantapvm"] - people["satunnaistettu"][k - 1]).days / 30.4375 if k in follow.index else np.nan for k in keys]
+    truth["diagnosis"] = [
+        HARMONIZED_DIAGNOSIS[{v: k for k, v in DIAGNOSES.items()}[follow.loc[k, "diagnoosi"]]]
+        if k in follow.index
+        else None
+        for k in keys
+    ]
+    truth["followup_months"] = [
+        (follow.loc[k, "seurantapvm"] - people["satunnaistettu"][k - 1]).days / 30.4375 if k in follow.index else np.nan
+        for k in keys
+    ]
     employed = []
     for i, start in enumerate(people["satunnaistettu"]):
         mine = jobs[jobs["tunnus"] == f"FI-{i + 1:03d}"]
         window_end = start + dt.timedelta(days=548)
-        employed.append(float(any(s <= window_end and (pd.isna(e) or e >= start) for s, e in zip(mine["alku"], mine["loppu"]))))
+        employed.append(
+            float(any(s <= window_end and (pd.isna(e) or e >= start) for s, e in zip(mine["alku"], mine["loppu"])))
+        )
     truth["employed"] = employed
     truth["self_esteem_bl"] = people["rses_0"].where(people["rses_0"] != -9).astype(float)
     truth["self_esteem_fu"] = [float(follow.loc[k, "rses_18"]) if k in follow.index else np.nan for k in keys]
@@ -186,8 +229,12 @@ def build_corpus(folder: Path) -> Path:
     (folder / "FI").mkdir(parents=True)
     (folder / "corpus").mkdir()
     people, followup, jobs = fi_trial()
-    people.assign(satunnaistettu=[d.strftime("%d.%m.%Y") for d in people["satunnaistettu"]]).to_csv(folder / "people.csv", index=False)
-    followup.assign(seurantapvm=[d.strftime("%d.%m.%Y") for d in followup["seurantapvm"]]).to_csv(folder / "followup.csv", index=False)
+    people.assign(satunnaistettu=[d.strftime("%d.%m.%Y") for d in people["satunnaistettu"]]).to_csv(
+        folder / "people.csv", index=False
+    )
+    followup.assign(seurantapvm=[d.strftime("%d.%m.%Y") for d in followup["seurantapvm"]]).to_csv(
+        folder / "followup.csv", index=False
+    )
     jobs.to_csv(folder / "jobs.csv", index=False)
     known = known_values()
     known.assign(visit=[d.strftime("%Y/%m/%d") for d in known["visit"]]).to_csv(folder / "known.csv", index=False)
@@ -195,7 +242,20 @@ def build_corpus(folder: Path) -> Path:
     run(["pspp", "--safer", "write.sps"], folder)
     (folder / "write.R").write_text(R_SCRIPT.replace("{folder}", str(folder)), encoding="utf-8")
     run(["Rscript", "--vanilla", "write.R"], folder)
-    run(["soffice", "--headless", "--norestore", f"-env:UserInstallation=file://{folder}/lo-profile", "--convert-to", "ods", "--outdir", str(folder / "corpus"), str(folder / "corpus" / "openxlsx.xlsx")], folder)
+    run(
+        [
+            "soffice",
+            "--headless",
+            "--norestore",
+            f"-env:UserInstallation=file://{folder}/lo-profile",
+            "--convert-to",
+            "ods",
+            "--outdir",
+            str(folder / "corpus"),
+            str(folder / "corpus" / "openxlsx.xlsx"),
+        ],
+        folder,
+    )
     set_dimension(folder / "FI" / "fi_tyojaksot.xlsx", "A1:C3")  # a tag covering 2 of the episodes
     shutil.copy(folder / "corpus" / "openxlsx.xlsx", folder / "corpus" / "dimension_a1.xlsx")
     set_dimension(folder / "corpus" / "dimension_a1.xlsx", "A1")

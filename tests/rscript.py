@@ -49,7 +49,9 @@ def run_r(script: str, frames: dict[str, pd.DataFrame] | None = None, timeout: i
             ]
         )
         (folder / "script.R").write_text(program)
-        done = subprocess.run([rscript, "--vanilla", str(folder / "script.R")], capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [rscript, "--vanilla", str(folder / "script.R")], capture_output=True, text=True, timeout=timeout
+        )
         if done.returncode != 0:
             raise RuntimeError(f"Rscript failed:\n{done.stderr[-4000:]}")
         return json.loads(result_path.read_text())

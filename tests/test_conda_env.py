@@ -41,9 +41,13 @@ def test_the_pip_section_reads_as_the_lock_and_the_package_from_a_prefix_outside
 
 
 def test_the_workflow_tells_pip_where_it_is():
-    report = "import atexit, os, sys; atexit.register(lambda: print('IPDPOOL_ROOT=' + os.environ.get('IPDPOOL_ROOT', '')))"
+    report = (
+        "import atexit, os, sys; atexit.register(lambda: print('IPDPOOL_ROOT=' + os.environ.get('IPDPOOL_ROOT', '')))"
+    )
     code = f"{report}; from snakemake.cli import main; sys.argv = ['snakemake', '--list-rules']; main()"
     env = {key: value for key, value in os.environ.items() if key != "IPDPOOL_ROOT"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"IPDPOOL_ROOT={REPO}" in result.stdout.splitlines()

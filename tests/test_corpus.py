@@ -14,7 +14,6 @@ import pytest
 from corpus import build_corpus, fi_truth, known_values, require_tools
 
 from ipdpool.harmonize.__main__ import main as harmonize_main
-from ipdpool.harmonize.draft import draft_rule_file
 from ipdpool.harmonize.problems import HarmonizationError
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.harmonize.schema import load_schema
@@ -33,13 +32,26 @@ def corpus(tmp_path_factory):
 
 def same(read, known) -> bool:
     if isinstance(known, dt.date):
-        return isinstance(read, (dt.date, dt.datetime)) and (read.year, read.month, read.day) == (known.year, known.month, known.day)
+        return isinstance(read, (dt.date, dt.datetime)) and (read.year, read.month, read.day) == (
+            known.year,
+            known.month,
+            known.day,
+        )
     if isinstance(known, str):
         return read == known
     return isinstance(read, (int, float)) and math.isclose(float(read), float(known), rel_tol=1e-12)
 
 
-CORPUS_FILES = [f"haven_v{v}.dta" for v in range(8, 16)] + ["foreign_v10.dta", "haven.sav", "haven.xpt", "pspp.sav", "pspp.por", "openxlsx.xlsx", "openxlsx.ods", "dimension_a1.xlsx"]
+CORPUS_FILES = [f"haven_v{v}.dta" for v in range(8, 16)] + [
+    "foreign_v10.dta",
+    "haven.sav",
+    "haven.xpt",
+    "pspp.sav",
+    "pspp.por",
+    "openxlsx.xlsx",
+    "openxlsx.ods",
+    "dimension_a1.xlsx",
+]
 PRE_UNICODE = [f"haven_v{v}.dta" for v in range(8, 14)] + ["foreign_v10.dta"]
 FORMAT = {".dta": "stata", ".sav": "spss", ".por": "spss", ".xpt": "sas", ".xlsx": "excel", ".ods": "excel"}
 
@@ -58,10 +70,14 @@ def test_every_cell_of_every_export_reads_back(corpus, name):
     for column in known.columns:
         read = frame[column].tolist()
         if name == "pspp.por" and column == "town":  # a portable file holds 7-bit text: PSPP cannot store 'ä' in it
-            assert table.warnings == ["text in 'TOWN' has characters that could not be decoded (shown as U+FFFD); ask for the file in another format or encoding"]
+            assert table.warnings == [
+                "text in 'TOWN' has characters that could not be decoded (shown as U+FFFD); ask for the file in another format or encoding"
+            ]
             read, known = [r if k.isascii() else k for r, k in zip(read, known[column])], known.copy()
         if name == "foreign_v10.dta" and column == "visit":
-            read = [dt.date(1960, 1, 1) + dt.timedelta(days=int(v)) for v in read]  # written as plain numbers, no date format
+            read = [
+                dt.date(1960, 1, 1) + dt.timedelta(days=int(v)) for v in read
+            ]  # written as plain numbers, no date format
         bad = [i + 1 for i, (r, k) in enumerate(zip(read, known[column])) if not same(r, k)]
         assert not bad, f"{name}: column {column} differs in rows {bad}"
     if name.endswith((".sav", ".dta")) and name != "foreign_v10.dta":
@@ -72,12 +88,21 @@ def test_every_cell_of_every_export_reads_back(corpus, name):
 
 def test_a_pre_unicode_stata_file_without_encoding_is_flagged(corpus):
     table = read_table("C", "known", {"file": "foreign_v10.dta", "format": "stata", "id": "id"}, corpus / "corpus")
-    assert table.warnings == ["text in 'town' looks like UTF-8 decoded as Latin-1/cp1252 (e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"]
+    assert table.warnings == [
+        "text in 'town' looks like UTF-8 decoded as Latin-1/cp1252 (e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"
+    ]
 
 
 def test_unknown_encoding_is_a_clear_error(corpus):
-    with pytest.raises(RawDataError, match="unknown encoding 'utf-9' in the rule file; use a name such as utf-8, latin-1 or cp1252"):
-        read_table("C", "known", {"file": "foreign_v10.dta", "format": "stata", "id": "id", "encoding": "utf-9"}, corpus / "corpus")
+    with pytest.raises(
+        RawDataError, match="unknown encoding 'utf-9' in the rule file; use a name such as utf-8, latin-1 or cp1252"
+    ):
+        read_table(
+            "C",
+            "known",
+            {"file": "foreign_v10.dta", "format": "stata", "id": "id", "encoding": "utf-9"},
+            corpus / "corpus",
+        )
 
 
 def fi_rules(corpus, tmp_path, text=None) -> Path:
@@ -108,19 +133,37 @@ def test_the_sixth_trial_harmonizes_to_the_known_truth(corpus, tmp_path):
     truth = fi_truth()
     for column in truth.columns:
         got, want = result.data[column].astype(object).tolist(), truth[column].astype(object).tolist()
-        bad = [i + 1 for i, (g, w) in enumerate(zip(got, want)) if not ((pd.isna(g) and pd.isna(w)) or (not pd.isna(g) and not pd.isna(w) and (g == w or math.isclose(g, w, rel_tol=1e-12))))]
+        bad = [
+            i + 1
+            for i, (g, w) in enumerate(zip(got, want))
+            if not (
+                (pd.isna(g) and pd.isna(w))
+                or (not pd.isna(g) and not pd.isna(w) and (g == w or math.isclose(g, w, rel_tol=1e-12)))
+            )
+        ]
         assert not bad, f"{column} differs from the truth in rows {bad}"
     notes = result.rule_log.set_index("variable").loc["participant_id", "notes"]
-    assert notes == "osallistujat: 40 rows, 40 ids reformatted, 40 matched; seuranta: 32 rows, 0 ids reformatted, 32 matched; tyojaksot: 17 rows, 17 ids reformatted, 17 matched"
+    assert (
+        notes
+        == "osallistujat: 40 rows, 40 ids reformatted, 40 matched; seuranta: 32 rows, 0 ids reformatted, 32 matched; tyojaksot: 17 rows, 17 ids reformatted, 17 matched"
+    )
     assert result.warnings == []
 
 
 def test_the_day_window_and_the_encoding_matter(corpus, tmp_path):
     text = (REPO / "tests" / "data" / "FI.yaml").read_text(encoding="utf-8")
-    months = harmonize_study(load_rules(fi_rules(corpus, tmp_path, text.replace("days: 548", "months: 18"))), load_schema(REPO / "config" / "schema.yaml"), KEY)
+    months = harmonize_study(
+        load_rules(fi_rules(corpus, tmp_path, text.replace("days: 548", "months: 18"))),
+        load_schema(REPO / "config" / "schema.yaml"),
+        KEY,
+    )
     assert months.data["employed"].iloc[2] == 1 and fi_truth()["employed"].iloc[2] == 0  # the job started on day 549
     with pytest.raises(HarmonizationError) as caught:
-        harmonize_study(load_rules(fi_rules(corpus, tmp_path, text.replace("    encoding: utf-8", ""))), load_schema(REPO / "config" / "schema.yaml"), KEY)
+        harmonize_study(
+            load_rules(fi_rules(corpus, tmp_path, text.replace("    encoding: utf-8", ""))),
+            load_schema(REPO / "config" / "schema.yaml"),
+            KEY,
+        )
     assert "codes in 'diagnoosi' missing from the recode map" in str(caught.value)
 
 
@@ -132,7 +175,12 @@ def test_no_corpus_input_is_read_partially(corpus, tmp_path):
         for cut in (len(data) * 2 // 3, len(data) - 700):
             target = tmp_path / Path(name).name
             target.write_bytes(data[:cut])
-            spec = {"file": target.name, "format": FORMAT[target.suffix], "id": "id", "sheet": "known" if "corpus" in str(source.parent) else "tyojaksot"}
+            spec = {
+                "file": target.name,
+                "format": FORMAT[target.suffix],
+                "id": "id",
+                "sheet": "known" if "corpus" in str(source.parent) else "tyojaksot",
+            }
             if spec["format"] != "excel":
                 spec.pop("sheet")
             try:
@@ -140,4 +188,6 @@ def test_no_corpus_input_is_read_partially(corpus, tmp_path):
             except RawDataError:
                 continue
             whole = read_table("C", "t", {**spec, "file": source.name}, source.parent)
-            assert table.frame.equals(whole.frame), f"{name} cut at {cut} of {len(data)} bytes read {len(table.frame)} of {len(whole.frame)} rows with no error"
+            assert table.frame.equals(whole.frame), (
+                f"{name} cut at {cut} of {len(data)} bytes read {len(table.frame)} of {len(whole.frame)} rows with no error"
+            )

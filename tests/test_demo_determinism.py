@@ -16,7 +16,11 @@ def relative_files(root: Path) -> set[str]:
 def test_regenerating_gives_byte_identical_files(tmp_path, demo_dir):
     write_demo(tmp_path)
     assert relative_files(tmp_path) == relative_files(demo_dir)
-    differing = [name for name in sorted(relative_files(tmp_path)) if (tmp_path / name).read_bytes() != (demo_dir / name).read_bytes()]
+    differing = [
+        name
+        for name in sorted(relative_files(tmp_path))
+        if (tmp_path / name).read_bytes() != (demo_dir / name).read_bytes()
+    ]
     assert differing == [], f"regenerated files differ from the committed demo: {differing} (run `make demo`)"
 
 
@@ -46,4 +50,6 @@ def test_the_aggregate_demo_file_is_what_its_script_writes(tmp_path, repo_root):
     from ipdpool.demo.aggregate import main
 
     main(["--out", str(tmp_path / "ips_rcts.tsv")])
-    assert (tmp_path / "ips_rcts.tsv").read_bytes() == (repo_root / "config" / "aggregate" / "ips_rcts.tsv").read_bytes()
+    assert (tmp_path / "ips_rcts.tsv").read_bytes() == (
+        repo_root / "config" / "aggregate" / "ips_rcts.tsv"
+    ).read_bytes()

@@ -151,7 +151,11 @@ def test_nl_job_episodes_overlapped_with_the_window_give_employment(raw, demo):
     start = pd.to_datetime(jobs["respnr"].map(participants.set_index("respnr")["randdatum"]))
     end = start + pd.DateOffset(months=18)
     competitive = jobs["soort"] == 1
-    overlaps = competitive & (pd.to_datetime(jobs["start"]) <= end) & (jobs["eind"].isna() | (pd.to_datetime(jobs["eind"]) >= start))
+    overlaps = (
+        competitive
+        & (pd.to_datetime(jobs["start"]) <= end)
+        & (jobs["eind"].isna() | (pd.to_datetime(jobs["eind"]) >= start))
+    )
     employed_ids = set(jobs.loc[overlaps, "respnr"])
     derived = participants["respnr"].isin(employed_ids).astype(float).to_numpy()
     np.testing.assert_array_equal(derived, demo.exports["NL"].truth["employed_recorded"].to_numpy())

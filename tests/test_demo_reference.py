@@ -24,7 +24,15 @@ from ipdpool.tables import read_table
 
 pytestmark = pytest.mark.workflow
 
-R_TERMS = {"employed": "employed", "ips": "ips", "ips:employed": "ips:employed", "baseline": "baseline", "age": "age", "sex": "female", "diagnosis": "diagnosis"}
+R_TERMS = {
+    "employed": "employed",
+    "ips": "ips",
+    "ips:employed": "ips:employed",
+    "baseline": "baseline",
+    "age": "age",
+    "sex": "female",
+    "diagnosis": "diagnosis",
+}
 
 R_REFIT = r"""
 suppressPackageStartupMessages({library(lmerTest)})
@@ -84,7 +92,11 @@ def model_spec(analysis: dict, contrast: str, variant: str) -> tuple[list[str], 
         options["exclude"] = variant.removeprefix("leave_out_")
     elif variant == "within_between":
         terms = [t for t in terms if t != "employed"] + ["employed_within", "employed_between"]
-        report = {"employed_within": {"employed_within": 1}, "employed_between": {"employed_between": 1}, "between_minus_within": {"employed_between": 1, "employed_within": -1}}
+        report = {
+            "employed_within": {"employed_within": 1},
+            "employed_between": {"employed_between": 1},
+            "between_minus_within": {"employed_between": 1, "employed_within": -1},
+        }
         options["within_between"] = True
     elif variant == "random_slope_employed":
         options["random"] = "1 + employed"
@@ -110,9 +122,23 @@ def r_reference(demo_tables):
     for (outcome, contrast, variant), _ in tables.groupby(["outcome", "contrast", "variant"], sort=True):
         terms, report, options = model_spec(analysis, contrast, variant)
         key = f"{outcome}|{contrast}|{variant}"
-        spec.append({"id": key, "outcome": outcome, "formula": r_formula(terms, options.pop("random")), "kr": variant == "random_intercept", **options})
-        contrasts += [{"id": key, "term": term, "coefficient": coefficient, "weight": weight} for term, weights in report.items() for coefficient, weight in weights.items()]
-    columns = ["study", "arm", "employed", "age", "sex", "diagnosis"] + [c for c in pooled if c.endswith(("_bl_z", "_fu_z"))]
+        spec.append(
+            {
+                "id": key,
+                "outcome": outcome,
+                "formula": r_formula(terms, options.pop("random")),
+                "kr": variant == "random_intercept",
+                **options,
+            }
+        )
+        contrasts += [
+            {"id": key, "term": term, "coefficient": coefficient, "weight": weight}
+            for term, weights in report.items()
+            for coefficient, weight in weights.items()
+        ]
+    columns = ["study", "arm", "employed", "age", "sex", "diagnosis"] + [
+        c for c in pooled if c.endswith(("_bl_z", "_fu_z"))
+    ]
     data = pooled[columns].astype({"employed": float})
     return run_r(R_REFIT, {"pooled": data, "spec": pd.DataFrame(spec), "contrasts": pd.DataFrame(contrasts)})
 
@@ -239,8 +265,14 @@ def metafor_two_stage(completed_run, demo_tables):
             key = f"{outcome}|{contrast}"
             terms = model["terms"] + model.get("adjust", [])
             models.append({"key": key, "outcome": outcome, "formula": "y ~ " + " + ".join(R_TERMS[t] for t in terms)})
-            weights += [{"key": key, "term": term, "coefficient": c, "weight": w} for term, ws in model["report"].items() for c, w in ws.items()]
-    data = pooled[["study", "arm", "employed"] + [c for c in pooled if c.endswith(("_bl_z", "_fu_z"))]].astype({"employed": float})
+            weights += [
+                {"key": key, "term": term, "coefficient": c, "weight": w}
+                for term, ws in model["report"].items()
+                for c, w in ws.items()
+            ]
+    data = pooled[["study", "arm", "employed"] + [c for c in pooled if c.endswith(("_bl_z", "_fu_z"))]].astype(
+        {"employed": float}
+    )
     return run_r(R_TWO_STAGE, {"pooled": data, "models": pd.DataFrame(models), "weights": pd.DataFrame(weights)})
 
 
@@ -255,7 +287,9 @@ def test_per_study_estimates_equal_r_lm(completed_run, metafor_two_stage):
         assert len(ours) == len(theirs), key
         merged = ours.merge(theirs, on=["study", "term"], suffixes=("", "_r"))
         assert len(merged) == len(ours), key
-        np.testing.assert_allclose(merged["estimate"], merged["estimate_r"], rtol=1e-6, atol=1e-9 * merged["se_r"].max())
+        np.testing.assert_allclose(
+            merged["estimate"], merged["estimate_r"], rtol=1e-6, atol=1e-9 * merged["se_r"].max()
+        )
         np.testing.assert_allclose(merged["se"], merged["se_r"], rtol=1e-4)
         np.testing.assert_array_equal(merged["df"], merged["df_r"])
         checked += len(merged)
@@ -283,10 +317,18 @@ def test_two_stage_leave_one_out_equals_metafor(completed_run, metafor_two_stage
     table = read_table(completed_run / "results" / "tables" / "leave_one_out.tsv")
     checked = 0
     for (outcome, contrast, term, hksj), rows in table.groupby(["outcome", "contrast", "term", "hksj"], sort=False):
-        theirs = metafor_two_stage[f"{outcome}|{contrast}"]["pooled"][f"{term} REML {'knha' if hksj else 'z'}"]["leave1out"]
+        theirs = metafor_two_stage[f"{outcome}|{contrast}"]["pooled"][f"{term} REML {'knha' if hksj else 'z'}"][
+            "leave1out"
+        ]
         for quantity in ("estimate", "se", "tau2", "i2"):
             values = np.atleast_1d(np.asarray(theirs[quantity], float))
             rel, floor = TWO_STAGE_QUANTITIES[quantity]
-            np.testing.assert_allclose(rows[quantity].to_numpy(float), values, rtol=rel, atol=floor, err_msg=f"{outcome} {contrast} {term} {quantity}")
+            np.testing.assert_allclose(
+                rows[quantity].to_numpy(float),
+                values,
+                rtol=rel,
+                atol=floor,
+                err_msg=f"{outcome} {contrast} {term} {quantity}",
+            )
         checked += len(rows)
     assert checked == len(table) > 0

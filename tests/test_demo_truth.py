@@ -12,9 +12,18 @@ from ipdpool.demo.simulate import simulate_latent
 # Design facts from the foundation issue (published trial reports), not from our output.
 PUBLISHED = {
     "EU6": {"n": {"IPS": 156, "Vocational service": 156}, "employed": {"IPS": 0.545, "Vocational service": 0.276}},
-    "DK": {"n": {"IPS": 243, "IPSE": 238, "Sædvanlig indsats": 239}, "employed": {"IPS": 0.60, "IPSE": 0.60, "Sædvanlig indsats": 0.47}},
-    "SE": {"n": {"IPS": 60, "Traditionell arbetsrehabilitering": 60}, "employed": {"IPS": 0.46, "Traditionell arbetsrehabilitering": 0.11}},
-    "NL": {"n": {"IPS": 71, "Traditionele arbeidsrehabilitatie": 80}, "employed": {"IPS": 0.44, "Traditionele arbeidsrehabilitatie": 0.25}},
+    "DK": {
+        "n": {"IPS": 243, "IPSE": 238, "Sædvanlig indsats": 239},
+        "employed": {"IPS": 0.60, "IPSE": 0.60, "Sædvanlig indsats": 0.47},
+    },
+    "SE": {
+        "n": {"IPS": 60, "Traditionell arbetsrehabilitering": 60},
+        "employed": {"IPS": 0.46, "Traditionell arbetsrehabilitering": 0.11},
+    },
+    "NL": {
+        "n": {"IPS": 71, "Traditionele arbeidsrehabilitatie": 80},
+        "employed": {"IPS": 0.44, "Traditionele arbeidsrehabilitatie": 0.25},
+    },
     "US": {"n": {"IPS": 68, "PSR": 69, "BVR": 67}, "employed": {"IPS": 0.74, "PSR": 0.22, "BVR": 0.22}},
 }
 
@@ -59,7 +68,9 @@ def test_ground_truth_file_states_the_generator_effects(demo_dir):
     assert truth["true_effects"]["ips_given_employment"] == 0
     assert truth["true_effects"]["ips_x_employed"] == 0
     for study, trial in TRIALS.items():
-        assert set(truth["studies"][study]["instruments"]) | set(truth["studies"][study]["not_collected"]) == set(OUTCOMES)
+        assert set(truth["studies"][study]["instruments"]) | set(truth["studies"][study]["not_collected"]) == set(
+            OUTCOMES
+        )
 
 
 def within_study_fit(frames: list[pd.DataFrame], outcome: str, standardize: bool) -> np.ndarray:
@@ -102,7 +113,9 @@ def test_true_effects_are_recovered_from_latent_data_within_monte_carlo_error(st
     for seed in range(1000, 1000 + replicates):
         latent, _ = simulate_latent(seed=seed)
         for outcome in OUTCOMES:
-            frames = [f[f["assessed"]] if assessed_only else f for s, f in latent.items() if outcome in TRIALS[s].instruments]
+            frames = [
+                f[f["assessed"]] if assessed_only else f for s, f in latent.items() if outcome in TRIALS[s].instruments
+            ]
             estimates[outcome].append(within_study_fit(frames, outcome, standardize))
     truth = {o: np.array([TRUE_EMPLOYED_SMD[o], 0.0, 0.0]) for o in OUTCOMES}
     for outcome in OUTCOMES:
@@ -114,8 +127,12 @@ def test_true_effects_are_recovered_from_latent_data_within_monte_carlo_error(st
 def test_employment_is_confounded_by_baseline_functioning(demo):
     """Employment favours better baseline functioning and fewer negative symptoms within study."""
     frames = pd.concat(demo.latent.values())
-    centred = frames.groupby("study")[["functioning_bl_latent", "negative_symptoms_bl_latent"]].transform(lambda x: x - x.mean())
-    fit = sm.Logit(frames["employed"].to_numpy(), sm.add_constant(np.column_stack([frames["ips"], centred]))).fit(disp=0)
+    centred = frames.groupby("study")[["functioning_bl_latent", "negative_symptoms_bl_latent"]].transform(
+        lambda x: x - x.mean()
+    )
+    fit = sm.Logit(frames["employed"].to_numpy(), sm.add_constant(np.column_stack([frames["ips"], centred]))).fit(
+        disp=0
+    )
     z = fit.params / fit.bse
     assert z[1] > 5 and z[2] > 3 and z[3] < -3, z
 
@@ -123,7 +140,9 @@ def test_employment_is_confounded_by_baseline_functioning(demo):
 def test_attrition_differs_by_arm_and_depends_on_baseline_severity(demo):
     frames = pd.concat(demo.latent.values())
     severity = frames.groupby("study")["negative_symptoms_bl_latent"].transform(lambda x: x - x.mean())
-    fit = sm.Logit(frames["assessed"].astype(int).to_numpy(), sm.add_constant(np.column_stack([frames["ips"], severity]))).fit(disp=0)
+    fit = sm.Logit(
+        frames["assessed"].astype(int).to_numpy(), sm.add_constant(np.column_stack([frames["ips"], severity]))
+    ).fit(disp=0)
     z = fit.params / fit.bse
     assert z[1] > 2 and z[2] < -3, z
 

@@ -14,7 +14,17 @@ def test_counts_from_one_to_threshold_minus_one_are_suppressed():
     assert out["other"].tolist() == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("name", ["results/harmonized/pooled.parquet", "results/harmonized/DK.csv", "results/audit/DK/distributions.svg", "results/audit/DK/distributions.png", "results/audit/DK/distributions.tsv", "results/report.html"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "results/harmonized/pooled.parquet",
+        "results/harmonized/DK.csv",
+        "results/audit/DK/distributions.svg",
+        "results/audit/DK/distributions.png",
+        "results/audit/DK/distributions.tsv",
+        "results/report.html",
+    ],
+)
 def test_participant_level_files_are_refused_before_anything_is_written(tmp_path, name):
     with pytest.raises(ShareRefused, match="participant-level files cannot be shared"):
         collect_shareable([tmp_path / "results/tables/one_stage.tsv", tmp_path / name], tmp_path / "share", 5)

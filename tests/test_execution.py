@@ -15,7 +15,13 @@ from conftest import REPO, copy_workflow, snakemake
 
 pytestmark = pytest.mark.workflow
 
-RESULT_GLOBS = ["results/tables/*.tsv", "results/summary.md", "results/harmonized/*.csv", "results/audit/*.tsv", "results/audit/*/*.tsv"]
+RESULT_GLOBS = [
+    "results/tables/*.tsv",
+    "results/summary.md",
+    "results/harmonized/*.csv",
+    "results/audit/*.tsv",
+    "results/audit/*/*.tsv",
+]
 
 
 def result_files(root: Path) -> dict[str, bytes]:
@@ -33,7 +39,9 @@ def test_a_killed_single_core_run_restarts_and_equals_an_uninterrupted_four_core
     workdir = copy_workflow(tmp_path)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     command = [sys.executable, "-m", "snakemake", "--cores", "1"]
-    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while not (workdir / "results" / "harmonized" / "pooled.parquet").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -116,7 +124,10 @@ rule timed_out:
 
 def processes() -> list[tuple[int, int, str]]:
     listing = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
-    return [(int(pid), int(ppid), args) for pid, ppid, args in (line.split(None, 2) for line in listing.splitlines() if len(line.split(None, 2)) == 3)]
+    return [
+        (int(pid), int(ppid), args)
+        for pid, ppid, args in (line.split(None, 2) for line in listing.splitlines() if len(line.split(None, 2)) == 3)
+    ]
 
 
 def stepd_pids(job_id: str) -> list[int]:
@@ -153,10 +164,22 @@ def test_cancelled_killed_and_timed_out_slurm_jobs_fail_the_run_fast_and_a_rerun
     (tmp_path / "Snakefile").write_text(FAILING_WORKFLOW)
     log = tmp_path / "snakemake.log"
     env = dict(os.environ, **SLURM_SITE, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [sys.executable, "-m", "snakemake", *SLURM_PROFILES, "--retries", "0", "--keep-going", "--config", "sleep=600"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *SLURM_PROFILES,
+        "--retries",
+        "0",
+        "--keep-going",
+        "--config",
+        "sleep=600",
+    ]
     orphans: list[int] = []
     with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         text = lambda: log.read_text()  # noqa: E731
         wait_for(lambda: len(SUBMITTED.findall(text())) == 3, 120, "three submissions")
@@ -200,6 +223,8 @@ def test_cancelled_killed_and_timed_out_slurm_jobs_fail_the_run_fast_and_a_rerun
     assert states[jobs["stepd_killed"]] == states[jobs["timed_out"]] == "TIMEOUT", states
     assert not any((tmp_path / f"{rule}.txt").exists() for rule in jobs)
 
-    rerun = subprocess.run([*command[:-1], "sleep=1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [*command[:-1], "sleep=1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert all((tmp_path / f"{rule}.txt").exists() for rule in jobs)

@@ -40,8 +40,16 @@ def setting(repo_root):
 
 def bundle_of(part: pd.DataFrame, analysis: dict, levels, repo_root, thresholds=DISCLOSURE_DEFAULTS) -> dict:
     study = str(part["study"].iloc[0])
-    about = manifest(study, repo_root / "config" / "studies" / f"{study}.yaml", repo_root / "config" / "schema.yaml", analysis, __version__)
-    return plain(make_bundle(study_statistics(part, analysis, levels), table1_aggregates(part), [], [], about, thresholds))
+    about = manifest(
+        study,
+        repo_root / "config" / "studies" / f"{study}.yaml",
+        repo_root / "config" / "schema.yaml",
+        analysis,
+        __version__,
+    )
+    return plain(
+        make_bundle(study_statistics(part, analysis, levels), table1_aggregates(part), [], [], about, thresholds)
+    )
 
 
 def numbers(value) -> int:
@@ -66,7 +74,9 @@ def test_a_bundle_holds_no_pseudonym_and_no_free_text_value(setting, repo_root):
 def test_a_bundle_does_not_grow_with_participants(setting, repo_root):
     analysis, levels, pooled = setting
     part = pooled[pooled["study"] == "SE"]
-    copies = pd.concat([part.assign(participant_id=part["participant_id"] + f"-{i}") for i in range(20)], ignore_index=True)
+    copies = pd.concat(
+        [part.assign(participant_id=part["participant_id"] + f"-{i}") for i in range(20)], ignore_index=True
+    )
     small, large = bundle_of(part, analysis, levels, repo_root), bundle_of(copies, analysis, levels, repo_root)
     assert large["statistics"]["n"] == 20 * small["statistics"]["n"]
     assert numbers(large) == numbers(small)  # the same statistics, only larger sums
@@ -80,7 +90,9 @@ def test_disclosure_control_refuses_a_small_cell_and_names_it(setting, repo_root
     part = part.drop(rare[1:])  # one participant with diagnosis "other" left in SAU
     with pytest.raises(BundleError) as refused:
         bundle_of(part, analysis, levels, repo_root)
-    assert "study NL: cell diagnosis = other in arm SAU has 1 participants, fewer than nfilter_tab 3" in str(refused.value)
+    assert "study NL: cell diagnosis = other in arm SAU has 1 participants, fewer than nfilter_tab 3" in str(
+        refused.value
+    )
     assert "nothing written" in str(refused.value)
 
 
@@ -89,7 +101,10 @@ def test_disclosure_control_refuses_too_many_parameters_for_a_model(setting, rep
     part = pooled[pooled["study"] == "SE"]
     with pytest.raises(BundleError) as refused:
         bundle_of(part, analysis, levels, repo_root, {**DISCLOSURE_DEFAULTS, "nfilter_glm": 0.01})
-    assert "study SE: model ips_x_employed/covariates for outcome functioning: 10 parameters for 82 participants, more than nfilter_glm 0.01 x n" in str(refused.value)
+    assert (
+        "study SE: model ips_x_employed/covariates for outcome functioning: 10 parameters for 82 participants, more than nfilter_glm 0.01 x n"
+        in str(refused.value)
+    )
 
 
 def test_the_coordinator_refuses_changed_foreign_or_mismatched_bundles(setting, repo_root, tmp_path):
@@ -98,20 +113,39 @@ def test_the_coordinator_refuses_changed_foreign_or_mismatched_bundles(setting, 
     schema = repo_root / "config" / "schema.yaml"
     assert check_bundle(bundle, "SE.json", "SE", schema, analysis, __version__) == []
     tampered = {**bundle, "table1": {**bundle["table1"], "IPS": {**bundle["table1"]["IPS"], "n": 1000}}}
-    assert "content does not match its manifest checksum" in check_bundle(tampered, "SE.json", "SE", schema, analysis, __version__)[0]
-    assert "holds study 'SE', configured as 'NL'" in check_bundle(bundle, "SE.json", "NL", schema, analysis, __version__)[0]
+    assert (
+        "content does not match its manifest checksum"
+        in check_bundle(tampered, "SE.json", "SE", schema, analysis, __version__)[0]
+    )
+    assert (
+        "holds study 'SE', configured as 'NL'"
+        in check_bundle(bundle, "SE.json", "NL", schema, analysis, __version__)[0]
+    )
     other = {**analysis, "min_studies": 3}
     assert "another analysis configuration" in check_bundle(bundle, "SE.json", "SE", schema, other, __version__)[0]
     assert "mixed versions are refused" in check_bundle(bundle, "SE.json", "SE", schema, analysis, "0.0.1")[0]
     changed_schema = tmp_path / "schema.yaml"
     changed_schema.write_text(schema.read_text() + "\n# local change\n")
     assert "another schema" in check_bundle(bundle, "SE.json", "SE", changed_schema, analysis, __version__)[0]
-    assert sha256_json(plain({k: bundle[k] for k in ("statistics", "table1", "flow", "status")})) == bundle["manifest"]["content_sha256"]
+    assert (
+        sha256_json(plain({k: bundle[k] for k in ("statistics", "table1", "flow", "status")}))
+        == bundle["manifest"]["content_sha256"]
+    )
 
 
 # ------------------------------------------------------------------ the workflow, end to end
 
-TABLES = ["one_stage", "sensitivity", "per_study", "two_stage", "leave_one_out", "aggregate_trials", "aggregate_meta", "table1", "replication"]
+TABLES = [
+    "one_stage",
+    "sensitivity",
+    "per_study",
+    "two_stage",
+    "leave_one_out",
+    "aggregate_trials",
+    "aggregate_meta",
+    "table1",
+    "replication",
+]
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +172,17 @@ def assert_same_table(ours: pd.DataFrame, theirs: pd.DataFrame, name: str) -> No
         if column == "data_source":
             continue
         if pd.api.types.is_numeric_dtype(theirs[column]) and not pd.api.types.is_bool_dtype(theirs[column]):
-            np.testing.assert_allclose(ours[column].to_numpy(float), theirs[column].to_numpy(float), rtol=1e-10, atol=0, err_msg=f"{name}.{column}")
+            np.testing.assert_allclose(
+                ours[column].to_numpy(float),
+                theirs[column].to_numpy(float),
+                rtol=1e-10,
+                atol=0,
+                err_msg=f"{name}.{column}",
+            )
         else:
-            assert ours[column].fillna("").astype(str).tolist() == theirs[column].fillna("").astype(str).tolist(), f"{name}.{column}"
+            assert ours[column].fillna("").astype(str).tolist() == theirs[column].fillna("").astype(str).tolist(), (
+                f"{name}.{column}"
+            )
 
 
 @pytest.mark.workflow
@@ -150,12 +192,21 @@ def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_b
     assert done.returncode == 0, done.stderr[-3000:]
     assert not list((workdir / "results" / "harmonized").glob("*.parquet"))  # no participant data at the centre
     for name in TABLES:
-        ours, theirs = read_table(workdir / "results" / "tables" / f"{name}.tsv"), read_table(completed_run / "results" / "tables" / f"{name}.tsv")
+        ours, theirs = (
+            read_table(workdir / "results" / "tables" / f"{name}.tsv"),
+            read_table(completed_run / "results" / "tables" / f"{name}.tsv"),
+        )
         assert_same_table(ours, theirs, name)
         if "data_source" in ours:  # per study: "site bundle"; pooled rows: "site bundles"
-            assert set(ours["data_source"]) <= {"site bundle", "site bundles"} and set(theirs["data_source"]) == {"participant data"}, name
+            assert set(ours["data_source"]) <= {"site bundle", "site bundles"} and set(theirs["data_source"]) == {
+                "participant data"
+            }, name
     for name in ("flow", "status_matrix"):
-        assert_same_table(read_table(workdir / "results" / "audit" / f"{name}.tsv"), read_table(completed_run / "results" / "audit" / f"{name}.tsv"), name)
+        assert_same_table(
+            read_table(workdir / "results" / "audit" / f"{name}.tsv"),
+            read_table(completed_run / "results" / "audit" / f"{name}.tsv"),
+            name,
+        )
     one_stage = read_table(workdir / "results" / "tables" / "one_stage.tsv")
     assert len(one_stage) == 48 and (one_stage["status"] == "estimated").sum() >= 40
     assert (workdir / "results" / "summary.md").read_text() == (completed_run / "results" / "summary.md").read_text()
@@ -164,7 +215,11 @@ def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_b
 @pytest.mark.workflow
 def test_bundles_and_participant_data_mix(completed_run, sent_bundles, tmp_path):
     workdir, options = coordinator(tmp_path, sent_bundles, ("NL", "SE"))
-    targets = [f"results/models/{o}/{t}.tsv" for o in ("functioning", "quality_of_life") for t in ("one_stage", "sensitivity", "two_stage")]
+    targets = [
+        f"results/models/{o}/{t}.tsv"
+        for o in ("functioning", "quality_of_life")
+        for t in ("one_stage", "sensitivity", "two_stage")
+    ]
     done = snakemake(workdir, "--cores", "4", *targets, *options)
     assert done.returncode == 0, done.stderr[-3000:]
     for target in targets:
@@ -173,7 +228,11 @@ def test_bundles_and_participant_data_mix(completed_run, sent_bundles, tmp_path)
         for studies, source in zip(ours["studies"].fillna(""), ours["data_source"]):
             names = [s for s in studies.split(",") if s]
             held, bundled = [s for s in names if s not in ("NL", "SE")], [s for s in names if s in ("NL", "SE")]
-            expected = f"participant data: {','.join(held)}; site bundles: {','.join(bundled)}" if held and bundled else ("site bundles" if bundled else "participant data")
+            expected = (
+                f"participant data: {','.join(held)}; site bundles: {','.join(bundled)}"
+                if held and bundled
+                else ("site bundles" if bundled else "participant data")
+            )
             assert source == expected, (target, studies, source)
 
 

@@ -27,7 +27,10 @@ def test_counts_are_histograms_and_capped_categories_of_both_sides():
     counts = distribution_counts(before, data)
     assert set(counts["variable"]) == {"age", "sex", "employed"}  # ids and z-scores are not plotted
     age = counts[counts["variable"] == "age"]
-    assert set(age["kind"]) == {"histogram"} and age.groupby("side")["count"].sum().to_dict() == {"harmonized": 3, "raw": 4}
+    assert set(age["kind"]) == {"histogram"} and age.groupby("side")["count"].sum().to_dict() == {
+        "harmonized": 3,
+        "raw": 4,
+    }
     assert (age.groupby("side").size() == HISTOGRAM_BINS).all()
     sex = counts[counts["variable"] == "sex"].set_index(["side", "category"])["count"].to_dict()
     assert sex == {("raw", "F"): 2, ("raw", "M"): 2, ("harmonized", "female"): 2, ("harmonized", "male"): 2}
@@ -38,7 +41,11 @@ def test_counts_are_histograms_and_capped_categories_of_both_sides():
 def test_many_categories_share_one_bar():
     data = pd.DataFrame({"site": [f"s{i:03d}" for i in range(40)]})
     counts = distribution_counts({}, data)
-    assert len(counts) == MAX_BARS and counts["count"].sum() == 40 and counts["category"].iloc[-1] == f"{40 - MAX_BARS + 1} others"
+    assert (
+        len(counts) == MAX_BARS
+        and counts["count"].sum() == 40
+        and counts["category"].iloc[-1] == f"{40 - MAX_BARS + 1} others"
+    )
 
 
 def test_the_plot_has_a_panel_per_variable(tmp_path):
@@ -60,7 +67,11 @@ def test_the_workflow_writes_the_formats_in_the_config(tmp_path, formats):
     assert result.returncode == 0, result.stderr[-2000:]
     planned = result.stdout + result.stderr
     for suffix in ("png", "svg"):
-        for path in ("results/figures/forest/functioning/employed__employed", "results/audit/DK/distributions", "results/figures/participant_flow"):
+        for path in (
+            "results/figures/forest/functioning/employed__employed",
+            "results/audit/DK/distributions",
+            "results/figures/participant_flow",
+        ):
             assert (f"{path}.{suffix}" in planned) == (suffix in formats), (path, suffix)
 
 

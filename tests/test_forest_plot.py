@@ -31,7 +31,9 @@ def studies_frame(estimates, se) -> pd.DataFrame:
 def figure_for(studies: pd.DataFrame, prediction: str = "higgins", term: str = "employed", spec=FUNCTIONING):
     pooled = pd.Series(meta_analysis(studies["estimate"], studies["se"] ** 2, "REML", prediction=prediction).row())
     hksj = pd.Series(meta_analysis(studies["estimate"], studies["se"] ** 2, "REML", True, prediction=prediction).row())
-    one_stage = pd.Series({"status": "estimated", "estimate": 0.4, "ci_low": 0.2, "ci_high": 0.6, "n_participants": 300})
+    one_stage = pd.Series(
+        {"status": "estimated", "estimate": 0.4, "ci_low": 0.2, "ci_high": 0.6, "n_participants": 300}
+    )
     figure = forest_figure(studies, pooled, one_stage, "functioning", term, spec, hksj)
     figure.hksj = hksj
     return figure, pooled
@@ -46,7 +48,17 @@ def test_a_huge_prediction_interval_is_clipped_to_the_confidence_intervals_and_m
     figure, pooled = figure_for(studies)
     axis = figure.axes[1]
     hksj = figure.hksj  # every interval drawn sets the axis, the Knapp-Hartung one too
-    ends = [0, *studies["ci_low"], *studies["ci_high"], pooled["ci_low"], pooled["ci_high"], hksj["ci_low"], hksj["ci_high"], 0.2, 0.6]
+    ends = [
+        0,
+        *studies["ci_low"],
+        *studies["ci_high"],
+        pooled["ci_low"],
+        pooled["ci_high"],
+        hksj["ci_low"],
+        hksj["ci_high"],
+        0.2,
+        0.6,
+    ]
     low, high = min(ends), max(ends)
     pad = 0.05 * (high - low)
     assert axis.get_xlim() == pytest.approx((low - pad, high + pad))  # sized to the data, not symmetric about 0
@@ -54,7 +66,11 @@ def test_a_huge_prediction_interval_is_clipped_to_the_confidence_intervals_and_m
     assert pooled["pi_low"] < left and pooled["pi_high"] > right
     dashed = [line for line in axis.get_lines() if line.get_linestyle() == "--"]
     assert len(dashed) == 1 and tuple(dashed[0].get_xdata()) == pytest.approx((left, right))
-    clipped = {line.get_gid(): (line.get_xdata()[0], line.get_marker()) for line in axis.get_lines() if line.get_gid() and "clipped" in line.get_gid()}
+    clipped = {
+        line.get_gid(): (line.get_xdata()[0], line.get_marker())
+        for line in axis.get_lines()
+        if line.get_gid() and "clipped" in line.get_gid()
+    }
     assert clipped == {"pi-clipped-low": (pytest.approx(left), "<"), "pi-clipped-high": (pytest.approx(right), ">")}
     shown = texts(figure)
     assert "RE model (REML) with 95% PI" in shown
@@ -88,7 +104,11 @@ def test_columns_heterogeneity_overall_test_and_knapp_hartung_as_metafor_prints_
     shown = texts(figure)
     assert {"Study", "n", "Weight", "SMD [95% CI]"} <= set(shown)
     notes = [t for t in shown if t.startswith("Heterogeneity")][0]
-    assert f"Q = {pooled['q']:.2f}, df = 3" in notes and f"I\u00b2 = {pooled['i2']:.1f}%" in notes and f"\u03c4\u00b2 = {pooled['tau2']:.3f}" in notes
+    assert (
+        f"Q = {pooled['q']:.2f}, df = 3" in notes
+        and f"I\u00b2 = {pooled['i2']:.1f}%" in notes
+        and f"\u03c4\u00b2 = {pooled['tau2']:.3f}" in notes
+    )
     z = pooled["estimate"] / pooled["se"]
     assert f"Test for overall effect: z = {z:.2f}" in notes and "Knapp-Hartung: t(3) = " in notes
     assert "Knapp-Hartung (REML)" in shown

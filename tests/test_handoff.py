@@ -8,11 +8,11 @@ import pandas as pd
 import pyreadstat
 import pytest
 from frictionless import validate
+from tests_support import harmonized_pool
 
 from ipdpool.disclosure import ShareRefused, collect_shareable
 from ipdpool.handoff import write_handoff
 from ipdpool.harmonize.schema import load_schema
-from tests_support import harmonized_pool
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,10 @@ def test_stata_and_spss_files_carry_variable_and_value_labels(handoff):
         data, meta = reader(out / name)
         assert len(data) == len(pooled) and list(data.columns) == list(pooled.columns)
         assert {int(k): v for k, v in meta.variable_value_labels["arm"].items()} == {1: "IPS", 2: "SAU"}
-        assert {int(k): v for k, v in meta.variable_value_labels["employed"].items()} == {0: "did not work during follow-up", 1: "worked during follow-up"}
+        assert {int(k): v for k, v in meta.variable_value_labels["employed"].items()} == {
+            0: "did not work during follow-up",
+            1: "worked during follow-up",
+        }
         assert meta.column_names_to_labels["functioning_fu_z"] == "Functioning at follow-up, standardized"
         arms = data["arm"].map({1: "IPS", 2: "SAU"})
         assert arms.tolist() == pooled["arm"].tolist()
@@ -80,7 +83,10 @@ def test_handoff_files_are_owner_only_and_never_shared(handoff, tmp_path):
 def test_the_data_dictionary_workbook_has_the_same_bytes_every_time(tmp_path):
     from ipdpool.evaluation import write_workbook
 
-    sheets = {"Variables": pd.DataFrame({"name": ["age"], "label": ["Age"]}), "Categories": pd.DataFrame({"variable": ["sex"], "code": [1]})}
+    sheets = {
+        "Variables": pd.DataFrame({"name": ["age"], "label": ["Age"]}),
+        "Categories": pd.DataFrame({"variable": ["sex"], "code": [1]}),
+    }
     write_workbook(sheets, tmp_path / "one.xlsx")
     time.sleep(1.1)  # openpyxl stamps the save time to the second
     write_workbook(sheets, tmp_path / "two.xlsx")

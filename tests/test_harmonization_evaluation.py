@@ -23,7 +23,14 @@ STUDY_SCHEMA = REPO / "workflow" / "schemas" / "study.schema.yaml"
 
 def test_numbers_give_mean_sd_and_range_and_categories_give_counts():
     numbers = summarize(pd.Series([1.0, 2.0, 3.0, None], dtype=object), categorical=False)
-    assert (numbers["n"], numbers["missing"], numbers["mean"], numbers["sd"], numbers["min"], numbers["max"]) == (4, 1, 2.0, 1.0, 1.0, 3.0)
+    assert (numbers["n"], numbers["missing"], numbers["mean"], numbers["sd"], numbers["min"], numbers["max"]) == (
+        4,
+        1,
+        2.0,
+        1.0,
+        1.0,
+        3.0,
+    )
     assert numbers["categories"] == ""
     codes = summarize(pd.Series([2, 1, 1.0, "1", None], dtype=object), categorical=True)
     assert (codes["n"], codes["missing"], codes["categories"]) == (5, 1, "1: 3; 2: 1")  # 1, 1.0 and "1" are one code
@@ -40,7 +47,9 @@ def test_many_categories_are_listed_up_to_a_cap_and_the_rest_counted_together():
 
 def study_frame(n: int = 40) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     arms = np.array(["IPS", "SAU"] * (n // 2), dtype=object)
-    data = pd.DataFrame({"study": "X", "participant_id": [f"{i:020x}" for i in range(n)], "arm": arms, "age": np.linspace(20, 59, n)})
+    data = pd.DataFrame(
+        {"study": "X", "participant_id": [f"{i:020x}" for i in range(n)], "arm": arms, "age": np.linspace(20, 59, n)}
+    )
     data["sex"] = np.where(np.arange(n) % 4 == 0, "female", "male")
     raw = {
         "arm": pd.Series(np.where(arms == "IPS", 1, 2), dtype=object),
@@ -58,7 +67,9 @@ def test_summary_has_raw_and_harmonized_rows_per_arm_and_never_lists_identifier_
     assert set(summary.index.get_level_values("arm")) == {"IPS", "SAU", "all"}
     assert summary.loc[("arm", "raw", "IPS"), "categories"] == "1: 20"
     assert summary.loc[("arm", "harmonized", "all"), "categories"] == "IPS: 20; SAU: 20"
-    assert summary.loc[("age", "raw", "all"), "mean"] == pytest.approx(data["age"].round(1).mean(), abs=1e-4)  # "20,0" read as 20.0
+    assert summary.loc[("age", "raw", "all"), "mean"] == pytest.approx(
+        data["age"].round(1).mean(), abs=1e-4
+    )  # "20,0" read as 20.0
     assert summary.loc[("age", "harmonized", "SAU"), "n"] == 20
     withheld = summary.loc[("sex", "raw", "all")]
     assert (withheld["n"], withheld["missing"]) == (40, 0) and "not shown" in withheld["categories"]
@@ -74,22 +85,27 @@ def test_rules_overview_lists_every_rule_of_every_study_with_its_sources_and_par
     assert eu6.loc[("sex", ""), ["rule", "source_tables", "source_columns"]].tolist() == ["recode", "baseline", "sex"]
     assert eu6.loc[("sex", ""), "parameters"] == '{"map": {"1": "male", "2": "female"}}'
     assert eu6.loc[("followup_months", ""), "source_columns"] == "baseline.randdate, followup.fudate"
-    assert eu6.loc[("functioning", "followup"), "parameters"] == '{"direction": "same", "instrument": "GAF", "missing": [-99, 999], "range": [1, 100]}'
+    assert (
+        eu6.loc[("functioning", "followup"), "parameters"]
+        == '{"direction": "same", "instrument": "GAF", "missing": [-99, 999], "range": [1, 100]}'
+    )
     assert eu6.loc[("depression", ""), "rule"] == "not_collected"
     # Every schema variable and every outcome (two parts when collected) of each study.
     for rules in rule_files:
         rows = overview[overview["study"] == rules["study"]]
-        collected = [o for o, rule in rules["outcomes"].items() if "not_collected" not in rule and "undetermined" not in rule]
+        collected = [
+            o for o, rule in rules["outcomes"].items() if "not_collected" not in rule and "undetermined" not in rule
+        ]
         assert len(rows) == len(rules["variables"]) + len(SCHEMA["outcomes"]) + len(collected)
 
 
 def test_xlsx_is_the_same_bytes_on_every_write_and_keeps_formulas_as_text(tmp_path):
-    frame = pd.DataFrame({"study": ["A", "B"], "parameters": ["=HYPERLINK(\"x\")", '{"map": {"1": "IPS"}}']})
+    frame = pd.DataFrame({"study": ["A", "B"], "parameters": ['=HYPERLINK("x")', '{"map": {"1": "IPS"}}']})
     write_xlsx(formula_safe(frame), tmp_path / "one.xlsx", "Rules")
     write_xlsx(formula_safe(frame), tmp_path / "two.xlsx", "Rules")
     assert (tmp_path / "one.xlsx").read_bytes() == (tmp_path / "two.xlsx").read_bytes()
     sheet = openpyxl.load_workbook(tmp_path / "one.xlsx")["Rules"]
-    assert [cell.value for cell in sheet["B"]] == ["parameters", "'=HYPERLINK(\"x\")", '{"map": {"1": "IPS"}}']
+    assert [cell.value for cell in sheet["B"]] == ["parameters", '\'=HYPERLINK("x")', '{"map": {"1": "IPS"}}']
     assert all(cell.data_type == "s" for cell in sheet["B"])
 
 

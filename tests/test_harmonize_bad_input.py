@@ -130,7 +130,11 @@ def test_an_untouched_copy_harmonizes(study_copy, study):
             " is the delimiter ',' right?",
         ),
         # Some notes in the participants file contain a comma, but the header decides: one column.
-        ("participants", "dk_deltagere.csv", "has a single column 'løbenr;by;gruppe;randomiseringsdato;køn;alder;diagnose;cpr;navn;bemærkning': is the delimiter ',' right?"),
+        (
+            "participants",
+            "dk_deltagere.csv",
+            "has a single column 'løbenr;by;gruppe;randomiseringsdato;køn;alder;diagnose;cpr;navn;bemærkning': is the delimiter ',' right?",
+        ),
     ],
 )
 def test_wrong_delimiter(study_copy, table, file, expected):

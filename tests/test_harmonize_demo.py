@@ -129,7 +129,10 @@ def test_arm_counts_match_the_published_numbers(harmonized, study):
 
 def test_pseudonyms_are_hmac_of_study_site_and_trial_id(harmonized, demo):
     data, truth = harmonized["EU6"].data, demo.exports["EU6"].truth
-    expected = [hmac.new(KEY, f"EU6\x1f{site}\x1f{pid}".encode(), hashlib.sha256).hexdigest()[:20] for site, pid in zip(truth["site"], truth["id_key"])]
+    expected = [
+        hmac.new(KEY, f"EU6\x1f{site}\x1f{pid}".encode(), hashlib.sha256).hexdigest()[:20]
+        for site, pid in zip(truth["site"], truth["id_key"])
+    ]
     assert data["participant_id"].tolist() == expected
 
 
@@ -143,7 +146,9 @@ def test_changing_the_key_changes_every_pseudonym(repo_root, harmonized):
 def test_provenance_names_the_raw_files_with_their_checksums(harmonized, repo_root):
     provenance = harmonized["DK"].provenance
     for name, digest in provenance["raw_files_sha256"].items():
-        assert hashlib.sha256((repo_root / "resources" / "demo" / "raw" / "DK" / name).read_bytes()).hexdigest() == digest
+        assert (
+            hashlib.sha256((repo_root / "resources" / "demo" / "raw" / "DK" / name).read_bytes()).hexdigest() == digest
+        )
     assert set(provenance["raw_files_sha256"]) == {"dk_deltagere.csv", "dk_besoeg.csv", "dk_timer_uge.csv"}
 
 
@@ -196,6 +201,14 @@ def test_check_command_reports_ok_or_every_problem(repo_root, tmp_path, capsys, 
     assert main(["config/studies/NL.yaml"]) == 0
     assert "config/studies/NL.yaml: OK, 151 participants" in capsys.readouterr().out
     broken = tmp_path / "NL.yaml"
-    broken.write_text((repo_root / "config" / "studies" / "NL.yaml").read_text(encoding="utf-8").replace("map: {1: IPS, 2: SAU}", "map: {1: IPS}"), encoding="utf-8")
+    broken.write_text(
+        (repo_root / "config" / "studies" / "NL.yaml")
+        .read_text(encoding="utf-8")
+        .replace("map: {1: IPS, 2: SAU}", "map: {1: IPS}"),
+        encoding="utf-8",
+    )
     assert main([str(broken)]) == 1
-    assert "study NL, file nl_deelnemers.dta, variable arm: codes in 'groep' missing from the recode map" in capsys.readouterr().out
+    assert (
+        "study NL, file nl_deelnemers.dta, variable arm: codes in 'groep' missing from the recode map"
+        in capsys.readouterr().out
+    )

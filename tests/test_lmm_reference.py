@@ -103,7 +103,9 @@ def r_fits() -> str:
         options = "" if reml else ", reml = FALSE"
         options += "" if case in KENWARD_ROGER_CASES or not reml else ", kr = FALSE"
         if case in CONTRASTS:
-            weights = ", ".join(f'"{term.replace("Intercept", "(Intercept)")}" = {w}' for term, w in CONTRASTS[case].items())
+            weights = ", ".join(
+                f'"{term.replace("Intercept", "(Intercept)")}" = {w}' for term, w in CONTRASTS[case].items()
+            )
             options += f", contrast = c({weights})"
         calls.append(f'out$fits${case} <- fit_one("{formula}", {data}{options})')
     return "\n".join(calls)
@@ -121,13 +123,17 @@ def fits(reference):
     out = {}
     for case, (data, formula, reml) in CASES.items():
         frame = pd.DataFrame(reference["data"][data])
-        out[case] = {ddf: ipdpool.lmer(formula, frame, reml=reml, ddf=ddf) for ddf in ("satterthwaite", "kenward_roger")}
+        out[case] = {
+            ddf: ipdpool.lmer(formula, frame, reml=reml, ddf=ddf) for ddf in ("satterthwaite", "kenward_roger")
+        }
     return out
 
 
 def close(ours, theirs, rel, floor=0.0):
     ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
-    return np.all(np.abs(ours - theirs) <= rel * np.abs(theirs) + floor), np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-300))
+    return np.all(np.abs(ours - theirs) <= rel * np.abs(theirs) + floor), np.max(
+        np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-300)
+    )
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -16,7 +16,11 @@ INTERACTION = ModelSpec(
     "ips_x_employed",
     ("ips", "employed", "ips:employed"),
     ("baseline",),
-    {"ips:employed": {"ips:employed": 1}, "employed_in_SAU": {"employed": 1}, "employed_in_IPS": {"employed": 1, "ips:employed": 1}},
+    {
+        "ips:employed": {"ips:employed": 1},
+        "employed_in_SAU": {"employed": 1},
+        "employed_in_IPS": {"employed": 1, "ips:employed": 1},
+    },
 )
 
 
@@ -27,8 +31,23 @@ def simulate(rng, k=5, n=120, tau=0.3, smd=0.5, ips_effect=0.0, interaction=0.0,
     baseline = rng.normal(size=k * n)
     ips = rng.binomial(1, 0.5, k * n)
     employed = rng.binomial(1, 1 / (1 + np.exp(-(-0.5 + 0.8 * ips + 0.5 * baseline))))
-    followup = np.repeat(u, n) + stability * baseline + smd * employed + ips_effect * ips + interaction * ips * employed + rng.normal(0, 0.8, k * n)
-    return pd.DataFrame({"study": study, "arm": np.where(ips == 1, "IPS", "SAU"), "employed": employed.astype(float), "o_bl_z": baseline, "o_fu_z": followup})
+    followup = (
+        np.repeat(u, n)
+        + stability * baseline
+        + smd * employed
+        + ips_effect * ips
+        + interaction * ips * employed
+        + rng.normal(0, 0.8, k * n)
+    )
+    return pd.DataFrame(
+        {
+            "study": study,
+            "arm": np.where(ips == 1, "IPS", "SAU"),
+            "employed": employed.astype(float),
+            "o_bl_z": baseline,
+            "o_fu_z": followup,
+        }
+    )
 
 
 # ------------------------------------------------------------ independent REML (dense matrices, textbook formulas)
@@ -53,7 +72,9 @@ def dense_reml(x, y, groups):
         loglik = -0.5 * ((n - p) * np.log(s2) + np.linalg.slogdet(h)[1] + np.linalg.slogdet(xhx)[1])
         return loglik, beta, s2, np.linalg.inv(xhx) * s2
 
-    best = optimize.minimize_scalar(lambda u: -pieces(np.exp(u))[0], bounds=(-20, 5), method="bounded", options={"xatol": 1e-11})
+    best = optimize.minimize_scalar(
+        lambda u: -pieces(np.exp(u))[0], bounds=(-20, 5), method="bounded", options={"xatol": 1e-11}
+    )
     gamma = np.exp(best.x)
     _, beta, s2, cov = pieces(gamma)
     return gamma * s2, s2, beta, cov
@@ -181,11 +202,18 @@ def test_study_fixed_effect_equals_linearmodels_panelols(model):
     frame = frame[~((frame["study"] == "S2") & (np.arange(len(frame)) % 3 == 0))]  # unbalanced
     rows = {r["term"]: r for r in study_fixed_effect(statistics_of(frame, model), "o", model)}
     ips = (frame["arm"] == "IPS").to_numpy(float)
-    columns = {"ips": ips, "employed": frame["employed"].to_numpy(float), "ips:employed": ips * frame["employed"].to_numpy(float), "baseline": frame["o_bl_z"].to_numpy(float)}
+    columns = {
+        "ips": ips,
+        "employed": frame["employed"].to_numpy(float),
+        "ips:employed": ips * frame["employed"].to_numpy(float),
+        "baseline": frame["o_bl_z"].to_numpy(float),
+    }
     names = list(model.terms + model.adjust)
     index = pd.MultiIndex.from_arrays([frame["study"], frame.groupby("study").cumcount()])
     exog = pd.DataFrame({name: columns[name] for name in names}, index=index)
-    result = PanelOLS(pd.Series(frame["o_fu_z"].to_numpy(), index=index), exog, entity_effects=True).fit(cov_type="clustered", cluster_entity=True)
+    result = PanelOLS(pd.Series(frame["o_fu_z"].to_numpy(), index=index), exog, entity_effects=True).fit(
+        cov_type="clustered", cluster_entity=True
+    )
     for term, weights in model.report.items():
         vector = np.array([weights.get(name, 0.0) for name in names])
         assert rows[term]["estimate"] == pytest.approx(float(vector @ result.params.to_numpy()), rel=1e-10)
@@ -198,14 +226,45 @@ def test_results_table_has_the_documented_columns(repo_root):
     import yaml
 
     analysis = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())["analysis"]
-    frame = simulate(np.random.default_rng(17)).rename(columns={"o_bl_z": "functioning_bl_z", "o_fu_z": "functioning_fu_z"})
+    frame = simulate(np.random.default_rng(17)).rename(
+        columns={"o_bl_z": "functioning_bl_z", "o_fu_z": "functioning_fu_z"}
+    )
     frame["age"], frame["sex"], frame["diagnosis"] = 35.0, "male", "bipolar"
     frame.loc[::3, "sex"], frame.loc[::4, "diagnosis"] = "female", "schizophrenia_spectrum"
     one_stage, sensitivity = fit_outcome(frame, "functioning", analysis)
-    required = ["outcome", "contrast", "term", "model", "estimate", "se", "ci_low", "ci_high", "df", "p_value", "n_participants", "n_studies", "studies", "tau2", "sigma2", "icc", "loglik", "method", "singular", "warnings"]
+    required = [
+        "outcome",
+        "contrast",
+        "term",
+        "model",
+        "estimate",
+        "se",
+        "ci_low",
+        "ci_high",
+        "df",
+        "p_value",
+        "n_participants",
+        "n_studies",
+        "studies",
+        "tau2",
+        "sigma2",
+        "icc",
+        "loglik",
+        "method",
+        "singular",
+        "warnings",
+    ]
     assert set(required) <= set(one_stage.columns) and "variant" in sensitivity.columns
     assert set(one_stage["contrast"]) == {"employed", "ips", "ips_x_employed"}
-    assert {"study_fixed_effect", "within_between", "random_slope_employed", "ml", "unadjusted", "covariates", "leave_out_S0"} <= set(sensitivity["variant"])
+    assert {
+        "study_fixed_effect",
+        "within_between",
+        "random_slope_employed",
+        "ml",
+        "unadjusted",
+        "covariates",
+        "leave_out_S0",
+    } <= set(sensitivity["variant"])
 
 
 # ------------------------------------------------------------ recovery of known effects

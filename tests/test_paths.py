@@ -1,9 +1,10 @@
 import os
 import stat
 
+import pandas as pd
+
 from ipdpool.harmonize.output import write_csv
 from ipdpool.paths import make_private_dirs
-import pandas as pd
 
 
 def test_writing_into_a_shared_folder_keeps_its_mode(tmp_path):

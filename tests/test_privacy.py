@@ -18,8 +18,8 @@ import pytest
 import yaml
 from conftest import copy_workflow, snakemake
 
-from ipdpool.demo.generate import build_demo
 from ipdpool.demo.files import write_raw_file
+from ipdpool.demo.generate import build_demo
 
 pytestmark = pytest.mark.workflow
 
@@ -60,7 +60,10 @@ def plant_canaries(workdir: Path) -> list[str]:
                         continue
                     values = frame[column]
                     if any(isinstance(v, (dt.date, dt.datetime)) for v in values):
-                        frame[column] = [None if v is None else dt.date(1901, 1, 1) + dt.timedelta(days=i % 360) for i, v in enumerate(values)]
+                        frame[column] = [
+                            None if v is None else dt.date(1901, 1, 1) + dt.timedelta(days=i % 360)
+                            for i, v in enumerate(values)
+                        ]
                     elif pd.api.types.is_string_dtype(values) or values.dtype == object:
                         planted = [f"CANARY{study}{position:02d}R{i:05d}" for i in range(len(values))]
                         frame[column] = planted
@@ -80,7 +83,11 @@ def readable_text(path: Path) -> str:
 
 
 def checksums(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -142,13 +149,18 @@ def test_a_run_without_a_key_outside_demo_mode_stops_with_a_clear_message(tmp_pa
     workdir = copy_workflow(tmp_path)
     config = workdir / "config" / "config.yaml"
     text = config.read_text().replace("demo_mode: true", "demo_mode: false")
-    text = text.replace("  key_file: resources/demo/DEMO_ONLY_pseudonym.key\n  demo_key: true\n", "  {}\n").replace("pseudonym:\n  {}\n", "pseudonym: {}\n")
+    text = text.replace("  key_file: resources/demo/DEMO_ONLY_pseudonym.key\n  demo_key: true\n", "  {}\n").replace(
+        "pseudonym:\n  {}\n", "pseudonym: {}\n"
+    )
     config.write_text(text)
     os.environ.pop("IPDPOOL_PSEUDONYM_KEY", None)
     result = snakemake(workdir, "--cores", "2", "results/harmonized/SE.parquet")
     assert result.returncode != 0
     log = (workdir / "logs" / "harmonize" / "SE.log").read_text()
-    assert "no pseudonym key: set the IPDPOOL_PSEUDONYM_KEY environment variable or pseudonym.key_file in the config" in log
+    assert (
+        "no pseudonym key: set the IPDPOOL_PSEUDONYM_KEY environment variable or pseudonym.key_file in the config"
+        in log
+    )
     assert not (workdir / "results" / "harmonized" / "SE.parquet").exists()
 
 
@@ -156,7 +168,15 @@ def test_logs_audit_files_plots_and_the_report_are_owner_only(canary_run):
     """Everything the run created under logs/ and results/audit/, the distribution plots and the
     report: files 0600, folders 0700 (the workflow's umask, at creation)."""
     workdir = canary_run[0]
-    paths = [workdir / "results" / "report.html", *sorted((workdir / "results" / "audit").rglob("*")), *sorted((workdir / "logs").rglob("*"))]
+    paths = [
+        workdir / "results" / "report.html",
+        *sorted((workdir / "results" / "audit").rglob("*")),
+        *sorted((workdir / "logs").rglob("*")),
+    ]
     assert any(p.name == "distributions.svg" for p in paths)
-    wrong = [(str(p.relative_to(workdir)), oct(p.stat().st_mode & 0o777)) for p in paths if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)]
+    wrong = [
+        (str(p.relative_to(workdir)), oct(p.stat().st_mode & 0o777))
+        for p in paths
+        if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)
+    ]
     assert wrong == []

@@ -18,7 +18,10 @@ def test_the_user_profile_names_no_account_or_partition_unless_the_environment_d
     monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
     monkeypatch.delenv("SBATCH_PARTITION", raising=False)
     profile = read_profile(USER_PROFILE)
-    assert not any("slurm_account" in entry or "slurm_partition" in entry for entry in profile["default-resources"] + profile["set-resources"])
+    assert not any(
+        "slurm_account" in entry or "slurm_partition" in entry
+        for entry in profile["default-resources"] + profile["set-resources"]
+    )
     monkeypatch.setenv("SBATCH_ACCOUNT", "proj42")
     monkeypatch.setenv("SBATCH_PARTITION", "short")
     defaults = read_profile(USER_PROFILE)["default-resources"]

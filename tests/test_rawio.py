@@ -72,7 +72,14 @@ def test_empty_file(copy_of):
     expect_error(rules, "wide", "is empty")
 
 
-@pytest.mark.parametrize("study,table,name", [("EU6", "baseline", "eu6_baseline.sav"), ("NL", "visits", "nl_metingen.dta"), ("SE", "baseline", "se_ips_malmo.xlsx")])
+@pytest.mark.parametrize(
+    "study,table,name",
+    [
+        ("EU6", "baseline", "eu6_baseline.sav"),
+        ("NL", "visits", "nl_metingen.dta"),
+        ("SE", "baseline", "se_ips_malmo.xlsx"),
+    ],
+)
 def test_truncated_binary_files(copy_of, study, table, name):
     rules = copy_of(study)
     path = f"{rules['raw_dir']}/{name}"

@@ -17,7 +17,15 @@ from conftest import snakemake
 pytestmark = [pytest.mark.workflow, pytest.mark.browser]
 
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-CATEGORIES = ["Summary", "Data and harmonization", "One-stage models", "Forest plots", "Two-stage and aggregate data", "Sensitivity", "Replication"]
+CATEGORIES = [
+    "Summary",
+    "Data and harmonization",
+    "One-stage models",
+    "Forest plots",
+    "Two-stage and aggregate data",
+    "Sensitivity",
+    "Replication",
+]
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--virtual-time-budget=20000",
@@ -26,7 +34,9 @@ FLAGS = [
 
 def chromium_dom(url: str, profile) -> str:
     """The DOM after scripts ran, as Chromium renders it (flags keep it off the network)."""
-    result = subprocess.run([BROWSER, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [BROWSER, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", url], capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -94,11 +104,15 @@ def test_first_page_shows_the_headline_numbers_and_the_flow(report, completed_ru
     one_stage = pd.read_csv(completed_run / "results" / "tables" / "one_stage.tsv", sep="\t")
     for term in ("employed", "ips", "ips:employed"):
         row = one_stage[(one_stage["outcome"] == "functioning") & (one_stage["term"] == term)].iloc[0]
-        assert f"{row['estimate']:.2f} ({row['ci_low']:.2f}, {row['ci_high']:.2f})" in rendered, term  # as text, in a table row
+        assert f"{row['estimate']:.2f} ({row['ci_low']:.2f}, {row['ci_high']:.2f})" in rendered, (
+            term
+        )  # as text, in a table row
     headline = re.search(r'<div id="ipdpool-headline">.*?</div>', rendered, flags=re.S).group(0)
     assert headline.count("<tr>") >= 3 * 8 and "0.59 (0.42, 0.77)" in headline  # beside the published value
     assert 'alt="Participant flow, all studies"' in headline
-    screenshot(report.as_uri(), tmp_path / "profile-shot", completed_run / "results" / "screenshots" / "report_first_page.png")
+    screenshot(
+        report.as_uri(), tmp_path / "profile-shot", completed_run / "results" / "screenshots" / "report_first_page.png"
+    )
 
 
 @pytest.mark.skipif(BROWSER is None, reason="no Chromium installed")
@@ -112,5 +126,7 @@ def test_tables_are_html_rows_and_forest_plots_show(report, completed_run, tmp_p
     shots = completed_run / "results" / "screenshots"
     screenshot(page.as_uri(), tmp_path / "profile-t1", shots / "table1.png")
     forest = tmp_path / "forest.html"
-    forest.write_text(f'<html><body><img src="{embedded(html, "employed__employed.svg")}"></body></html>', encoding="utf-8")
+    forest.write_text(
+        f'<html><body><img src="{embedded(html, "employed__employed.svg")}"></body></html>', encoding="utf-8"
+    )
     screenshot(forest.as_uri(), tmp_path / "profile-forest", shots / "forest_plot.png", size="1300,800")

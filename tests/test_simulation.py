@@ -13,7 +13,15 @@ from conftest import REPO, snakemake
 
 from ipdpool.simulation import run_chunk, seed_for, simulate_trials, summarize
 
-SCENARIO = {"name": "s", "studies": 6, "participants": [30, 90], "tau2": 0.1, "employment_rate": 0.25, "smd": 0.3, "attrition": 0.2}
+SCENARIO = {
+    "name": "s",
+    "studies": 6,
+    "participants": [30, 90],
+    "tau2": 0.1,
+    "employment_rate": 0.25,
+    "smd": 0.3,
+    "attrition": 0.2,
+}
 
 
 def test_simulated_trials_follow_the_scenario():
@@ -39,7 +47,17 @@ def test_performance_measures_recover_known_values():
     n = 4000
     estimate = 0.5 + 0.1 + rng.normal(0, 0.2, n)
     covered = rng.random(n) < 0.9
-    results = pd.DataFrame({"scenario": "s", "method": "m", "replicate": range(n), "truth": 0.5, "estimate": estimate, "se": 0.2, "covered": covered})
+    results = pd.DataFrame(
+        {
+            "scenario": "s",
+            "method": "m",
+            "replicate": range(n),
+            "truth": 0.5,
+            "estimate": estimate,
+            "se": 0.2,
+            "covered": covered,
+        }
+    )
     row = summarize(results, [{**SCENARIO, "smd": 0.5}]).iloc[0]
     assert abs(row["bias"] - 0.1) < 4 * row["bias_mcse"]
     assert abs(row["empirical_se"] - 0.2) < 4 * row["empirical_se_mcse"]
@@ -57,8 +75,24 @@ TINY = {
     "replicates": 4,
     "chunk_size": 2,
     "scenarios": [
-        {"name": "five", "studies": 5, "participants": [40, 80], "tau2": 0.05, "employment_rate": 0.4, "smd": 0.4, "attrition": 0.1},
-        {"name": "three", "studies": 3, "participants": 50, "tau2": 0.0, "employment_rate": 0.3, "smd": 0.2, "attrition": 0.0},
+        {
+            "name": "five",
+            "studies": 5,
+            "participants": [40, 80],
+            "tau2": 0.05,
+            "employment_rate": 0.4,
+            "smd": 0.4,
+            "attrition": 0.1,
+        },
+        {
+            "name": "three",
+            "studies": 3,
+            "participants": 50,
+            "tau2": 0.0,
+            "employment_rate": 0.3,
+            "smd": 0.2,
+            "attrition": 0.0,
+        },
     ],
 }
 
@@ -90,4 +124,6 @@ def test_the_same_simulation_workflow_runs_on_the_test_cluster(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "submitted with SLURM jobid" in done.stdout + done.stderr
     for name in ("summary.tsv",):
-        assert (cluster / "results" / "simulation" / name).read_bytes() == (local / "results" / "simulation" / name).read_bytes()
+        assert (cluster / "results" / "simulation" / name).read_bytes() == (
+            local / "results" / "simulation" / name
+        ).read_bytes()

@@ -2,11 +2,11 @@
 
 import pytest
 import yaml
+from tests_support import harmonized_pool
 
 from ipdpool.figures import forest_plot
 from ipdpool.models.onestage import fit_outcome
 from ipdpool.models.twostage import PER_STUDY_COLUMNS, per_study_table, two_stage_tables
-from tests_support import harmonized_pool
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,29 @@ def test_two_stage_is_close_to_one_stage_on_the_demo(functioning):
 def test_two_stage_rows_cover_every_estimator_and_adjustment(functioning):
     two_stage = functioning[1]
     employed = two_stage[two_stage["term"] == "employed"]
-    assert sorted(zip(employed["method"], employed["hksj"])) == sorted([("REML", False), ("REML", True), ("DL", False), ("DL", True), ("PM", False), ("PM", True), ("FE", False)])
-    required = ["outcome", "contrast", "method", "hksj", "estimate", "se", "ci_low", "ci_high", "pi_low", "pi_high", "tau2", "tau2_ci_low", "tau2_ci_high", "i2", "h2", "q", "q_p", "k"]
+    assert sorted(zip(employed["method"], employed["hksj"])) == sorted(
+        [("REML", False), ("REML", True), ("DL", False), ("DL", True), ("PM", False), ("PM", True), ("FE", False)]
+    )
+    required = [
+        "outcome",
+        "contrast",
+        "method",
+        "hksj",
+        "estimate",
+        "se",
+        "ci_low",
+        "ci_high",
+        "pi_low",
+        "pi_high",
+        "tau2",
+        "tau2_ci_low",
+        "tau2_ci_high",
+        "i2",
+        "h2",
+        "q",
+        "q_p",
+        "k",
+    ]
     assert set(required) <= set(two_stage.columns)
 
 
@@ -69,7 +90,9 @@ def test_leave_one_out_has_one_row_per_omitted_study(functioning):
 def test_forest_plot_writes_each_format_asked_for_and_identical_svg(tmp_path, functioning):
     estimates, two_stage, _, one_stage = functioning
     studies = estimates[estimates["term"] == "employed"]
-    pooled = two_stage[(two_stage["term"] == "employed") & (two_stage["method"] == "REML") & (~two_stage["hksj"])].iloc[0]
+    pooled = two_stage[(two_stage["term"] == "employed") & (two_stage["method"] == "REML") & (~two_stage["hksj"])].iloc[
+        0
+    ]
     one = one_stage[one_stage["term"] == "employed"].iloc[0]
     spec = {"label": "Functioning", "construct": "level of functioning", "better": "higher"}
     forest_plot(studies, pooled, one, "functioning", "employed", spec, tmp_path / "a", formats=("svg", "png"))

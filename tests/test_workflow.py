@@ -27,7 +27,10 @@ def test_inventory_lists_every_declared_raw_table_with_its_checksum(completed_ru
 
 def test_every_job_wrote_a_log_and_a_benchmark(completed_run):
     logs = {p.relative_to(completed_run / "logs").with_suffix("") for p in (completed_run / "logs").rglob("*.log")}
-    benchmarks = {p.relative_to(completed_run / "benchmarks").with_suffix("") for p in (completed_run / "benchmarks").rglob("*.tsv")}
+    benchmarks = {
+        p.relative_to(completed_run / "benchmarks").with_suffix("")
+        for p in (completed_run / "benchmarks").rglob("*.tsv")
+    }
     assert benchmarks == logs and len(logs) > 30  # every job's log beside its benchmark (same name)
     assert all((completed_run / "logs" / f"{job}.log").stat().st_size > 0 for job in logs)
     assert "raw inventory: 13 tables of 5 studies" in (completed_run / "logs" / "harmonize" / "pool.log").read_text()
@@ -37,13 +40,31 @@ def raw_identifiers(workdir: Path) -> set[str]:
     """Every value of the demo's direct-identifier columns, as it appears in the raw files."""
     from ipdpool.demo.generate import build_demo
 
-    columns = {"name", "hospno", "navn", "cpr", "bemærkning", "Namn", "Personnummer", "naam", "bsn", "ssn", "dob", "notes", "staff_notes"}
+    columns = {
+        "name",
+        "hospno",
+        "navn",
+        "cpr",
+        "bemærkning",
+        "Namn",
+        "Personnummer",
+        "naam",
+        "bsn",
+        "ssn",
+        "dob",
+        "notes",
+        "staff_notes",
+    }
     found = set()
     for export in build_demo().exports.values():
         for raw in export.files:
             for frame in raw.sheets.values():
                 for column in columns & set(frame.columns):
-                    found |= {v.isoformat() if hasattr(v, "isoformat") else str(v) for v in frame[column] if v is not None and len(str(v).strip()) >= 6}
+                    found |= {
+                        v.isoformat() if hasattr(v, "isoformat") else str(v)
+                        for v in frame[column]
+                        if v is not None and len(str(v).strip()) >= 6
+                    }
     return found
 
 
@@ -92,7 +113,15 @@ def test_one_stage_tables_and_the_headline_replication(completed_run):
     assert len(one_stage) == 8 * (1 + 1 + 4)  # outcomes x reported contrasts of the three models
     assert (one_stage["status"] == "estimated").all()
     sensitivity = pd.read_csv(tables / "sensitivity.tsv", sep="\t")
-    assert {"study_fixed_effect", "within_between", "random_slope_employed", "ml", "unadjusted", "covariates", "leave_out_DK"} <= set(sensitivity["variant"])
+    assert {
+        "study_fixed_effect",
+        "within_between",
+        "random_slope_employed",
+        "ml",
+        "unadjusted",
+        "covariates",
+        "leave_out_DK",
+    } <= set(sensitivity["variant"])
     replication = pd.read_csv(tables / "replication.tsv", sep="\t").set_index("outcome")
     # The demo was generated to match the published SMDs: each headline estimate lies in its published CI.
     for outcome in ("negative_symptoms", "functioning", "quality_of_life"):
@@ -145,7 +174,11 @@ def test_a_mistyped_config_key_fails_at_start_up_naming_key_and_place(tmp_path):
     result = snakemake(workdir, "--cores", "1", "--dry-run")
     assert result.returncode != 0
     output = result.stderr + result.stdout
-    assert "Error validating config file" in output and "'min_studys' was unexpected" in output and "['analysis']" in output
+    assert (
+        "Error validating config file" in output
+        and "'min_studys' was unexpected" in output
+        and "['analysis']" in output
+    )
 
 
 def test_a_config_naming_a_missing_rule_file_fails_at_start_up(workdir, tmp_path):
@@ -153,4 +186,6 @@ def test_a_config_naming_a_missing_rule_file_fails_at_start_up(workdir, tmp_path
     config.write_text("studies:\n  XX: config/studies/XX.yaml\n")
     result = snakemake(workdir, "--cores", "1", "--dry-run", "--configfile", str(config))
     assert result.returncode != 0
-    assert "study XX: rule file config/studies/XX.yaml named in the config does not exist" in result.stderr + result.stdout
+    assert (
+        "study XX: rule file config/studies/XX.yaml named in the config does not exist" in result.stderr + result.stdout
+    )

@@ -15,7 +15,15 @@ def _pool(repo_root_text: str) -> pd.DataFrame:
 
     repo_root = Path(repo_root_text)
     schema = load_schema(repo_root / "config" / "schema.yaml")
-    frames = [harmonize_study(load_rules(repo_root / "config" / "studies" / f"{s}.yaml"), schema, b"tests-support-key-0123", base_dir=repo_root).data for s in ("DK", "EU6", "NL", "SE", "US")]
+    frames = [
+        harmonize_study(
+            load_rules(repo_root / "config" / "studies" / f"{s}.yaml"),
+            schema,
+            b"tests-support-key-0123",
+            base_dir=repo_root,
+        ).data
+        for s in ("DK", "EU6", "NL", "SE", "US")
+    ]
     return conform(pd.concat(frames, ignore_index=True), schema)
 
 

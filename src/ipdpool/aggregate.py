@@ -9,15 +9,28 @@ import jsonschema
 import pandas as pd
 import yaml
 
-
-COLUMNS = ["trial", "reference", "outcome", "instrument", "direction", "arm", "n", "mean", "sd", "baseline_mean", "baseline_sd"]
+COLUMNS = [
+    "trial",
+    "reference",
+    "outcome",
+    "instrument",
+    "direction",
+    "arm",
+    "n",
+    "mean",
+    "sd",
+    "baseline_mean",
+    "baseline_sd",
+]
 NUMERIC = ("n", "mean", "sd", "baseline_mean", "baseline_sd")
 
 
 class AggregateDataError(Exception):
     def __init__(self, path: Path, problems: list[str]):
         self.path, self.problems = Path(path), problems
-        super().__init__(f"aggregate-data file {path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__(
+            f"aggregate-data file {path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
 
 
 def _typed(record: dict) -> dict:
@@ -44,26 +57,38 @@ def read_aggregate(path: Path, schema_path: Path) -> pd.DataFrame:
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise AggregateDataError(path, [f"cannot be read as a tab-separated table ({error})"]) from error
     problems = []
-    missing = [c for c in ("trial", "outcome", "instrument", "direction", "arm", "n", "mean", "sd") if c not in frame.columns]
+    missing = [
+        c for c in ("trial", "outcome", "instrument", "direction", "arm", "n", "mean", "sd") if c not in frame.columns
+    ]
     if missing:
         raise AggregateDataError(path, [f"missing columns {missing}; columns are {list(frame.columns)}"])
     lines = _data_lines(path)
-    validator = jsonschema.Draft202012Validator(yaml.load(Path(schema_path).read_text(encoding="utf-8"), Loader=yaml.CSafeLoader))
+    validator = jsonschema.Draft202012Validator(
+        yaml.load(Path(schema_path).read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+    )
     records = [_typed(row) for row in frame.to_dict("records")]
     for line, record in zip(lines, records):
         for error in sorted(validator.iter_errors(record), key=lambda e: str(e.path)):
             field = "/".join(map(str, error.path)) or "row"
-            problems.append(f"line {line} (trial {record.get('trial')!r}, outcome {record.get('outcome')!r}, arm {record.get('arm')!r}): {field}: {error.message}")
+            problems.append(
+                f"line {line} (trial {record.get('trial')!r}, outcome {record.get('outcome')!r}, arm {record.get('arm')!r}): {field}: {error.message}"
+            )
     keys = frame[["trial", "outcome", "arm"]].apply(tuple, axis=1)
     for key, group in frame.groupby(keys.to_numpy(), sort=False):
         if len(group) > 1:
-            problems.append(f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {key[0]!r}, outcome {key[1]!r}, arm {key[2]!r} is listed more than once")
+            problems.append(
+                f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {key[0]!r}, outcome {key[1]!r}, arm {key[2]!r} is listed more than once"
+            )
     for (trial, outcome), group in frame.groupby(["trial", "outcome"], sort=False):
         arms = set(group["arm"])
         if arms != {"IPS", "SAU"} and arms <= {"IPS", "SAU"}:
-            problems.append(f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {trial!r}, outcome {outcome!r} has no {({'IPS', 'SAU'} - arms).pop()} arm")
+            problems.append(
+                f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {trial!r}, outcome {outcome!r} has no {({'IPS', 'SAU'} - arms).pop()} arm"
+            )
         if group["instrument"].nunique() > 1 or group["direction"].nunique() > 1:
-            problems.append(f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {trial!r}, outcome {outcome!r}: arms disagree on instrument or direction")
+            problems.append(
+                f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {trial!r}, outcome {outcome!r}: arms disagree on instrument or direction"
+            )
     if problems:
         raise AggregateDataError(path, problems)
     return pd.DataFrame([_typed(r) for r in frame.to_dict("records")]).reindex(columns=COLUMNS)
@@ -92,7 +117,18 @@ def trial_effects_from_aggregate(rows: pd.DataFrame) -> pd.DataFrame:
         ips, sau = group[group["arm"] == "IPS"].iloc[0], group[group["arm"] == "SAU"].iloc[0]
         g, variance = hedges_g(ips["n"], ips["mean"], ips["sd"], sau["n"], sau["mean"], sau["sd"])
         sign = -1.0 if ips["direction"] == "reversed" else 1.0
-        out.append({"trial": trial, "outcome": outcome, "source": "aggregate", "instrument": ips["instrument"], "g": sign * g, "variance": variance, "n_ips": int(ips["n"]), "n_sau": int(sau["n"])})
+        out.append(
+            {
+                "trial": trial,
+                "outcome": outcome,
+                "source": "aggregate",
+                "instrument": ips["instrument"],
+                "g": sign * g,
+                "variance": variance,
+                "n_ips": int(ips["n"]),
+                "n_sau": int(sau["n"]),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -108,7 +144,18 @@ def trial_effects_from_ipd(statistics: dict[str, dict], outcome: str) -> pd.Data
             continue
         ips, sau = arms["IPS"], arms["SAU"]
         g, variance = hedges_g(ips["n"], ips["mean"], ips["sd"], sau["n"], sau["mean"], sau["sd"])
-        out.append({"trial": study, "outcome": outcome, "source": "IPD", "instrument": arms["instrument"], "g": g, "variance": variance, "n_ips": ips["n"], "n_sau": sau["n"]})
+        out.append(
+            {
+                "trial": study,
+                "outcome": outcome,
+                "source": "IPD",
+                "instrument": arms["instrument"],
+                "g": g,
+                "variance": variance,
+                "n_ips": ips["n"],
+                "n_sau": sau["n"],
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -127,15 +174,29 @@ def aggregate_analyses(
         analyses = {"aggregate_only": aggregate}
         if statistics:
             ipd = trial_effects_from_ipd(statistics, outcome)
-            analyses["ipd_where_available"] = pd.concat([ipd, aggregate[~aggregate["trial"].isin(ipd["trial"] if len(ipd) else [])]], ignore_index=True)
+            analyses["ipd_where_available"] = pd.concat(
+                [ipd, aggregate[~aggregate["trial"].isin(ipd["trial"] if len(ipd) else [])]], ignore_index=True
+            )
         for analysis, trials in analyses.items():
             trials = trials.sort_values("trial", kind="stable").reset_index(drop=True)
             for row in trials.to_dict("records"):
                 trial_rows.append({"analysis": analysis, **row})
-            sources = "; ".join(f"{source}: {', '.join(group['trial'])}" for source, group in trials.groupby("source", sort=True))
+            sources = "; ".join(
+                f"{source}: {', '.join(group['trial'])}" for source, group in trials.groupby("source", sort=True)
+            )
             g, variance = trials["g"].to_numpy(), trials["variance"].to_numpy()
             for method in METHODS:
-                for hksj in ((False,) if method == "FE" else (False, True)):
+                for hksj in (False,) if method == "FE" else (False, True):
                     result = meta_analysis(g, variance, method, hksj, prediction=prediction)
-                    pooled_rows.append({"analysis": analysis, "outcome": outcome, "contrast": "ips", "k_ipd": int((trials["source"] == "IPD").sum()), "k_aggregate": int((trials["source"] == "aggregate").sum()), "trials": sources, **result.row()})
+                    pooled_rows.append(
+                        {
+                            "analysis": analysis,
+                            "outcome": outcome,
+                            "contrast": "ips",
+                            "k_ipd": int((trials["source"] == "IPD").sum()),
+                            "k_aggregate": int((trials["source"] == "aggregate").sum()),
+                            "trials": sources,
+                            **result.row(),
+                        }
+                    )
     return pd.DataFrame(trial_rows), pd.DataFrame(pooled_rows)

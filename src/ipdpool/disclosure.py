@@ -52,7 +52,9 @@ def suppress_table1(frame: pd.DataFrame, threshold: int) -> pd.DataFrame:
     small_count = out["count"].astype(str).str.startswith("<")
     # The other levels of the same characteristic would give a suppressed count back (n minus
     # their sum): they are withheld too.
-    group = out.groupby(["study", "arm", "characteristic"], sort=False)["count"].transform(lambda c: c.astype(str).str.startswith("<").any())
+    group = out.groupby(["study", "arm", "characteristic"], sort=False)["count"].transform(
+        lambda c: c.astype(str).str.startswith("<").any()
+    )
     out["count"] = out["count"].where(~(group & ~small_count), "suppressed")
     out["percent"] = out["percent"].astype(object).where(~group, None)
     n = pd.to_numeric(frame["n"], errors="coerce")
@@ -69,10 +71,14 @@ def is_participant_level(path: Path) -> bool:
     path = Path(path)
     in_harmonized = "harmonized" in path.parts and path.name != "codebook.tsv"
     per_participant = path.stem == "distributions" or path.name in CONSORTIUM_ONLY
-    return path.suffix in (".parquet", ".csv") or in_harmonized or per_participant or path.suffix not in SHAREABLE_SUFFIXES
+    return (
+        path.suffix in (".parquet", ".csv") or in_harmonized or per_participant or path.suffix not in SHAREABLE_SUFFIXES
+    )
 
 
-def collect_shareable(sources: list[Path], out_dir: Path, threshold: int, formats=DEFAULT_FORMATS, dpi=PNG_DPI) -> list[Path]:
+def collect_shareable(
+    sources: list[Path], out_dir: Path, threshold: int, formats=DEFAULT_FORMATS, dpi=PNG_DPI
+) -> list[Path]:
     """Copy aggregate outputs into out_dir with small counts suppressed; refuse anything
     participant-level (naming it) before writing a single file. The participant flow is
     redrawn from the suppressed counts, in `formats`."""
@@ -85,7 +91,11 @@ def collect_shareable(sources: list[Path], out_dir: Path, threshold: int, format
     written = []
     for source in map(Path, sources):
         kind = "tables" if source.suffix == ".tsv" else "figures"
-        target = out_dir / kind / (source.name if "forest" not in source.parts else f"forest_{source.parent.name}_{source.name}")
+        target = (
+            out_dir
+            / kind
+            / (source.name if "forest" not in source.parts else f"forest_{source.parent.name}_{source.name}")
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.name == "table1.tsv":
             write_table(suppress_table1(read_table(source), threshold), target)
@@ -103,7 +113,11 @@ def collect_shareable(sources: list[Path], out_dir: Path, threshold: int, format
         flow_figure(read_table(tables / "flow.tsv"), out_dir / "figures" / "participant_flow", formats=formats, dpi=dpi)
         written += [out_dir / "figures" / f"participant_flow.{suffix}" for suffix in formats]
     if all((tables / name).exists() for name in ("one_stage.tsv", "two_stage.tsv", "replication.tsv")):
-        summary = headline_summary(read_table(tables / "one_stage.tsv"), read_table(tables / "two_stage.tsv"), read_table(tables / "replication.tsv"))
+        summary = headline_summary(
+            read_table(tables / "one_stage.tsv"),
+            read_table(tables / "two_stage.tsv"),
+            read_table(tables / "replication.tsv"),
+        )
         (out_dir / "summary.md").write_text(summary, encoding="utf-8")
         written.append(out_dir / "summary.md")
     return written

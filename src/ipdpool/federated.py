@@ -26,7 +26,18 @@ DISCLOSURE_DEFAULTS = {"nfilter_tab": 3, "nfilter_glm": 0.33, "nfilter_subset": 
 CATEGORICAL = ("sex", "diagnosis", "employed")
 FLOW_COLUMNS = ["study", "stage", "reason", "IPS", "SAU", "total"]
 # The rule log without its notes column: notes can quote recoded values.
-STATUS_COLUMNS = ["study", "variable", "rule", "status", "source", "rows_in", "nonmissing_in", "nonmissing_out", "values_recoded", "set_missing"]
+STATUS_COLUMNS = [
+    "study",
+    "variable",
+    "rule",
+    "status",
+    "source",
+    "rows_in",
+    "nonmissing_in",
+    "nonmissing_out",
+    "values_recoded",
+    "set_missing",
+]
 
 
 class BundleError(Exception):
@@ -81,9 +92,17 @@ def table1_aggregates(part) -> dict:
         rows = part[part["arm"] == arm]
         entry = {"n": int(len(rows))}
         age = rows["age"].dropna()
-        entry["age"] = {"n": int(len(age)), "mean": float(age.mean()) if len(age) else None, "sd": float(age.std(ddof=1)) if len(age) > 1 else None}
+        entry["age"] = {
+            "n": int(len(age)),
+            "mean": float(age.mean()) if len(age) else None,
+            "sd": float(age.std(ddof=1)) if len(age) > 1 else None,
+        }
         for column in CATEGORICAL:
-            values = rows[column].dropna().astype(str) if column != "employed" else rows[column].dropna().astype(int).astype(str)
+            values = (
+                rows[column].dropna().astype(str)
+                if column != "employed"
+                else rows[column].dropna().astype(int).astype(str)
+            )
             entry[column] = {level: int(count) for level, count in values.value_counts().sort_index().items()}
             entry[column]["missing"] = int(rows[column].isna().sum())
         entry["outcomes"] = {}
@@ -113,7 +132,9 @@ def disclosure_problems(statistics: dict, table1: dict, thresholds: dict) -> lis
         for column in CATEGORICAL:
             for level, count in entry[column].items():
                 if level != "missing" and 0 < count < tab:
-                    problems.append(f"study {study}: cell {column} = {level} in arm {arm} has {count} participants, fewer than nfilter_tab {tab}")
+                    problems.append(
+                        f"study {study}: cell {column} = {level} in arm {arm} has {count} participants, fewer than nfilter_tab {tab}"
+                    )
     for outcome, content in statistics["outcomes"].items():
         for key, design in content["designs"].items():
             n, parameters = design["n"], len(design["names"]) - 1
@@ -121,12 +142,16 @@ def disclosure_problems(statistics: dict, table1: dict, thresholds: dict) -> lis
             if 0 < n < subset:
                 problems.append(f"{where}: statistics from {n} participants, fewer than nfilter_subset {subset}")
             elif n > 0 and parameters > glm * n:
-                problems.append(f"{where}: {parameters} parameters for {n} participants, more than nfilter_glm {glm} x n")
+                problems.append(
+                    f"{where}: {parameters} parameters for {n} participants, more than nfilter_glm {glm} x n"
+                )
         arms = content.get("arms", {})
         for arm in ("IPS", "SAU"):
             count = arms.get(arm, {}).get("n", 0)
             if 0 < count < tab:
-                problems.append(f"study {study}: follow-up {outcome} in arm {arm} has {count} participants, fewer than nfilter_tab {tab}")
+                problems.append(
+                    f"study {study}: follow-up {outcome} in arm {arm} has {count} participants, fewer than nfilter_tab {tab}"
+                )
     return problems
 
 
@@ -141,7 +166,9 @@ def manifest(study: str, rule_file: Path, schema_file: Path, analysis: dict, ver
     }  # fmt: skip
 
 
-def make_bundle(statistics: dict, table1: dict, flow: list[dict], status: list[dict], manifest_: dict, thresholds: dict) -> dict:
+def make_bundle(
+    statistics: dict, table1: dict, flow: list[dict], status: list[dict], manifest_: dict, thresholds: dict
+) -> dict:
     problems = disclosure_problems(statistics, table1, thresholds)
     if problems:
         raise BundleError("bundle refused by disclosure control, nothing written:\n" + "\n".join(problems))
@@ -166,7 +193,9 @@ def check_bundle(bundle: dict, path: Path, study: str, schema_file: Path, analys
     if m.get("analysis_sha256") != sha256_json(analysis):
         problems.append(f"bundle {path}: computed for another analysis configuration (the `analysis` section differs)")
     if m.get("ipdpool_version") != version:
-        problems.append(f"bundle {path}: written by ipdpool {m.get('ipdpool_version')}, this is {version}; mixed versions are refused")
+        problems.append(
+            f"bundle {path}: written by ipdpool {m.get('ipdpool_version')}, this is {version}; mixed versions are refused"
+        )
     return problems
 
 

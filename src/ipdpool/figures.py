@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 if TYPE_CHECKING:  # pandas objects are passed in; importing pandas is left to the callers
     import pandas as pd
 
-from .labels import contrast_label, favours, outcome_label, slug  # noqa: E402,F401  (slug re-exported)
+from .labels import contrast_label, favours, outcome_label, slug  # noqa: F401  (slug re-exported)
 
 plt.rcParams["svg.hashsalt"] = "ipdpool"  # stable SVG ids: identical files on re-runs
 plt.rcParams["svg.fonttype"] = "none"  # text stays text in SVGs: searchable, and checked by the tests
@@ -37,7 +37,9 @@ def save(figure, stem: Path, formats: Sequence[str] = DEFAULT_FORMATS, dpi: floa
     plt.close(figure)
 
 
-def forest_plot(studies, pooled, one_stage, outcome: str, term: str, spec: dict, stem: Path, hksj=None, **saving) -> None:
+def forest_plot(
+    studies, pooled, one_stage, outcome: str, term: str, spec: dict, stem: Path, hksj=None, **saving
+) -> None:
     """forest_figure saved in each format (`saving`: formats and dpi, as for save)."""
     save(forest_figure(studies, pooled, one_stage, outcome, term, spec, hksj), stem, **saving)
 
@@ -76,7 +78,11 @@ def forest_figure(
     the overall effect underneath; "favours" labels from the outcome's direction."""
     studies = studies.sort_values("study").reset_index(drop=True)
     one_stage = one_stage if one_stage is not None and one_stage["status"] == "estimated" else None
-    weights = pooled_weights(studies, pooled["tau2"]) if pooled is not None and len(studies) else np.full(len(studies), np.nan)
+    weights = (
+        pooled_weights(studies, pooled["tau2"])
+        if pooled is not None and len(studies)
+        else np.full(len(studies), np.nan)
+    )
     low, high = axis_limits(studies, pooled, one_stage, hksj)
     summary_rows = 1 + (hksj is not None) + 1  # REML diamond, Knapp-Hartung, one-stage
     rows = len(studies) + 1 + summary_rows
@@ -112,7 +118,15 @@ def forest_figure(
         if np.isfinite(pooled["pi_low"]):
             draw_prediction_interval(axis, pooled["pi_low"], pooled["pi_high"], y, (low, high))
             label = "RE model (REML) with 95% PI"
-            right.text(0.98, y - 0.42, f"PI [{pooled['pi_low']:.2f}, {pooled['pi_high']:.2f}]", ha="right", family="monospace", va="center", fontsize=8)
+            right.text(
+                0.98,
+                y - 0.42,
+                f"PI [{pooled['pi_low']:.2f}, {pooled['pi_high']:.2f}]",
+                ha="right",
+                family="monospace",
+                va="center",
+                fontsize=8,
+            )
         else:
             label = "RE model (REML), no PI (k < 3)" if pooled["k"] < 3 else "RE model (REML), no PI"
         axis.fill([lo, e, hi, e], [y, y + 0.3, y, y - 0.3], color="tab:red", zorder=3)
@@ -143,18 +157,43 @@ def forest_figure(
     axis.spines[["top", "right", "left"]].set_visible(False)
     left_label, right_label = favours(term, spec)
     axis.set_xlabel("Standardized mean difference", fontsize=9)
-    axis.text(0.0, -0.13, f"\u2190 {left_label}", transform=axis.transAxes, ha="left", va="top", fontsize=8, gid="favours-left")
-    axis.text(1.0, -0.13, f"{right_label} \u2192", transform=axis.transAxes, ha="right", va="top", fontsize=8, gid="favours-right")
+    axis.text(
+        0.0,
+        -0.13,
+        f"\u2190 {left_label}",
+        transform=axis.transAxes,
+        ha="left",
+        va="top",
+        fontsize=8,
+        gid="favours-left",
+    )
+    axis.text(
+        1.0,
+        -0.13,
+        f"{right_label} \u2192",
+        transform=axis.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        gid="favours-right",
+    )
     lines = []
     if pooled is not None:
         lines.append(heterogeneity_text(pooled))
         test = f"Test for overall effect: {overall_test(pooled)}"
-        lines.append(test + (f"; Knapp-Hartung: {overall_test(hksj)}" if hksj is not None else "; Knapp-Hartung not computed"))
+        lines.append(
+            test + (f"; Knapp-Hartung: {overall_test(hksj)}" if hksj is not None else "; Knapp-Hartung not computed")
+        )
     else:
         lines.append("Fewer than two studies: no meta-analysis")
     figure.text(0.02, 0.02, "\n".join(lines), fontsize=8.5, va="bottom", gid="heterogeneity")
     figure.suptitle(f"{outcome_label(outcome, spec)}: {contrast_label(term)}", fontsize=12, x=0.02, ha="left")
-    figure.subplots_adjust(left=0.02, right=0.98, top=1 - 0.55 / figure.get_figheight(), bottom=(0.34 * notes + 0.75) / figure.get_figheight())
+    figure.subplots_adjust(
+        left=0.02,
+        right=0.98,
+        top=1 - 0.55 / figure.get_figheight(),
+        bottom=(0.34 * notes + 0.75) / figure.get_figheight(),
+    )
     return figure
 
 
@@ -178,7 +217,15 @@ def draw_prediction_interval(axis, low: float, high: float, y: float, limits: tu
     """Dotted line through the diamond's row, clipped to the axis; an end beyond it gets an
     arrow head at the axis edge."""
     left, right = limits
-    axis.plot([max(low, left), min(high, right)], [y, y], color="tab:red", lw=1.2, ls="--", zorder=2, gid="prediction-interval")
+    axis.plot(
+        [max(low, left), min(high, right)],
+        [y, y],
+        color="tab:red",
+        lw=1.2,
+        ls="--",
+        zorder=2,
+        gid="prediction-interval",
+    )
     for side, beyond, edge, marker in (("low", low < left, left, "<"), ("high", high > right, right, ">")):
         if beyond:
             axis.plot(edge, y, marker, color="tab:red", markersize=6, clip_on=False, gid=f"pi-clipped-{side}")
@@ -238,8 +285,18 @@ def flow_diagram(flow: pd.DataFrame, study: str = "all") -> plt.Figure:
     axis.set_xlim(0, 1)
     axis.set_ylim(0.12, 1)
     axis.axis("off")
-    main = {"ha": "center", "va": "center", "fontsize": 9, "bbox": {"boxstyle": "round,pad=0.4", "fc": "#e8f0fa", "ec": "#4a6fa5"}}
-    side = {"ha": "left", "va": "center", "fontsize": 8, "bbox": {"boxstyle": "round,pad=0.4", "fc": "#fbeaea", "ec": "#b05050"}}
+    main = {
+        "ha": "center",
+        "va": "center",
+        "fontsize": 9,
+        "bbox": {"boxstyle": "round,pad=0.4", "fc": "#e8f0fa", "ec": "#4a6fa5"},
+    }
+    side = {
+        "ha": "left",
+        "va": "center",
+        "fontsize": 8,
+        "bbox": {"boxstyle": "round,pad=0.4", "fc": "#fbeaea", "ec": "#b05050"},
+    }
     arrow = {"arrowstyle": "->", "color": "#555555"}
     title = "all studies" if study == "all" else f"study {study}"
     axis.text(0.5, 0.95, f"Randomized (n = {n(*randomized, 'total')})", **main, gid="randomized")
@@ -249,24 +306,53 @@ def flow_diagram(flow: pd.DataFrame, study: str = "all") -> plt.Figure:
         followed = n("with a follow-up assessment", "", arm)
         known = n("employment known", "", arm)
         axis.annotate("", xy=(column, 0.66), xytext=(column, 0.77), arrowprops=arrow)
-        axis.text(column, 0.63, f"Follow-up assessment (n = {followed})\nEmployment during follow-up known (n = {known})", **main, gid=f"followup-{arm}")
+        axis.text(
+            column,
+            0.63,
+            f"Follow-up assessment (n = {followed})\nEmployment during follow-up known (n = {known})",
+            **main,
+            gid=f"followup-{arm}",
+        )
         lost = n("without a follow-up assessment", "no follow-up assessment in the window", arm)
         unknown = n("employment unknown", "records cannot tell", arm)
         axis.annotate("", xy=(column + 0.1, 0.715), xytext=(column, 0.715), arrowprops=arrow)
-        axis.text(column + 0.105, 0.715, f"No follow-up in the window (n = {lost})\nEmployment unknown (n = {unknown})", **side, gid=f"lost-{arm}")
+        axis.text(
+            column + 0.105,
+            0.715,
+            f"No follow-up in the window (n = {lost})\nEmployment unknown (n = {unknown})",
+            **side,
+            gid=f"lost-{arm}",
+        )
         analysed, excluded = [], []
         for outcome in outcomes:
             label = outcome.replace("_", " ")
             if (f"{outcome}: analysable", "baseline, follow-up and employment known") not in counts:
                 analysed.append(f"{label}: not collected")
                 continue
-            analysed.append(f"{label}: n = {n(f'{outcome}: analysable', 'baseline, follow-up and employment known', arm)}")
-            stages = [(f"{outcome}: excluded", reason) for reason in EXCLUSIONS[:-1]] + [(f"{outcome}: not collected", EXCLUSIONS[-1])]
+            analysed.append(
+                f"{label}: n = {n(f'{outcome}: analysable', 'baseline, follow-up and employment known', arm)}"
+            )
+            stages = [(f"{outcome}: excluded", reason) for reason in EXCLUSIONS[:-1]] + [
+                (f"{outcome}: not collected", EXCLUSIONS[-1])
+            ]
             excluded.append(f"{label}: " + " / ".join(n(*stage, arm) if stage in counts else "-" for stage in stages))
         axis.annotate("", xy=(column, 0.485), xytext=(column, 0.58), arrowprops=arrow)
-        axis.text(column, 0.47, "Analysed (baseline, follow-up and\nemployment known)\n" + "\n".join(analysed), **{**main, "va": "top", "fontsize": 8, "bbox": {**main["bbox"], "fc": "#eaf7ea", "ec": "#4c9a2a"}}, gid=f"analysed-{arm}")
+        axis.text(
+            column,
+            0.47,
+            "Analysed (baseline, follow-up and\nemployment known)\n" + "\n".join(analysed),
+            **{**main, "va": "top", "fontsize": 8, "bbox": {**main["bbox"], "fc": "#eaf7ea", "ec": "#4c9a2a"}},
+            gid=f"analysed-{arm}",
+        )
         axis.annotate("", xy=(column + 0.1, 0.545), xytext=(column, 0.545), arrowprops=arrow)
-        axis.text(column + 0.105, 0.56, "Excluded from analysis: no baseline score /\nno follow-up score / employment unknown /\nnot collected in the study\n" + "\n".join(excluded), **{**side, "va": "top", "fontsize": 7.5}, gid=f"excluded-{arm}")
+        axis.text(
+            column + 0.105,
+            0.56,
+            "Excluded from analysis: no baseline score /\nno follow-up score / employment unknown /\nnot collected in the study\n"
+            + "\n".join(excluded),
+            **{**side, "va": "top", "fontsize": 7.5},
+            gid=f"excluded-{arm}",
+        )
     axis.set_title(f"Participant flow, {title}", fontsize=11)
     return figure
 
@@ -303,7 +389,9 @@ def distributions_figure(counts: list[dict], study: str) -> plt.Figure:
     # Fixed margins instead of tight_layout, which measured every tick label (half the drawing time):
     # the grid is regular and tick labels are capped at 14 characters.
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, height), squeeze=False)
-    figure.subplots_adjust(left=0.04, right=0.99, top=1 - 0.85 / height, bottom=0.9 / height, wspace=0.25, hspace=1.1 / 1.7)
+    figure.subplots_adjust(
+        left=0.04, right=0.99, top=1 - 0.85 / height, bottom=0.9 / height, wspace=0.25, hspace=1.1 / 1.7
+    )
     for axis, (variable, panel) in zip(axes.flat, panels.items()):
         sides = {side: [row for row in panel if row["side"] == side] for side in ("raw", "harmonized")}
         if panel[0]["kind"] == "categories":
@@ -322,7 +410,12 @@ def _bars(axis, raw: list[dict], harmonized: list[dict]) -> None:
     labels = [row["category"] for row in raw] + ([""] if raw else []) + [row["category"] for row in harmonized]
     axis.bar(np.arange(len(raw)), [int(row["count"]) for row in raw], color="0.6", label="raw")
     offset = len(raw) + 1 if raw else 0
-    axis.bar(offset + np.arange(len(harmonized)), [int(row["count"]) for row in harmonized], color="tab:blue", label="harmonized")
+    axis.bar(
+        offset + np.arange(len(harmonized)),
+        [int(row["count"]) for row in harmonized],
+        color="tab:blue",
+        label="harmonized",
+    )
     axis.set_xticks(range(len(labels)))
     axis.set_xticklabels([str(label)[:14] for label in labels], rotation=60, ha="right")
 

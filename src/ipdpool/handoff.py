@@ -23,7 +23,13 @@ from .tables import formula_safe
 # Value labels of integer-coded 0/1 columns (the schema's "allowed: [0, 1]").
 BINARY_LABELS = {"employed": {0: "did not work during follow-up", 1: "worked during follow-up"}}
 MAELSTROM_TYPES = {"string": "text", "category": "text", "integer": "integer", "float": "decimal", "boolean": "boolean"}
-FRICTIONLESS_TYPES = {"string": "string", "category": "string", "integer": "integer", "float": "number", "boolean": "integer"}
+FRICTIONLESS_TYPES = {
+    "string": "string",
+    "category": "string",
+    "integer": "integer",
+    "float": "number",
+    "boolean": "integer",
+}
 
 
 def variable_labels(schema: dict) -> dict[str, str]:
@@ -84,7 +90,16 @@ def variables_table(schema: dict) -> pd.DataFrame:
     rows = []
     for index, name in enumerate(types, start=1):
         unit = "SD units" if name.endswith("_z") else units.get(name, "")
-        rows.append({"table": "pooled", "index": index, "name": name, "label:en": labels[name], "valueType": MAELSTROM_TYPES[types[name]], "unit": unit})
+        rows.append(
+            {
+                "table": "pooled",
+                "index": index,
+                "name": name,
+                "label:en": labels[name],
+                "valueType": MAELSTROM_TYPES[types[name]],
+                "unit": unit,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -113,8 +128,20 @@ def datapackage(schema: dict, csv_name: str) -> dict:
         elif "range" in spec:
             field["constraints"] = {"minimum": spec["range"][0], "maximum": spec["range"][1]}
         fields.append(field)
-    resource = {"name": "pooled", "path": csv_name, "profile": "tabular-data-resource", "format": "csv", "encoding": "utf-8", "schema": {"fields": fields, "missingValues": [""]}}
-    return {"name": "ipdpool-pooled", "title": "Pooled harmonized participant data (ipdpool)", "profile": "tabular-data-package", "resources": [resource]}
+    resource = {
+        "name": "pooled",
+        "path": csv_name,
+        "profile": "tabular-data-resource",
+        "format": "csv",
+        "encoding": "utf-8",
+        "schema": {"fields": fields, "missingValues": [""]},
+    }
+    return {
+        "name": "ipdpool-pooled",
+        "title": "Pooled harmonized participant data (ipdpool)",
+        "profile": "tabular-data-package",
+        "resources": [resource],
+    }
 
 
 def private(path: Path) -> Path:
@@ -130,7 +157,9 @@ def write_handoff(pooled: pd.DataFrame, schema: dict, out_dir: Path) -> list[Pat
     labels, codes = variable_labels(schema), categories(schema)
     column_labels = [labels[c] for c in numeric.columns]
     written = []
-    pyreadstat.write_dta(numeric, out_dir / "pooled.dta", column_labels=column_labels, variable_value_labels=codes, version=15)
+    pyreadstat.write_dta(
+        numeric, out_dir / "pooled.dta", column_labels=column_labels, variable_value_labels=codes, version=15
+    )
     pyreadstat.write_sav(numeric, out_dir / "pooled.sav", column_labels=column_labels, variable_value_labels=codes)
     written += [out_dir / "pooled.dta", out_dir / "pooled.sav"]
     as_categoricals(pooled, schema).to_parquet(out_dir / "pooled.parquet", index=False)
@@ -144,6 +173,8 @@ def write_handoff(pooled: pd.DataFrame, schema: dict, out_dir: Path) -> list[Pat
     formula_safe(variables).to_csv(out_dir / "variables.tsv", sep="\t", index=False, lineterminator="\n")
     formula_safe(category_rows).to_csv(out_dir / "categories.tsv", sep="\t", index=False, lineterminator="\n")
     write_workbook({"Variables": variables, "Categories": category_rows}, out_dir / "dictionary.xlsx")
-    (out_dir / "datapackage.json").write_text(json.dumps(datapackage(schema, "pooled.csv"), indent=2) + "\n", encoding="utf-8")
+    (out_dir / "datapackage.json").write_text(
+        json.dumps(datapackage(schema, "pooled.csv"), indent=2) + "\n", encoding="utf-8"
+    )
     written += [out_dir / name for name in ("variables.tsv", "categories.tsv", "dictionary.xlsx", "datapackage.json")]
     return [private(path) for path in written]

@@ -18,7 +18,9 @@ INVENTORY_COLUMNS = ["study", "table", "file", "format", "sheet", "sha256", "byt
 def inventory_study(study_rules: dict) -> pd.DataFrame:
     """One row per table declared in the study's rule file, read with its native reader."""
     raw_dir = Path(study_rules["raw_dir"])
-    tables = {name: read_table(study_rules["study"], name, spec, raw_dir) for name, spec in study_rules["tables"].items()}
+    tables = {
+        name: read_table(study_rules["study"], name, spec, raw_dir) for name, spec in study_rules["tables"].items()
+    }
     return inventory_of(study_rules, tables)
 
 

@@ -37,7 +37,11 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
     Call only when no job is running (Snakemake's onstart): a running job's temporary file
     looks the same."""
     folder = Path(folder)
-    stale = [path for path in folder.iterdir() if path.is_file() and TEMPORARY.fullmatch(path.name)] if folder.is_dir() else []
+    stale = (
+        [path for path in folder.iterdir() if path.is_file() and TEMPORARY.fullmatch(path.name)]
+        if folder.is_dir()
+        else []
+    )
     for path in stale:
         path.unlink(missing_ok=True)
     return sorted(path.name for path in stale)

@@ -63,7 +63,9 @@ def check_encoding(study: str, file: str, name: str) -> str:
     try:
         codecs.lookup(name)
     except LookupError as error:
-        raise RawDataError(study, file, f"unknown encoding {name!r} in the rule file; use a name such as utf-8, latin-1 or cp1252") from error
+        raise RawDataError(
+            study, file, f"unknown encoding {name!r} in the rule file; use a name such as utf-8, latin-1 or cp1252"
+        ) from error
     return name
 
 
@@ -81,7 +83,9 @@ def _mojibake(text: str) -> str | None:
     return None
 
 
-def mojibake_warnings(frame: pd.DataFrame, value_labels: dict[str, dict], distinct_values: dict | None = None) -> list[str]:
+def mojibake_warnings(
+    frame: pd.DataFrame, value_labels: dict[str, dict], distinct_values: dict | None = None
+) -> list[str]:
     """Columns whose text (or value labels) look like UTF-8 read as Latin-1/cp1252; names columns, not values.
     `distinct_values`: each column's distinct values in order of appearance, where the reader has them."""
     suspects, undecodable = [], []
@@ -94,10 +98,18 @@ def mojibake_warnings(frame: pd.DataFrame, value_labels: dict[str, dict], distin
         texts += [v for v in value_labels.get(column, {}).values() if isinstance(v, str)]
         if any(_mojibake(t) for t in texts) or _mojibake(str(column)):
             suspects.append(str(column))
-    warnings = [f"text in {', '.join(map(repr, undecodable[:15]))} has characters that could not be decoded (shown as U+FFFD); ask for the file in another format or encoding"] if undecodable else []
+    warnings = (
+        [
+            f"text in {', '.join(map(repr, undecodable[:15]))} has characters that could not be decoded (shown as U+FFFD); ask for the file in another format or encoding"
+        ]
+        if undecodable
+        else []
+    )
     if not suspects:
         return warnings
-    return warnings + [f"text in {', '.join(map(repr, suspects[:15]))} looks like UTF-8 decoded as Latin-1/cp1252 (e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"]
+    return warnings + [
+        f"text in {', '.join(map(repr, suspects[:15]))} looks like UTF-8 decoded as Latin-1/cp1252 (e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"
+    ]
 
 
 # ------------------------------------------------------------ SPSS, Stata, SAS (pyreadstat)
@@ -105,10 +117,21 @@ def mojibake_warnings(frame: pd.DataFrame, value_labels: dict[str, dict], distin
 
 def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
     suffix = path.suffix.lower()
-    reader = {".sav": pyreadstat.read_sav, ".zsav": pyreadstat.read_sav, ".por": pyreadstat.read_por, ".dta": pyreadstat.read_dta, ".sas7bdat": pyreadstat.read_sas7bdat, ".xpt": pyreadstat.read_xport}[suffix]
+    reader = {
+        ".sav": pyreadstat.read_sav,
+        ".zsav": pyreadstat.read_sav,
+        ".por": pyreadstat.read_por,
+        ".dta": pyreadstat.read_dta,
+        ".sas7bdat": pyreadstat.read_sas7bdat,
+        ".xpt": pyreadstat.read_xport,
+    }[suffix]
     options = {}
     if "encoding" in spec and suffix == ".por":
-        raise RawDataError(study, path.name, "`encoding` does not apply to SPSS portable (.por) files, which hold 7-bit text; remove it")
+        raise RawDataError(
+            study,
+            path.name,
+            "`encoding` does not apply to SPSS portable (.por) files, which hold 7-bit text; remove it",
+        )
     if "encoding" in spec:
         options["encoding"] = check_encoding(study, path.name, spec["encoding"])
     if reader in (pyreadstat.read_sav, pyreadstat.read_dta, pyreadstat.read_sas7bdat):
@@ -125,9 +148,16 @@ def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
     # A damaged file must not pass as a smaller valid one: compare with the row count its header declares.
     declared = getattr(meta, "number_rows", None)
     if declared is not None and declared >= 0 and declared != len(frame):
-        raise RawDataError(study, path.name, f"declares {declared} rows but {len(frame)} could be read; the file is truncated or damaged")
+        raise RawDataError(
+            study,
+            path.name,
+            f"declares {declared} rows but {len(frame)} could be read; the file is truncated or damaged",
+        )
     labels = dict(meta.variable_value_labels)
-    missing = {column: [r["lo"] if r["lo"] == r["hi"] else (r["lo"], r["hi"]) for r in ranges] for column, ranges in meta.missing_ranges.items()}
+    missing = {
+        column: [r["lo"] if r["lo"] == r["hi"] else (r["lo"], r["hi"]) for r in ranges]
+        for column, ranges in meta.missing_ranges.items()
+    }
     missing.update({column: list(values) for column, values in getattr(meta, "missing_user_values", {}).items()})
     warnings = [] if "encoding" in spec else mojibake_warnings(frame, labels)
     return RawTable(study, "", path, frame, labels, missing, warnings=warnings)
@@ -147,7 +177,11 @@ def _read_csv(study: str, path: Path, spec: dict) -> RawTable:
         text = data.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        raise RawDataError(study, path.name, f"is not valid {encoding} text (line {line}, byte {error.start}); set `encoding` for this file") from error
+        raise RawDataError(
+            study,
+            path.name,
+            f"is not valid {encoding} text (line {line}, byte {error.start}); set `encoding` for this file",
+        ) from error
     # Valid UTF-8 decodes and encodes back to the same bytes, so only other encodings are re-encoded.
     encoded = data.removeprefix(codecs.BOM_UTF8) if utf8 else text.encode("utf-8")
     records = _records_unquoted(encoded, delimiter)
@@ -157,7 +191,9 @@ def _read_csv(study: str, path: Path, spec: dict) -> RawTable:
         raise RawDataError(study, path.name, "has no header row")
     header, columns = records
     if len(header) == 1 and any(other in header[0] for other in ";,\t|" if other != delimiter):
-        raise RawDataError(study, path.name, f"has a single column {header[0]!r}: is the delimiter {delimiter!r} right?")
+        raise RawDataError(
+            study, path.name, f"has a single column {header[0]!r}: is the delimiter {delimiter!r} right?"
+        )
     _check_header(study, path.name, header, lambda position: f"line 1, field {position}")
     if columns is None:
         _refuse_ragged(study, path.name, text, delimiter, len(header))
@@ -174,7 +210,11 @@ def _records_strict(study: str, file: str, text: str, delimiter: str) -> tuple[l
     try:
         rows = [row for row in reader if row]
     except csv.Error as error:
-        raise RawDataError(study, file, f"cannot be parsed as delimited text with delimiter {delimiter!r}: line {reader.line_num}: {error}") from error
+        raise RawDataError(
+            study,
+            file,
+            f"cannot be parsed as delimited text with delimiter {delimiter!r}: line {reader.line_num}: {error}",
+        ) from error
     if not rows:
         return None
     header, body = rows[0], rows[1:]
@@ -197,7 +237,12 @@ def _records_unquoted(data: bytes, delimiter: str) -> tuple[list[str], list[pa.A
     options = (
         pacsv.ReadOptions(use_threads=False, autogenerate_column_names=True),
         pacsv.ParseOptions(delimiter=delimiter, quote_char=False, newlines_in_values=False, ignore_empty_lines=True),
-        pacsv.ConvertOptions(column_types={f"f{i}": pa.string() for i in range(width)}, strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[]),
+        pacsv.ConvertOptions(
+            column_types={f"f{i}": pa.string() for i in range(width)},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            null_values=[],
+        ),
     )
     try:
         table = pacsv.read_csv(io.BytesIO(data), *options)
@@ -241,7 +286,9 @@ def _check_header(study: str, file: str, header: list, where) -> None:
     seen = {}
     for position, name in enumerate(header, start=1):
         if name in seen:
-            raise RawDataError(study, file, f"header repeats the column name {name!r} at {where(seen[name])} and {where(position)}")
+            raise RawDataError(
+                study, file, f"header repeats the column name {name!r} at {where(seen[name])} and {where(position)}"
+            )
         seen[name] = position
 
 
@@ -258,7 +305,10 @@ def _cell_name(row: int, column: int) -> str:
 
 
 FORMULA_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s/>]")
-NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main", "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships"}
+NS = {
+    "m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+    "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
+}
 
 
 def _xlsx_sheet_part(archive: zipfile.ZipFile, sheet: str) -> str:
@@ -336,16 +386,27 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
     if path.suffix.lower() != ".ods":
         uncached, hidden_rows = _xlsx_cells_calamine_cannot_see(path, sheet)
         if uncached:
-            raise RawDataError(study, file, f"formula cells without a cached value (the file was never recalculated and saved by a spreadsheet program); cells {', '.join(uncached[:5])}" + (f" ... ({len(uncached)} cells)" if len(uncached) > 5 else ""))
+            raise RawDataError(
+                study,
+                file,
+                f"formula cells without a cached value (the file was never recalculated and saved by a spreadsheet program); cells {', '.join(uncached[:5])}"
+                + (f" ... ({len(uncached)} cells)" if len(uncached) > 5 else ""),
+            )
         if hidden_rows:
             notes.append(f"{hidden_rows} hidden rows (read all the same)")
     if not rows:
         raise RawDataError(study, file, "sheet is empty (no header row)")
     for (first_row, first_column), (last_row, last_column) in merged:
         if first_row == 0:
-            raise RawDataError(study, file, f"header has merged cells {_cell_name(first_row, first_column)}:{_cell_name(last_row, last_column)}; unmerge them so that every column has its own name")
+            raise RawDataError(
+                study,
+                file,
+                f"header has merged cells {_cell_name(first_row, first_column)}:{_cell_name(last_row, last_column)}; unmerge them so that every column has its own name",
+            )
     header = [_header_name(c) for c in rows[0]]
-    while header and header[-1] == "" and all(len(r) < len(header) or r[len(header) - 1] in ("", None) for r in rows[1:]):
+    while (
+        header and header[-1] == "" and all(len(r) < len(header) or r[len(header) - 1] in ("", None) for r in rows[1:])
+    ):
         header.pop()  # a trailing column with neither name nor values is not a column
     _check_header(study, file, header, lambda position: f"cell {_cell_name(0, position - 1)}")
     width = len(header)
@@ -363,7 +424,9 @@ def confined(study: str, raw_dir: Path, name: str) -> Path:
     root = Path(raw_dir).resolve()
     path = (root / name).resolve()
     if path == root or not path.is_relative_to(root):
-        raise RawDataError(study, name, "is outside the study's raw_dir (after following links); every raw file must be inside raw_dir")
+        raise RawDataError(
+            study, name, "is outside the study's raw_dir (after following links); every raw file must be inside raw_dir"
+        )
     return path
 
 
@@ -374,7 +437,7 @@ def holds_secret(path: Path, secret: bytes) -> bool:
         for block in iter(lambda: handle.read(1 << 20), b""):
             if secret in tail + block:
                 return True
-            tail = block[-(len(secret) - 1):] if len(secret) > 1 else b""
+            tail = block[-(len(secret) - 1) :] if len(secret) > 1 else b""
     return False
 
 
@@ -396,7 +459,11 @@ def read_table(study: str, name: str, spec: dict, raw_dir: Path, secret: bytes =
     if kind not in EXTENSIONS:
         raise RawDataError(study, spec["file"], f"unknown format {kind!r}; expected one of {FORMATS}")
     if EXTENSIONS[kind] and path.suffix.lower() not in EXTENSIONS[kind]:
-        raise RawDataError(study, spec["file"], f"format {kind} reads files ending in {', '.join(EXTENSIONS[kind])}, not {path.suffix or '(no extension)'}")
+        raise RawDataError(
+            study,
+            spec["file"],
+            f"format {kind} reads files ending in {', '.join(EXTENSIONS[kind])}, not {path.suffix or '(no extension)'}",
+        )
     if kind == "csv":
         table = _read_csv(study, path, spec)
     elif kind == "excel":

@@ -42,14 +42,23 @@ def cell(value) -> str:
 
 def table_html(frame: pd.DataFrame, caption: str = "", table_id: str = "table") -> str:
     """A DataFrame as an HTML table; numeric columns right-aligned."""
-    numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])}
+    numeric = {
+        c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    }
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = []
     for row in frame.itertuples(index=False):
-        cells = "".join(f'<td class="number">{cell(v)}</td>' if c in numeric else f"<td>{cell(v)}</td>" for c, v in zip(frame.columns, row))
+        cells = "".join(
+            f'<td class="number">{cell(v)}</td>' if c in numeric else f"<td>{cell(v)}</td>"
+            for c, v in zip(frame.columns, row)
+        )
         body.append(f"<tr>{cells}</tr>")
     title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return f'<table id="{table_id}">{title}<thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body) + "\n</tbody></table>"
+    return (
+        f'<table id="{table_id}">{title}<thead><tr>{head}</tr></thead><tbody>\n'
+        + "\n".join(body)
+        + "\n</tbody></table>"
+    )
 
 
 def page(title: str, body: str) -> str:
@@ -86,18 +95,44 @@ def landing_html(headline: pd.DataFrame, flow_figure: Path) -> str:
     holds it)."""
     from .summary import INTRODUCTION
 
-    parts = ['<div id="ipdpool-headline">', '<meta charset="utf-8">', f"<style>#ipdpool-headline table {{ font-size: 12px; margin-bottom: 1em; }} {HEADLINE_STYLE}</style>", "<h2>Results</h2>", f'<p class="note">{" ".join(INTRODUCTION)}</p>']
+    parts = [
+        '<div id="ipdpool-headline">',
+        '<meta charset="utf-8">',
+        f"<style>#ipdpool-headline table {{ font-size: 12px; margin-bottom: 1em; }} {HEADLINE_STYLE}</style>",
+        "<h2>Results</h2>",
+        f'<p class="note">{" ".join(INTRODUCTION)}</p>',
+    ]
     for contrast, rows in headline.groupby("contrast", sort=False):
         columns = [c for c in headline.columns[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
-        parts.append(table_html(rows[columns].reset_index(drop=True), caption=contrast[0].upper() + contrast[1:], table_id=f"headline-{len(parts)}"))
+        parts.append(
+            table_html(
+                rows[columns].reset_index(drop=True),
+                caption=contrast[0].upper() + contrast[1:],
+                table_id=f"headline-{len(parts)}",
+            )
+        )
     # wider than the report's narrow text column, so that the boxes can be read
-    parts += ["<h2>Participant flow</h2>", image_tag(flow_figure, "Participant flow, all studies", width="56rem"), "</div>"]
+    parts += [
+        "<h2>Participant flow</h2>",
+        image_tag(flow_figure, "Participant flow, all studies", width="56rem"),
+        "</div>",
+    ]
     return "\n".join(parts) + "\n"
 
 
-HEADLINE_STYLE = "#ipdpool-headline th, #ipdpool-headline td { padding: 2px 6px; border-bottom: 1px solid #ddd; text-align: left; }"
+HEADLINE_STYLE = (
+    "#ipdpool-headline th, #ipdpool-headline td { padding: 2px 6px; border-bottom: 1px solid #ddd; text-align: left; }"
+)
 # The report's categories, linked from its first page (rst targets that Snakemake defines).
-SECTIONS = ["Summary", "Data and harmonization", "One-stage models", "Forest plots", "Two-stage and aggregate data", "Sensitivity", "Replication"]
+SECTIONS = [
+    "Summary",
+    "Data and harmonization",
+    "One-stage models",
+    "Forest plots",
+    "Two-stage and aggregate data",
+    "Sensitivity",
+    "Replication",
+]
 
 
 def landing_rst(description: str, html_path: str) -> str:

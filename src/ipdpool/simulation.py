@@ -23,7 +23,10 @@ from .models.twostage import per_study_table_from_statistics
 
 METHODS = ("one-stage Satterthwaite", "one-stage Kenward-Roger", "two-stage REML z", "two-stage REML Knapp-Hartung")
 MODEL = ModelSpec("employed", ("employed",), ("baseline",), {"employed": {"employed": 1}})
-ANALYSIS = {"outcomes": ["o"], "models": {"employed": {"terms": ["employed"], "adjust": ["baseline"], "report": {"employed": {"employed": 1}}}}}
+ANALYSIS = {
+    "outcomes": ["o"],
+    "models": {"employed": {"terms": ["employed"], "adjust": ["baseline"], "report": {"employed": {"employed": 1}}}},
+}
 SCENARIO_KEYS = ("studies", "participants", "tau2", "employment_rate", "smd", "attrition")
 STABILITY, RESIDUAL_SD, CONFOUNDING = 0.6, 0.8, 0.5  # baseline -> follow-up, error SD, baseline -> employment
 
@@ -36,7 +39,11 @@ def seed_for(scenario_index: int, replicate: int) -> np.random.Generator:
 def simulate_trials(rng: np.random.Generator, scenario: dict) -> pd.DataFrame:
     """One replicate's pooled data: `studies` trials of `participants` each ([low, high] draws a
     size per trial), 1:1 randomized; employment more likely with IPS and a better baseline."""
-    low, high = (scenario["participants"], scenario["participants"]) if np.isscalar(scenario["participants"]) else scenario["participants"]
+    low, high = (
+        (scenario["participants"], scenario["participants"])
+        if np.isscalar(scenario["participants"])
+        else scenario["participants"]
+    )
     sizes = rng.integers(low, high + 1, scenario["studies"])
     study = np.repeat([f"S{i:02d}" for i in range(scenario["studies"])], sizes)
     n = len(study)
@@ -45,9 +52,19 @@ def simulate_trials(rng: np.random.Generator, scenario: dict) -> pd.DataFrame:
     logit_rate = np.log(scenario["employment_rate"] / (1 - scenario["employment_rate"]))
     employed = rng.random(n) < 1 / (1 + np.exp(-(logit_rate + 0.8 * (ips - 0.5) + CONFOUNDING * baseline)))
     intercepts = rng.normal(0, np.sqrt(scenario["tau2"]), scenario["studies"])
-    followup = np.repeat(intercepts, sizes) + STABILITY * baseline + scenario["smd"] * employed + rng.normal(0, RESIDUAL_SD, n)
+    followup = (
+        np.repeat(intercepts, sizes) + STABILITY * baseline + scenario["smd"] * employed + rng.normal(0, RESIDUAL_SD, n)
+    )
     followup[rng.random(n) < scenario["attrition"]] = np.nan
-    return pd.DataFrame({"study": study, "arm": np.where(ips == 1, "IPS", "SAU"), "employed": employed.astype(float), "o_bl_z": baseline, "o_fu_z": followup})
+    return pd.DataFrame(
+        {
+            "study": study,
+            "arm": np.where(ips == 1, "IPS", "SAU"),
+            "employed": employed.astype(float),
+            "o_bl_z": baseline,
+            "o_fu_z": followup,
+        }
+    )
 
 
 def replicate_rows(data: pd.DataFrame, truth: float) -> list[dict]:
@@ -73,7 +90,10 @@ def run_chunk(scenario_index: int, scenario: dict, replicates: range) -> pd.Data
     rows = []
     for replicate in replicates:
         data = simulate_trials(seed_for(scenario_index, replicate), scenario)
-        rows += [{"scenario": scenario["name"], "replicate": replicate, **row} for row in replicate_rows(data, scenario["smd"])]
+        rows += [
+            {"scenario": scenario["name"], "replicate": replicate, **row}
+            for row in replicate_rows(data, scenario["smd"])
+        ]
     return pd.DataFrame(rows)
 
 
@@ -98,9 +118,9 @@ def summarize(results: pd.DataFrame, scenarios: list[dict]) -> pd.DataFrame:
 
 def coverage_figure(summary: pd.DataFrame, stem) -> None:
     """95% CI coverage per scenario and method with +-2 MCSE bars, against the nominal 0.95."""
-    from .figures import save  # matplotlib only here
-
     import matplotlib.pyplot as plt
+
+    from .figures import save  # matplotlib only here
 
     scenarios = list(dict.fromkeys(summary["scenario"]))
     methods = list(dict.fromkeys(summary["method"]))

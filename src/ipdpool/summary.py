@@ -42,11 +42,35 @@ def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication
     for term in HEADLINE_TERMS:
         for one in one_stage[one_stage["term"] == term].to_dict("records"):
             outcome = one["outcome"]
-            chosen = two_stage[(two_stage["outcome"] == outcome) & (two_stage["term"] == term) & (two_stage["method"] == "REML") & (~two_stage["hksj"].astype(bool))] if len(two_stage) else two_stage
+            chosen = (
+                two_stage[
+                    (two_stage["outcome"] == outcome)
+                    & (two_stage["term"] == term)
+                    & (two_stage["method"] == "REML")
+                    & (~two_stage["hksj"].astype(bool))
+                ]
+                if len(two_stage)
+                else two_stage
+            )
             known = rep.loc[outcome] if term == "employed" and outcome in rep.index else None
-            published = f"{known['published_estimate']:.2f} ({known['published_ci_low']:.2f}, {known['published_ci_high']:.2f})" if known is not None and pd.notna(known.get("published_estimate")) else ""
+            published = (
+                f"{known['published_estimate']:.2f} ({known['published_ci_low']:.2f}, {known['published_ci_high']:.2f})"
+                if known is not None and pd.notna(known.get("published_estimate"))
+                else ""
+            )
             truth = f"{known['true_smd']:.2f}" if known is not None and pd.notna(known.get("true_smd")) else ""
-            rows.append([contrast_label(term), outcome, count(one.get("n_studies")), count(one.get("n_participants")), _interval(one), _interval(_first(chosen)), published, truth])
+            rows.append(
+                [
+                    contrast_label(term),
+                    outcome,
+                    count(one.get("n_studies")),
+                    count(one.get("n_participants")),
+                    _interval(one),
+                    _interval(_first(chosen)),
+                    published,
+                    truth,
+                ]
+            )
     return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
 
 
@@ -55,7 +79,13 @@ def headline_summary(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replicati
     lines = ["# ipdpool summary", "", *INTRODUCTION]
     for contrast, rows in table.groupby("contrast", sort=False):
         columns = [c for c in HEADLINE_COLUMNS[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
-        lines += ["", f"## {contrast[0].upper()}{contrast[1:]}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += [
+            "",
+            f"## {contrast[0].upper()}{contrast[1:]}",
+            "",
+            "| " + " | ".join(columns) + " |",
+            "|" + "---|" * len(columns),
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in rows[columns].itertuples(index=False)]
     lines += ["", "Full tables: results/tables/; report: `snakemake --report results/report.html`.", ""]
     return "\n".join(lines)

@@ -26,12 +26,31 @@ def pool_moments(parts: list[dict]) -> dict:
 
 def rows_for(study: str, arm: str, entry: dict) -> list[dict]:
     rows = [{"study": study, "arm": arm, "characteristic": "participants", "n": entry["n"]}]
-    rows.append({"study": study, "arm": arm, "characteristic": "age", "n": entry["age"]["n"], "mean": entry["age"]["mean"], "sd": entry["age"]["sd"]})
+    rows.append(
+        {
+            "study": study,
+            "arm": arm,
+            "characteristic": "age",
+            "n": entry["age"]["n"],
+            "mean": entry["age"]["mean"],
+            "sd": entry["age"]["sd"],
+        }
+    )
     for column in ("sex", "diagnosis", "employed"):
         counts = {k: v for k, v in entry[column].items() if k != "missing"}
         known = sum(counts.values())
         for level, count in counts.items():
-            rows.append({"study": study, "arm": arm, "characteristic": column, "level": level, "n": known, "count": count, "percent": 100 * count / known if known else None})
+            rows.append(
+                {
+                    "study": study,
+                    "arm": arm,
+                    "characteristic": column,
+                    "level": level,
+                    "n": known,
+                    "count": count,
+                    "percent": 100 * count / known if known else None,
+                }
+            )
     for outcome, o in entry["outcomes"].items():
         rows.append({
             "study": study, "arm": arm, "characteristic": f"{outcome} at baseline", "n": o["baseline_n"],
@@ -54,9 +73,15 @@ def pooled_entry(entries: list[dict]) -> dict:
         out[column] = {level: sum(e[column].get(level, 0) for e in entries) for level in levels}
     out["outcomes"] = {}
     for outcome in sorted({o for e in entries for o in e["outcomes"]}):
-        parts = [e["outcomes"][outcome] for e in entries if outcome in e["outcomes"] and e["outcomes"][outcome]["baseline_n"]]
+        parts = [
+            e["outcomes"][outcome] for e in entries if outcome in e["outcomes"] and e["outcomes"][outcome]["baseline_n"]
+        ]
         instruments = {p["instrument"] for p in parts}
-        moments = pool_moments([{"n": p["baseline_n"], "mean": p["baseline_mean"], "sd": p["baseline_sd"]} for p in parts]) if len(instruments) == 1 else {"n": sum(p["baseline_n"] for p in parts), "mean": None, "sd": None}
+        moments = (
+            pool_moments([{"n": p["baseline_n"], "mean": p["baseline_mean"], "sd": p["baseline_sd"]} for p in parts])
+            if len(instruments) == 1
+            else {"n": sum(p["baseline_n"] for p in parts), "mean": None, "sd": None}
+        )
         out["outcomes"][outcome] = {
             "instrument": instruments.pop() if len(instruments) == 1 else "mixed instruments",
             "baseline_n": moments["n"], "baseline_mean": moments["mean"], "baseline_sd": moments["sd"],
@@ -78,7 +103,7 @@ def table1_table(aggregates: dict[str, dict]) -> pd.DataFrame:
 
 
 def table1_cell(row: dict) -> str:
-    """"mean (SD)" for scores and age (with the instrument where there is one), "count (%)" for
+    """ "mean (SD)" for scores and age (with the instrument where there is one), "count (%)" for
     categories, the number for n; "-" where there is nothing to show."""
     if row["characteristic"] == "participants":
         return f"{int(row['n']):,}" if pd.notna(row["n"]) else "-"
@@ -103,10 +128,15 @@ def table1_label(row: dict, outcomes: dict) -> str:
     if characteristic == "age":
         return "Age, years, mean (SD)"
     if characteristic == "employed":
-        return {"1": "Worked during follow-up, n (%)", "0": "Did not work during follow-up, n (%)"}.get(level.removesuffix(".0"), f"employed {level}")
+        return {"1": "Worked during follow-up, n (%)", "0": "Did not work during follow-up, n (%)"}.get(
+            level.removesuffix(".0"), f"employed {level}"
+        )
     if characteristic in ("sex", "diagnosis"):
         return f"{characteristic.capitalize()}: {level.replace('_', ' ')}, n (%)"
-    for suffix, text in ((" at baseline", "at baseline, mean (SD) [instrument]"), (" follow-up completed", "follow-up completed, n (%)")):
+    for suffix, text in (
+        (" at baseline", "at baseline, mean (SD) [instrument]"),
+        (" follow-up completed", "follow-up completed, n (%)"),
+    ):
         if characteristic.endswith(suffix):
             outcome = characteristic.removesuffix(suffix)
             from .labels import outcome_label

@@ -29,7 +29,11 @@ def _guarded(value):
 
 def formula_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with every text cell safe to open in a spreadsheet; numeric columns untouched."""
-    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_datetime64_any_dtype(frame[c])]
+    text = [
+        c
+        for c in frame.columns
+        if not pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_datetime64_any_dtype(frame[c])
+    ]
     if not text:
         return frame
     guarded = frame.copy()

@@ -68,7 +68,9 @@ def _events(text: str):
         except yaml.MarkedYAMLError as error:
             if "maximum nesting depth" not in str(error.problem):
                 raise
-            raise StrictYAMLError(f"line {error.problem_mark.line + 1}: nested more than {MAX_DEPTH} levels deep") from None
+            raise StrictYAMLError(
+                f"line {error.problem_mark.line + 1}: nested more than {MAX_DEPTH} levels deep"
+            ) from None
 
 
 class StrictLoader(yaml.CSafeLoader):
@@ -81,7 +83,9 @@ class StrictLoader(yaml.CSafeLoader):
             text = key_text(key)
             if text in seen:
                 first = seen[text]
-                raise StrictYAMLError(f"line {_line(key_node)}: duplicate key {text!r} (first at line {first}); keys 1, 1.0 and \"1\" are the same key")
+                raise StrictYAMLError(
+                    f'line {_line(key_node)}: duplicate key {text!r} (first at line {first}); keys 1, 1.0 and "1" are the same key'
+                )
             seen[text] = _line(key_node)
         return super().construct_mapping(node, deep=deep)
 
@@ -90,7 +94,7 @@ def loads(text: str):
     if len(text.encode("utf-8")) > MAX_BYTES:
         raise StrictYAMLError(f"more than {MAX_BYTES} bytes")
     check_events(text)
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=StrictLoader)
 
 
 def load(path: Path):

@@ -15,7 +15,9 @@ with logged_to(snakemake.log[0]) as log:
     saving = {"formats": params.figures["formats"], "dpi": params.figures["png_dpi"]}
     specs = load_schema(Path(snakemake.input.schema))["outcomes"]
     for index, outcome in enumerate(params.outcomes):
-        per_study, two_stage, one_stage = (read_table(snakemake.input[name][index]) for name in ("per_study", "two_stage", "one_stage"))
+        per_study, two_stage, one_stage = (
+            read_table(snakemake.input[name][index]) for name in ("per_study", "two_stage", "one_stage")
+        )
         for name, term in params.reported:
             studies = rows_of(per_study, name, term)
             studies = studies[studies["status"] == "estimated"]

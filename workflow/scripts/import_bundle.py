@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pandas as pd
+
 from ipdpool import __version__
 from ipdpool.federated import FLOW_COLUMNS, STATUS_COLUMNS, BundleError, read_bundle, write_json
 from ipdpool.logutil import logged_to
@@ -10,7 +11,9 @@ from ipdpool.tables import write_table
 with logged_to(snakemake.log[0]) as log:
     study = snakemake.wildcards.study
     try:
-        bundle = read_bundle(Path(snakemake.input.bundle), study, Path(snakemake.input.schema), snakemake.params.analysis, __version__)
+        bundle = read_bundle(
+            Path(snakemake.input.bundle), study, Path(snakemake.input.schema), snakemake.params.analysis, __version__
+        )
     except BundleError as error:
         log.error("%s", error)
         raise SystemExit(1) from None

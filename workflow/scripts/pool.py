@@ -1,9 +1,10 @@
 from pathlib import Path
 
 import pandas as pd
+
 from ipdpool.harmonize.output import codebook, pool, reconcile, write_csv, write_parquet
-from ipdpool.harmonize.schema import load_schema
 from ipdpool.harmonize.rulefile import load_rules
+from ipdpool.harmonize.schema import load_schema
 from ipdpool.inventory import combine_inventories
 from ipdpool.logutil import logged_to
 from ipdpool.tables import read_table, write_table
@@ -21,7 +22,9 @@ with logged_to(snakemake.log[0]) as log:
     write_csv(pooled, snakemake.output.csv)
     write_table(codebook(schema, pooled, study_rules), snakemake.output.codebook)
     write_table(accounting, snakemake.output.reconciliation)
-    write_table(pd.concat([read_table(p) for p in snakemake.input.summaries], ignore_index=True), snakemake.output.summary)
+    write_table(
+        pd.concat([read_table(p) for p in snakemake.input.summaries], ignore_index=True), snakemake.output.summary
+    )
     inventory = combine_inventories(list(snakemake.input.inventories))
     write_table(inventory, snakemake.output.inventory)
     log.info("raw inventory: %d tables of %d studies", len(inventory), inventory["study"].nunique())

@@ -10,7 +10,9 @@ from ipdpool.tables import read_table
 with logged_to(snakemake.log[0]) as log:
     outcomes = load_schema(Path(snakemake.params.schema))["outcomes"]
     sources = dict(zip(snakemake.params.names, snakemake.input.tables))
-    for source, target, name, title in zip(snakemake.input.tables, snakemake.output.tables, snakemake.params.names, snakemake.params.titles):
+    for source, target, name, title in zip(
+        snakemake.input.tables, snakemake.output.tables, snakemake.params.names, snakemake.params.titles
+    ):
         # Table 1 reads as a table of characteristics by study and arm, not as tidy rows.
         frame = table1_display(read_table(source), outcomes) if name == "table1" else None
         Path(target).write_text(table_page(Path(source), title, frame), encoding="utf-8")

@@ -1,5 +1,6 @@
 import pandas as pd
 import yaml
+
 from ipdpool.logutil import logged_to
 from ipdpool.models.replication import replication_table
 from ipdpool.summary import headline_summary
@@ -18,7 +19,9 @@ with logged_to(snakemake.log[0]) as log:
             truth = yaml.safe_load(handle)["true_effects"][settings["contrast"]]
     # Later steps read the tables back, as every reader of the TSVs does (values as written).
     one_stage = read_table(snakemake.output.one_stage)
-    replication = replication_table(one_stage, settings["contrast"], settings["term"], settings.get("published", {}), truth)
+    replication = replication_table(
+        one_stage, settings["contrast"], settings["term"], settings.get("published", {}), truth
+    )
     write_table(replication, snakemake.output.replication)
     text = headline_summary(one_stage, read_table(snakemake.output.two_stage), read_table(snakemake.output.replication))
     with open(snakemake.output.summary, "w", encoding="utf-8") as handle:

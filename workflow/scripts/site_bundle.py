@@ -11,7 +11,9 @@ with logged_to(snakemake.log[0]) as log:
     study = content["statistics"]["study"]
     flow = read_table(snakemake.input.flow)[FLOW_COLUMNS].to_dict("records")
     status = read_table(snakemake.input.rule_log)[STATUS_COLUMNS].to_dict("records")
-    about = manifest(study, Path(snakemake.input.rules), Path(snakemake.input.schema), snakemake.params.analysis, __version__)
+    about = manifest(
+        study, Path(snakemake.input.rules), Path(snakemake.input.schema), snakemake.params.analysis, __version__
+    )
     try:
         bundle = make_bundle(content["statistics"], content["table1"], flow, status, about, snakemake.params.disclosure)
     except BundleError as error:

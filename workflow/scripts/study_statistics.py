@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pandas as pd
+
 from ipdpool.federated import table1_aggregates, write_json
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.logutil import logged_to

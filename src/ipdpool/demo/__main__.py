@@ -9,7 +9,9 @@ from .generate import write_demo
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ipdpool.demo", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("resources/demo"), help="folder for raw/<study>/ and ground_truth.yaml")
+    parser.add_argument(
+        "--out", type=Path, default=Path("resources/demo"), help="folder for raw/<study>/ and ground_truth.yaml"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--scale", type=int, default=1, help="multiply every arm's size (benchmarks use 100)")
     args = parser.parse_args(argv)

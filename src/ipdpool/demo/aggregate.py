@@ -17,7 +17,19 @@ import numpy as np
 from .design import INSTRUMENTS, TRIALS, TRUE_EMPLOYED_SMD
 from .generate import build_demo
 
-HEADER = ["trial", "reference", "outcome", "instrument", "direction", "arm", "n", "mean", "sd", "baseline_mean", "baseline_sd"]
+HEADER = [
+    "trial",
+    "reference",
+    "outcome",
+    "instrument",
+    "direction",
+    "arm",
+    "n",
+    "mean",
+    "sd",
+    "baseline_mean",
+    "baseline_sd",
+]
 REFERENCES = {
     "EU6": "synthetic demo trial EU6 (modelled on Burns et al. 2007)",
     "DK": "synthetic demo trial DK (modelled on Christensen et al. 2019)",
@@ -74,7 +86,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("config/aggregate/ips_rcts.tsv"))
     args = parser.parse_args(argv)
     buffer = io.StringIO()
-    buffer.write("# Aggregate data (follow-up n, mean, SD per arm). Written by `python -m ipdpool.demo.aggregate`: SYNTHETIC demo values.\n")
+    buffer.write(
+        "# Aggregate data (follow-up n, mean, SD per arm). Written by `python -m ipdpool.demo.aggregate`: SYNTHETIC demo values.\n"
+    )
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(HEADER)
     writer.writerows(demo_rows())

@@ -130,10 +130,32 @@ INSTRUMENTS: dict[str, Instrument] = {
             item_high=4,
             label="Rosenberg Self-Esteem Scale, Swedish version, 10 items 1-4 keyed so that higher = LOWER self-esteem",
         ),
-        Instrument("MDES", "empowerment", 28, 112, 1, 78, 9, label="Making Decisions Empowerment Scale (Rogers), total 28-112"),
-        Instrument("MANSA", "quality_of_life", 1, 7, 0.01, 4.3, 0.8, label="Manchester Short Assessment of QoL, mean of 12 items 1-7"),
-        Instrument("QOLI", "quality_of_life", 1, 7, 0.1, 4.4, 0.9, label="Lehman Quality of Life Interview, general life satisfaction 1-7"),
-        Instrument("WHOQOL_PSY", "quality_of_life", 4, 20, 0.01, 12.5, 2.5, label="WHOQOL-BREF psychological domain, 4-20"),
+        Instrument(
+            "MDES", "empowerment", 28, 112, 1, 78, 9, label="Making Decisions Empowerment Scale (Rogers), total 28-112"
+        ),
+        Instrument(
+            "MANSA",
+            "quality_of_life",
+            1,
+            7,
+            0.01,
+            4.3,
+            0.8,
+            label="Manchester Short Assessment of QoL, mean of 12 items 1-7",
+        ),
+        Instrument(
+            "QOLI",
+            "quality_of_life",
+            1,
+            7,
+            0.1,
+            4.4,
+            0.9,
+            label="Lehman Quality of Life Interview, general life satisfaction 1-7",
+        ),
+        Instrument(
+            "WHOQOL_PSY", "quality_of_life", 4, 20, 0.01, 12.5, 2.5, label="WHOQOL-BREF psychological domain, 4-20"
+        ),
         Instrument("HAMD", "depression", 0, 52, 1, 12, 6, label="Hamilton Depression Rating Scale, 17 items, 0-52"),
         Instrument("BDI2", "depression", 0, 63, 1, 18, 9, label="Beck Depression Inventory II, 0-63"),
         Instrument("MADRS", "depression", 0, 60, 1, 16, 7, label="Montgomery-Asberg Depression Rating Scale, 0-60"),

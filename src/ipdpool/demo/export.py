@@ -44,7 +44,14 @@ def birth_dates(randomized: pd.Series, age: pd.Series, rng: np.random.Generator)
     return randomized - pd.to_timedelta(days, unit="D")
 
 
-def visit_dates(randomized: pd.Series, months: float, rng: np.random.Generator, sd_days: float = 14, late_share: float = 0.0, late_days=(30, 75)) -> pd.Series:
+def visit_dates(
+    randomized: pd.Series,
+    months: float,
+    rng: np.random.Generator,
+    sd_days: float = 14,
+    late_share: float = 0.0,
+    late_days=(30, 75),
+) -> pd.Series:
     """Scheduled visit plus jitter; a share of visits happen late (within the window)."""
     n = len(randomized)
     offset = months * DAYS_PER_MONTH + rng.normal(0, sd_days, n)
@@ -57,7 +64,9 @@ def months_between(start: pd.Series, end: pd.Series) -> pd.Series:
     return (end - start).dt.days / DAYS_PER_MONTH
 
 
-def outcome_scores(latent: pd.DataFrame, outcome: str, when: str, instrument: Instrument) -> tuple[np.ndarray, np.ndarray]:
+def outcome_scores(
+    latent: pd.DataFrame, outcome: str, when: str, instrument: Instrument
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact and delivered instrument scores; delivered is NaN where not measured."""
     exact = instrument.exact(latent[f"{outcome}_{when}_latent"].to_numpy())
     score = instrument.score(latent[f"{outcome}_{when}_latent"].to_numpy())
@@ -90,7 +99,9 @@ def split_into_items(total: np.ndarray, instrument: Instrument, rng: np.random.G
     return items
 
 
-def blank_some_items(items: np.ndarray, rng: np.random.Generator, one_share: float = 0.06, many_share: float = 0.02, many: int = 3) -> np.ndarray:
+def blank_some_items(
+    items: np.ndarray, rng: np.random.Generator, one_share: float = 0.06, many_share: float = 0.02, many: int = 3
+) -> np.ndarray:
     """Item non-response: a few participants skip one item, fewer skip `many`."""
     items = items.copy()
     n, k = items.shape
@@ -153,7 +164,13 @@ def integer_text(values: np.ndarray, missing: str = "") -> list[str]:
     return [missing if np.isnan(v) else str(int(v)) for v in values]
 
 
-def wave_employment(employed: np.ndarray, attended: dict[int, np.ndarray], waves: tuple[int, ...], rng: np.random.Generator, unsure_share: float = 0.02):
+def wave_employment(
+    employed: np.ndarray,
+    attended: dict[int, np.ndarray],
+    waves: tuple[int, ...],
+    rng: np.random.Generator,
+    unsure_share: float = 0.02,
+):
     """Status per wave ('worked since last visit') and the employment a reader can derive.
 
     The question is "worked since the last assessment you attended", so answers
@@ -180,7 +197,9 @@ def wave_employment(employed: np.ndarray, attended: dict[int, np.ndarray], waves
     return status, derived
 
 
-def monotone_attendance(assessed: np.ndarray, waves: tuple[int, ...], final: int, rng: np.random.Generator, return_share: float = 0.0):
+def monotone_attendance(
+    assessed: np.ndarray, waves: tuple[int, ...], final: int, rng: np.random.Generator, return_share: float = 0.0
+):
     """Which scheduled visits each participant attended.
 
     Those assessed at `final` attended it (and earlier waves with probability
@@ -210,7 +229,10 @@ EU6_NAMES = {
     "Rimini": (["Giulia", "Marco", "Chiara", "Luca", "Sara"], ["Rossi", "Russo", "Ferrari", "Esposito", "Bianchi"]),
     "Zurich": (["Noah", "Mia", "Leon", "Lea", "Elias"], ["Meier", "Keller", "Huber", "Steiner", "Frei"]),
     "Groningen": (["Sem", "Tess", "Bram", "Fleur", "Thijs"], ["de Boer", "Mulder", "Bos", "Dijkstra", "Postma"]),
-    "Sofia": (["Georgi", "Maria", "Ivan", "Elena", "Dimitar"], ["Petrov", "Ivanova", "Dimitrov", "Georgieva", "Nikolov"]),
+    "Sofia": (
+        ["Georgi", "Maria", "Ivan", "Elena", "Dimitar"],
+        ["Petrov", "Ivanova", "Dimitrov", "Georgieva", "Nikolov"],
+    ),
 }
 EU6_ICD10 = {"schizophrenia_spectrum": ["F20", "F25"], "bipolar": ["F31"], "depression": ["F32"], "other": ["F60"]}
 EU6_NOTES = ["moved, new phone number", "prefers afternoon appointments", "interview by phone", "", "", "", ""]
@@ -247,7 +269,12 @@ def export_eu6(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> 
             "dob": as_date(birth_dates(randomized, latent["age"], rng)),
         }
     )
-    fu_columns = {"quality_of_life": "mansa", "negative_symptoms": "panss_n", "positive_symptoms": "panss_p", "functioning": "gaf"}
+    fu_columns = {
+        "quality_of_life": "mansa",
+        "negative_symptoms": "panss_n",
+        "positive_symptoms": "panss_p",
+        "functioning": "gaf",
+    }
     for outcome, stem in fu_columns.items():
         baseline[f"{stem}_0"] = with_missing_code(scores[(outcome, "bl")], score_missing)
 
@@ -310,8 +337,15 @@ def export_eu6(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> 
             {"": followup},
             {
                 "file_label": "EU6 18-month follow-up (synthetic)",
-                "value_labels": {"centre": labels["centre"], "days_worked": {-99: "not assessed"}, **{c: user_missing for c in followup.columns if c.endswith("_18")}},
-                "missing_ranges": {**{c: [-99, 999] for c in followup.columns if c.endswith("_18")}, "days_worked": [-99]},
+                "value_labels": {
+                    "centre": labels["centre"],
+                    "days_worked": {-99: "not assessed"},
+                    **{c: user_missing for c in followup.columns if c.endswith("_18")},
+                },
+                "missing_ranges": {
+                    **{c: [-99, 999] for c in followup.columns if c.endswith("_18")},
+                    "days_worked": [-99],
+                },
                 "variable_format": {"fudate": "DATE11"},
                 "column_labels": {"days_worked": "Days in competitive employment during the 18-month follow-up"},
             },
@@ -323,7 +357,18 @@ def export_eu6(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> 
 # ---------------------------------------------------------------- DK: semicolon CSV, latin-1, long visits, hours log
 
 DK_FIRST = ["Søren", "Mette", "Jørgen", "Anne", "Lars", "Birgitte", "Mads", "Sofie", "Rasmus", "Louise", "Åse", "Ida"]
-DK_LAST = ["Jensen", "Nielsen", "Hansen", "Pedersen", "Andersen", "Christensen", "Sørensen", "Jørgensen", "Møller", "Kjær"]
+DK_LAST = [
+    "Jensen",
+    "Nielsen",
+    "Hansen",
+    "Pedersen",
+    "Andersen",
+    "Christensen",
+    "Sørensen",
+    "Jørgensen",
+    "Møller",
+    "Kjær",
+]
 DK_DIAGNOSIS = {
     "schizophrenia_spectrum": ["skizofreni", "skizotypisk sindslidelse"],
     "bipolar": ["bipolar affektiv sindslidelse"],
@@ -392,22 +437,41 @@ def export_dk(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
     )
     truth["age"] = np.where(unknown_age, np.nan, latent["age"].to_numpy())
 
-    columns = {"self_esteem": ("rses", 0), "quality_of_life": ("whoqol_psyk", 2), "negative_symptoms": ("sans_global", 0), "positive_symptoms": ("saps_global", 0), "functioning": ("gaf_f", 0)}
+    columns = {
+        "self_esteem": ("rses", 0),
+        "quality_of_life": ("whoqol_psyk", 2),
+        "negative_symptoms": ("sans_global", 0),
+        "positive_symptoms": ("saps_global", 0),
+        "functioning": ("gaf_f", 0),
+    }
     assessed = latent["assessed"].to_numpy()
     fu_date = visit_dates(randomized, 18, rng, sd_days=18, late_share=0.05)
     bl_date = randomized - pd.to_timedelta(rng.integers(0, 15, n), unit="D")
     visits = []
-    for label, when, dates, present in (("baseline", "bl", bl_date, np.ones(n, bool)), ("18 mdr", "fu", fu_date, assessed)):
+    for label, when, dates, present in (
+        ("baseline", "bl", bl_date, np.ones(n, bool)),
+        ("18 mdr", "fu", fu_date, assessed),
+    ):
         frame = pd.DataFrame({"løbenr": ids, "besøg": label, "dato": [f"{d:%d-%m-%Y}" for d in dates]})
         for outcome, (column, digits) in columns.items():
             text = decimal_comma(scores[(outcome, when)], digits)
             # Missing scores are blank or the word "ukendt", as entered by different staff.
             frame[column] = [(DK_UNKNOWN if rng.random() < 0.5 else "") if v == "" else v for v in text]
         visits.append(frame[present])
-    visits = pd.concat(visits).sample(frac=1.0, random_state=int(rng.integers(0, 2**31))).sort_values("løbenr", kind="stable")
+    visits = (
+        pd.concat(visits)
+        .sample(frac=1.0, random_state=int(rng.integers(0, 2**31)))
+        .sort_values("løbenr", kind="stable")
+    )
 
     log = dk_hours_log(latent, number, rng)
-    log_text = pd.DataFrame({"løbenr": log["løbenr"].astype(str), "uge": log["uge"].astype(str), "timer": decimal_comma(log["timer"].to_numpy(), 1)})
+    log_text = pd.DataFrame(
+        {
+            "løbenr": log["løbenr"].astype(str),
+            "uge": log["uge"].astype(str),
+            "timer": decimal_comma(log["timer"].to_numpy(), 1),
+        }
+    )
 
     truth["employed_recorded"] = latent["employed"].astype(float).to_numpy()
     truth["followup_months"] = np.where(assessed, months_between(randomized, fu_date), np.nan)
@@ -458,12 +522,22 @@ def export_se(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
     for when in ("bl", "fu"):
         complete = split_into_items(scores[("self_esteem", when)], rses, rng)
         items[when] = blank_some_items(complete, rng)
-        truth[f"self_esteem_{when}_items_missing"] = np.isnan(items[when]).sum(axis=1) * ~np.isnan(scores[("self_esteem", when)])
-    columns = {"empowerment": ("MDES", 0), "quality_of_life": ("MANSA", 2), "depression": ("MADRS", 0), "anxiety": ("HADS_A", 0), "functioning": ("GAF", 0)}
+        truth[f"self_esteem_{when}_items_missing"] = np.isnan(items[when]).sum(axis=1) * ~np.isnan(
+            scores[("self_esteem", when)]
+        )
+    columns = {
+        "empowerment": ("MDES", 0),
+        "quality_of_life": ("MANSA", 2),
+        "depression": ("MADRS", 0),
+        "anxiety": ("HADS_A", 0),
+        "functioning": ("GAF", 0),
+    }
 
     def outcome_block(when: str) -> dict:
         block = {f"RSES_{j + 1}": se_cells(items[when][:, j], rng) for j in range(rses.n_items)}
-        block.update({column: se_cells(scores[(outcome, when)], rng, digits) for outcome, (column, digits) in columns.items()})
+        block.update(
+            {column: se_cells(scores[(outcome, when)], rng, digits) for outcome, (column, digits) in columns.items()}
+        )
         return block
 
     age = np.round(latent["age"].to_numpy())
@@ -510,7 +584,13 @@ def export_se(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
 NL_FIRST = ["Jan", "Sanne", "Pieter", "Anouk", "Joris", "Femke", "Daan", "Eva"]
 NL_LAST = ["de Vries", "Jansen", "van Dijk", "Bakker", "Visser", "Smit", "van den Berg", "de Jong"]
 NL_DIAGNOSIS = {"schizophrenia_spectrum": [1, 2], "bipolar": [3], "depression": [4], "other": [5]}
-NL_DIAGNOSIS_LABELS = {1: "schizofrenie", 2: "schizoaffectieve stoornis", 3: "bipolaire stoornis", 4: "depressie", 5: "overig"}
+NL_DIAGNOSIS_LABELS = {
+    1: "schizofrenie",
+    2: "schizoaffectieve stoornis",
+    3: "bipolaire stoornis",
+    4: "depressie",
+    5: "overig",
+}
 NL_UNKNOWN = -99.0
 NL_WAVES = (6, 12, 18, 24, 30)
 COMPETITIVE, SHELTERED = 1, 2
@@ -578,13 +658,24 @@ def export_nl(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
             "geboortedatum": as_date(birth_dates(randomized, latent["age"], rng)),
         }
     )
-    columns = {"self_esteem": "rses", "empowerment": "mdes", "depression": "bdi", "negative_symptoms": "panss_n", "positive_symptoms": "panss_p", "functioning": "whodas"}
+    columns = {
+        "self_esteem": "rses",
+        "empowerment": "mdes",
+        "depression": "bdi",
+        "negative_symptoms": "panss_n",
+        "positive_symptoms": "panss_p",
+        "functioning": "whodas",
+    }
     assessed = latent["assessed"].to_numpy()
     attended = monotone_attendance(assessed, NL_WAVES, 18, rng, return_share=0.25)
     # The 18-month visit is often late (up to 2.5 months); some drop-outs were seen at
     # 22-23 months instead, outside the window, and that visit must not be used.
     fu_date = visit_dates(randomized, 18, rng, sd_days=20, late_share=0.25, late_days=(20, 75))
-    visits = [pd.DataFrame({"respnr": number, "meting": 0, "datum": randomized - pd.to_timedelta(rng.integers(0, 10, n), unit="D")})]
+    visits = [
+        pd.DataFrame(
+            {"respnr": number, "meting": 0, "datum": randomized - pd.to_timedelta(rng.integers(0, 10, n), unit="D")}
+        )
+    ]
     for outcome, column in columns.items():
         visits[0][column] = with_missing_code(scores[(outcome, "bl")], NL_UNKNOWN)
     lost_but_seen_late = ~assessed & (rng.random(n) < 0.2)
@@ -599,11 +690,19 @@ def export_nl(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
         for outcome, column in columns.items():
             instrument = INSTRUMENTS[trial.instruments[outcome]]
             if wave == 18:
-                value = np.where(assessed, scores[(outcome, "fu")], instrument.score(latent[f"{outcome}_fu_latent"].to_numpy() + rng.normal(0, 0.4, n)))
+                value = np.where(
+                    assessed,
+                    scores[(outcome, "fu")],
+                    instrument.score(latent[f"{outcome}_fu_latent"].to_numpy() + rng.normal(0, 0.4, n)),
+                )
             else:
                 # Other visits: drift from baseline towards the 18-month level, plus noise.
                 share = min(wave / 18, 1.0)
-                mixed = (1 - share) * latent[f"{outcome}_bl_latent"] + share * latent[f"{outcome}_fu_latent"] + rng.normal(0, 0.4, n)
+                mixed = (
+                    (1 - share) * latent[f"{outcome}_bl_latent"]
+                    + share * latent[f"{outcome}_fu_latent"]
+                    + rng.normal(0, 0.4, n)
+                )
                 value = instrument.score(mixed.to_numpy())
                 value[rng.random(n) < 0.03] = np.nan
             frame[column] = with_missing_code(value, NL_UNKNOWN)
@@ -634,7 +733,11 @@ def export_nl(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
                     "diagnose": NL_DIAGNOSIS_LABELS,
                 },
                 "variable_format": {"randdatum": "%td", "geboortedatum": "%td"},
-                "column_labels": {"respnr": "respondentnummer", "randdatum": "datum randomisatie", "groep": "onderzoeksgroep"},
+                "column_labels": {
+                    "respnr": "respondentnummer",
+                    "randdatum": "datum randomisatie",
+                    "groep": "onderzoeksgroep",
+                },
             },
         ),
         RawFile(
@@ -644,11 +747,21 @@ def export_nl(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
             {
                 "file_label": "NL metingen, een rij per deelnemer en meting (synthetisch)",
                 "value_labels": {
-                    "meting": {0: "T0 baseline", 1: "T1 6 mnd", 2: "T2 12 mnd", 3: "T3 18 mnd", 4: "T4 24 mnd", 5: "T5 30 mnd"},
+                    "meting": {
+                        0: "T0 baseline",
+                        1: "T1 6 mnd",
+                        2: "T2 12 mnd",
+                        3: "T3 18 mnd",
+                        4: "T4 24 mnd",
+                        5: "T5 30 mnd",
+                    },
                     **{c: unknown for c in columns.values()},
                 },
                 "variable_format": {"datum": "%td"},
-                "column_labels": {"whodas": "WHODAS 2.0 12-item totaal (12-60, hoger = meer beperking)", "bdi": "BDI-II totaal"},
+                "column_labels": {
+                    "whodas": "WHODAS 2.0 12-item totaal (12-60, hoger = meer beperking)",
+                    "bdi": "BDI-II totaal",
+                },
             },
         ),
         RawFile(
@@ -715,7 +828,10 @@ def export_us(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
     table = {
         "study_id": ids,
         "name": fake_names(rng, US_FIRST, US_LAST, n),
-        "ssn": [f"9{int(a):02d}-{int(b):02d}-{int(c):04d}" for a, b, c in zip(rng.integers(0, 100, n), rng.integers(1, 100, n), rng.integers(1, 10**4, n))],
+        "ssn": [
+            f"9{int(a):02d}-{int(b):02d}-{int(c):04d}"
+            for a, b, c in zip(rng.integers(0, 100, n), rng.integers(1, 100, n), rng.integers(1, 10**4, n))
+        ],
         "dob": [f"{d:%m/%d/%Y}" for d in birth_dates(randomized, latent["age"], rng)],
         "randomized": [f"{d:%m/%d/%Y}" for d in randomized],
         "condition": latent["arm_label"].to_numpy(),
@@ -723,13 +839,21 @@ def export_us(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
         "age": us_text(age, rng),
         "dx": [pick(rng, US_DIAGNOSIS[d], 1)[0] for d in latent["diagnosis"]],
     }
-    simple = {"self_esteem": "rses", "quality_of_life": "qoli", "depression": "hamd", "anxiety": "bai", "functioning": "gaf"}
+    simple = {
+        "self_esteem": "rses",
+        "quality_of_life": "qoli",
+        "depression": "hamd",
+        "anxiety": "bai",
+        "functioning": "gaf",
+    }
     fu_date = None
     for wave in US_WAVES:
         if wave == 0:
             dates = randomized - pd.to_timedelta(rng.integers(0, 14, n), unit="D")
         else:
-            dates = visit_dates(randomized, wave, rng, sd_days=18, late_share=0.05 if wave == 18 else 0.0, late_days=(20, 60))
+            dates = visit_dates(
+                randomized, wave, rng, sd_days=18, late_share=0.05 if wave == 18 else 0.0, late_days=(20, 60)
+            )
         if wave == 18:
             fu_date = dates
         seen = attended[wave]
@@ -740,11 +864,17 @@ def export_us(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
                 value = scores[(outcome, "bl" if wave == 0 else "fu")]
             else:
                 share = min(wave / 18, 1.0)
-                mixed = (1 - share) * latent[f"{outcome}_bl_latent"] + share * latent[f"{outcome}_fu_latent"] + rng.normal(0, 0.4, n)
+                mixed = (
+                    (1 - share) * latent[f"{outcome}_bl_latent"]
+                    + share * latent[f"{outcome}_fu_latent"]
+                    + rng.normal(0, 0.4, n)
+                )
                 value = instrument.score(mixed.to_numpy())
             value = np.where(seen, value, np.nan)
             if outcome in US_BPRS_ITEMS:
-                items = blank_some_items(split_into_items(value, instrument, rng), rng, one_share=0.04, many_share=0.02, many=2)
+                items = blank_some_items(
+                    split_into_items(value, instrument, rng), rng, one_share=0.04, many_share=0.02, many=2
+                )
                 if wave in (0, 18):
                     when = "bl" if wave == 0 else "fu"
                     truth[f"{outcome}_{when}_items_missing"] = np.isnan(items).sum(axis=1) * ~np.isnan(value)
@@ -760,7 +890,9 @@ def export_us(trial: Trial, latent: pd.DataFrame, rng: np.random.Generator) -> T
     truth["age"] = age
     truth["employed_recorded"] = derived
     truth["followup_months"] = np.where(assessed, months_between(randomized, fu_date), np.nan)
-    return TrialExport("US", [RawFile("us_hartford_wide.csv", "csv", {"": wide}, {"delimiter": ",", "encoding": "utf-8"})], truth)
+    return TrialExport(
+        "US", [RawFile("us_hartford_wide.csv", "csv", {"": wide}, {"delimiter": ",", "encoding": "utf-8"})], truth
+    )
 
 
 EXPORTERS = {"EU6": export_eu6, "DK": export_dk, "SE": export_se, "NL": export_nl, "US": export_us}

@@ -55,7 +55,9 @@ def _patch_dta_timestamp(path: Path) -> None:
     # Stata 118/119: <timestamp> then a length byte (17) and "dd Mon yyyy hh:mm".
     data = path.read_bytes()
     stamp = FIXED_STAMP.strftime("%d %b %Y %H:%M").encode("ascii")
-    patched, count = re.subn(rb"<timestamp>\x11.{17}</timestamp>", b"<timestamp>\x11" + stamp + b"</timestamp>", data, count=1, flags=re.S)
+    patched, count = re.subn(
+        rb"<timestamp>\x11.{17}</timestamp>", b"<timestamp>\x11" + stamp + b"</timestamp>", data, count=1, flags=re.S
+    )
     if count != 1:
         raise ValueError(f"{path}: Stata timestamp not found")
     path.write_bytes(patched)
@@ -105,7 +107,9 @@ def write_csv(raw: RawFile, path: Path) -> None:
     """Cells must already be strings (the trial's own number and date formatting)."""
     frame = raw.frame
     buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=raw.options.get("delimiter", ","), lineterminator=raw.options.get("newline", "\n"))
+    writer = csv.writer(
+        buffer, delimiter=raw.options.get("delimiter", ","), lineterminator=raw.options.get("newline", "\n")
+    )
     writer.writerow(frame.columns)
     writer.writerows(frame.itertuples(index=False, name=None))
     path.write_bytes(buffer.getvalue().encode(raw.options.get("encoding", "utf-8")))

@@ -66,7 +66,9 @@ def ground_truth(demo: Demo) -> dict:
             "ips_arms_by_default": list(trial.ips_arms),
             "employed_share": {arm: _r(frame.loc[frame["arm_label"] == arm, "employed"].mean()) for arm in trial.arms},
             "assessed_at_18_months_share": _r(frame["assessed"].mean()),
-            "assessed_share_by_arm": {arm: _r(frame.loc[frame["arm_label"] == arm, "assessed"].mean()) for arm in trial.arms},
+            "assessed_share_by_arm": {
+                arm: _r(frame.loc[frame["arm_label"] == arm, "assessed"].mean()) for arm in trial.arms
+            },
             "instruments": {
                 outcome: {
                     "instrument": name,

@@ -130,7 +130,9 @@ def simulate_trial(trial: Trial, effects: StudyEffects, rng: np.random.Generator
     n = len(frame)
     frame.insert(0, "study", study)
     start = pd.Timestamp(RECRUITMENT_START[study])
-    frame["randomized_on"] = start + pd.to_timedelta(np.sort(rng.integers(0, RECRUITMENT_DAYS, n))[rng.permutation(n)], unit="D")
+    frame["randomized_on"] = start + pd.to_timedelta(
+        np.sort(rng.integers(0, RECRUITMENT_DAYS, n))[rng.permutation(n)], unit="D"
+    )
     frame["age"] = np.clip(rng.normal(36, 9.5, n), 18, 64).round(1)
     frame["sex"] = np.where(rng.random(n) < SHARE_FEMALE[study], "female", "male")
     mix = DIAGNOSIS_MIX[study]
@@ -171,7 +173,5 @@ def simulate_latent(seed: int = DEFAULT_SEED, scale: int = 1) -> tuple[dict[str,
     """Latent data for all demo trials; `scale` multiplies every arm's size."""
     effects_rng, trial_streams = seed_streams(seed)
     effects = draw_study_effects(effects_rng)
-    latent = {
-        study: simulate_trial(trial, effects, trial_streams[study][0], scale) for study, trial in TRIALS.items()
-    }
+    latent = {study: simulate_trial(trial, effects, trial_streams[study][0], scale) for study, trial in TRIALS.items()}
     return latent, effects

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from ..rawio import RawDataError
-from .problems import HarmonizationError
 from .draft import draft_rule_file
+from .problems import HarmonizationError
 from .rulefile import RuleFileError, load_rules
 from .schema import load_schema
 from .study import harmonize_study
@@ -25,7 +25,10 @@ CHECK_ONLY_KEY = b"check-only: pseudonyms are not kept"
 
 
 def draft(argv) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ipdpool.harmonize draft", description="Write a draft rule file for a new trial from its raw folder.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ipdpool.harmonize draft",
+        description="Write a draft rule file for a new trial from its raw folder.",
+    )
     parser.add_argument("raw_dir", type=Path)
     parser.add_argument("--study", required=True, help="study id: a letter, then letters, digits or _")
     parser.add_argument("--out", type=Path, help="where to write the draft (default config/studies/STUDY.yaml)")
@@ -48,9 +51,13 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["draft"]:
         return draft(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m ipdpool.harmonize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ipdpool.harmonize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("rule_files", nargs="+", type=Path)
-    parser.add_argument("--schema", type=Path, default=Path("config/schema.yaml"), help="common schema (default: config/schema.yaml)")
+    parser.add_argument(
+        "--schema", type=Path, default=Path("config/schema.yaml"), help="common schema (default: config/schema.yaml)"
+    )
     args = parser.parse_args(argv)
     schema = load_schema(args.schema)
     failed = False

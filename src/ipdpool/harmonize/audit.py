@@ -21,7 +21,9 @@ COLUMNS = ["variable", "side", "kind", "category", "bin_low", "bin_high", "count
 
 
 def plotted_variables(data: pd.DataFrame) -> list[str]:
-    return [v for v in data.columns if v not in SKIP and not v.endswith(("_z", "_instrument")) and data[v].notna().any()]
+    return [
+        v for v in data.columns if v not in SKIP and not v.endswith(("_z", "_instrument")) and data[v].notna().any()
+    ]
 
 
 def capped_counts(values: pd.Series) -> pd.Series:
@@ -37,7 +39,10 @@ def capped_counts(values: pd.Series) -> pd.Series:
 
 def _category_rows(variable: str, side: str, values: pd.Series) -> list[dict]:
     counts = capped_counts(values.dropna())
-    return [{"variable": variable, "side": side, "kind": "categories", "category": str(c), "count": int(n)} for c, n in counts.items()]
+    return [
+        {"variable": variable, "side": side, "kind": "categories", "category": str(c), "count": int(n)}
+        for c, n in counts.items()
+    ]
 
 
 def _histogram_rows(variable: str, side: str, values: pd.Series) -> list[dict]:

@@ -21,13 +21,32 @@ import yaml
 from ..rawio import RawDataError, RawTable, read_table
 from .values import code_key, parse_dates
 
-FORMAT_OF = {".sav": "spss", ".zsav": "spss", ".por": "spss", ".dta": "stata", ".sas7bdat": "sas", ".xpt": "sas", ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".xlsx": "excel", ".xlsm": "excel", ".ods": "excel"}
+FORMAT_OF = {
+    ".sav": "spss",
+    ".zsav": "spss",
+    ".por": "spss",
+    ".dta": "stata",
+    ".sas7bdat": "sas",
+    ".xpt": "sas",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".xlsx": "excel",
+    ".xlsm": "excel",
+    ".ods": "excel",
+}
 SAMPLE = 8  # distinct values shown per coded column
 CODED = 12  # at most this many distinct values for a column to count as coded
 DATE_FORMATS = ("%d.%m.%Y", "%d-%m-%Y", "%d/%m/%Y", "%Y-%m-%d", "%m/%d/%Y", "%Y/%m/%d")
-ID_NAMES = re.compile(r"^(id|pid|subject|record_?id|study_?id|.*_id|id_.*|tunnus|respnr|løbenr|lobenr|lopnr|löpnr|deelnemer.*|nr|nummer|deltager.*)$", re.IGNORECASE)
+ID_NAMES = re.compile(
+    r"^(id|pid|subject|record_?id|study_?id|.*_id|id_.*|tunnus|respnr|løbenr|lobenr|lopnr|löpnr|deelnemer.*|nr|nummer|deltager.*)$",
+    re.IGNORECASE,
+)
 # Names of columns whose values may identify a person: never sampled.
-PERSONAL = re.compile(r"(name|navn|namn|naam|nimi|cpr|ssn|hetu|personnummer|bsn|birth|fød|föd|geboorte|synty|address|adresse|osoite|phone|email|note|comment|bemærk|opmerk|kommentar|huom)", re.IGNORECASE)
+PERSONAL = re.compile(
+    r"(name|navn|namn|naam|nimi|cpr|ssn|hetu|personnummer|bsn|birth|fød|föd|geboorte|synty|address|adresse|osoite|phone|email|note|comment|bemærk|opmerk|kommentar|huom)",
+    re.IGNORECASE,
+)
 # Words (several languages) naming each schema variable or outcome, matched in column names and value labels.
 HINTS = {
     "site": r"site|cent(re|er)|locati|^by$|kunta|paikka|^ort$|stad|city|clinic|klinik|sairaala",
@@ -48,7 +67,16 @@ HINTS = {
     "functioning": r"gaf|whodas|sofas|funct|toimintakyky",
 }
 VARIABLES = ("site", "arm", "arm_original", "employed", "followup_months", "age", "sex", "diagnosis")
-OUTCOMES = ("self_esteem", "empowerment", "quality_of_life", "depression", "negative_symptoms", "positive_symptoms", "anxiety", "functioning")
+OUTCOMES = (
+    "self_esteem",
+    "empowerment",
+    "quality_of_life",
+    "depression",
+    "negative_symptoms",
+    "positive_symptoms",
+    "anxiety",
+    "functioning",
+)
 
 
 def _table_name(text: str, taken: set) -> str:
@@ -165,7 +193,11 @@ def _candidates(target: str, described: dict[str, RawTable]) -> list[str]:
         for column in raw.frame.columns:
             labels = " ".join(map(str, raw.value_labels.get(column, {}).values()))
             # Employment is often a table of its own (job episodes, an hours log): match its name too.
-            if pattern.search(str(column)) or (labels and pattern.search(labels)) or (target == "employed" and pattern.search(name)):
+            if (
+                pattern.search(str(column))
+                or (labels and pattern.search(labels))
+                or (target == "employed" and pattern.search(name))
+            ):
                 found.append(f"{name}.{column}")
     return found
 
@@ -211,7 +243,11 @@ def draft_rule_file(raw_dir: Path, study: str) -> str:
         raise ValueError(f"no readable raw file in {raw_dir} (looked for {', '.join(sorted(FORMAT_OF))})")
     one_row = [n for n, s in tables.items() if s.get("rows") != "many"] or list(tables)
     participants = max(one_row, key=lambda n: len(described[n].frame))
-    integer_ids = all(_id_format(described[n].frame[s["id"]]) or pd.to_numeric(described[n].frame[s["id"]].map(code_key), errors="coerce").notna().all() for n, s in tables.items())
+    integer_ids = all(
+        _id_format(described[n].frame[s["id"]])
+        or pd.to_numeric(described[n].frame[s["id"]].map(code_key), errors="coerce").notna().all()
+        for n, s in tables.items()
+    )
 
     rules = {
         "study": study,
@@ -225,13 +261,21 @@ def draft_rule_file(raw_dir: Path, study: str) -> str:
     sketches = []
     for variable in VARIABLES:
         found = _candidates(variable, described)
-        rules["variables"][variable] = {"undetermined": f"TODO: decide the rule for {variable}; candidate columns: {', '.join(found[:6]) or 'none found'}"}
+        rules["variables"][variable] = {
+            "undetermined": f"TODO: decide the rule for {variable}; candidate columns: {', '.join(found[:6]) or 'none found'}"
+        }
         if variable in ("arm", "sex", "diagnosis"):
             sketches += _recode_sketch(variable, found, described)
-    rules["variables"] = {"site": rules["variables"]["site"], "participant_id": {"pseudonym": True}, **{v: rules["variables"][v] for v in VARIABLES[1:]}}
+    rules["variables"] = {
+        "site": rules["variables"]["site"],
+        "participant_id": {"pseudonym": True},
+        **{v: rules["variables"][v] for v in VARIABLES[1:]},
+    }
     for outcome in OUTCOMES:
         found = _candidates(outcome, described)
-        rules["outcomes"][outcome] = {"undetermined": f"TODO: instrument, range, direction and score rules, or not_collected: true; candidate columns: {', '.join(found[:6]) or 'none found'}"}
+        rules["outcomes"][outcome] = {
+            "undetermined": f"TODO: instrument, range, direction and score rules, or not_collected: true; candidate columns: {', '.join(found[:6]) or 'none found'}"
+        }
     header = [
         f"Draft rule file for {study}, written by `python -m ipdpool.harmonize draft` from {raw_dir}.",
         "Complete every TODO (config/README.md, section 5), then check it: python -m ipdpool.harmonize THIS_FILE",

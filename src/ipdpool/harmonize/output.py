@@ -51,7 +51,9 @@ def read_provenance(path: Path) -> dict:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic(path, lambda target: formula_safe(frame).to_csv(target, index=False, lineterminator="\n", float_format="%.10g"))
+    _atomic(
+        path, lambda target: formula_safe(frame).to_csv(target, index=False, lineterminator="\n", float_format="%.10g")
+    )
 
 
 def pool(study_files: list[Path], schema: dict) -> tuple[pd.DataFrame, dict]:
@@ -65,7 +67,9 @@ def pool(study_files: list[Path], schema: dict) -> tuple[pd.DataFrame, dict]:
     pooled = conform(pd.concat(frames, ignore_index=True), schema)
     failures = schema_failures(pooled, pandera_schema(schema))
     if failures:
-        raise HarmonizationError([Problem("(pooled)", "pooled.parquet", f.split(":")[0].removeprefix("column "), f) for f in failures])
+        raise HarmonizationError(
+            [Problem("(pooled)", "pooled.parquet", f.split(":")[0].removeprefix("column "), f) for f in failures]
+        )
     return pooled, {"studies": provenance}
 
 
@@ -77,25 +81,48 @@ def codebook(schema: dict, pooled: pd.DataFrame, study_rules: dict[str, dict]) -
             {
                 "column": name,
                 "type": spec["type"],
-                "allowed_or_range": ", ".join(map(str, spec["allowed"])) if "allowed" in spec else (f"[{spec['range'][0]}, {spec['range'][1]}]" if "range" in spec else ""),
+                "allowed_or_range": ", ".join(map(str, spec["allowed"]))
+                if "allowed" in spec
+                else (f"[{spec['range'][0]}, {spec['range'][1]}]" if "range" in spec else ""),
                 "unit": spec.get("unit", ""),
                 "description": " ".join(spec["description"].split()),
                 "non_missing": int(pooled[name].notna().sum()),
-                "by_study": "the study id from config/config.yaml" if name == "study" else "; ".join(f"{s}: {_rule_name(r['variables'][name])}" for s, r in sorted(study_rules.items())),
+                "by_study": "the study id from config/config.yaml"
+                if name == "study"
+                else "; ".join(f"{s}: {_rule_name(r['variables'][name])}" for s, r in sorted(study_rules.items())),
             }
         )
     for outcome, spec in schema["outcomes"].items():
         instruments = "; ".join(f"{s}: {_instrument(r['outcomes'][outcome])}" for s, r in sorted(study_rules.items()))
         parts = {
-            "bl": ("float", f"{spec['construct']} at baseline on the study's instrument scale; higher = {spec['higher_means']}"),
-            "fu": ("float", f"{spec['construct']} at the 18-month follow-up on the study's instrument scale; higher = {spec['higher_means']}"),
+            "bl": (
+                "float",
+                f"{spec['construct']} at baseline on the study's instrument scale; higher = {spec['higher_means']}",
+            ),
+            "fu": (
+                "float",
+                f"{spec['construct']} at the 18-month follow-up on the study's instrument scale; higher = {spec['higher_means']}",
+            ),
             "instrument": ("string", f"instrument used for {spec['construct']} (missing = not collected)"),
             "bl_z": ("float", f"baseline {spec['construct']} standardized by the study's baseline mean and SD"),
-            "fu_z": ("float", f"follow-up {spec['construct']} standardized by the study's baseline mean and SD (a difference is an SMD)"),
+            "fu_z": (
+                "float",
+                f"follow-up {spec['construct']} standardized by the study's baseline mean and SD (a difference is an SMD)",
+            ),
         }
         for part, (kind, description) in parts.items():
             name = f"{outcome}_{part}"
-            rows.append({"column": name, "type": kind, "allowed_or_range": "per instrument" if part in ("bl", "fu") else "", "unit": "SD units" if part.endswith("_z") else "", "description": description, "non_missing": int(pooled[name].notna().sum()), "by_study": instruments})
+            rows.append(
+                {
+                    "column": name,
+                    "type": kind,
+                    "allowed_or_range": "per instrument" if part in ("bl", "fu") else "",
+                    "unit": "SD units" if part.endswith("_z") else "",
+                    "description": description,
+                    "non_missing": int(pooled[name].notna().sum()),
+                    "by_study": instruments,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -108,14 +135,20 @@ def _instrument(rule: dict) -> str:
         return "not collected"
     if "undetermined" in rule:
         return "undetermined"
-    return f"{rule['instrument']} [{rule['range'][0]}, {rule['range'][1]}]" + (" reversed" if rule["direction"] == "reversed" else "")
+    return f"{rule['instrument']} [{rule['range'][0]}, {rule['range'][1]}]" + (
+        " reversed" if rule["direction"] == "reversed" else ""
+    )
 
 
 def pooled_flow(flows: list[pd.DataFrame]) -> pd.DataFrame:
     """The studies' flow tables stacked, then the same stages summed over studies (study = all)."""
     stacked = pd.concat(flows, ignore_index=True)
     per_participant = stacked[~stacked["stage"].isin(["raw rows", "acknowledged"])]  # files and reasons, not counts
-    totals = per_participant.groupby(["stage", "reason"], sort=False, dropna=False)[["IPS", "SAU", "total"]].sum(min_count=1).reset_index()
+    totals = (
+        per_participant.groupby(["stage", "reason"], sort=False, dropna=False)[["IPS", "SAU", "total"]]
+        .sum(min_count=1)
+        .reset_index()
+    )
     totals.insert(0, "study", "all")
     return pd.concat([stacked, totals], ignore_index=True)
 
@@ -131,17 +164,37 @@ def reconcile(flows: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
     raw = flows[flows["stage"] == "raw participants"].set_index("study")
     uncounted = sorted(set(pooled["study"]) - set(raw.index))
     if uncounted:
-        raise ReconciliationError(f"no raw participant count in the flow table of {', '.join(uncounted)} (made by an older version? re-run harmonize_study)")
+        raise ReconciliationError(
+            f"no raw participant count in the flow table of {', '.join(uncounted)} (made by an older version? re-run harmonize_study)"
+        )
     for study in sorted(set(raw.index) | set(pooled["study"])):
         for arm in ("IPS", "SAU", "total"):
             in_raw = int(raw.loc[study, arm]) if study in raw.index else 0
-            in_pool = int((pooled["study"] == study).sum() if arm == "total" else ((pooled["study"] == study) & (pooled["arm"] == arm)).sum())
-            rows.append({"study": study, "arm": arm, "raw_participants": in_raw, "pooled": in_pool, "excluded": 0, "difference": in_raw - in_pool})
+            in_pool = int(
+                (pooled["study"] == study).sum()
+                if arm == "total"
+                else ((pooled["study"] == study) & (pooled["arm"] == arm)).sum()
+            )
+            rows.append(
+                {
+                    "study": study,
+                    "arm": arm,
+                    "raw_participants": in_raw,
+                    "pooled": in_pool,
+                    "excluded": 0,
+                    "difference": in_raw - in_pool,
+                }
+            )
     table = pd.DataFrame(rows)
     wrong = table[table["difference"] != 0]
     if len(wrong):
-        lines = [f"study {r.study}, arm {r.arm}: {r.raw_participants} in the raw files, {r.pooled} pooled, {r.excluded} excluded" for r in wrong.itertuples()]
-        raise ReconciliationError("participants lost or duplicated between raw files and pooled data:\n  - " + "\n  - ".join(lines))
+        lines = [
+            f"study {r.study}, arm {r.arm}: {r.raw_participants} in the raw files, {r.pooled} pooled, {r.excluded} excluded"
+            for r in wrong.itertuples()
+        ]
+        raise ReconciliationError(
+            "participants lost or duplicated between raw files and pooled data:\n  - " + "\n  - ".join(lines)
+        )
     return table
 
 

@@ -31,9 +31,17 @@ class Problem:
     def __str__(self) -> str:
         text = f"study {self.study}, file {self.file}, variable {self.variable}: {self.message}"
         if self.values:
-            text += "; values " + ", ".join(repr(v) for v in self.values[:SHOW]) + (" ..." if len(self.values) > SHOW else "")
+            text += (
+                "; values "
+                + ", ".join(repr(v) for v in self.values[:SHOW])
+                + (" ..." if len(self.values) > SHOW else "")
+            )
         if self.rows:
-            text += "; rows " + ", ".join(str(r) for r in self.rows[:SHOW]) + (f" ... ({len(self.rows)} rows)" if len(self.rows) > SHOW else "")
+            text += (
+                "; rows "
+                + ", ".join(str(r) for r in self.rows[:SHOW])
+                + (f" ... ({len(self.rows)} rows)" if len(self.rows) > SHOW else "")
+            )
         return text
 
 
@@ -42,7 +50,16 @@ class Problems:
     study: str
     items: list[Problem] = field(default_factory=list)
 
-    def add(self, file: str, variable: str, message: str, rows=(), values=(), column: str | None = None, cells: pd.Series | None = None) -> None:
+    def add(
+        self,
+        file: str,
+        variable: str,
+        message: str,
+        rows=(),
+        values=(),
+        column: str | None = None,
+        cells: pd.Series | None = None,
+    ) -> None:
         """`values` come from the raw `column` (all its `cells`, declared by the rule for `variable`): they
         are shown only when that column does not look like identifiers; otherwise only their number."""
         why = identifier_like(column, cells) if column is not None else None

@@ -42,18 +42,28 @@ def load_key(config: dict, base_dir: Path = Path(".")) -> bytes:
         from_file = True
         path = Path(base_dir) / settings["key_file"]
         if not path.is_file():
-            raise PseudonymKeyError(f"pseudonym key file {settings['key_file']} not found; set pseudonym.key_file or the {ENV_VAR} environment variable")
+            raise PseudonymKeyError(
+                f"pseudonym key file {settings['key_file']} not found; set pseudonym.key_file or the {ENV_VAR} environment variable"
+            )
         key = path.read_bytes().strip()
     else:
-        raise PseudonymKeyError(f"no pseudonym key: set the {ENV_VAR} environment variable or pseudonym.key_file in the config (a file outside the repository)")
+        raise PseudonymKeyError(
+            f"no pseudonym key: set the {ENV_VAR} environment variable or pseudonym.key_file in the config (a file outside the repository)"
+        )
     weak = weakness(key)
     if weak:
-        raise PseudonymKeyError(f"the pseudonym key is too weak ({weak}); use at least {MIN_KEY_BYTES} random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`")
+        raise PseudonymKeyError(
+            f"the pseudonym key is too weak ({weak}); use at least {MIN_KEY_BYTES} random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
     demo = is_demo_key(key) or (from_file and settings.get("demo_key", False))
     if demo and not config.get("demo_mode", False):
-        raise PseudonymKeyError("the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); it is refused unless demo_mode is true")
+        raise PseudonymKeyError(
+            "the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); it is refused unless demo_mode is true"
+        )
     if demo:
-        log.warning("DEMO MODE: pseudonyms use the PUBLIC demo key shipped with the repository; they protect nothing. Never use it for real data.")
+        log.warning(
+            "DEMO MODE: pseudonyms use the PUBLIC demo key shipped with the repository; they protect nothing. Never use it for real data."
+        )
     return key
 
 
@@ -78,11 +88,11 @@ def pseudonyms(key: bytes, study: str, sites, ids) -> list[str]:
     """One pseudonym per (site, id), computed once per distinct pair; the unit separator keeps fields from
     running together. The HMAC is keyed and fed the study once, and each pair continues a copy of it: the
     same digest as hashing the whole message, without repeating the key schedule per participant."""
-    keyed = hmac.new(key, f"{study}\x1f".encode("utf-8"), hashlib.sha256)
+    keyed = hmac.new(key, f"{study}\x1f".encode(), hashlib.sha256)
 
     def one(site, pid) -> str:
         mac = keyed.copy()
-        mac.update(f"{site}\x1f{pid}".encode("utf-8"))
+        mac.update(f"{site}\x1f{pid}".encode())
         return mac.hexdigest()[:LENGTH]
 
     # Through numpy: iterating a pandas Arrow-backed string column costs microseconds per element.

@@ -12,12 +12,44 @@ import yaml
 
 from ..yamlfile import StrictYAMLError, loads
 
-TYPE_NAMES = {"string": "text", "number": "a number", "integer": "a whole number", "boolean": "true or false", "object": "a mapping", "array": "a list", "null": "empty",
-              "str": "the text", "int": "the number", "float": "the number", "bool": "the value", "dict": "a mapping", "list": "a list", "NoneType": "an empty value"}
-TABLE_KEYS = ("file", "format", "id", "id_format", "site", "rows", "date_format", "sheet", "delimiter", "decimal", "encoding", "catalog")
+TYPE_NAMES = {
+    "string": "text",
+    "number": "a number",
+    "integer": "a whole number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "empty",
+    "str": "the text",
+    "int": "the number",
+    "float": "the number",
+    "bool": "the value",
+    "dict": "a mapping",
+    "list": "a list",
+    "NoneType": "an empty value",
+}
+TABLE_KEYS = (
+    "file",
+    "format",
+    "id",
+    "id_format",
+    "site",
+    "rows",
+    "date_format",
+    "sheet",
+    "delimiter",
+    "decimal",
+    "encoding",
+    "catalog",
+)
 # Keys each format refuses (the schema's `false` properties), for the list of keys allowed instead.
-FORMAT_FORBIDDEN = {"spss": ("delimiter", "decimal", "catalog", "sheet"), "stata": ("delimiter", "decimal", "catalog", "sheet"), "sas": ("delimiter", "decimal", "sheet"),
-                    "csv": ("catalog", "sheet"), "excel": ("delimiter", "decimal", "encoding", "catalog")}
+FORMAT_FORBIDDEN = {
+    "spss": ("delimiter", "decimal", "catalog", "sheet"),
+    "stata": ("delimiter", "decimal", "catalog", "sheet"),
+    "sas": ("delimiter", "decimal", "sheet"),
+    "csv": ("catalog", "sheet"),
+    "excel": ("delimiter", "decimal", "encoding", "catalog"),
+}
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "study.schema.yaml"
 
 
@@ -65,7 +97,11 @@ def _closest_branch(error: jsonschema.ValidationError) -> jsonschema.ValidationE
 
     def closeness(item):
         branch, errors = item
-        known = set(error.validator_value[branch].get("properties", {})) if isinstance(error.validator_value[branch], dict) else set()
+        known = (
+            set(error.validator_value[branch].get("properties", {}))
+            if isinstance(error.validator_value[branch], dict)
+            else set()
+        )
         return (-len(written & known), len(errors))
 
     return jsonschema.exceptions.best_match(min(branches.items(), key=closeness)[1])
@@ -93,7 +129,11 @@ def _explain(error: jsonschema.ValidationError, rules: dict) -> str:
     if kind == "type":
         expected = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         return f"{where}: expected {' or '.join(TYPE_NAMES.get(t, t) for t in expected)}, not {TYPE_NAMES.get(type(value).__name__, type(value).__name__)} {value!r}"
-    if kind in ("minProperties", "maxProperties") and set(schema.get("properties", {})) and schema.get("maxProperties") == 1:
+    if (
+        kind in ("minProperties", "maxProperties")
+        and set(schema.get("properties", {}))
+        and schema.get("maxProperties") == 1
+    ):
         return f"{where}: give exactly one rule, one of {', '.join(schema['properties'])} (found {len(value)}: {', '.join(map(str, value)) or 'none'})"
     if kind == "oneOf":  # valid under several alternatives: keys that exclude each other
         options = [branch["required"][0] for branch in error.validator_value if "required" in branch]
@@ -130,11 +170,18 @@ def load_rules(path: Path, schema_path: Path = DEFAULT_SCHEMA) -> dict:
         raise RuleFileError(path, [f"not valid YAML: {error}"]) from error
     if not isinstance(rules, dict):
         raise RuleFileError(path, ["expected a mapping of keys (study, raw_dir, tables, ...) at the top level"])
-    errors = sorted(rule_validator(Path(schema_path).resolve()).iter_errors(rules), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errors = sorted(
+        rule_validator(Path(schema_path).resolve()).iter_errors(rules),
+        key=lambda e: (list(map(str, e.absolute_path)), e.message),
+    )
     if errors:
         problems = [_explain(e, rules) for e in errors]
         # A misspelt required key is one mistake: keep "unknown key `fromat` (did you mean `format`?)" only.
-        meant = {f"{p.split(': ')[0]}: {p.split('did you mean ')[1].split('?')[0]} is required here" for p in problems if "(did you mean" in p}
+        meant = {
+            f"{p.split(': ')[0]}: {p.split('did you mean ')[1].split('?')[0]} is required here"
+            for p in problems
+            if "(did you mean" in p
+        }
         problems = [p for p in problems if not any(p.startswith(prefix) for prefix in meant)]
         raise RuleFileError(path, problems)
     return rules

@@ -38,14 +38,30 @@ def empty(data: StudyData) -> pd.Series:
 
 
 def from_source(src: SourceValues, values: pd.Series, rule: str, **extra) -> RuleResult:
-    return RuleResult(values, rule, source=f"{src.file}: {src.column}", rows_in=src.present, nonmissing_in=src.nonblank, set_missing=dict(src.set_missing), before=src.values, **extra)
+    return RuleResult(
+        values,
+        rule,
+        source=f"{src.file}: {src.column}",
+        rows_in=src.present,
+        nonmissing_in=src.nonblank,
+        set_missing=dict(src.set_missing),
+        before=src.values,
+        **extra,
+    )
 
 
 def numbers(data: StudyData, src: SourceValues, table: str, variable: str) -> pd.Series:
     decimal = data.one_row_table[table].spec.get("decimal", ".")
     parsed, bad = parse_numbers(src.values, decimal)
     if bad.any():
-        data.problems.add(src.file, variable, f"values in {src.column!r} that are not numbers (decimal mark {decimal!r}); add them to `missing` if they mean unknown", values=tuple(sorted(set(src.values[bad].astype(str)))), column=src.column, cells=src.values)
+        data.problems.add(
+            src.file,
+            variable,
+            f"values in {src.column!r} that are not numbers (decimal mark {decimal!r}); add them to `missing` if they mean unknown",
+            values=tuple(sorted(set(src.values[bad].astype(str)))),
+            column=src.column,
+            cells=src.values,
+        )
     return parsed
 
 
@@ -70,7 +86,14 @@ def recode_rule(data: StudyData, variable: str, spec: dict, kind: str) -> RuleRe
     unknown = keys.notna() & ~keys.isin(mapping)
     if unknown.any():
         counts = keys[unknown].value_counts().sort_index()
-        data.problems.add(src.file, variable, f"codes in {src.column!r} missing from the recode map (the map must list every code)", values=tuple(f"{code} (n={n})" for code, n in counts.items()), column=src.column, cells=src.values)
+        data.problems.add(
+            src.file,
+            variable,
+            f"codes in {src.column!r} missing from the recode map (the map must list every code)",
+            values=tuple(f"{code} (n={n})" for code, n in counts.items()),
+            column=src.column,
+            cells=src.values,
+        )
     recoded = keys.map(mapping).where(keys.notna(), None)
     result = from_source(src, recoded, "recode", recoded=int(recoded.notna().sum()))
     to_missing = int((keys.notna() & keys.isin([k for k, v in mapping.items() if v is None])).sum())
@@ -79,7 +102,12 @@ def recode_rule(data: StudyData, variable: str, spec: dict, kind: str) -> RuleRe
     if kind in NUMERIC:
         not_numbers = [v for v in spec["map"].values() if v is not None and not isinstance(v, (int, float))]
         if not_numbers:
-            data.problems.add("(rule file)", variable, f"recode map values must be numbers for a {kind} variable", values=tuple(not_numbers))
+            data.problems.add(
+                "(rule file)",
+                variable,
+                f"recode map values must be numbers for a {kind} variable",
+                values=tuple(not_numbers),
+            )
         result.values = pd.to_numeric(recoded, errors="coerce")
     return result
 
@@ -98,9 +126,20 @@ def months_between_rule(data: StudyData, variable: str, spec: dict, kind: str) -
     backwards = months < 0
     if backwards.any():
         end_file = data.one_row_file.get(spec["end"]["table"], spec["end"]["table"])
-        data.problems.add(end_file, variable, f"{spec['end']['column']!r} is before {spec['start']['column']!r} (follow-up before baseline)", values=(f"{int(backwards.sum())} participants",))
+        data.problems.add(
+            end_file,
+            variable,
+            f"{spec['end']['column']!r} is before {spec['start']['column']!r} (follow-up before baseline)",
+            values=(f"{int(backwards.sum())} participants",),
+        )
     source = f"{spec['start']['table']}.{spec['start']['column']} -> {spec['end']['table']}.{spec['end']['column']}"
-    return RuleResult(months.astype(float), "months_between", source=source, rows_in=int(end.notna().sum()), nonmissing_in=int(end.notna().sum()))
+    return RuleResult(
+        months.astype(float),
+        "months_between",
+        source=source,
+        rows_in=int(end.notna().sum()),
+        nonmissing_in=int(end.notna().sum()),
+    )
 
 
 def constant_rule(data: StudyData, variable: str, value, kind: str) -> RuleResult:
@@ -110,11 +149,17 @@ def constant_rule(data: StudyData, variable: str, value, kind: str) -> RuleResul
     return RuleResult(pd.Series(value, index=data.participants, dtype=object), "constant", source=f"constant {value!r}")
 
 
-VALUE_RULES = {"copy": copy_rule, "recode": recode_rule, "linear": linear_rule, "months_between": months_between_rule, "constant": constant_rule}
+VALUE_RULES = {
+    "copy": copy_rule,
+    "recode": recode_rule,
+    "linear": linear_rule,
+    "months_between": months_between_rule,
+    "constant": constant_rule,
+}
 
 
 def apply_value_rule(data: StudyData, variable: str, rule: dict, kind: str) -> RuleResult | None:
-    (name, spec), = rule.items()
+    ((name, spec),) = rule.items()
     if name == "not_collected":
         return RuleResult(empty(data), "not_collected", status="not_collected")
     if name == "undetermined":
@@ -133,7 +178,14 @@ def employment_days(data: StudyData, variable: str, spec: dict) -> RuleResult | 
         return None
     days = numbers(data, src, spec["table"], variable)
     if (days < 0).any():
-        data.problems.add(src.file, variable, f"negative days worked in {src.column!r}", values=tuple(sorted(days[days < 0].unique())), column=src.column, cells=src.values)
+        data.problems.add(
+            src.file,
+            variable,
+            f"negative days worked in {src.column!r}",
+            values=tuple(sorted(days[days < 0].unique())),
+            column=src.column,
+            cells=src.values,
+        )
     return from_source(src, (days > 0).astype(float).where(days.notna()), "employment_days (> 0 days = employed)")
 
 
@@ -145,11 +197,28 @@ def employment_hours(data: StudyData, variable: str, spec: dict) -> RuleResult |
     decimal = table.spec.get("decimal", ".")
     weeks, bad_weeks = parse_numbers(rows[spec["week"]], ".")
     hours, bad_hours = parse_numbers(rows[spec["hours"]], decimal)
-    for column, bad, values in ((spec["week"], bad_weeks, rows[spec["week"]]), (spec["hours"], bad_hours, rows[spec["hours"]])):
+    for column, bad, values in (
+        (spec["week"], bad_weeks, rows[spec["week"]]),
+        (spec["hours"], bad_hours, rows[spec["hours"]]),
+    ):
         if bad.any():
-            data.problems.add(table.file, variable, f"values in {column!r} that are not numbers", values=tuple(sorted(set(values[bad.to_numpy()].astype(str)))), column=column, cells=values)
+            data.problems.add(
+                table.file,
+                variable,
+                f"values in {column!r} that are not numbers",
+                values=tuple(sorted(set(values[bad.to_numpy()].astype(str)))),
+                column=column,
+                cells=values,
+            )
     if (hours < 0).any():
-        data.problems.add(table.file, variable, f"negative hours in {spec['hours']!r}", values=tuple(sorted(hours[hours < 0].unique())), column=spec["hours"], cells=rows[spec["hours"]])
+        data.problems.add(
+            table.file,
+            variable,
+            f"negative hours in {spec['hours']!r}",
+            values=tuple(sorted(hours[hours < 0].unique())),
+            column=spec["hours"],
+            cells=rows[spec["hours"]],
+        )
     low, high = spec["window_weeks"]
     if low > high:
         data.problems.add("(rule file)", variable, f"window_weeks [{low}, {high}] runs backwards")
@@ -160,8 +229,18 @@ def employment_hours(data: StudyData, variable: str, spec: dict) -> RuleResult |
     # Without rows in the window a participant is known not to have worked only if the log covers everyone.
     fallback = 0.0 if spec["absent_means_not_employed"] else np.nan
     values = pd.Series(np.where(logged, worked.astype(float), fallback), index=data.participants)
-    notes = [f"{int(((weeks < low) | (weeks > high)).sum())} log rows outside weeks {low}-{high} ignored", f"{int((hours == 0).sum())} rows with 0 hours"]
-    return RuleResult(values, f"employment_hours (any week {low}-{high} with hours > 0)", source=f"{table.file}: {spec['week']}, {spec['hours']}", rows_in=len(rows), nonmissing_in=int(hours.notna().sum()), notes=notes)
+    notes = [
+        f"{int(((weeks < low) | (weeks > high)).sum())} log rows outside weeks {low}-{high} ignored",
+        f"{int((hours == 0).sum())} rows with 0 hours",
+    ]
+    return RuleResult(
+        values,
+        f"employment_hours (any week {low}-{high} with hours > 0)",
+        source=f"{table.file}: {spec['week']}, {spec['hours']}",
+        rows_in=len(rows),
+        nonmissing_in=int(hours.notna().sum()),
+        notes=notes,
+    )
 
 
 def employment_waves(data: StudyData, variable: str, spec: dict) -> RuleResult | None:
@@ -181,7 +260,14 @@ def employment_waves(data: StudyData, variable: str, spec: dict) -> RuleResult |
         keys = code_keys(src.values)
         other = keys.notna() & ~keys.isin(yes | no | unknown)
         if other.any():
-            data.problems.add(src.file, variable, f"answers in {src.column!r} that are not listed as yes {sorted(yes)}, no {sorted(no)} or unknown {sorted(unknown)}", values=tuple(sorted(set(keys[other]))), column=src.column, cells=src.values)
+            data.problems.add(
+                src.file,
+                variable,
+                f"answers in {src.column!r} that are not listed as yes {sorted(yes)}, no {sorted(no)} or unknown {sorted(unknown)}",
+                values=tuple(sorted(set(keys[other]))),
+                column=src.column,
+                cells=src.values,
+            )
         answers.append(keys)
         sources.append(f"{src.file}: {src.column}")
         for reason, n in src.set_missing.items():
@@ -191,7 +277,15 @@ def employment_waves(data: StudyData, variable: str, spec: dict) -> RuleResult |
     all_no = ~frame.isin(unknown).any(axis=1) & frame.iloc[:, -1].isin(no)
     values = pd.Series(np.where(any_yes, 1.0, np.where(all_no, 0.0, np.nan)), index=data.participants)
     notes = [f"{int(frame.isin(unknown).sum().sum())} unknown answers"]
-    return RuleResult(values, "employment_waves (any yes = 1; last wave no and no unknown answer = 0)", source="; ".join(sources), rows_in=int(frame.notna().any(axis=1).sum()), nonmissing_in=int(frame.notna().sum().sum()), set_missing=set_missing, notes=notes)
+    return RuleResult(
+        values,
+        "employment_waves (any yes = 1; last wave no and no unknown answer = 0)",
+        source="; ".join(sources),
+        rows_in=int(frame.notna().any(axis=1).sum()),
+        nonmissing_in=int(frame.notna().sum().sum()),
+        set_missing=set_missing,
+        notes=notes,
+    )
 
 
 def employment_episodes(data: StudyData, variable: str, spec: dict) -> RuleResult | None:
@@ -206,20 +300,46 @@ def employment_episodes(data: StudyData, variable: str, spec: dict) -> RuleResul
     start, bad_start = parse_dates(rows[spec["start"]], date_format)
     end, bad_end = parse_dates(rows[spec["end"]], date_format)
     if bad_start.any() or bad_end.any() or start.isna().any():
-        shown = tuple(rows[spec["start"]][(bad_start | start.isna()).to_numpy()].astype(str).unique()) + tuple(rows[spec["end"]][bad_end.to_numpy()].astype(str).unique())
-        data.problems.add(table.file, variable, "episode dates missing or not parseable", values=shown, column=spec["start"], cells=pd.concat([rows[spec["start"]], rows[spec["end"]]]))
+        shown = tuple(rows[spec["start"]][(bad_start | start.isna()).to_numpy()].astype(str).unique()) + tuple(
+            rows[spec["end"]][bad_end.to_numpy()].astype(str).unique()
+        )
+        data.problems.add(
+            table.file,
+            variable,
+            "episode dates missing or not parseable",
+            values=shown,
+            column=spec["start"],
+            cells=pd.concat([rows[spec["start"]], rows[spec["end"]]]),
+        )
     backwards = end.notna() & (end < start)
     if backwards.any():
-        data.problems.add(table.file, variable, f"episodes ending before they start ({spec['end']!r} < {spec['start']!r})", values=(f"{int(backwards.sum())} episodes",))
+        data.problems.add(
+            table.file,
+            variable,
+            f"episodes ending before they start ({spec['end']!r} < {spec['start']!r})",
+            values=(f"{int(backwards.sum())} episodes",),
+        )
     anchor = data.dates(spec["anchor"], variable)
     window_end, window = episode_window_end(anchor, spec)
     episode_anchor = anchor.reindex(rows.index)
     episode_end = window_end.reindex(rows.index)
-    overlaps = (start.to_numpy() <= episode_end.to_numpy()) & (end.isna().to_numpy() | (end.to_numpy() >= episode_anchor.to_numpy()))
+    overlaps = (start.to_numpy() <= episode_end.to_numpy()) & (
+        end.isna().to_numpy() | (end.to_numpy() >= episode_anchor.to_numpy())
+    )
     worked = data.any_per_participant(data.participants.get_indexer(rows.index), overlaps)
     values = pd.Series(worked.astype(float), index=data.participants).where(anchor.notna())
-    notes = [f"{all_rows - len(rows)} episodes excluded by `where`", f"{int(end.isna().sum())} ongoing episodes (no end date)"]
-    return RuleResult(values, f"employment_episodes (overlap with [anchor, anchor + {window}])", source=f"{table.file}: {spec['start']}, {spec['end']}", rows_in=all_rows, nonmissing_in=len(rows), notes=notes)
+    notes = [
+        f"{all_rows - len(rows)} episodes excluded by `where`",
+        f"{int(end.isna().sum())} ongoing episodes (no end date)",
+    ]
+    return RuleResult(
+        values,
+        f"employment_episodes (overlap with [anchor, anchor + {window}])",
+        source=f"{table.file}: {spec['start']}, {spec['end']}",
+        rows_in=all_rows,
+        nonmissing_in=len(rows),
+        notes=notes,
+    )
 
 
 def episode_window_end(anchor: pd.Series, spec: dict) -> tuple[pd.Series, str]:
@@ -275,7 +395,7 @@ def item_sum(data: StudyData, variable: str, spec: dict) -> RuleResult | None:
 
 
 def apply_score_rule(data: StudyData, variable: str, rule: dict) -> RuleResult | None:
-    (name, spec), = rule.items()
+    ((name, spec),) = rule.items()
     if name == "item_sum":
         return item_sum(data, variable, spec)
     return VALUE_RULES[name](data, variable, spec, "float")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -32,7 +31,15 @@ def columns(schema: dict) -> list[str]:
 def column_types(schema: dict) -> dict[str, str]:
     types = {name: spec["type"] for name, spec in schema["variables"].items()}
     for outcome in schema["outcomes"]:
-        types.update({f"{outcome}_bl": "float", f"{outcome}_fu": "float", f"{outcome}_instrument": "string", f"{outcome}_bl_z": "float", f"{outcome}_fu_z": "float"})
+        types.update(
+            {
+                f"{outcome}_bl": "float",
+                f"{outcome}_fu": "float",
+                f"{outcome}_instrument": "string",
+                f"{outcome}_bl_z": "float",
+                f"{outcome}_fu_z": "float",
+            }
+        )
     return types
 
 
@@ -42,7 +49,14 @@ PANDAS_TYPES = {"string": "string", "category": "string", "float": "float64", "i
 def conform(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
     """Columns in schema order with the schema's pandas types."""
     types = column_types(schema)
-    return pd.DataFrame({c: frame[c].astype(PANDAS_TYPES[types[c]]) if c in frame else pd.Series(index=frame.index, dtype=PANDAS_TYPES[types[c]]) for c in types})
+    return pd.DataFrame(
+        {
+            c: frame[c].astype(PANDAS_TYPES[types[c]])
+            if c in frame
+            else pd.Series(index=frame.index, dtype=PANDAS_TYPES[types[c]])
+            for c in types
+        }
+    )
 
 
 def pandera_schema(schema: dict, outcome_ranges: dict[str, tuple[float, float]] | None = None) -> pa.DataFrameSchema:
@@ -59,7 +73,12 @@ def pandera_schema(schema: dict, outcome_ranges: dict[str, tuple[float, float]] 
             column_checks.append(pa.Check.in_range(*spec["range"]))
         if "pattern" in spec:
             column_checks.append(pa.Check.str_matches(spec["pattern"]))
-        checks[name] = pa.Column(PANDAS_TYPES[spec["type"]], column_checks, nullable=spec.get("nullable", False), unique=name == "participant_id")
+        checks[name] = pa.Column(
+            PANDAS_TYPES[spec["type"]],
+            column_checks,
+            nullable=spec.get("nullable", False),
+            unique=name == "participant_id",
+        )
     for outcome in schema["outcomes"]:
         limits = (outcome_ranges or {}).get(outcome)
         score_checks = [pa.Check.in_range(*limits)] if limits else []
@@ -82,8 +101,14 @@ def schema_failures(frame: pd.DataFrame, checker: pa.DataFrameSchema) -> list[st
         out = []
         for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=True):
             why = identifier_like(column, frame[column]) if column in frame else None
-            shown = f"{len(group)} failing values not shown ({why})" if why else ", ".join(repr(v) for v in group["failure_case"].head(5))
+            shown = (
+                f"{len(group)} failing values not shown ({why})"
+                if why
+                else ", ".join(repr(v) for v in group["failure_case"].head(5))
+            )
             rows = ", ".join(str(int(i) + 1) for i in group["index"].dropna().head(5))
-            out.append(f"column {column}: fails {check}: {shown}" + (f" (participants {rows} in file order)" if rows else ""))
+            out.append(
+                f"column {column}: fails {check}: {shown}" + (f" (participants {rows} in file order)" if rows else "")
+            )
         return out
     return []

@@ -60,13 +60,19 @@ def _z(values: pd.Series, baseline: pd.Series) -> pd.Series:
     return (values - baseline.mean()) / baseline.std(ddof=1)
 
 
-def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path("."), rules_path: Path | None = None) -> HarmonizedStudy:
+def harmonize_study(
+    rules: dict, schema: dict, key: bytes, base_dir: Path = Path("."), rules_path: Path | None = None
+) -> HarmonizedStudy:
     study = rules["study"]
     problems = Problems(study)
     data = StudyData(rules, problems, base_dir, secret=key)
     acknowledged = Acknowledged(rules.get("acknowledged", {}), problems)
     if len(data.participants) == 0 and not problems:
-        problems.add(rules["tables"][rules["participants"]["table"]]["file"], "participants", "the participants table has no rows")
+        problems.add(
+            rules["tables"][rules["participants"]["table"]]["file"],
+            "participants",
+            "the participants table has no rows",
+        )
     out: dict[str, pd.Series] = {"study": pd.Series(study, index=data.participants, dtype=object)}
     log_rows, before = [], {}
 
@@ -79,7 +85,11 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
             continue
         if result.status == "undetermined" and not spec.get("nullable"):
             single_site = " (a single-site trial: `site: {constant: <site name>}`)" if variable == "site" else ""
-            problems.add("(rule file)", variable, f"is undetermined ({result.notes[0]}), but {variable} may not be missing: decide which column holds it and write its rule{single_site}")
+            problems.add(
+                "(rule file)",
+                variable,
+                f"is undetermined ({result.notes[0]}), but {variable} may not be missing: decide which column holds it and write its rule{single_site}",
+            )
         out[variable] = result.values
         if result.before is not None:
             before[variable] = result.before
@@ -87,9 +97,32 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
 
     sites = out.get("site", pd.Series(dtype=object))
     if sites.isna().any() and "undetermined" not in rules["variables"]["site"]:
-        problems.add(rules["tables"][rules["participants"]["table"]]["file"], "site", "participants without a site; the pseudonym needs it", values=(f"{int(sites.isna().sum())} participants",))
-    out["participant_id"] = pd.Series(pseudonyms(key, study, sites.astype(str), data.trial_ids.reindex(data.participants)), index=data.participants, dtype=object)
-    log_rows.insert(0, {"variable": "participant_id", "rule": "pseudonym (HMAC-SHA256 of study, site, trial id)", "status": "harmonized", "source": rules["participants"]["table"], "rows_in": len(data.participants), "nonmissing_in": len(data.participants), "nonmissing_out": len(data.participants), "values_recoded": 0, "set_missing": "", "notes": data.id_audit()})
+        problems.add(
+            rules["tables"][rules["participants"]["table"]]["file"],
+            "site",
+            "participants without a site; the pseudonym needs it",
+            values=(f"{int(sites.isna().sum())} participants",),
+        )
+    out["participant_id"] = pd.Series(
+        pseudonyms(key, study, sites.astype(str), data.trial_ids.reindex(data.participants)),
+        index=data.participants,
+        dtype=object,
+    )
+    log_rows.insert(
+        0,
+        {
+            "variable": "participant_id",
+            "rule": "pseudonym (HMAC-SHA256 of study, site, trial id)",
+            "status": "harmonized",
+            "source": rules["participants"]["table"],
+            "rows_in": len(data.participants),
+            "nonmissing_in": len(data.participants),
+            "nonmissing_out": len(data.participants),
+            "values_recoded": 0,
+            "set_missing": "",
+            "notes": data.id_audit(),
+        },
+    )
 
     outcome_ranges = {}
     for outcome in schema["outcomes"]:
@@ -97,7 +130,20 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         if "not_collected" in rule or "undetermined" in rule:
             status = "not_collected" if "not_collected" in rule else "undetermined"
             for when in ("bl", "fu"):
-                log_rows.append({"variable": f"{outcome}_{when}", "rule": status, "status": status, "source": "", "rows_in": 0, "nonmissing_in": 0, "nonmissing_out": 0, "values_recoded": 0, "set_missing": "", "notes": rule.get("undetermined", "")})
+                log_rows.append(
+                    {
+                        "variable": f"{outcome}_{when}",
+                        "rule": status,
+                        "status": status,
+                        "source": "",
+                        "rows_in": 0,
+                        "nonmissing_in": 0,
+                        "nonmissing_out": 0,
+                        "values_recoded": 0,
+                        "set_missing": "",
+                        "notes": rule.get("undetermined", ""),
+                    }
+                )
             continue
         low, high = rule["range"]
         if low >= high:
@@ -113,7 +159,14 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
             values = result.values.astype(float)
             outside = values.notna() & ((values < low) | (values > high))
             if outside.any():
-                problems.add(result.source.split(":")[0], variable, f"scores outside the {rule['instrument']} range [{low}, {high}]", values=tuple(sorted(values[outside].unique())), column=result.source.split(": ", 1)[-1], cells=values)
+                problems.add(
+                    result.source.split(":")[0],
+                    variable,
+                    f"scores outside the {rule['instrument']} range [{low}, {high}]",
+                    values=tuple(sorted(values[outside].unique())),
+                    column=result.source.split(": ", 1)[-1],
+                    cells=values,
+                )
             before[variable] = result.before if result.before is not None else values
             if rule["direction"] == "reversed":
                 values = low + high - values
@@ -133,18 +186,35 @@ def harmonize_study(rules: dict, schema: dict, key: bytes, base_dir: Path = Path
         raise HarmonizationError(problems.items)
     arms = set(out.get("arm", pd.Series(dtype=object)).dropna())
     if len(data.participants) and len(arms) == 1:
-        problems.add(participants_file, "arm", f"every participant is in one arm ({arms.pop()}); a randomized comparison needs both IPS and SAU")
+        problems.add(
+            participants_file,
+            "arm",
+            f"every participant is in one arm ({arms.pop()}); a randomized comparison needs both IPS and SAU",
+        )
     employed = pd.to_numeric(out.get("employed", pd.Series(dtype=float)), errors="coerce")
     if employed.notna().any() and (employed.dropna() == 0).all():
-        problems.add(participants_file, "employed", f"nobody was employed during follow-up ({int(employed.notna().sum())} with known employment): check the employment rule")
+        problems.add(
+            participants_file,
+            "employed",
+            f"nobody was employed during follow-up ({int(employed.notna().sum())} with known employment): check the employment rule",
+        )
     for outcome, (low, high) in outcome_ranges.items():
         if out[f"{outcome}_bl"].isna().all() and out[f"{outcome}_fu"].isna().all():
-            problems.add(participants_file, outcome, "declared collected but no participant has a baseline or follow-up score; mark it not_collected or fix the rule")
+            problems.add(
+                participants_file,
+                outcome,
+                "declared collected but no participant has a baseline or follow-up score; mark it not_collected or fix the rule",
+            )
         else:
             check_followup(acknowledged, participants_file, outcome, out["arm"], out[f"{outcome}_fu"])
     counts = arm_counts(study, pd.DataFrame(out), rules.get("published_n", {}))
     for row in counts[counts["differs"]].itertuples():
-        acknowledged.check(f"published_n {row.arm_original}", participants_file, "arm_original", f"arm {row.arm_original!r} has {row.n} randomized participants, published_n says {row.published_n}")
+        acknowledged.check(
+            f"published_n {row.arm_original}",
+            participants_file,
+            "arm_original",
+            f"arm {row.arm_original!r} has {row.n} randomized participants, published_n says {row.published_n}",
+        )
     acknowledged.check_all_used()
     if problems:
         raise HarmonizationError(problems.items)
@@ -181,12 +251,18 @@ class Acknowledged:
         if key in self.reasons:
             self.used[key] = self.reasons[key]
             return
-        self.problems.add(file, variable, f"{message}; if this is right, say why in the rule file: `acknowledged: {{\"{key}\": <reason>}}`")
+        self.problems.add(
+            file,
+            variable,
+            f'{message}; if this is right, say why in the rule file: `acknowledged: {{"{key}": <reason>}}`',
+        )
 
     def check_all_used(self) -> None:
         for key in self.reasons:
             if key not in self.used:
-                self.problems.add("(rule file)", "acknowledged", f"`{key}` is acknowledged but does not happen; remove it")
+                self.problems.add(
+                    "(rule file)", "acknowledged", f"`{key}` is acknowledged but does not happen; remove it"
+                )
 
 
 def check_followup(acknowledged: Acknowledged, file: str, outcome: str, arms: pd.Series, followup: pd.Series) -> None:
@@ -197,7 +273,12 @@ def check_followup(acknowledged: Acknowledged, file: str, outcome: str, arms: pd
     for arm in ARMS:
         in_arm = arms.eq(arm).fillna(False).to_numpy(dtype=bool)
         if in_arm.any() and followup[in_arm].isna().all():
-            acknowledged.check(f"no follow-up {outcome} {arm}", file, f"{outcome}_fu", f"no participant in arm {arm} has a follow-up score")
+            acknowledged.check(
+                f"no follow-up {outcome} {arm}",
+                file,
+                f"{outcome}_fu",
+                f"no participant in arm {arm} has a follow-up score",
+            )
 
 
 def guard_free_text(problems: Problems, rules: dict, schema: dict, out: dict[str, pd.Series], n: int) -> None:
@@ -212,17 +293,33 @@ def guard_free_text(problems: Problems, rules: dict, schema: dict, out: dict[str
         if "allowed" in copy:
             outside = values[~values.isin([str(a) for a in copy["allowed"]])]
             if len(outside):
-                problems.add(file, variable, f"values in {copy['column']!r} that are not in `allowed`", values=tuple(sorted(set(outside))), column=copy["column"], cells=values)
+                problems.add(
+                    file,
+                    variable,
+                    f"values in {copy['column']!r} that are not in `allowed`",
+                    values=tuple(sorted(set(outside))),
+                    column=copy["column"],
+                    cells=values,
+                )
             continue
         cap = max(1, n // PARTICIPANTS_PER_TEXT_VALUE)
         distinct = values.nunique()
         why = identifier_values(values)
         if distinct > cap or why:
-            reason = why or f"{distinct} distinct values in {n} participants, more than one per {PARTICIPANTS_PER_TEXT_VALUE}"
-            problems.add(file, variable, f"free-text field copied from {copy['column']!r} {reason}; it may hold identifiers: list its values under `allowed` in the copy rule")
+            reason = (
+                why
+                or f"{distinct} distinct values in {n} participants, more than one per {PARTICIPANTS_PER_TEXT_VALUE}"
+            )
+            problems.add(
+                file,
+                variable,
+                f"free-text field copied from {copy['column']!r} {reason}; it may hold identifiers: list its values under `allowed` in the copy rule",
+            )
 
 
-def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: dict, raw_arms: pd.Series, acknowledged: dict[str, str]) -> pd.DataFrame:
+def participant_flow(
+    study: str, data: StudyData, frame: pd.DataFrame, schema: dict, raw_arms: pd.Series, acknowledged: dict[str, str]
+) -> pd.DataFrame:
     """PRISMA-IPD style counts by arm: every randomized participant is either
     analysable for an outcome or excluded from it with one reason; then the
     acknowledged conditions with their reasons."""
@@ -232,12 +329,30 @@ def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: d
         if mask is None:
             rows.append({"study": study, "stage": stage, "reason": reason, "IPS": pd.NA, "SAU": pd.NA, "total": total})
             return
-        rows.append({"study": study, "stage": stage, "reason": reason, "IPS": int((mask & (frame["arm"] == "IPS")).sum()), "SAU": int((mask & (frame["arm"] == "SAU")).sum()), "total": int(mask.sum())})
+        rows.append(
+            {
+                "study": study,
+                "stage": stage,
+                "reason": reason,
+                "IPS": int((mask & (frame["arm"] == "IPS")).sum()),
+                "SAU": int((mask & (frame["arm"] == "SAU")).sum()),
+                "total": int(mask.sum()),
+            }
+        )
 
     for table in data.tables.values():
         add("raw rows", table.file, total=len(table.frame))
     everyone = pd.Series(True, index=frame.index)
-    rows.append({"study": study, "stage": "raw participants", "reason": "rows of the participants table, arm read from the raw cells", "IPS": int((raw_arms == "IPS").sum()), "SAU": int((raw_arms == "SAU").sum()), "total": len(raw_arms)})
+    rows.append(
+        {
+            "study": study,
+            "stage": "raw participants",
+            "reason": "rows of the participants table, arm read from the raw cells",
+            "IPS": int((raw_arms == "IPS").sum()),
+            "SAU": int((raw_arms == "SAU").sum()),
+            "total": len(raw_arms),
+        }
+    )
     add("randomized participants", "unique participant ids in the participants table", everyone)
     add("with a follow-up assessment", "", frame["followup_months"].notna())
     add("without a follow-up assessment", "no follow-up assessment in the window", frame["followup_months"].isna())
@@ -257,14 +372,16 @@ def participant_flow(study: str, data: StudyData, frame: pd.DataFrame, schema: d
         add(f"{outcome}: excluded", "employment unknown", no_employment)
     for key, reason in acknowledged.items():
         add("acknowledged", f"{key}: {reason}")
-    return pd.DataFrame(rows, columns=["study", "stage", "reason", "IPS", "SAU", "total"]).astype({"IPS": "Int64", "SAU": "Int64", "total": "Int64"})
+    return pd.DataFrame(rows, columns=["study", "stage", "reason", "IPS", "SAU", "total"]).astype(
+        {"IPS": "Int64", "SAU": "Int64", "total": "Int64"}
+    )
 
 
 def raw_arm_counts(rules: dict, data: StudyData, index: pd.Index) -> pd.Series:
     """Arm of every raw row of the participants table, read again from the raw cells (not the
     harmonized data) so that the pooling step can reconcile raw and harmonized counts."""
     rule = rules["variables"]["arm"]
-    (kind, spec), = rule.items()
+    ((kind, spec),) = rule.items()
     table = data.tables[rules["participants"]["table"]]
     if kind != "recode" or spec["table"] != table.name:
         return pd.Series(pd.NA, index=index)
@@ -277,16 +394,38 @@ def arm_counts(study: str, frame: pd.DataFrame, published: dict[str, int]) -> pd
     rows = []
     for (original, arm), n in observed.items():
         expected = published.get(original)
-        rows.append({"study": study, "arm_original": original, "arm": arm, "n": int(n), "published_n": expected, "differs": expected is not None and expected != n})
+        rows.append(
+            {
+                "study": study,
+                "arm_original": original,
+                "arm": arm,
+                "n": int(n),
+                "published_n": expected,
+                "differs": expected is not None and expected != n,
+            }
+        )
     for original, expected in published.items():
         if original not in set(frame["arm_original"].dropna()):
-            rows.append({"study": study, "arm_original": original, "arm": pd.NA, "n": 0, "published_n": expected, "differs": True})
+            rows.append(
+                {
+                    "study": study,
+                    "arm_original": original,
+                    "arm": pd.NA,
+                    "n": 0,
+                    "published_n": expected,
+                    "differs": True,
+                }
+            )
     return pd.DataFrame(rows).astype({"published_n": "Int64"})
 
 
 def provenance(rules: dict, data: StudyData, base_dir: Path, rules_path: Path | None) -> dict:
     files = sorted({t.spec["file"] for t in data.tables.values()})
-    rules_hash = sha256_of(rules_path) if rules_path else hashlib.sha256(json.dumps(rules, sort_keys=True, default=str).encode()).hexdigest()
+    rules_hash = (
+        sha256_of(rules_path)
+        if rules_path
+        else hashlib.sha256(json.dumps(rules, sort_keys=True, default=str).encode()).hexdigest()
+    )
     return {
         "study": rules["study"],
         "raw_files_sha256": {f: sha256_of(data.raw_dir / f) for f in files},

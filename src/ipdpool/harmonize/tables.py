@@ -93,12 +93,23 @@ class StudyData:
         missing_columns = [c for c in [spec["id"], spec.get("site")] if c and c not in raw.frame.columns]
         if missing_columns:
             for column in missing_columns:
-                self.problems.add(file, column, f"id/site column {column!r} not found; columns are {column_list(raw.frame.columns)}")
+                self.problems.add(
+                    file, column, f"id/site column {column!r} not found; columns are {column_list(raw.frame.columns)}"
+                )
             return
         ids, bad = normalize_ids(raw.frame[spec["id"]], self.id_type, spec.get("id_format"))
-        reformatted = int((ids.notna() & ids.ne(normalize_ids(raw.frame[spec["id"]], "text")[0])).sum()) if spec.get("id_format") else 0
+        reformatted = (
+            int((ids.notna() & ids.ne(normalize_ids(raw.frame[spec["id"]], "text")[0])).sum())
+            if spec.get("id_format")
+            else 0
+        )
         if bad.any():
-            self.problems.add(file, spec["id"], f"participant id missing or not a valid {self.id_type} id", rows=data_rows(np.flatnonzero(bad)))
+            self.problems.add(
+                file,
+                spec["id"],
+                f"participant id missing or not a valid {self.id_type} id",
+                rows=data_rows(np.flatnonzero(bad)),
+            )
         keys = ids
         if spec.get("site"):
             sites = code_keys(raw.frame[spec["site"]])
@@ -114,16 +125,27 @@ class StudyData:
         self.trial_ids = pd.Series([], dtype=object)
         if name not in self.tables:
             if name not in self.rules["tables"]:
-                self.problems.add("(rule file)", "participants", f"participants table {name!r} is not declared under tables")
+                self.problems.add(
+                    "(rule file)", "participants", f"participants table {name!r} is not declared under tables"
+                )
             return pd.Index([], dtype=object)
         table = self.tables[name]
         for other in self.tables.values():
             if bool(other.spec.get("site")) != bool(table.spec.get("site")):
-                self.problems.add(other.file, other.spec["id"], "every table must name a site column when the participants table does (ids unique within site), and none otherwise")
+                self.problems.add(
+                    other.file,
+                    other.spec["id"],
+                    "every table must name a site column when the participants table does (ids unique within site), and none otherwise",
+                )
         duplicated = table.keys.duplicated(keep=False) & table.keys.notna()
         if duplicated.any():
             # Row numbers only: ids are identifiers and are not echoed.
-            self.problems.add(table.file, table.spec["id"], "duplicate participant ids in the participants table", rows=data_rows(np.flatnonzero(duplicated)))
+            self.problems.add(
+                table.file,
+                table.spec["id"],
+                "duplicate participant ids in the participants table",
+                rows=data_rows(np.flatnonzero(duplicated)),
+            )
         keep = (table.keys.notna() & ~table.keys.duplicated()).to_numpy()
         self.one_row[name] = table.frame.set_axis(table.keys).loc[keep]
         self.trial_ids = pd.Series(table.ids.to_numpy()[keep], index=table.keys.to_numpy()[keep])
@@ -135,11 +157,21 @@ class StudyData:
         known = table.position >= 0
         orphans = table.keys.notna().to_numpy() & ~known
         if orphans.any() and len(self.participants):
-            self.problems.add(table.file, table.spec["id"], "rows whose participant is not in the participants table", rows=data_rows(np.flatnonzero(orphans)))
+            self.problems.add(
+                table.file,
+                table.spec["id"],
+                "rows whose participant is not in the participants table",
+                rows=data_rows(np.flatnonzero(orphans)),
+            )
         if table.spec.get("rows", "one") == "one":
             duplicated = table.keys.duplicated(keep=False) & table.keys.notna()
             if duplicated.any():
-                self.problems.add(table.file, table.spec["id"], "more than one row per participant in a table declared rows: one", rows=data_rows(np.flatnonzero(duplicated)))
+                self.problems.add(
+                    table.file,
+                    table.spec["id"],
+                    "more than one row per participant in a table declared rows: one",
+                    rows=data_rows(np.flatnonzero(duplicated)),
+                )
             keep = known & ~table.keys.duplicated().to_numpy()
             self.one_row[table.name] = table.frame.set_axis(table.keys).loc[keep]
             self.one_row_file[table.name] = table.file
@@ -149,7 +181,9 @@ class StudyData:
         table = self.tables.get(spec["from"])
         if table is None:
             if spec["from"] not in self.rules["tables"]:
-                self.problems.add("(rule file)", f"selection {name}", f"table {spec['from']!r} is not declared under tables")
+                self.problems.add(
+                    "(rule file)", f"selection {name}", f"table {spec['from']!r} is not declared under tables"
+                )
             return
         frame = table.frame.set_axis(table.keys).loc[table.position >= 0]
         if "where" in spec:
@@ -158,7 +192,12 @@ class StudyData:
             frame = self._visit_window(frame, spec["visit_window"], table, name)
         duplicated = frame.index.duplicated(keep=False)
         if duplicated.any():
-            self.problems.add(table.file, f"selection {name}", "the selection keeps more than one row for some participants", values=(f"{duplicated.sum()} rows",))
+            self.problems.add(
+                table.file,
+                f"selection {name}",
+                "the selection keeps more than one row for some participants",
+                values=(f"{duplicated.sum()} rows",),
+            )
             frame = frame.loc[~frame.index.duplicated()]
         if len(frame) == 0 and f"table {table.name}" not in self.empty:
             self.empty[f"selection {name}"] = table.file
@@ -169,7 +208,11 @@ class StudyData:
     def filter_rows(self, frame: pd.DataFrame, where: dict, table: LinkedTable, variable: str) -> pd.DataFrame:
         column = where["column"]
         if column not in frame.columns:
-            self.problems.add(table.file, variable, f"column {column!r} (in where) not found; columns are {column_list(frame.columns)}")
+            self.problems.add(
+                table.file,
+                variable,
+                f"column {column!r} (in where) not found; columns are {column_list(frame.columns)}",
+            )
             return frame.iloc[0:0]
         wanted = {code_key(v) for v in (where["in"] if "in" in where else [where["equals"]])}
         return frame.loc[code_keys(frame[column]).isin(wanted).to_numpy()]
@@ -177,11 +220,22 @@ class StudyData:
     def _visit_window(self, frame: pd.DataFrame, window: dict, table: LinkedTable, name: str) -> pd.DataFrame:
         variable = f"selection {name}"
         if window["date"] not in frame.columns:
-            self.problems.add(table.file, variable, f"date column {window['date']!r} not found; columns are {column_list(frame.columns)}")
+            self.problems.add(
+                table.file,
+                variable,
+                f"date column {window['date']!r} not found; columns are {column_list(frame.columns)}",
+            )
             return frame.iloc[0:0]
         dates, bad = parse_dates(frame[window["date"]], table.spec.get("date_format"))
         if bad.any():
-            self.problems.add(table.file, variable, f"dates in {window['date']!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(frame[window["date"]][bad.to_numpy()].unique()), column=window["date"], cells=frame[window["date"]])
+            self.problems.add(
+                table.file,
+                variable,
+                f"dates in {window['date']!r} that do not parse with date_format {table.spec.get('date_format')!r}",
+                values=tuple(frame[window["date"]][bad.to_numpy()].unique()),
+                column=window["date"],
+                cells=frame[window["date"]],
+            )
         anchor = self.dates(window["anchor"], variable)
         unit = "days" if "days" in window else "months"
         # The window's unit: days as they are, or months of `month_days` days.
@@ -191,7 +245,9 @@ class StudyData:
         if low > high:
             self.problems.add("(rule file)", variable, f"visit_window {unit} [{low}, {high}] run backwards")
         inside = (offset >= low) & (offset <= high)
-        candidates = frame.loc[inside].assign(_distance=np.abs(offset[inside] - window["target"]), _order=np.arange(inside.sum()))
+        candidates = frame.loc[inside].assign(
+            _distance=np.abs(offset[inside] - window["target"]), _order=np.arange(inside.sum())
+        )
         best = candidates.sort_values(["_distance", "_order"], kind="stable")
         best = best.loc[~best.index.duplicated()].drop(columns=["_distance", "_order"])
         return best.reindex([k for k in frame.index.unique() if k in best.index])
@@ -201,7 +257,9 @@ class StudyData:
         parts = []
         for table in self.tables.values():
             matched = int((table.position >= 0).sum())
-            parts.append(f"{table.name}: {len(table.keys)} rows, {table.reformatted} ids reformatted, {matched} matched")
+            parts.append(
+                f"{table.name}: {len(table.keys)} rows, {table.reformatted} ids reformatted, {matched} matched"
+            )
         return "; ".join(parts)
 
     # ------------------------------------------------------------ values
@@ -214,9 +272,17 @@ class StudyData:
             if name not in declared:
                 self.problems.add("(rule file)", variable, f"table or selection {name!r} is not declared")
             elif name in self.tables and self.tables[name].spec.get("rows") == "many":
-                self.problems.add(self.tables[name].file, variable, f"table {name!r} has many rows per participant; read it through a selection")
+                self.problems.add(
+                    self.tables[name].file,
+                    variable,
+                    f"table {name!r} has many rows per participant; read it through a selection",
+                )
             elif name in self.rules.get("selections", {}) and self.rules["selections"][name]["from"] in self.tables:
-                self.problems.add("(rule file)", variable, f"selection {name!r} is used before it is defined; list it earlier under selections")
+                self.problems.add(
+                    "(rule file)",
+                    variable,
+                    f"selection {name!r} is used before it is defined; list it earlier under selections",
+                )
             return None
         frame, file = self.one_row[name], self.one_row_file[name]
         if column not in frame.columns:
@@ -232,20 +298,31 @@ class StudyData:
         blank = np.array([key is None or key == "" for key in keys])[codes]
         coded = np.array([key in declared for key in keys])[codes] & ~blank
         user = self._user_missing(table, column, cells).to_numpy() & ~blank & ~coded
-        for reason, mask in (("blank", blank & (codes >= 0)), ("missing code", coded), ("declared user-missing in file", user)):
+        for reason, mask in (
+            ("blank", blank & (codes >= 0)),
+            ("missing code", coded),
+            ("declared user-missing in file", user),
+        ):
             if mask.any():
                 set_missing[reason] = int(mask.sum())
         values = cells.astype(object).where(~(blank | coded | user), None)
         if spec.get("labels"):
             values = self._labelled(values, table, column, file, variable)
-        return SourceValues(self._aligned(name, values), file, column, int(len(frame)), int((~blank).sum()), set_missing)
+        return SourceValues(
+            self._aligned(name, values), file, column, int(len(frame)), int((~blank).sum()), set_missing
+        )
 
     def _aligned(self, name: str, values: pd.Series) -> pd.Series:
         """A column of a one-row table or selection on the participants' index (NaN for participants
         without a row), as reindex does, with the indexer found once per table or selection."""
         if name not in self.indexers:
             self.indexers[name] = self.one_row[name].index.get_indexer(self.participants)
-        return pd.Series(values.array.take(self.indexers[name], allow_fill=True), index=self.participants, name=values.name, dtype=values.dtype)
+        return pd.Series(
+            values.array.take(self.indexers[name], allow_fill=True),
+            index=self.participants,
+            name=values.name,
+            dtype=values.dtype,
+        )
 
     def _user_missing(self, table: LinkedTable, column: str, cells: pd.Series) -> pd.Series:
         declared = table.raw.user_missing.get(column, [])
@@ -263,12 +340,21 @@ class StudyData:
     def _labelled(self, values: pd.Series, table: LinkedTable, column: str, file: str, variable: str) -> pd.Series:
         labels = {code_key(k): v for k, v in table.raw.value_labels.get(column, {}).items()}
         if not labels:
-            self.problems.add(file, variable, f"column {column!r} has no value labels (labels: true needs SPSS/Stata labels)")
+            self.problems.add(
+                file, variable, f"column {column!r} has no value labels (labels: true needs SPSS/Stata labels)"
+            )
             return values
         keys = code_keys(values)
         unlabelled = keys.notna() & ~keys.isin(labels)
         if unlabelled.any():
-            self.problems.add(file, variable, f"codes in {column!r} without a value label", values=tuple(sorted(set(keys[unlabelled]))), column=column, cells=values)
+            self.problems.add(
+                file,
+                variable,
+                f"codes in {column!r} without a value label",
+                values=tuple(sorted(set(keys[unlabelled]))),
+                column=column,
+                cells=values,
+            )
         return keys.map(labels).where(keys.notna(), None)
 
     def dates(self, spec: dict, variable: str) -> pd.Series:
@@ -278,10 +364,19 @@ class StudyData:
         table = self.one_row_table[spec["table"]]
         dates, bad = parse_dates(found.values, table.spec.get("date_format"))
         if bad.any():
-            self.problems.add(found.file, variable, f"dates in {found.column!r} that do not parse with date_format {table.spec.get('date_format')!r}", values=tuple(found.values[bad].astype(str).unique()), column=found.column, cells=found.values)
+            self.problems.add(
+                found.file,
+                variable,
+                f"dates in {found.column!r} that do not parse with date_format {table.spec.get('date_format')!r}",
+                values=tuple(found.values[bad].astype(str).unique()),
+                column=found.column,
+                cells=found.values,
+            )
         return dates
 
-    def long_table(self, name: str, variable: str, columns: tuple[str, ...] = ()) -> tuple[LinkedTable, pd.DataFrame] | None:
+    def long_table(
+        self, name: str, variable: str, columns: tuple[str, ...] = ()
+    ) -> tuple[LinkedTable, pd.DataFrame] | None:
         """Rows of a long table that belong to known participants, indexed by participant key;
         None (with a problem recorded) if the table or one of `columns` is missing."""
         if name not in self.tables:
@@ -291,7 +386,9 @@ class StudyData:
         table = self.tables[name]
         for column in columns:
             if column not in table.frame.columns:
-                self.problems.add(table.file, variable, f"column {column!r} not found; columns are {column_list(table.frame.columns)}")
+                self.problems.add(
+                    table.file, variable, f"column {column!r} not found; columns are {column_list(table.frame.columns)}"
+                )
                 return None
         return table, table.frame.set_axis(table.keys).loc[table.position >= 0]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .crossprod import cross_products
 from . import NotEstimable
+from .crossprod import cross_products
 from .lmm import DDF_METHODS, LmmFit, fit_lmm
 
 RANDOM_PART = re.compile(r"\(\s*([^()|]+?)\s*\|\s*([^()|]+?)\s*\)")
@@ -85,7 +85,9 @@ class LmerResult:
         rows = []
         for j, name in enumerate(self.fit.names):
             result = self.fit.contrast(np.eye(len(self.fit.names))[j], self.ddf, self.level)
-            rows.append({"term": name, **{k: result[k] for k in ("estimate", "se", "df", "t", "p_value", "ci_low", "ci_high")}})
+            rows.append(
+                {"term": name, **{k: result[k] for k in ("estimate", "se", "df", "t", "p_value", "ci_low", "ci_high")}}
+            )
         return pd.DataFrame(rows).set_index("term")
 
     @property
@@ -93,11 +95,32 @@ class LmerResult:
         """One row per random term (variance, SD) and per pair (covariance, correlation), then the residual."""
         d = self.fit.random_covariance
         sd = np.sqrt(np.diag(d))
-        rows = [{"group": self.group, "term": t, "with": "", "variance": d[i, i], "sd": sd[i], "correlation": np.nan} for i, t in enumerate(self.random_terms)]
+        rows = [
+            {"group": self.group, "term": t, "with": "", "variance": d[i, i], "sd": sd[i], "correlation": np.nan}
+            for i, t in enumerate(self.random_terms)
+        ]
         for i, j in zip(*np.tril_indices(len(self.random_terms), -1)):
             correlation = d[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
-            rows.append({"group": self.group, "term": self.random_terms[i], "with": self.random_terms[j], "variance": d[i, j], "sd": np.nan, "correlation": correlation})
-        rows.append({"group": "Residual", "term": "", "with": "", "variance": self.fit.sigma2, "sd": np.sqrt(self.fit.sigma2), "correlation": np.nan})
+            rows.append(
+                {
+                    "group": self.group,
+                    "term": self.random_terms[i],
+                    "with": self.random_terms[j],
+                    "variance": d[i, j],
+                    "sd": np.nan,
+                    "correlation": correlation,
+                }
+            )
+        rows.append(
+            {
+                "group": "Residual",
+                "term": "",
+                "with": "",
+                "variance": self.fit.sigma2,
+                "sd": np.sqrt(self.fit.sigma2),
+                "correlation": np.nan,
+            }
+        )
         return pd.DataFrame(rows)
 
     def contrast(self, weights, level: float | None = None) -> dict:
@@ -128,14 +151,20 @@ class LmerResult:
         return "\n".join(lines)
 
 
-def lmer(formula: str, data: pd.DataFrame, reml: bool = True, ddf: str = "satterthwaite", level: float = 0.95) -> LmerResult:
+def lmer(
+    formula: str, data: pd.DataFrame, reml: bool = True, ddf: str = "satterthwaite", level: float = 0.95
+) -> LmerResult:
     """Fit `y ~ fixed + (random | group)` on `data` (see the module docstring)."""
     import formulaic  # imported here: only this entry point parses formulas
 
     if ddf not in DDF_METHODS:
         raise ValueError(f"ddf must be one of {DDF_METHODS}, not {ddf!r}")
     fixed, random_terms, group = split_formula(formula)
-    used = set(formulaic.Formula(fixed).required_variables) | set(formulaic.Formula(random_terms).required_variables) | {group}
+    used = (
+        set(formulaic.Formula(fixed).required_variables)
+        | set(formulaic.Formula(random_terms).required_variables)
+        | {group}
+    )
     missing = sorted(used - set(data.columns))
     if missing:
         raise KeyError(f"columns not in the data: {missing}")
@@ -147,5 +176,7 @@ def lmer(formula: str, data: pd.DataFrame, reml: bool = True, ddf: str = "satter
         raise NotEstimable(f"{z.shape[1]} random-effect terms; the engine fits at most {MAX_RANDOM_TERMS}")
     y = np.asarray(matrices.lhs, float)[:, 0]
     x = np.asarray(matrices.rhs, float)
-    cp = cross_products(x, np.asarray(z, float), y, complete[group].to_numpy(), list(matrices.rhs.columns), list(z.columns))
+    cp = cross_products(
+        x, np.asarray(z, float), y, complete[group].to_numpy(), list(matrices.rhs.columns), list(z.columns)
+    )
     return LmerResult(formula, fit_lmm(cp, reml=reml), ddf, level, group, list(z.columns), notes)

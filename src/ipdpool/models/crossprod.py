@@ -76,7 +76,7 @@ class CrossProducts:
         """X'X, X'y and y'y summed over groups."""
         return self.xtx.sum(axis=0), self.xty.sum(axis=0), float(self.yty.sum())
 
-    def subset(self, keep: np.ndarray) -> "CrossProducts":
+    def subset(self, keep: np.ndarray) -> CrossProducts:
         """The same statistics for a subset of the groups (boolean mask or indices)."""
         keep = np.asarray(keep)
         labels = np.asarray(self.groups, dtype=object)[keep]

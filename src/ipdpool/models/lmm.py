@@ -151,7 +151,9 @@ def _minimize_many(cp: CrossProducts, reml: bool) -> np.ndarray:
     def search(start: np.ndarray, fixed_zero: tuple[int, ...] = ()) -> np.ndarray:
         box = [(0.0, 0.0) if i in fixed_zero else bounds[i] for i in range(size)]
         start = np.where(np.isin(np.arange(size), fixed_zero), 0.0, start)
-        return optimize.minimize(objective, start, method="L-BFGS-B", bounds=box, options={"ftol": 1e-14, "gtol": 1e-9}).x
+        return optimize.minimize(
+            objective, start, method="L-BFGS-B", bounds=box, options={"ftol": 1e-14, "gtol": 1e-9}
+        ).x
 
     identity = np.zeros(size)
     identity[diagonal] = 1.0
@@ -162,7 +164,9 @@ def _minimize_many(cp: CrossProducts, reml: bool) -> np.ndarray:
     for count in range(1, cp.q + 1):
         candidates += [search(identity, zero) for zero in itertools.combinations(diagonal, count)]
     best = min(candidates, key=objective)
-    polished = optimize.minimize(objective, best, method="Nelder-Mead", bounds=bounds, options={"xatol": 1e-10, "fatol": 1e-12, "maxfev": 4000})
+    polished = optimize.minimize(
+        objective, best, method="Nelder-Mead", bounds=bounds, options={"xatol": 1e-10, "fatol": 1e-12, "maxfev": 4000}
+    )
     return polished.x if polished.fun <= objective(best) else best
 
 
@@ -239,7 +243,9 @@ class LmmFit:
         h = numderiv.hessian(lambda v: deviance_at(self.cp, v[:-1], v[-1], self.reml), point)
         values, vectors = np.linalg.eigh(h)
         if np.any(values < -1e-8):
-            self.warnings.append(f"Hessian of the deviance has {int(np.sum(values < -1e-8))} negative eigenvalue(s): the fit may not have converged")
+            self.warnings.append(
+                f"Hessian of the deviance has {int(np.sum(values < -1e-8))} negative eigenvalue(s): the fit may not have converged"
+            )
         keep = values > 1e-8
         covariance = 2 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
 
@@ -306,7 +312,9 @@ def fit_lmm(cp: CrossProducts, reml: bool = True, singular_tolerance: float = SI
         [], singular_tolerance,
     )  # fmt: skip
     if fit.is_singular:
-        fit.warnings.append("singular fit: a random-effect variance is estimated at 0 or a correlation at +-1 (lme4 isSingular)")
+        fit.warnings.append(
+            "singular fit: a random-effect variance is estimated at 0 or a correlation at +-1 (lme4 isSingular)"
+        )
     return fit
 
 

@@ -10,7 +10,7 @@ has no Richardson derivative, and numdifftools would bring another step rule.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

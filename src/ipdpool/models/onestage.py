@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+
 from ..probabilities import t_quantile, t_sf
 from . import NotEstimable
 from .lmm import SINGULAR_TOLERANCE, LmmFit, fit_lmm
@@ -50,16 +51,29 @@ def base_row(outcome: str, model: ModelSpec, term: str, variant: str, parts: lis
     }  # fmt: skip
 
 
-def not_estimated(outcome: str, model: ModelSpec, variant: str, parts: list[tuple[str, dict]], reason: str) -> list[dict]:
-    return [{**base_row(outcome, model, term, variant, parts), "status": "not estimated", "warnings": reason} for term in model.report]
+def not_estimated(
+    outcome: str, model: ModelSpec, variant: str, parts: list[tuple[str, dict]], reason: str
+) -> list[dict]:
+    return [
+        {**base_row(outcome, model, term, variant, parts), "status": "not estimated", "warnings": reason}
+        for term in model.report
+    ]
 
 
-def mixed_rows(outcome: str, model: ModelSpec, variant: str, parts: list[tuple[str, dict]], fit: LmmFit, ddf: str, report: dict) -> list[dict]:
+def mixed_rows(
+    outcome: str, model: ModelSpec, variant: str, parts: list[tuple[str, dict]], fit: LmmFit, ddf: str, report: dict
+) -> list[dict]:
     covariance = fit.random_covariance
-    components = {"tau2": covariance[0, 0], "sigma2": fit.sigma2, "icc": covariance[0, 0] / (covariance[0, 0] + fit.sigma2)}
+    components = {
+        "tau2": covariance[0, 0],
+        "sigma2": fit.sigma2,
+        "icc": covariance[0, 0] / (covariance[0, 0] + fit.sigma2),
+    }
     if fit.cp.q > 1:
         scale = np.sqrt(covariance[0, 0] * covariance[1, 1])
-        components.update(slope_variance=covariance[1, 1], slope_correlation=covariance[0, 1] / scale if scale > 0 else np.nan)
+        components.update(
+            slope_variance=covariance[1, 1], slope_correlation=covariance[0, 1] / scale if scale > 0 else np.nan
+        )
     rows = []
     for term, weights in report.items():
         result = fit.contrast(contrast_vector(fit.names, weights), ddf)
@@ -73,13 +87,32 @@ def mixed_rows(outcome: str, model: ModelSpec, variant: str, parts: list[tuple[s
     return rows
 
 
-def mixed_model(statistics: dict, outcome: str, model: ModelSpec, design: str = "primary", variant: str = "random_intercept", reml: bool = True, min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, exclude_study: str | None = None, ddf: str = "satterthwaite", random_slope: str | None = None, report: dict | None = None) -> list[dict]:
+def mixed_model(
+    statistics: dict,
+    outcome: str,
+    model: ModelSpec,
+    design: str = "primary",
+    variant: str = "random_intercept",
+    reml: bool = True,
+    min_studies: int = 2,
+    singular_tolerance: float = SINGULAR_TOLERANCE,
+    exclude_study: str | None = None,
+    ddf: str = "satterthwaite",
+    random_slope: str | None = None,
+    report: dict | None = None,
+) -> list[dict]:
     """One mixed model from the studies' statistics: rows for each reported contrast."""
     report = model.report if report is None else report
     shown = ModelSpec(model.name, model.terms, model.adjust, report)
     parts = present(statistics, outcome, f"{model.name}/{design}", exclude_study)
     if len(parts) < min_studies:
-        return not_estimated(outcome, shown, variant, parts, f"outcome available in {len(parts)} studies with complete data; the model needs at least {min_studies}")
+        return not_estimated(
+            outcome,
+            shown,
+            variant,
+            parts,
+            f"outcome available in {len(parts)} studies with complete data; the model needs at least {min_studies}",
+        )
     try:
         fit = fit_lmm(combine(parts, random_slope), reml=reml, singular_tolerance=singular_tolerance)
     except (NotEstimable, np.linalg.LinAlgError) as error:
@@ -87,10 +120,27 @@ def mixed_model(statistics: dict, outcome: str, model: ModelSpec, design: str = 
     return mixed_rows(outcome, shown, variant, parts, fit, ddf, report)
 
 
-def primary(data: pd.DataFrame, outcome: str, model: ModelSpec, min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
+def primary(
+    data: pd.DataFrame,
+    outcome: str,
+    model: ModelSpec,
+    min_studies: int = 2,
+    singular_tolerance: float = SINGULAR_TOLERANCE,
+    ddf: str = "satterthwaite",
+) -> list[dict]:
     """The primary model of one outcome on pooled participant data (a convenience for scripts)."""
-    analysis = {"outcomes": [outcome], "models": {model.name: {"terms": list(model.terms), "adjust": list(model.adjust), "report": model.report}}}
-    return mixed_model(statistics_by_study(data, analysis), outcome, model, min_studies=min_studies, singular_tolerance=singular_tolerance, ddf=ddf)
+    analysis = {
+        "outcomes": [outcome],
+        "models": {model.name: {"terms": list(model.terms), "adjust": list(model.adjust), "report": model.report}},
+    }
+    return mixed_model(
+        statistics_by_study(data, analysis),
+        outcome,
+        model,
+        min_studies=min_studies,
+        singular_tolerance=singular_tolerance,
+        ddf=ddf,
+    )
 
 
 # ------------------------------------------------------------ sensitivity variants
@@ -104,7 +154,13 @@ def study_fixed_effect(statistics: dict, outcome: str, model: ModelSpec, min_stu
     parts = present(statistics, outcome, f"{model.name}/primary")
     k = len(parts)
     if k < min_studies:
-        return not_estimated(outcome, model, variant, parts, f"outcome available in {k} studies with complete data; the model needs at least {min_studies}")
+        return not_estimated(
+            outcome,
+            model,
+            variant,
+            parts,
+            f"outcome available in {k} studies with complete data; the model needs at least {min_studies}",
+        )
     try:
         cp = combine(parts)
     except NotEstimable as error:
@@ -147,17 +203,45 @@ def study_fixed_effect(statistics: dict, outcome: str, model: ModelSpec, min_stu
     return rows
 
 
-WITHIN_BETWEEN_REPORT = {"employed_within": {"employed_within": 1}, "employed_between": {"employed_between": 1}, "between_minus_within": {"employed_between": 1, "employed_within": -1}}
+WITHIN_BETWEEN_REPORT = {
+    "employed_within": {"employed_within": 1},
+    "employed_between": {"employed_between": 1},
+    "between_minus_within": {"employed_between": 1, "employed_within": -1},
+}
 
 
-def within_between(statistics: dict, outcome: str, model: ModelSpec, min_studies: int = 2, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
+def within_between(
+    statistics: dict,
+    outcome: str,
+    model: ModelSpec,
+    min_studies: int = 2,
+    singular_tolerance: float = SINGULAR_TOLERANCE,
+    ddf: str = "satterthwaite",
+) -> list[dict]:
     """Employment split into its within-study deviation and its study mean (ecological bias)."""
     if not has_within_between(model):
         return []
-    return mixed_model(statistics, outcome, model, "within_between", "within_between", min_studies=max(min_studies, 3), singular_tolerance=singular_tolerance, ddf=ddf, report=WITHIN_BETWEEN_REPORT)
+    return mixed_model(
+        statistics,
+        outcome,
+        model,
+        "within_between",
+        "within_between",
+        min_studies=max(min_studies, 3),
+        singular_tolerance=singular_tolerance,
+        ddf=ddf,
+        report=WITHIN_BETWEEN_REPORT,
+    )
 
 
-def random_slope(statistics: dict, outcome: str, model: ModelSpec, min_studies: int = 3, singular_tolerance: float = SINGULAR_TOLERANCE, ddf: str = "satterthwaite") -> list[dict]:
+def random_slope(
+    statistics: dict,
+    outcome: str,
+    model: ModelSpec,
+    min_studies: int = 3,
+    singular_tolerance: float = SINGULAR_TOLERANCE,
+    ddf: str = "satterthwaite",
+) -> list[dict]:
     """Correlated random intercept and random slope for employed, by study (REML)."""
     variant = "random_slope_employed"
     if "employed" not in model.terms:
@@ -165,20 +249,41 @@ def random_slope(statistics: dict, outcome: str, model: ModelSpec, min_studies: 
     parts = present(statistics, outcome, f"{model.name}/primary")
     varying = sum(varies_within(entry, "employed") for _, entry in parts)
     if varying < min_studies:
-        return not_estimated(outcome, model, variant, parts, f"employment varies within {varying} studies; a random slope needs at least {min_studies}")
-    return mixed_model(statistics, outcome, model, variant=variant, min_studies=0, singular_tolerance=singular_tolerance, ddf=ddf, random_slope="employed")
+        return not_estimated(
+            outcome,
+            model,
+            variant,
+            parts,
+            f"employment varies within {varying} studies; a random slope needs at least {min_studies}",
+        )
+    return mixed_model(
+        statistics,
+        outcome,
+        model,
+        variant=variant,
+        min_studies=0,
+        singular_tolerance=singular_tolerance,
+        ddf=ddf,
+        random_slope="employed",
+    )
 
 
 def sensitivity(statistics: dict, outcome: str, model: ModelSpec, settings: dict) -> list[dict]:
     variants = settings.get("variants", [])
-    options = {"min_studies": settings.get("min_studies", 2), "singular_tolerance": settings.get("singular_tolerance", SINGULAR_TOLERANCE), "ddf": settings.get("ddf", "satterthwaite")}
+    options = {
+        "min_studies": settings.get("min_studies", 2),
+        "singular_tolerance": settings.get("singular_tolerance", SINGULAR_TOLERANCE),
+        "ddf": settings.get("ddf", "satterthwaite"),
+    }
     rows = []
     if "study_fixed_effect" in variants:
         rows += study_fixed_effect(statistics, outcome, model, options["min_studies"])
     if "within_between" in variants:
         rows += within_between(statistics, outcome, model, **options)
     if "random_slope" in variants:
-        rows += random_slope(statistics, outcome, model, singular_tolerance=options["singular_tolerance"], ddf=options["ddf"])
+        rows += random_slope(
+            statistics, outcome, model, singular_tolerance=options["singular_tolerance"], ddf=options["ddf"]
+        )
     if "ml" in variants:
         rows += mixed_model(statistics, outcome, model, variant="ml", reml=False, **options)
     if "unadjusted" in variants:
@@ -187,7 +292,9 @@ def sensitivity(statistics: dict, outcome: str, model: ModelSpec, settings: dict
         rows += mixed_model(statistics, outcome, model, "covariates", "covariates", **options)
     if "leave_one_out" in variants:
         for study in sorted(s for s, entry in statistics.items() if entry["outcomes"][outcome]["n_followup"] > 0):
-            rows += mixed_model(statistics, outcome, model, variant=f"leave_out_{study}", exclude_study=study, **options)
+            rows += mixed_model(
+                statistics, outcome, model, variant=f"leave_out_{study}", exclude_study=study, **options
+            )
     return rows
 
 
@@ -203,11 +310,18 @@ def fit_outcome_from_statistics(statistics: dict, outcome: str, analysis: dict) 
     """All configured models for one outcome: (primary rows, sensitivity rows)."""
     min_studies = analysis.get("min_studies", 2)
     tolerance, ddf = analysis.get("singular_tolerance", SINGULAR_TOLERANCE), analysis.get("ddf", "satterthwaite")
-    settings = {**analysis.get("sensitivity", {}), "min_studies": min_studies, "singular_tolerance": tolerance, "ddf": ddf}
+    settings = {
+        **analysis.get("sensitivity", {}),
+        "min_studies": min_studies,
+        "singular_tolerance": tolerance,
+        "ddf": ddf,
+    }
     primary_rows, sensitivity_rows = [], []
     for name, spec in analysis["models"].items():
         model = ModelSpec.from_config(name, spec)
-        primary_rows += mixed_model(statistics, outcome, model, min_studies=min_studies, singular_tolerance=tolerance, ddf=ddf)
+        primary_rows += mixed_model(
+            statistics, outcome, model, min_studies=min_studies, singular_tolerance=tolerance, ddf=ddf
+        )
         log.info("%s: model %s fitted; sensitivity analyses next", outcome, name)
         sensitivity_rows += sensitivity(statistics, outcome, model, settings)
         log.info("%s: model %s sensitivity analyses done", outcome, name)
@@ -218,4 +332,6 @@ def fit_outcome_from_statistics(statistics: dict, outcome: str, analysis: dict) 
 
 def fit_outcome(data: pd.DataFrame, outcome: str, analysis: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """fit_outcome_from_statistics on pooled participant data."""
-    return fit_outcome_from_statistics(statistics_by_study(data, {**analysis, "outcomes": [outcome]}), outcome, analysis)
+    return fit_outcome_from_statistics(
+        statistics_by_study(data, {**analysis, "outcomes": [outcome]}), outcome, analysis
+    )

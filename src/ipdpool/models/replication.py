@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from ..probabilities import norm_quantile
 
 
-def replication_table(one_stage: pd.DataFrame, contrast: str, term: str, published: dict[str, list[float]], truth: dict[str, float] | None) -> pd.DataFrame:
+def replication_table(
+    one_stage: pd.DataFrame, contrast: str, term: str, published: dict[str, list[float]], truth: dict[str, float] | None
+) -> pd.DataFrame:
     """One row per outcome; differences are in units of the pipeline's standard error.
 
     The published SE is recovered from the published 95% CI as (high - low) / (2 * 1.96).
@@ -16,10 +19,24 @@ def replication_table(one_stage: pd.DataFrame, contrast: str, term: str, publish
     chosen = one_stage[(one_stage["contrast"] == contrast) & (one_stage["term"] == term)]
     z = norm_quantile(0.975)
     for row in chosen.itertuples():
-        entry = {"outcome": row.outcome, "contrast": contrast, "term": term, "estimate": row.estimate, "se": row.se, "ci_low": row.ci_low, "ci_high": row.ci_high, "status": row.status}
+        entry = {
+            "outcome": row.outcome,
+            "contrast": contrast,
+            "term": term,
+            "estimate": row.estimate,
+            "se": row.se,
+            "ci_low": row.ci_low,
+            "ci_high": row.ci_high,
+            "status": row.status,
+        }
         if row.outcome in published:
             value, low, high = published[row.outcome]
-            entry.update(published_estimate=value, published_ci_low=low, published_ci_high=high, published_se=(high - low) / (2 * z))
+            entry.update(
+                published_estimate=value,
+                published_ci_low=low,
+                published_ci_high=high,
+                published_se=(high - low) / (2 * z),
+            )
             entry["within_published_ci"] = bool(low <= row.estimate <= high) if row.status == "estimated" else np.nan
             entry["difference_from_published_in_se"] = (row.estimate - value) / row.se
         if truth and row.outcome in truth:

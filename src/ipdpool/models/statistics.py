@@ -19,11 +19,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .crossprod import CrossProducts
 from . import NotEstimable
+from .crossprod import CrossProducts
 
 DIAGNOSIS_REFERENCE = "schizophrenia_spectrum"
-TERMS = ("employed", "ips", "ips:employed", "baseline", "age", "sex", "diagnosis", "employed_within", "employed_between")
+TERMS = (
+    "employed",
+    "ips",
+    "ips:employed",
+    "baseline",
+    "age",
+    "sex",
+    "diagnosis",
+    "employed_within",
+    "employed_between",
+)
 DESIGNS = ("primary", "unadjusted", "covariates", "within_between")
 RESPONSE = "y"
 
@@ -36,8 +46,10 @@ class ModelSpec:
     report: dict[str, dict[str, float]]  # contrast name -> {term: weight}
 
     @staticmethod
-    def from_config(name: str, spec: dict) -> "ModelSpec":
-        return ModelSpec(name, tuple(spec["terms"]), tuple(spec.get("adjust", [])), {k: dict(v) for k, v in spec["report"].items()})
+    def from_config(name: str, spec: dict) -> ModelSpec:
+        return ModelSpec(
+            name, tuple(spec["terms"]), tuple(spec.get("adjust", [])), {k: dict(v) for k, v in spec["report"].items()}
+        )
 
 
 def has_within_between(model: ModelSpec) -> bool:
@@ -75,7 +87,9 @@ def complete_cases(data: pd.DataFrame, outcome: str, terms: tuple[str, ...]) -> 
     return frame.sort_values("study", kind="stable").reset_index(drop=True)
 
 
-def design(frame: pd.DataFrame, outcome: str, terms: tuple[str, ...], diagnosis_levels=None) -> tuple[np.ndarray, list[str]]:
+def design(
+    frame: pd.DataFrame, outcome: str, terms: tuple[str, ...], diagnosis_levels=None
+) -> tuple[np.ndarray, list[str]]:
     """Design matrix (intercept first); diagnosis expands to indicators of `diagnosis_levels`
     (default: the levels present) against schizophrenia spectrum."""
     columns, names = [np.ones(len(frame))], ["Intercept"]
@@ -123,7 +137,11 @@ def arm_summaries(part: pd.DataFrame, outcome: str) -> dict:
     out = {"instrument": str(scored[f"{outcome}_instrument"].iloc[0]) if len(scored) else ""}
     for arm in ("IPS", "SAU"):
         values = scored.loc[scored["arm"] == arm, f"{outcome}_fu"]
-        out[arm] = {"n": int(len(values)), "mean": float(values.mean()) if len(values) else None, "sd": float(values.std(ddof=1)) if len(values) > 1 else None}
+        out[arm] = {
+            "n": int(len(values)),
+            "mean": float(values.mean()) if len(values) else None,
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+        }
     return out
 
 
@@ -138,7 +156,9 @@ def study_statistics(part: pd.DataFrame, analysis: dict, diagnosis_levels) -> di
             for kind in DESIGNS:
                 terms = design_terms(model, kind, covariates)
                 if terms is not None:
-                    designs[f"{name}/{kind}"] = design_statistics(complete_cases(part, outcome, terms), outcome, terms, diagnosis_levels)
+                    designs[f"{name}/{kind}"] = design_statistics(
+                        complete_cases(part, outcome, terms), outcome, terms, diagnosis_levels
+                    )
         outcomes[outcome] = {"n_followup": int(part[f"{outcome}_fu_z"].notna().sum()), "designs": designs}
         if f"{outcome}_fu" in part:
             outcomes[outcome]["arms"] = arm_summaries(part, outcome)
@@ -149,7 +169,10 @@ def statistics_by_study(data: pd.DataFrame, analysis: dict, diagnosis_levels=Non
     """study -> study_statistics, for pooled participant data (all diagnosis levels seen if none given)."""
     if diagnosis_levels is None:
         diagnosis_levels = sorted(set(data["diagnosis"].dropna())) if "diagnosis" in data else []
-    return {str(study): study_statistics(part, analysis, diagnosis_levels) for study, part in data.groupby("study", sort=True)}
+    return {
+        str(study): study_statistics(part, analysis, diagnosis_levels)
+        for study, part in data.groupby("study", sort=True)
+    }
 
 
 # ------------------------------------------------------------------ combining studies
@@ -171,7 +194,10 @@ def check_full_rank(products: np.ndarray, n: float, names: list[str]) -> None:
     rank = np.linalg.matrix_rank(xtx)
     if rank < xtx.shape[0]:
         constant = constant_columns(products, n, names[:-1])
-        raise NotEstimable(f"design not of full rank ({rank} < {xtx.shape[0]} columns)" + (f"; no variation in {', '.join(constant)}" if constant else ""))
+        raise NotEstimable(
+            f"design not of full rank ({rank} < {xtx.shape[0]} columns)"
+            + (f"; no variation in {', '.join(constant)}" if constant else "")
+        )
 
 
 HELD, BUNDLE = "participant data", "site bundle"
@@ -203,7 +229,11 @@ def combine(parts: list[tuple[str, dict]], random_slope: str | None = None) -> C
     names = parts[0][1]["names"]
     products = np.stack([np.asarray(entry["products"], float) for _, entry in parts])
     n = np.array([float(entry["n"]) for _, entry in parts])
-    keep = [j for j in range(len(names)) if names[j] == RESPONSE or not names[j].startswith("diagnosis:") or products[:, j, j].sum() > 0]
+    keep = [
+        j
+        for j in range(len(names))
+        if names[j] == RESPONSE or not names[j].startswith("diagnosis:") or products[:, j, j].sum() > 0
+    ]
     products, names = products[:, keep][:, :, keep], [names[j] for j in keep]
     check_full_rank(products.sum(axis=0), n.sum(), names)
     x_names = names[:-1]

@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from ..probabilities import t_quantile
+
 from ..meta import METHODS, leave_one_out, meta_analysis
+from ..probabilities import t_quantile
 from . import NotEstimable
 from .onestage import contrast_vector
 from .statistics import ModelSpec, check_full_rank, data_sources, present, statistics_by_study
 
-PER_STUDY_COLUMNS = ["study", "outcome", "contrast", "term", "estimate", "se", "ci_low", "ci_high", "n", "df", "data_source", "status", "warnings"]
+PER_STUDY_COLUMNS = [
+    "study",
+    "outcome",
+    "contrast",
+    "term",
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "n",
+    "df",
+    "data_source",
+    "status",
+    "warnings",
+]
 
 
 def ols_from_products(products: np.ndarray, n: int, names: list[str]) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
@@ -37,7 +52,13 @@ def per_study(statistics: dict, outcome: str, model: ModelSpec) -> list[dict]:
     """OLS of the model's terms and adjustments within each study (t intervals on n - p df)."""
     rows = []
     for study, entry in present(statistics, outcome, f"{model.name}/primary"):
-        base = {"study": study, "outcome": outcome, "contrast": model.name, "n": entry["n"], "data_source": entry["source"]}
+        base = {
+            "study": study,
+            "outcome": outcome,
+            "contrast": model.name,
+            "n": entry["n"],
+            "data_source": entry["source"],
+        }
         try:
             beta, cov, df, names = ols_from_products(np.asarray(entry["products"], float), entry["n"], entry["names"])
         except NotEstimable as error:
@@ -47,7 +68,19 @@ def per_study(statistics: dict, outcome: str, model: ModelSpec) -> list[dict]:
         for term, weights in model.report.items():
             vector = contrast_vector(names, weights)
             estimate, se = float(vector @ beta), float(np.sqrt(vector @ cov @ vector))
-            rows.append({**base, "term": term, "estimate": estimate, "se": se, "ci_low": estimate - crit * se, "ci_high": estimate + crit * se, "df": float(df), "status": "estimated", "warnings": ""})
+            rows.append(
+                {
+                    **base,
+                    "term": term,
+                    "estimate": estimate,
+                    "se": se,
+                    "ci_low": estimate - crit * se,
+                    "ci_high": estimate + crit * se,
+                    "df": float(df),
+                    "status": "estimated",
+                    "warnings": "",
+                }
+            )
     return rows
 
 
@@ -60,7 +93,9 @@ def per_study_table_from_statistics(statistics: dict, outcome: str, analysis: di
 
 def per_study_table(data: pd.DataFrame, outcome: str, analysis: dict) -> pd.DataFrame:
     """per_study_table_from_statistics on pooled participant data."""
-    return per_study_table_from_statistics(statistics_by_study(data, {**analysis, "outcomes": [outcome]}), outcome, analysis)
+    return per_study_table_from_statistics(
+        statistics_by_study(data, {**analysis, "outcomes": [outcome]}), outcome, analysis
+    )
 
 
 def two_stage_tables(
@@ -72,9 +107,15 @@ def two_stage_tables(
     usable = estimates[estimates["status"] == "estimated"]
     for (outcome, contrast, term), group in usable.groupby(["outcome", "contrast", "term"], sort=False):
         y, v, labels = group["estimate"].to_numpy(), group["se"].to_numpy() ** 2, list(group["study"])
-        key = {"outcome": outcome, "contrast": contrast, "term": term, "studies": ",".join(labels), "data_source": data_sources(dict(zip(labels, group["data_source"])))}
+        key = {
+            "outcome": outcome,
+            "contrast": contrast,
+            "term": term,
+            "studies": ",".join(labels),
+            "data_source": data_sources(dict(zip(labels, group["data_source"]))),
+        }
         for method in methods:
-            for hksj in ((False,) if method == "FE" else (False, True)):
+            for hksj in (False,) if method == "FE" else (False, True):
                 result = meta_analysis(y, v, method, hksj, prediction=prediction)
                 pooled.append({**key, **result.row()})
                 if method == "REML" and len(labels) > 1:

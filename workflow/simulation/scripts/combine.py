@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pandas as pd
+
 from ipdpool.logutil import logged_to
 from ipdpool.simulation import coverage_figure, summarize
 from ipdpool.tables import read_table, write_table
