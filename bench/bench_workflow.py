@@ -59,12 +59,14 @@ def rule_scripts(workflow: Path) -> dict[str, Path]:
 
 
 def import_seconds(script: Path, tries: int = 3) -> float:
-    """CPU seconds of a fresh interpreter that runs only the script's top-level imports."""
+    """CPU seconds of a fresh interpreter that runs only the script's top-level imports, with one BLAS
+    thread as Snakemake gives a one-thread job (more threads make importing numpy dearer)."""
     imports = "\n".join(line for line in script.read_text().splitlines() if re.match(r"(import|from) \S", line))
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     costs = []
     for _ in range(tries):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-c", imports], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-c", imports], check=True, capture_output=True, env=env)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         costs.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return min(costs)
