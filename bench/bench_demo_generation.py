@@ -20,7 +20,8 @@ start = time.perf_counter()
 paths = write_demo(Path(sys.argv[1]), scale=int(sys.argv[2]))
 elapsed = time.perf_counter() - start
 size = sum(p.stat().st_size for p in paths)
-print(json.dumps({"seconds": elapsed, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "bytes": size}))
+print(json.dumps({"seconds": elapsed, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, \
+"bytes": size}))
 """
 
 
@@ -37,7 +38,8 @@ def main() -> None:
             figures = json.loads(out.stdout.strip().splitlines()[-1])
         participants = scale * sum(trial.n for trial in TRIALS.values())
         print(
-            f"{scale:>6} {participants:>12} {figures['seconds']:>8.2f} {figures['peak_mib']:>9.0f} {figures['bytes'] / 1e6:>10.1f}"
+            f"{scale:>6} {participants:>12} {figures['seconds']:>8.2f} {figures['peak_mib']:>9.0f} "
+            f"{figures['bytes'] / 1e6:>10.1f}"
         )
 
 

@@ -79,7 +79,8 @@ def pyarrow_csv(spec):
     width = data.split(b"\\n", 1)[0].count(spec.get("delimiter", ",").encode()) + 1
     pacsv.read_csv(io.BytesIO(data), pacsv.ReadOptions(use_threads=False, autogenerate_column_names=True),
                    pacsv.ParseOptions(delimiter=spec.get("delimiter", ","), quote_char=False),
-                   pacsv.ConvertOptions(column_types={f"f{i}": pa.string() for i in range(width)}, strings_can_be_null=False))
+                   pacsv.ConvertOptions(column_types={f"f{i}": pa.string() for i in range(width)}, \
+strings_can_be_null=False))
 
 def csv_module(spec):
     text = (raw_dir / spec["file"]).read_bytes().decode(spec.get("encoding", "utf-8-sig"))
@@ -97,7 +98,8 @@ def read_statistical(spec):
     reader = pyreadstat.read_sav if spec["format"] == "spss" else pyreadstat.read_dta
     reader(str(raw_dir / spec["file"]), user_missing=True)
 
-CANDIDATES = {"csv": {"pyarrow.csv": pyarrow_csv, "csv module": csv_module}, "excel": {"python-calamine": calamine, **({"fastexcel": read_fastexcel} if fastexcel else {})},
+CANDIDATES = {"csv": {"pyarrow.csv": pyarrow_csv, "csv module": csv_module}, \
+"excel": {"python-calamine": calamine, **({"fastexcel": read_fastexcel} if fastexcel else {})},
               "spss": {"pyreadstat": read_statistical}, "stata": {"pyreadstat": read_statistical}}
 seconds = {}
 for name, library in CANDIDATES[next(iter(tables))["format"]].items():
@@ -139,7 +141,10 @@ def main() -> None:
                 sums = by_reader.setdefault(reader, [0, 0.0, 0.0, 0.0])
                 for i, key in enumerate(("rows", "seconds", "cpu_seconds", "read_seconds")):
                     sums[i] += f[key]
-                rates = f"{f['rows'] / f['seconds']:>9,.0f} {f['rows'] / f['cpu_seconds']:>11,.0f} {f['rows'] / f['read_seconds']:>12,.0f}"
+                rates = (
+                    f"{f['rows'] / f['seconds']:>9,.0f} "
+                    f"{f['rows'] / f['cpu_seconds']:>11,.0f} {f['rows'] / f['read_seconds']:>12,.0f}"
+                )
                 times = f"{f['rows']:>12} {f['seconds']:>7.2f} {f['cpu_seconds']:>7.2f} {f['read_seconds']:>7.2f}"
                 print(f"{scale:>6} {study:>5} {reader:>16} {times} {rates} {f['peak_mib']:>9.0f}")
                 for library, seconds in run_child(LIBRARIES, study, raw_dir).items():
@@ -150,14 +155,17 @@ def main() -> None:
             participants = scale * sum(t.n for t in TRIALS.values())
             print(f"{scale:>6} {'all':>5} {'all':>16} {participants:>12} {total:>7.2f}")
     print(
-        "\nLibraries alone on the same files (fresh process, one thread), against ipdpool's read_table and whole harmonization:"
+        "\nLibraries alone on the same files (fresh process, one thread), "
+        "against ipdpool's read_table and whole harmonization:"
     )
     print(
-        f"{'scale':>6} {'study':>5} {'library':>16} {'participants':>12} {'lib_s':>7} {'lib part./s':>12} {'read_s':>7} {'wall_s':>7}"
+        f"{'scale':>6} {'study':>5} {'library':>16} {'participants':>12} {'lib_s':>7} "
+        f"{'lib part./s':>12} {'read_s':>7} {'wall_s':>7}"
     )
     for scale, study, library, rows, seconds, read, wall in libraries:
         print(
-            f"{scale:>6} {study:>5} {library:>16} {rows:>12} {seconds:>7.2f} {rows / seconds:>12,.0f} {read:>7.2f} {wall:>7.2f}"
+            f"{scale:>6} {study:>5} {library:>16} {rows:>12} {seconds:>7.2f} {rows / seconds:>12,.0f} "
+            f"{read:>7.2f} {wall:>7.2f}"
         )
 
 

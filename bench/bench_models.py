@@ -41,7 +41,8 @@ def generate(kind, k, n):
     baseline = rng.normal(size=k * n)
     employed = (rng.random(k * n) < 1 / (1 + np.exp(-0.6 * baseline))).astype(float)
     slope = rng.normal(0, 0.1, k) if kind == "slope" else np.zeros(k)
-    y = np.repeat(rng.normal(0, 0.15, k), n) + 0.6 * baseline + (0.59 + slope[groups]) * employed + rng.normal(0, 0.8, k * n)
+    y = np.repeat(rng.normal(0, 0.15, k), n) + 0.6 * baseline + (0.59 + slope[groups]) * employed \
++ rng.normal(0, 0.8, k * n)
     return np.column_stack([np.ones(k * n), employed, baseline]), y, groups
 """
 
@@ -57,11 +58,13 @@ z = x[:, :2] if kind == "slope" else x[:, :1]
 input_bytes = x.nbytes + y.nbytes + groups.nbytes
 tracemalloc.start()
 start = time.perf_counter()
-fit = fit_lmm(cross_products(x, z, y, groups, ["Intercept", "employed", "baseline"], ["Intercept", "employed"][: z.shape[1]]))
+fit = fit_lmm(cross_products(x, z, y, groups, ["Intercept", "employed", "baseline"], \
+["Intercept", "employed"][: z.shape[1]]))
 result = fit.contrast(np.array([0.0, 1.0, 0.0]))
 seconds = time.perf_counter() - start
 peak = tracemalloc.get_traced_memory()[1]
-print(json.dumps({"seconds": seconds, "extra_mib": peak / 2**20, "input_mib": input_bytes / 2**20, "estimate": result["estimate"], "df": result["df"]}))
+print(json.dumps({"seconds": seconds, "extra_mib": peak / 2**20, "input_mib": input_bytes / 2**20, \
+"estimate": result["estimate"], "df": result["df"]}))
 """
 )
 
@@ -119,7 +122,10 @@ def main() -> None:
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     use_r = shutil.which("Rscript") is not None and "lme4" not in skip
-    header = "| model | groups x rows | ipdpool s | extra MiB (input MiB) | statsmodels s | lme4 s | statsmodels / ipdpool | lme4 / ipdpool |"
+    header = (
+        "| model | groups x rows | ipdpool s | extra MiB (input MiB) | statsmodels s "
+        "| lme4 s | statsmodels / ipdpool | lme4 / ipdpool |"
+    )
     print(header)
     print("|---|---|---|---|---|---|---|---|")
     for kind, k, n in SCENARIOS:
@@ -139,7 +145,7 @@ def main() -> None:
                 return "not run"
             return f"{result['seconds']:.2f}" if result else f"> {args.timeout:.0f}"
 
-        def ratio(result):
+        def ratio(result, ours=ours):
             return f"{result['seconds'] / ours['seconds']:.0f}x" if result else "-"
 
         model = "random intercept" if kind == "intercept" else "random slope"

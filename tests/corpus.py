@@ -167,12 +167,14 @@ def fi_truth() -> pd.DataFrame:
 # ------------------------------------------------------------ writing the exports with PSPP, R and LibreOffice
 
 PSPP_SYNTAX = """
-GET DATA /TYPE=TXT /FILE='{folder}/people.csv' /ENCODING='UTF-8' /ARRANGEMENT=DELIMITED /DELCASE=LINE /FIRSTCASE=2 /DELIMITERS=","
+GET DATA /TYPE=TXT /FILE='{folder}/people.csv' /ENCODING='UTF-8' /ARRANGEMENT=DELIMITED /DELCASE=LINE \
+/FIRSTCASE=2 /DELIMITERS=","
   /VARIABLES= tunnus A6 ryhma F1.0 sukupuoli F1.0 ika F3.0 satunnaistettu EDATE10 rses_0 F3.0.
 VALUE LABELS ryhma 1 'IPS' 2 'Tavanomainen kuntoutus' /sukupuoli 1 'mies' 2 'nainen'.
 MISSING VALUES ika (999) /rses_0 (-9).
 SAVE OUTFILE='{folder}/FI/fi_osallistujat.sav'.
-GET DATA /TYPE=TXT /FILE='{folder}/known.csv' /ENCODING='UTF-8' /ARRANGEMENT=DELIMITED /DELCASE=LINE /FIRSTCASE=2 /DELIMITERS=","
+GET DATA /TYPE=TXT /FILE='{folder}/known.csv' /ENCODING='UTF-8' /ARRANGEMENT=DELIMITED /DELCASE=LINE \
+/FIRSTCASE=2 /DELIMITERS=","
   /VARIABLES= id F4.0 code F1.0 score F8.2 town A20 visit SDATE10.
 VALUE LABELS code 1 'one' 2 'two' 3 'three'.
 MISSING VALUES code (9).

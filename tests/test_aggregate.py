@@ -56,7 +56,10 @@ def test_the_demo_file_reads_and_has_six_trials(demo_file, schema):
     [
         (
             lambda lines: lines[:3] + [set_field(lines[3], HEADER.index("sd"), "-4.8")] + lines[4:],
-            "line 4 (trial 'EU6', outcome 'quality_of_life', arm 'SAU'): sd: -4.8 is less than or equal to the minimum of 0",
+            (
+                "line 4 (trial 'EU6', outcome 'quality_of_life', arm 'SAU'): "
+                "sd: -4.8 is less than or equal to the minimum of 0"
+            ),
         ),
         (
             lambda lines: lines[:2] + [set_field(lines[2], HEADER.index("n"), "1")] + lines[3:],

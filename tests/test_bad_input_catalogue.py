@@ -126,7 +126,10 @@ HARMONIZATION_CASES = [
         ),
         DK_VISITS,
         "(whole file)",
-        "has a single column 'løbenr;besøg;dato;rses;whoqol_psyk;sans_global;saps_global;gaf_f': is the delimiter ',' right?",
+        (
+            "has a single column 'løbenr;besøg;dato;rses;whoqol_psyk;sans_global;saps_global;gaf_f': "
+            "is the delimiter ',' right?"
+        ),
     ),
     (
         "header_row_shifted",
@@ -153,7 +156,10 @@ HARMONIZATION_CASES = [
         None,
         US,
         "age",
-        "values in 'age' that are not numbers (decimal mark '.'); add them to `missing` if they mean unknown; values 'fifty'",
+        (
+            "values in 'age' that are not numbers (decimal mark '.'); "
+            "add them to `missing` if they mean unknown; values 'fifty'"
+        ),
     ),
     (
         "unexpected_date_format",
@@ -162,7 +168,11 @@ HARMONIZATION_CASES = [
         None,
         DK_PEOPLE,
         "followup_months",
-        "dates in 'randomiseringsdato' that do not parse with date_format '%d-%m-%Y'; 1 distinct value not shown (column 'randomiseringsdato' looks like identifiers: 450 distinct values in 720 cells)",
+        (
+            "dates in 'randomiseringsdato' that do not parse with date_format '%d-%m-%Y'; "
+            "1 distinct value not shown "
+            "(column 'randomiseringsdato' looks like identifiers: 450 distinct values in 720 cells)"
+        ),
     ),
     (
         "recode_misses_a_code",
@@ -216,7 +226,10 @@ HARMONIZATION_CASES = [
         None,
         US,
         "self_esteem",
-        "declared collected but no participant has a baseline or follow-up score; mark it not_collected or fix the rule",
+        (
+            "declared collected but no participant has a baseline or follow-up score; "
+            "mark it not_collected or fix the rule"
+        ),
     ),
     ("empty_study", "US", us(lambda f: f.iloc[0:0]), None, US, "participants", "the participants table has no rows"),
     (
@@ -374,7 +387,10 @@ HARMONIZATION_CASES += [
         None,
         "se_ips_malmo.xlsx [Baslinje]",
         "(whole file)",
-        "formula cells without a cached value (the file was never recalculated and saved by a spreadsheet program); cells E2",
+        (
+            "formula cells without a cached value (the file was never recalculated "
+            "and saved by a spreadsheet program); cells E2"
+        ),
     ),
     (
         "xlsx_merged_header",
@@ -481,7 +497,11 @@ HARMONIZATION_CASES += [
         rule_text("US", "column: age,", "column: name,"),
         US,
         "age",
-        "values in 'name' that are not numbers (decimal mark '.'); add them to `missing` if they mean unknown; 204 distinct values not shown (column 'name' is named like an identifier or free text)",
+        (
+            "values in 'name' that are not numbers (decimal mark '.'); "
+            "add them to `missing` if they mean unknown; "
+            "204 distinct values not shown (column 'name' is named like an identifier or free text)"
+        ),
     ),
     (
         "national_ids_read_into_age",
@@ -490,7 +510,11 @@ HARMONIZATION_CASES += [
         rule_text("US", "column: age,", "column: ref,"),
         US,
         "age",
-        "values in 'ref' that are not numbers (decimal mark '.'); add them to `missing` if they mean unknown; 204 distinct values not shown (column 'ref' looks like identifiers: 204 distinct values in 204 cells)",
+        (
+            "values in 'ref' that are not numbers (decimal mark '.'); "
+            "add them to `missing` if they mean unknown; "
+            "204 distinct values not shown (column 'ref' looks like identifiers: 204 distinct values in 204 cells)"
+        ),
     ),
     (
         "national_ids_read_as_scores",
@@ -499,7 +523,10 @@ HARMONIZATION_CASES += [
         rule_text("US", "column: gaf_m0,", "column: cpr,"),
         US,
         "functioning_bl",
-        "scores outside the GAF range [1, 100]; 204 distinct values not shown (column 'cpr' is named like an identifier or free text)",
+        (
+            "scores outside the GAF range [1, 100]; "
+            "204 distinct values not shown (column 'cpr' is named like an identifier or free text)"
+        ),
     ),
     (
         "national_ids_recoded_into_sex",
@@ -508,7 +535,10 @@ HARMONIZATION_CASES += [
         rule_text("US", "sex: {recode: {table: wide, column: sex,", "sex: {recode: {table: wide, column: ref,"),
         US,
         "sex",
-        "codes in 'ref' missing from the recode map (the map must list every code); 204 distinct values not shown (column 'ref' looks like identifiers: 204 distinct values in 204 cells)",
+        (
+            "codes in 'ref' missing from the recode map (the map must list every code); "
+            "204 distinct values not shown (column 'ref' looks like identifiers: 204 distinct values in 204 cells)"
+        ),
     ),
     (
         "names_copied_into_sex",
@@ -521,7 +551,11 @@ HARMONIZATION_CASES += [
         ),
         "(harmonized data)",
         "sex",
-        "column sex: fails isin(['female', 'male']): 204 failing values not shown (column 'sex' looks like identifiers: 204 distinct values in 204 cells) (participants 1, 2, 3, 4, 5 in file order)",
+        (
+            "column sex: fails isin(['female', 'male']): 204 failing values not shown "
+            "(column 'sex' looks like identifiers: 204 distinct values in 204 cells) "
+            "(participants 1, 2, 3, 4, 5 in file order)"
+        ),
     ),
     (
         "site_copied_from_national_ids",
@@ -530,7 +564,10 @@ HARMONIZATION_CASES += [
         rule_text("US", "site: {constant: Hartford}", "site: {copy: {table: wide, column: ref}}"),
         US,
         "site",
-        "free-text field copied from 'ref' looks like identifiers: 204 distinct values in 204 cells; it may hold identifiers: list its values under `allowed` in the copy rule",
+        (
+            "free-text field copied from 'ref' looks like identifiers: 204 distinct values in 204 cells; "
+            "it may hold identifiers: list its values under `allowed` in the copy rule"
+        ),
     ),
     (
         "arm_original_copied_from_names",
@@ -543,7 +580,10 @@ HARMONIZATION_CASES += [
         ),
         US,
         "arm_original",
-        "free-text field copied from 'name' looks like identifiers: 204 distinct values in 204 cells; it may hold identifiers: list its values under `allowed` in the copy rule",
+        (
+            "free-text field copied from 'name' looks like identifiers: 204 distinct values in 204 cells; "
+            "it may hold identifiers: list its values under `allowed` in the copy rule"
+        ),
     ),
     (
         "site_not_in_allowed",
@@ -565,7 +605,10 @@ HARMONIZATION_CASES += [
         rule_text("DK", 'equals: "18 mdr"', 'equals: "18 Mdr"'),
         DK_VISITS,
         "selection followup_visit",
-        'keeps no rows; if this is right, say why in the rule file: `acknowledged: {"empty selection followup_visit": <reason>}`',
+        (
+            "keeps no rows; if this is right, "
+            'say why in the rule file: `acknowledged: {"empty selection followup_visit": <reason>}`'
+        ),
     ),
     (
         "followup_file_without_cases",
@@ -583,7 +626,10 @@ HARMONIZATION_CASES += [
         None,
         US,
         "self_esteem_fu",
-        'no participant in arm IPS has a follow-up score; if this is right, say why in the rule file: `acknowledged: {"no follow-up self_esteem IPS": <reason>}`',
+        (
+            "no participant in arm IPS has a follow-up score; "
+            'if this is right, say why in the rule file: `acknowledged: {"no follow-up self_esteem IPS": <reason>}`'
+        ),
     ),
     (
         "published_n_differs",
@@ -592,7 +638,10 @@ HARMONIZATION_CASES += [
         rule_text("US", "  IPS: 68\n", "  IPS: 70\n"),
         US,
         "arm_original",
-        "arm 'IPS' has 68 randomized participants, published_n says 70; if this is right, say why in the rule file: `acknowledged: {\"published_n IPS\": <reason>}`",
+        (
+            "arm 'IPS' has 68 randomized participants, published_n says 70; "
+            'if this is right, say why in the rule file: `acknowledged: {"published_n IPS": <reason>}`'
+        ),
     ),
     (
         "acknowledged_but_not_happening",
@@ -659,7 +708,8 @@ def test_rule_file_with_an_unknown_key(workspace):
     with pytest.raises(RuleFileError) as caught:
         load_rules(workspace / "studies" / "US.yaml")
     assert caught.value.problems == [
-        "top level: unknown key `colour`; allowed keys: study, title, raw_dir, published_n, acknowledged, tables, participants, selections, variables, outcomes"
+        "top level: unknown key `colour`; allowed keys: "
+        "study, title, raw_dir, published_n, acknowledged, tables, participants, selections, variables, outcomes"
     ]
     assert str(caught.value).startswith(f"rule file {workspace / 'studies' / 'US.yaml'}")
 
@@ -685,21 +735,30 @@ RULE_FILE_CASES = [
         "NL",
         "nl_deelnemers.dta, format: stata,",
         "nl_deelnemers.dta, format: stata, delimiter: ';',",
-        "tables.participants: `delimiter` is not allowed for format stata; allowed keys: file, format, id, id_format, site, rows, date_format, encoding",
+        (
+            "tables.participants: `delimiter` is not allowed for format stata; "
+            "allowed keys: file, format, id, id_format, site, rows, date_format, encoding"
+        ),
     ),
     (
         "encoding_for_excel",
         "SE",
         "sheet: Baslinje,",
         "sheet: Baslinje, encoding: latin-1,",
-        "tables.baseline: `encoding` is not allowed for format excel; allowed keys: file, format, id, id_format, site, rows, date_format, sheet",
+        (
+            "tables.baseline: `encoding` is not allowed for format excel; "
+            "allowed keys: file, format, id, id_format, site, rows, date_format, sheet"
+        ),
     ),
     (
         "misspelt_table_key",
         "NL",
         "nl_deelnemers.dta, format:",
         "nl_deelnemers.dta, fromat:",
-        "tables.participants: unknown key `fromat` (did you mean `format`?); allowed keys: file, format, delimiter, decimal, encoding, catalog, sheet, id, id_format, site, rows, date_format",
+        (
+            "tables.participants: unknown key `fromat` (did you mean `format`?); allowed keys: "
+            "file, format, delimiter, decimal, encoding, catalog, sheet, id, id_format, site, rows, date_format"
+        ),
     ),
     (
         "unknown_format",
@@ -727,7 +786,10 @@ RULE_FILE_CASES = [
         "NL",
         "arm: {recode: {table: participants, column: groep, map: {1: IPS, 2: SAU}}}",
         "arm: {}",
-        "variables.arm: give exactly one rule, one of copy, recode, linear, months_between, constant, not_collected, undetermined (found 0: none)",
+        (
+            "variables.arm: give exactly one rule, "
+            "one of copy, recode, linear, months_between, constant, not_collected, undetermined (found 0: none)"
+        ),
     ),
     (
         "months_and_days",
@@ -741,7 +803,10 @@ RULE_FILE_CASES = [
         "NL",
         "months: [15, 21]",
         "days: [457, 639]\n      month_days: 30",
-        "selections.followup_visit.visit_window: `month_days` is not allowed together with `days` (month_days converts months into days)",
+        (
+            "selections.followup_visit.visit_window: `month_days` is not allowed together with `days` "
+            "(month_days converts months into days)"
+        ),
     ),
     (
         "wrong_type",
@@ -796,7 +861,10 @@ def test_invalid_yaml_rule_file(workspace):
         (
             "sd",
             "-4.8",
-            "line 3 (trial 'EU6', outcome 'quality_of_life', arm 'IPS'): sd: -4.8 is less than or equal to the minimum of 0",
+            (
+                "line 3 (trial 'EU6', outcome 'quality_of_life', arm 'IPS'): "
+                "sd: -4.8 is less than or equal to the minimum of 0"
+            ),
         ),
         (
             "outcome",
@@ -844,7 +912,10 @@ YAML_CASES = [
         "second_rule_for_a_variable",
         "US",
         "  sex: {recode: {table: wide, column: sex, map: {M: male, F: female}}}\n",
-        "  sex: {recode: {table: wide, column: sex, map: {M: male, F: female}}}\n  sex: {recode: {table: wide, column: sex, map: {M: female, F: male}}}\n",
+        (
+            "  sex: {recode: {table: wide, column: sex, map: {M: male, F: female}}}\n"
+            "  sex: {recode: {table: wide, column: sex, map: {M: female, F: male}}}\n"
+        ),
         "line 44: duplicate key 'sex' (first at line 43); keys 1, 1.0 and \"1\" are the same key",
     ),
     (
@@ -924,31 +995,46 @@ KEY_CASES = [
         "demo_key_from_the_environment",
         {"demo_mode": False},
         DEMO_KEY.read_text().strip(),
-        "the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); it is refused unless demo_mode is true",
+        (
+            "the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); "
+            "it is refused unless demo_mode is true"
+        ),
     ),
     (
         "demo_key_copied_elsewhere",
         {"demo_mode": False, "pseudonym": {"key_file": "COPY"}},
         None,
-        "the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); it is refused unless demo_mode is true",
+        (
+            "the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); "
+            "it is refused unless demo_mode is true"
+        ),
     ),
     (
         "short_key",
         {"demo_mode": False},
         "0123456789abcde",
-        "the pseudonym key is too weak (shorter than 16 bytes); use at least 16 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`",
+        (
+            "the pseudonym key is too weak (shorter than 16 bytes); "
+            "use at least 16 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"
+        ),
     ),
     (
         "repetitive_key",
         {"demo_mode": False},
         "abababababababababababab",
-        "the pseudonym key is too weak (fewer than 8 distinct bytes); use at least 16 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`",
+        (
+            "the pseudonym key is too weak (fewer than 8 distinct bytes); "
+            "use at least 16 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"
+        ),
     ),
     (
         "low_entropy_key",
         {"demo_mode": False},
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaabcdefgh",
-        "the pseudonym key is too weak (1.1 bits of entropy per byte, fewer than 3.0); use at least 16 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`",
+        (
+            "the pseudonym key is too weak (1.1 bits of entropy per byte, fewer than 3.0); "
+            "use at least 16 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"
+        ),
     ),
 ]
 

@@ -71,7 +71,8 @@ def test_every_cell_of_every_export_reads_back(corpus, name):
         read = frame[column].tolist()
         if name == "pspp.por" and column == "town":  # a portable file holds 7-bit text: PSPP cannot store 'ä' in it
             assert table.warnings == [
-                "text in 'TOWN' has characters that could not be decoded (shown as U+FFFD); ask for the file in another format or encoding"
+                "text in 'TOWN' has characters that could not be decoded "
+                "(shown as U+FFFD); ask for the file in another format or encoding"
             ]
             read, known = [r if k.isascii() else k for r, k in zip(read, known[column])], known.copy()
         if name == "foreign_v10.dta" and column == "visit":
@@ -89,7 +90,8 @@ def test_every_cell_of_every_export_reads_back(corpus, name):
 def test_a_pre_unicode_stata_file_without_encoding_is_flagged(corpus):
     table = read_table("C", "known", {"file": "foreign_v10.dta", "format": "stata", "id": "id"}, corpus / "corpus")
     assert table.warnings == [
-        "text in 'town' looks like UTF-8 decoded as Latin-1/cp1252 (e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"
+        "text in 'town' looks like UTF-8 decoded as Latin-1/cp1252 "
+        "(e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"
     ]
 
 
@@ -143,9 +145,10 @@ def test_the_sixth_trial_harmonizes_to_the_known_truth(corpus, tmp_path):
         ]
         assert not bad, f"{column} differs from the truth in rows {bad}"
     notes = result.rule_log.set_index("variable").loc["participant_id", "notes"]
-    assert (
-        notes
-        == "osallistujat: 40 rows, 40 ids reformatted, 40 matched; seuranta: 32 rows, 0 ids reformatted, 32 matched; tyojaksot: 17 rows, 17 ids reformatted, 17 matched"
+    assert notes == (
+        "osallistujat: 40 rows, 40 ids reformatted, 40 matched; "
+        "seuranta: 32 rows, 0 ids reformatted, 32 matched; "
+        "tyojaksot: 17 rows, 17 ids reformatted, 17 matched"
     )
     assert result.warnings == []
 
@@ -189,5 +192,6 @@ def test_no_corpus_input_is_read_partially(corpus, tmp_path):
                 continue
             whole = read_table("C", "t", {**spec, "file": source.name}, source.parent)
             assert table.frame.equals(whole.frame), (
-                f"{name} cut at {cut} of {len(data)} bytes read {len(table.frame)} of {len(whole.frame)} rows with no error"
+                f"{name} cut at {cut} of {len(data)} bytes "
+                f"read {len(table.frame)} of {len(whole.frame)} rows with no error"
             )

@@ -196,7 +196,7 @@ def test_kenward_roger_primary_models_equal_pbkrtest(demo_tables, r_reference):
             assert "Kenward-Roger" in row["inference"]
 
 
-R_TWO_STAGE = r"""
+R_TWO_STAGE = """
 suppressPackageStartupMessages({library(metafor)})
 pooled$ips <- as.numeric(pooled$arm == "IPS")
 meta <- function(yi, vi, method, test) {
@@ -241,7 +241,8 @@ for (key in unique(models$key)) {
     if (nrow(p) < 1) next
     for (method in c("FE", "DL", "REML", "PM")) for (test in c("z", "knha")) {
       if (method == "FE" && test == "knha") next
-      pooled_rows[[paste(term, method, test)]] <- c(meta(p$estimate, p$se^2, method, test), studies = paste(p$study, collapse = ","))
+      pooled_rows[[paste(term, method, test)]] <- c(meta(p$estimate, p$se^2, method, test), \
+studies = paste(p$study, collapse = ","))
     }
   }
   out[[key]] <- list(per_study = per, pooled = pooled_rows)
@@ -249,7 +250,8 @@ for (key in unique(models$key)) {
 """
 
 TWO_STAGE_QUANTITIES = {  # quantity -> (relative tolerance, absolute floor)
-    "estimate": (1e-6, 1e-9), "se": (1e-4, 1e-9), "ci_low": (1e-6, 1e-9), "ci_high": (1e-6, 1e-9), "p_value": (1e-6, 1e-12),
+    "estimate": (1e-6, 1e-9), "se": (1e-4, 1e-9), "ci_low": (1e-6, 1e-9), "ci_high": (1e-6, 1e-9),
+    "p_value": (1e-6, 1e-12),
     "tau2": (1e-6, 1e-10), "q": (1e-8, 1e-10), "q_p": (1e-6, 1e-12), "i2": (1e-6, 1e-8), "h2": (1e-6, 1e-10),
     "pi_low": (1e-6, 1e-9), "pi_high": (1e-6, 1e-9),
 }  # fmt: skip

@@ -67,7 +67,7 @@ def test_ground_truth_file_states_the_generator_effects(demo_dir):
     assert truth["true_effects"]["employed"]["quality_of_life"] == 0.34
     assert truth["true_effects"]["ips_given_employment"] == 0
     assert truth["true_effects"]["ips_x_employed"] == 0
-    for study, trial in TRIALS.items():
+    for study in TRIALS:
         assert set(truth["studies"][study]["instruments"]) | set(truth["studies"][study]["not_collected"]) == set(
             OUTCOMES
         )

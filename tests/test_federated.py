@@ -102,8 +102,8 @@ def test_disclosure_control_refuses_too_many_parameters_for_a_model(setting, rep
     with pytest.raises(BundleError) as refused:
         bundle_of(part, analysis, levels, repo_root, {**DISCLOSURE_DEFAULTS, "nfilter_glm": 0.01})
     assert (
-        "study SE: model ips_x_employed/covariates for outcome functioning: 10 parameters for 82 participants, more than nfilter_glm 0.01 x n"
-        in str(refused.value)
+        "study SE: model ips_x_employed/covariates for outcome functioning: "
+        "10 parameters for 82 participants, more than nfilter_glm 0.01 x n" in str(refused.value)
     )
 
 

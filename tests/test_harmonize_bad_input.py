@@ -133,7 +133,10 @@ def test_an_untouched_copy_harmonizes(study_copy, study):
         (
             "participants",
             "dk_deltagere.csv",
-            "has a single column 'løbenr;by;gruppe;randomiseringsdato;køn;alder;diagnose;cpr;navn;bemærkning': is the delimiter ',' right?",
+            (
+                "has a single column 'løbenr;by;gruppe;randomiseringsdato;køn;alder;diagnose;cpr;navn;bemærkning': "
+                "is the delimiter ',' right?"
+            ),
         ),
     ],
 )
@@ -221,7 +224,10 @@ def test_misspelled_rule_type(tmp_path, repo_root):
     path = write_rule_file(tmp_path, repo_root, "US", "arm: {recode: {", "arm: {recod: {")
     with pytest.raises(RuleFileError) as caught:
         load_rules(path)
-    expected = "variables.arm: unknown key `recod` (did you mean `recode`?); allowed keys: copy, recode, linear, months_between, constant, not_collected, undetermined"
+    expected = (
+        "variables.arm: unknown key `recod` (did you mean `recode`?); "
+        "allowed keys: copy, recode, linear, months_between, constant, not_collected, undetermined"
+    )
     assert caught.value.problems == [expected]
     assert caught.value.path == path
     assert str(caught.value).startswith(f"rule file {path}: 1 problem(s):")

@@ -46,10 +46,11 @@ fit_one <- function(formula, data, reml = TRUE, kr = TRUE, contrast = NULL) {
 }
 """
 
-R_DATASETS = r"""
+R_DATASETS = """
 sleep <- lme4::sleepstudy
 dye <- lme4::Dyestuff2
-ortho <- as.data.frame(Orthodont); ortho$female <- as.numeric(ortho$Sex == "Female"); ortho$Subject <- as.character(ortho$Subject)
+ortho <- as.data.frame(Orthodont); ortho$female <- as.numeric(ortho$Sex == "Female"); \
+ortho$Subject <- as.character(ortho$Subject)
 ma <- as.data.frame(MathAchieve); sch <- as.data.frame(MathAchSchool)
 ma$MEANSES <- sch$MEANSES[match(ma$School, sch$School)]
 ma$catholic <- as.numeric(sch$Sector[match(ma$School, sch$School)] == "Catholic")
@@ -57,7 +58,8 @@ ma$minority <- as.numeric(ma$Minority == "Yes"); ma$School <- as.character(ma$Sc
 ma <- ma[, c("School", "MathAch", "SES", "MEANSES", "catholic", "minority")]
 ma10 <- ma[ma$School %in% unique(ma$School)[1:10], ]
 out <- list(
-  data = list(sleep = sleep, dye = dye, ortho = ortho[, c("Subject", "distance", "age", "female")], ma = ma, ma10 = ma10),
+  data = list(sleep = sleep, dye = dye, ortho = ortho[, c("Subject", "distance", "age", "female")], ma = ma, \
+ma10 = ma10),
   fits = list()
 )
 """

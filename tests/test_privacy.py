@@ -54,7 +54,7 @@ def plant_canaries(workdir: Path) -> list[str]:
         rules = yaml.safe_load((workdir / "config" / "studies" / f"{study}.yaml").read_text(encoding="utf-8"))
         used = referenced_columns(rules)
         for raw in export.files:
-            for sheet, frame in raw.sheets.items():
+            for frame in raw.sheets.values():
                 for position, column in enumerate(frame.columns):
                     if column in used:
                         continue

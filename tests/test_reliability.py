@@ -60,7 +60,12 @@ def test_a_failed_run_with_rules_pointed_at_identifiers_leaks_nothing(tmp_path):
         ("baseline: {copy: {table: wide, column: gaf_m0,", "baseline: {copy: {table: wide, column: ssn,"),
         (
             "tables:\n",
-            "tables:\n  stolen: {file: ../../DEMO_ONLY_pseudonym.key, format: csv, id: x}\n  passwd: {file: /etc/passwd, format: csv, id: x}\n  keyfile: {file: site_key.csv, format: csv, id: id}\n",
+            (
+                "tables:\n"
+                "  stolen: {file: ../../DEMO_ONLY_pseudonym.key, format: csv, id: x}\n"
+                "  passwd: {file: /etc/passwd, format: csv, id: x}\n"
+                "  keyfile: {file: site_key.csv, format: csv, id: id}\n"
+            ),
         ),
     ]:
         assert text.count(old) == 1, old

@@ -71,23 +71,27 @@ def read_aggregate(path: Path, schema_path: Path) -> pd.DataFrame:
         for error in sorted(validator.iter_errors(record), key=lambda e: str(e.path)):
             field = "/".join(map(str, error.path)) or "row"
             problems.append(
-                f"line {line} (trial {record.get('trial')!r}, outcome {record.get('outcome')!r}, arm {record.get('arm')!r}): {field}: {error.message}"
+                f"line {line} (trial {record.get('trial')!r}, outcome {record.get('outcome')!r}, "
+                f"arm {record.get('arm')!r}): {field}: {error.message}"
             )
     keys = frame[["trial", "outcome", "arm"]].apply(tuple, axis=1)
     for key, group in frame.groupby(keys.to_numpy(), sort=False):
         if len(group) > 1:
             problems.append(
-                f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {key[0]!r}, outcome {key[1]!r}, arm {key[2]!r} is listed more than once"
+                f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {key[0]!r}, outcome {key[1]!r}, "
+                f"arm {key[2]!r} is listed more than once"
             )
     for (trial, outcome), group in frame.groupby(["trial", "outcome"], sort=False):
         arms = set(group["arm"])
         if arms != {"IPS", "SAU"} and arms <= {"IPS", "SAU"}:
             problems.append(
-                f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {trial!r}, outcome {outcome!r} has no {({'IPS', 'SAU'} - arms).pop()} arm"
+                f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {trial!r}, outcome {outcome!r} "
+                f"has no {({'IPS', 'SAU'} - arms).pop()} arm"
             )
         if group["instrument"].nunique() > 1 or group["direction"].nunique() > 1:
             problems.append(
-                f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {trial!r}, outcome {outcome!r}: arms disagree on instrument or direction"
+                f"lines {', '.join(str(lines[i]) for i in group.index)}: trial {trial!r}, outcome {outcome!r}: "
+                "arms disagree on instrument or direction"
             )
     if problems:
         raise AggregateDataError(path, problems)

@@ -110,9 +110,14 @@ def table1_aggregates(part) -> dict:
             outcome = column[:-3]
             baseline, followup = rows[column].dropna(), rows[f"{outcome}_fu"].dropna()
             entry["outcomes"][outcome] = {
-                "instrument": str(rows[f"{outcome}_instrument"].dropna().iloc[0]) if rows[f"{outcome}_instrument"].notna().any() else "",
+                "instrument": (
+                    str(rows[f"{outcome}_instrument"].dropna().iloc[0])
+                    if rows[f"{outcome}_instrument"].notna().any()
+                    else ""
+                ),
                 "baseline_n": int(len(baseline)), "baseline_mean": float(baseline.mean()) if len(baseline) else None,
-                "baseline_sd": float(baseline.std(ddof=1)) if len(baseline) > 1 else None, "followup_n": int(len(followup)),
+                "baseline_sd": float(baseline.std(ddof=1)) if len(baseline) > 1 else None,
+                "followup_n": int(len(followup)),
             }  # fmt: skip
         out[arm] = entry
     return out
@@ -133,7 +138,8 @@ def disclosure_problems(statistics: dict, table1: dict, thresholds: dict) -> lis
             for level, count in entry[column].items():
                 if level != "missing" and 0 < count < tab:
                     problems.append(
-                        f"study {study}: cell {column} = {level} in arm {arm} has {count} participants, fewer than nfilter_tab {tab}"
+                        f"study {study}: cell {column} = {level} in arm {arm} has {count} participants, "
+                        f"fewer than nfilter_tab {tab}"
                     )
     for outcome, content in statistics["outcomes"].items():
         for key, design in content["designs"].items():
@@ -150,7 +156,8 @@ def disclosure_problems(statistics: dict, table1: dict, thresholds: dict) -> lis
             count = arms.get(arm, {}).get("n", 0)
             if 0 < count < tab:
                 problems.append(
-                    f"study {study}: follow-up {outcome} in arm {arm} has {count} participants, fewer than nfilter_tab {tab}"
+                    f"study {study}: follow-up {outcome} in arm {arm} has {count} participants, "
+                    f"fewer than nfilter_tab {tab}"
                 )
     return problems
 
@@ -194,7 +201,8 @@ def check_bundle(bundle: dict, path: Path, study: str, schema_file: Path, analys
         problems.append(f"bundle {path}: computed for another analysis configuration (the `analysis` section differs)")
     if m.get("ipdpool_version") != version:
         problems.append(
-            f"bundle {path}: written by ipdpool {m.get('ipdpool_version')}, this is {version}; mixed versions are refused"
+            f"bundle {path}: written by ipdpool {m.get('ipdpool_version')}, this is {version}; "
+            "mixed versions are refused"
         )
     return problems
 

@@ -60,7 +60,10 @@ def overall_test(row: pd.Series) -> str:
 
 
 def heterogeneity_text(row: pd.Series) -> str:
-    return f"Heterogeneity: Q = {row['q']:.2f}, df = {int(row['k']) - 1}, {p_text(row['q_p'])}; I\u00b2 = {row['i2']:.1f}%; \u03c4\u00b2 = {row['tau2']:.3f}"
+    return (
+        f"Heterogeneity: Q = {row['q']:.2f}, df = {int(row['k']) - 1}, {p_text(row['q_p'])}; "
+        f"I\u00b2 = {row['i2']:.1f}%; \u03c4\u00b2 = {row['tau2']:.3f}"
+    )
 
 
 def forest_figure(
@@ -348,8 +351,9 @@ def flow_diagram(flow: pd.DataFrame, study: str = "all") -> plt.Figure:
         axis.text(
             column + 0.105,
             0.56,
-            "Excluded from analysis: no baseline score /\nno follow-up score / employment unknown /\nnot collected in the study\n"
-            + "\n".join(excluded),
+            "Excluded from analysis: no baseline score /\n"
+            "no follow-up score / employment unknown /\n"
+            "not collected in the study\n" + "\n".join(excluded),
             **{**side, "va": "top", "fontsize": 7.5},
             gid=f"excluded-{arm}",
         )

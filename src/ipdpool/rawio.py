@@ -100,7 +100,8 @@ def mojibake_warnings(
             suspects.append(str(column))
     warnings = (
         [
-            f"text in {', '.join(map(repr, undecodable[:15]))} has characters that could not be decoded (shown as U+FFFD); ask for the file in another format or encoding"
+            f"text in {', '.join(map(repr, undecodable[:15]))} has characters that could not be decoded "
+            "(shown as U+FFFD); ask for the file in another format or encoding"
         ]
         if undecodable
         else []
@@ -108,7 +109,8 @@ def mojibake_warnings(
     if not suspects:
         return warnings
     return warnings + [
-        f"text in {', '.join(map(repr, suspects[:15]))} looks like UTF-8 decoded as Latin-1/cp1252 (e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"
+        f"text in {', '.join(map(repr, suspects[:15]))} looks like UTF-8 decoded as Latin-1/cp1252 "
+        "(e.g. 'Ã¤' for 'ä'); set `encoding: utf-8` for this file"
     ]
 
 
@@ -389,7 +391,8 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
             raise RawDataError(
                 study,
                 file,
-                f"formula cells without a cached value (the file was never recalculated and saved by a spreadsheet program); cells {', '.join(uncached[:5])}"
+                "formula cells without a cached value (the file was never recalculated "
+                f"and saved by a spreadsheet program); cells {', '.join(uncached[:5])}"
                 + (f" ... ({len(uncached)} cells)" if len(uncached) > 5 else ""),
             )
         if hidden_rows:
@@ -401,7 +404,8 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
             raise RawDataError(
                 study,
                 file,
-                f"header has merged cells {_cell_name(first_row, first_column)}:{_cell_name(last_row, last_column)}; unmerge them so that every column has its own name",
+                f"header has merged cells {_cell_name(first_row, first_column)}:{_cell_name(last_row, last_column)}; "
+                "unmerge them so that every column has its own name",
             )
     header = [_header_name(c) for c in rows[0]]
     while (

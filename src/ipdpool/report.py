@@ -62,13 +62,19 @@ def table_html(frame: pd.DataFrame, caption: str = "", table_id: str = "table") 
 
 
 def page(title: str, body: str) -> str:
-    return f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n'
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 def download_link(path: Path) -> str:
     """The table's TSV embedded as a data URI (the report is one self-contained file)."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<a download="{Path(path).name}" href="data:text/tab-separated-values;base64,{data}">Download {Path(path).name}</a>'
+    return (
+        f'<a download="{Path(path).name}" href="data:text/tab-separated-values;base64,{data}">'
+        f"Download {Path(path).name}</a>"
+    )
 
 
 def table_page(source: Path, title: str, frame: pd.DataFrame | None = None) -> str:

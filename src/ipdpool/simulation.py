@@ -111,7 +111,8 @@ def summarize(results: pd.DataFrame, scenarios: list[dict]) -> pd.DataFrame:
             "scenario": name, **{k: str(settings[name][k]) for k in SCENARIO_KEYS}, "method": method,
             "replicates": len(group), "estimated": n, "bias": error.mean(), "bias_mcse": empirical / np.sqrt(n),
             "empirical_se": empirical, "empirical_se_mcse": empirical / np.sqrt(2 * (n - 1)),
-            "mean_model_se": fitted["se"].mean(), "coverage": coverage, "coverage_mcse": np.sqrt(coverage * (1 - coverage) / n),
+            "mean_model_se": fitted["se"].mean(), "coverage": coverage,
+            "coverage_mcse": np.sqrt(coverage * (1 - coverage) / n),
         })  # fmt: skip
     return pd.DataFrame(out)
 

@@ -84,7 +84,8 @@ class StrictLoader(yaml.CSafeLoader):
             if text in seen:
                 first = seen[text]
                 raise StrictYAMLError(
-                    f'line {_line(key_node)}: duplicate key {text!r} (first at line {first}); keys 1, 1.0 and "1" are the same key'
+                    f"line {_line(key_node)}: duplicate key {text!r} (first at line {first}); "
+                    'keys 1, 1.0 and "1" are the same key'
                 )
             seen[text] = _line(key_node)
         return super().construct_mapping(node, deep=deep)

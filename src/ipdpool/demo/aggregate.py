@@ -66,8 +66,9 @@ def demo_rows(seed=None) -> list[list]:
                 follow = truth.loc[(arm == group) & truth[f"{outcome}_fu_score"].notna(), f"{outcome}_fu_score"]
                 base = truth.loc[(arm == group) & truth[f"{outcome}_bl_score"].notna(), f"{outcome}_bl_score"]
                 rows.append([
-                    study, REFERENCES[study], outcome, name, "reversed" if instrument.direction < 0 else "same", group, len(follow),
-                    round(follow.mean(), digits), round(follow.std(ddof=1), digits), round(base.mean(), digits), round(base.std(ddof=1), digits),
+                    study, REFERENCES[study], outcome, name, "reversed" if instrument.direction < 0 else "same", group,
+                    len(follow), round(follow.mean(), digits), round(follow.std(ddof=1), digits),
+                    round(base.mean(), digits), round(base.std(ddof=1), digits),
                 ])  # fmt: skip
     for outcome, name in NORWAY["instruments"].items():
         instrument = INSTRUMENTS[name]
@@ -75,7 +76,8 @@ def demo_rows(seed=None) -> list[list]:
         shift = TRUE_EMPLOYED_SMD[outcome] * NORWAY["employment_difference"]
         for group, latent_mean in (("IPS", shift), ("SAU", 0.0)):
             rows.append([
-                NORWAY["trial"], NORWAY["reference"], outcome, name, "reversed" if instrument.direction < 0 else "same", group, NORWAY["n"][group],
+                NORWAY["trial"], NORWAY["reference"], outcome, name, "reversed" if instrument.direction < 0 else "same",
+                group, NORWAY["n"][group],
                 round(float(instrument.exact(latent_mean)), digits), round(instrument.points_per_sd, digits), "", "",
             ])  # fmt: skip
     return rows
@@ -87,7 +89,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     buffer = io.StringIO()
     buffer.write(
-        "# Aggregate data (follow-up n, mean, SD per arm). Written by `python -m ipdpool.demo.aggregate`: SYNTHETIC demo values.\n"
+        "# Aggregate data (follow-up n, mean, SD per arm). Written by `python -m ipdpool.demo.aggregate`: "
+        "SYNTHETIC demo values.\n"
     )
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(HEADER)

@@ -172,7 +172,9 @@ INSTRUMENTS: dict[str, Instrument] = {
             n_items=3,
             item_low=1,
             item_high=7,
-            label="BPRS negative items (blunted affect, emotional withdrawal, motor retardation), 3 items 1-7, sum 3-21",
+            label=(
+                "BPRS negative items (blunted affect, emotional withdrawal, motor retardation), 3 items 1-7, sum 3-21"
+            ),
         ),
         Instrument("PANSS_P", "positive_symptoms", 7, 49, 1, 15, 5, label="PANSS positive subscale, 7-49"),
         Instrument("SAPS", "positive_symptoms", 0, 20, 1, 8, 3.5, label="SAPS sum of four global ratings, 0-20"),
@@ -187,7 +189,10 @@ INSTRUMENTS: dict[str, Instrument] = {
             n_items=4,
             item_low=1,
             item_high=7,
-            label="BPRS positive items (grandiosity, suspiciousness, hallucinations, unusual thought content), 4 items 1-7, sum 4-28",
+            label=(
+                "BPRS positive items (grandiosity, suspiciousness, hallucinations, unusual thought content), "
+                "4 items 1-7, sum 4-28"
+            ),
         ),
         Instrument("HADS_A", "anxiety", 0, 21, 1, 8, 4, label="HADS anxiety subscale, 0-21"),
         Instrument("BAI", "anxiety", 0, 63, 1, 15, 8, label="Beck Anxiety Inventory, 0-63"),

@@ -102,18 +102,28 @@ def ground_truth(demo: Demo) -> dict:
             "ips_not_adjusted_for_employment_approx": {o: _r(ips_total_effect(demo, o)) for o in OUTCOMES},
         },
         "latent_model": {
-            "followup": "f = intercept[study] + stability * b + employed_smd * E + 0 * IPS + 0 * IPS*E + N(0, residual_sd^2)",
+            "followup": (
+                "f = intercept[study] + stability * b + employed_smd * E + 0 * IPS + 0 * IPS*E + N(0, residual_sd^2)"
+            ),
             "stability": dict(design.STABILITY),
             "residual_sd": design.RESIDUAL_SD,
             "baseline_level_sd_between_studies": design.BASELINE_LEVEL_SD,
             "followup_intercept_sd_between_studies": design.FOLLOWUP_INTERCEPT_SD,
             "baseline_correlation_factor_loadings": {o: list(v) for o, v in design.FACTOR_LOADINGS.items()},
-            "employment": "logit P(E) = intercept[study, arm] + sum(coef * within-study baseline); intercept set so each arm's share equals its target exactly",
+            "employment": (
+                "logit P(E) = intercept[study, arm] + sum(coef * within-study baseline); "
+                "intercept set so each arm's share equals its target exactly"
+            ),
             "employment_baseline_coef": dict(design.EMPLOYMENT_BASELINE_COEF),
-            "followup_assessment": "logit P(assessed) = intercept[study] + ips_logodds * IPS + severity_logodds * within-study baseline negative symptoms",
+            "followup_assessment": (
+                "logit P(assessed) = intercept[study] + ips_logodds * IPS "
+                "+ severity_logodds * within-study baseline negative symptoms"
+            ),
             "attrition_ips_logodds": design.ATTRITION_IPS_LOGODDS,
             "attrition_severity_logodds": design.ATTRITION_SEVERITY_LOGODDS,
-            "instrument_score": "clip(round((centre + direction * points_per_latent_sd * latent) / rounded_to) * rounded_to, range)",
+            "instrument_score": (
+                "clip(round((centre + direction * points_per_latent_sd * latent) / rounded_to) * rounded_to, range)"
+            ),
         },
         "outcome_coverage": {o: [s for s, t in TRIALS.items() if o in t.instruments] for o in OUTCOMES},
         "studies": studies,

@@ -262,7 +262,9 @@ def draft_rule_file(raw_dir: Path, study: str) -> str:
     for variable in VARIABLES:
         found = _candidates(variable, described)
         rules["variables"][variable] = {
-            "undetermined": f"TODO: decide the rule for {variable}; candidate columns: {', '.join(found[:6]) or 'none found'}"
+            "undetermined": (
+                f"TODO: decide the rule for {variable}; candidate columns: {', '.join(found[:6]) or 'none found'}"
+            )
         }
         if variable in ("arm", "sex", "diagnosis"):
             sketches += _recode_sketch(variable, found, described)
@@ -274,7 +276,10 @@ def draft_rule_file(raw_dir: Path, study: str) -> str:
     for outcome in OUTCOMES:
         found = _candidates(outcome, described)
         rules["outcomes"][outcome] = {
-            "undetermined": f"TODO: instrument, range, direction and score rules, or not_collected: true; candidate columns: {', '.join(found[:6]) or 'none found'}"
+            "undetermined": (
+                "TODO: instrument, range, direction and score rules, or not_collected: true; "
+                f"candidate columns: {', '.join(found[:6]) or 'none found'}"
+            )
         }
     header = [
         f"Draft rule file for {study}, written by `python -m ipdpool.harmonize draft` from {raw_dir}.",

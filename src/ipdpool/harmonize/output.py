@@ -101,13 +101,15 @@ def codebook(schema: dict, pooled: pd.DataFrame, study_rules: dict[str, dict]) -
             ),
             "fu": (
                 "float",
-                f"{spec['construct']} at the 18-month follow-up on the study's instrument scale; higher = {spec['higher_means']}",
+                f"{spec['construct']} at the 18-month follow-up on the study's instrument scale; "
+                f"higher = {spec['higher_means']}",
             ),
             "instrument": ("string", f"instrument used for {spec['construct']} (missing = not collected)"),
             "bl_z": ("float", f"baseline {spec['construct']} standardized by the study's baseline mean and SD"),
             "fu_z": (
                 "float",
-                f"follow-up {spec['construct']} standardized by the study's baseline mean and SD (a difference is an SMD)",
+                f"follow-up {spec['construct']} standardized by the study's baseline mean and SD "
+                "(a difference is an SMD)",
             ),
         }
         for part, (kind, description) in parts.items():
@@ -165,7 +167,8 @@ def reconcile(flows: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
     uncounted = sorted(set(pooled["study"]) - set(raw.index))
     if uncounted:
         raise ReconciliationError(
-            f"no raw participant count in the flow table of {', '.join(uncounted)} (made by an older version? re-run harmonize_study)"
+            f"no raw participant count in the flow table of {', '.join(uncounted)} "
+            "(made by an older version? re-run harmonize_study)"
         )
     for study in sorted(set(raw.index) | set(pooled["study"])):
         for arm in ("IPS", "SAU", "total"):
@@ -189,7 +192,8 @@ def reconcile(flows: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
     wrong = table[table["difference"] != 0]
     if len(wrong):
         lines = [
-            f"study {r.study}, arm {r.arm}: {r.raw_participants} in the raw files, {r.pooled} pooled, {r.excluded} excluded"
+            f"study {r.study}, arm {r.arm}: {r.raw_participants} in the raw files, "
+            f"{r.pooled} pooled, {r.excluded} excluded"
             for r in wrong.itertuples()
         ]
         raise ReconciliationError(

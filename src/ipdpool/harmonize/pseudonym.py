@@ -43,26 +43,31 @@ def load_key(config: dict, base_dir: Path = Path(".")) -> bytes:
         path = Path(base_dir) / settings["key_file"]
         if not path.is_file():
             raise PseudonymKeyError(
-                f"pseudonym key file {settings['key_file']} not found; set pseudonym.key_file or the {ENV_VAR} environment variable"
+                f"pseudonym key file {settings['key_file']} not found; "
+                f"set pseudonym.key_file or the {ENV_VAR} environment variable"
             )
         key = path.read_bytes().strip()
     else:
         raise PseudonymKeyError(
-            f"no pseudonym key: set the {ENV_VAR} environment variable or pseudonym.key_file in the config (a file outside the repository)"
+            f"no pseudonym key: set the {ENV_VAR} environment variable "
+            "or pseudonym.key_file in the config (a file outside the repository)"
         )
     weak = weakness(key)
     if weak:
         raise PseudonymKeyError(
-            f"the pseudonym key is too weak ({weak}); use at least {MIN_KEY_BYTES} random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"
+            f"the pseudonym key is too weak ({weak}); use at least {MIN_KEY_BYTES} random bytes, "
+            "e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"
         )
     demo = is_demo_key(key) or (from_file and settings.get("demo_key", False))
     if demo and not config.get("demo_mode", False):
         raise PseudonymKeyError(
-            "the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); it is refused unless demo_mode is true"
+            "the pseudonym key is the public demo key (recognised by its bytes, whatever file or variable holds it); "
+            "it is refused unless demo_mode is true"
         )
     if demo:
         log.warning(
-            "DEMO MODE: pseudonyms use the PUBLIC demo key shipped with the repository; they protect nothing. Never use it for real data."
+            "DEMO MODE: pseudonyms use the PUBLIC demo key shipped with the repository; they protect nothing. "
+            "Never use it for real data."
         )
     return key
 

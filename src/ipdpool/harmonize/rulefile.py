@@ -123,18 +123,27 @@ def _explain(error: jsonschema.ValidationError, rules: dict) -> str:
         missing = error.message.split("'")[1]
         return f"{where}: `{missing}` is required here; required keys: {', '.join(schema['required'])}"
     if kind == "enum":
-        return f"{where}: {value!r} is not allowed{_closest(value, schema['enum'])}; allowed values: {', '.join(map(str, schema['enum']))}"
+        return (
+            f"{where}: {value!r} is not allowed{_closest(value, schema['enum'])}; "
+            f"allowed values: {', '.join(map(str, schema['enum']))}"
+        )
     if kind == "const":
         return f"{where}: must be {json.dumps(schema['const'])}, not {value!r}"
     if kind == "type":
         expected = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        return f"{where}: expected {' or '.join(TYPE_NAMES.get(t, t) for t in expected)}, not {TYPE_NAMES.get(type(value).__name__, type(value).__name__)} {value!r}"
+        return (
+            f"{where}: expected {' or '.join(TYPE_NAMES.get(t, t) for t in expected)}, "
+            f"not {TYPE_NAMES.get(type(value).__name__, type(value).__name__)} {value!r}"
+        )
     if (
         kind in ("minProperties", "maxProperties")
         and set(schema.get("properties", {}))
         and schema.get("maxProperties") == 1
     ):
-        return f"{where}: give exactly one rule, one of {', '.join(schema['properties'])} (found {len(value)}: {', '.join(map(str, value)) or 'none'})"
+        return (
+            f"{where}: give exactly one rule, one of {', '.join(schema['properties'])} "
+            f"(found {len(value)}: {', '.join(map(str, value)) or 'none'})"
+        )
     if kind == "oneOf":  # valid under several alternatives: keys that exclude each other
         options = [branch["required"][0] for branch in error.validator_value if "required" in branch]
         return f"{where}: give exactly one of {', '.join(options)}"

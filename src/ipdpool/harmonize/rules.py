@@ -57,7 +57,8 @@ def numbers(data: StudyData, src: SourceValues, table: str, variable: str) -> pd
         data.problems.add(
             src.file,
             variable,
-            f"values in {src.column!r} that are not numbers (decimal mark {decimal!r}); add them to `missing` if they mean unknown",
+            f"values in {src.column!r} that are not numbers (decimal mark {decimal!r}); "
+            "add them to `missing` if they mean unknown",
             values=tuple(sorted(set(src.values[bad].astype(str)))),
             column=src.column,
             cells=src.values,
@@ -263,7 +264,8 @@ def employment_waves(data: StudyData, variable: str, spec: dict) -> RuleResult |
             data.problems.add(
                 src.file,
                 variable,
-                f"answers in {src.column!r} that are not listed as yes {sorted(yes)}, no {sorted(no)} or unknown {sorted(unknown)}",
+                f"answers in {src.column!r} that are not listed as yes {sorted(yes)}, no {sorted(no)} "
+                f"or unknown {sorted(unknown)}",
                 values=tuple(sorted(set(keys[other]))),
                 column=src.column,
                 cells=src.values,

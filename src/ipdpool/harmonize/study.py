@@ -88,7 +88,8 @@ def harmonize_study(
             problems.add(
                 "(rule file)",
                 variable,
-                f"is undetermined ({result.notes[0]}), but {variable} may not be missing: decide which column holds it and write its rule{single_site}",
+                f"is undetermined ({result.notes[0]}), but {variable} may not be missing: "
+                f"decide which column holds it and write its rule{single_site}",
             )
         out[variable] = result.values
         if result.before is not None:
@@ -196,14 +197,16 @@ def harmonize_study(
         problems.add(
             participants_file,
             "employed",
-            f"nobody was employed during follow-up ({int(employed.notna().sum())} with known employment): check the employment rule",
+            f"nobody was employed during follow-up ({int(employed.notna().sum())} with known employment): "
+            "check the employment rule",
         )
-    for outcome, (low, high) in outcome_ranges.items():
+    for outcome in outcome_ranges:
         if out[f"{outcome}_bl"].isna().all() and out[f"{outcome}_fu"].isna().all():
             problems.add(
                 participants_file,
                 outcome,
-                "declared collected but no participant has a baseline or follow-up score; mark it not_collected or fix the rule",
+                "declared collected but no participant has a baseline or follow-up score; "
+                "mark it not_collected or fix the rule",
             )
         else:
             check_followup(acknowledged, participants_file, outcome, out["arm"], out[f"{outcome}_fu"])
@@ -313,7 +316,8 @@ def guard_free_text(problems: Problems, rules: dict, schema: dict, out: dict[str
             problems.add(
                 file,
                 variable,
-                f"free-text field copied from {copy['column']!r} {reason}; it may hold identifiers: list its values under `allowed` in the copy rule",
+                f"free-text field copied from {copy['column']!r} {reason}; "
+                "it may hold identifiers: list its values under `allowed` in the copy rule",
             )
 
 

@@ -135,7 +135,8 @@ class StudyData:
                 self.problems.add(
                     other.file,
                     other.spec["id"],
-                    "every table must name a site column when the participants table does (ids unique within site), and none otherwise",
+                    "every table must name a site column when the participants table does (ids unique within site), "
+                    "and none otherwise",
                 )
         duplicated = table.keys.duplicated(keep=False) & table.keys.notna()
         if duplicated.any():

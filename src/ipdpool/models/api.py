@@ -139,9 +139,15 @@ class LmerResult:
 
     def summary(self) -> str:
         lines = [
-            f"Linear mixed model fit by {self.fit.method} ({'Satterthwaite' if self.ddf == 'satterthwaite' else 'Kenward-Roger'} df)",
+            (
+                f"Linear mixed model fit by {self.fit.method} "
+                f"({'Satterthwaite' if self.ddf == 'satterthwaite' else 'Kenward-Roger'} df)"
+            ),
             f"Formula: {self.formula}",
-            f"n = {self.n}, groups ({self.group}) = {self.n_groups}; logLik {self.loglik:.4f}, AIC {self.aic:.4f}, BIC {self.bic:.4f}",
+            (
+                f"n = {self.n}, groups ({self.group}) = {self.n_groups}; "
+                f"logLik {self.loglik:.4f}, AIC {self.aic:.4f}, BIC {self.bic:.4f}"
+            ),
             "Random effects:", self.variance_components.to_string(index=False),
             "Fixed effects:", self.fixed.to_string(),
         ]  # fmt: skip

@@ -244,7 +244,8 @@ class LmmFit:
         values, vectors = np.linalg.eigh(h)
         if np.any(values < -1e-8):
             self.warnings.append(
-                f"Hessian of the deviance has {int(np.sum(values < -1e-8))} negative eigenvalue(s): the fit may not have converged"
+                f"Hessian of the deviance has {int(np.sum(values < -1e-8))} negative eigenvalue(s): "
+                "the fit may not have converged"
             )
         keep = values > 1e-8
         covariance = 2 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T

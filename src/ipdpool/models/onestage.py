@@ -47,7 +47,8 @@ def base_row(outcome: str, model: ModelSpec, term: str, variant: str, parts: lis
     return {
         "outcome": outcome, "contrast": model.name, "term": term, "model": variant,
         "n_participants": int(sum(entry["n"] for _, entry in parts)), "n_studies": len(parts),
-        "studies": ",".join(study for study, _ in parts), "data_source": data_sources({study: entry["source"] for study, entry in parts}),
+        "studies": ",".join(study for study, _ in parts),
+        "data_source": data_sources({study: entry["source"] for study, entry in parts}),
     }  # fmt: skip
 
 
@@ -79,7 +80,8 @@ def mixed_rows(
         result = fit.contrast(contrast_vector(fit.names, weights), ddf)
         rows.append(
             {
-                **base_row(outcome, model, term, variant, parts), **{k: v for k, v in result.items() if k != "t"}, **components,
+                **base_row(outcome, model, term, variant, parts), **{k: v for k, v in result.items() if k != "t"},
+                **components,
                 "loglik": fit.loglik, "method": fit.method, "singular": fit.is_singular, "status": "estimated",
                 "warnings": "; ".join(fit.warnings),
             }
@@ -195,9 +197,10 @@ def study_fixed_effect(statistics: dict, outcome: str, model: ModelSpec, min_stu
         rows.append(
             {
                 **base_row(outcome, model, term, variant, parts),
-                "estimate": estimate, "se": se, "ci_low": estimate - t_crit * se, "ci_high": estimate + t_crit * se, "df": df,
-                "p_value": float(2 * t_sf(abs(estimate / se), df)), "inference": "t (cluster-robust, studies - 1 df)",
-                "method": "OLS with study fixed effects", "status": "estimated", "sigma2": scale * rss / n, "warnings": note,
+                "estimate": estimate, "se": se, "ci_low": estimate - t_crit * se, "ci_high": estimate + t_crit * se,
+                "df": df, "p_value": float(2 * t_sf(abs(estimate / se), df)),
+                "inference": "t (cluster-robust, studies - 1 df)", "method": "OLS with study fixed effects",
+                "status": "estimated", "sigma2": scale * rss / n, "warnings": note,
             }
         )  # fmt: skip
     return rows

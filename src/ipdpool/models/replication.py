@@ -44,7 +44,8 @@ def replication_table(
             entry["difference_from_truth_in_se"] = (row.estimate - truth[row.outcome]) / row.se
         rows.append(entry)
     columns = [
-        "outcome", "contrast", "term", "estimate", "se", "ci_low", "ci_high", "status", "published_estimate", "published_ci_low",
-        "published_ci_high", "published_se", "within_published_ci", "difference_from_published_in_se", "true_smd", "difference_from_truth_in_se",
+        "outcome", "contrast", "term", "estimate", "se", "ci_low", "ci_high", "status",
+        "published_estimate", "published_ci_low", "published_ci_high", "published_se", "within_published_ci",
+        "difference_from_published_in_se", "true_smd", "difference_from_truth_in_se",
     ]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns)

@@ -75,8 +75,9 @@ def required_columns(outcome: str, terms: tuple[str, ...]) -> list[str]:
     columns = [f"{outcome}_fu_z", "study"]
     for term in terms:
         columns += {
-            "employed": ["employed"], "ips": ["arm"], "ips:employed": ["arm", "employed"], "baseline": [f"{outcome}_bl_z"],
-            "age": ["age"], "sex": ["sex"], "diagnosis": ["diagnosis"], "employed_within": ["employed"], "employed_between": ["employed"],
+            "employed": ["employed"], "ips": ["arm"], "ips:employed": ["arm", "employed"],
+            "baseline": [f"{outcome}_bl_z"], "age": ["age"], "sex": ["sex"], "diagnosis": ["diagnosis"],
+            "employed_within": ["employed"], "employed_between": ["employed"],
         }[term]  # fmt: skip
     return list(dict.fromkeys(columns))
 
