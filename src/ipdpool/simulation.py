@@ -136,4 +136,4 @@ def coverage_figure(summary: pd.DataFrame, stem) -> None:
     axis.set_xlabel("coverage of the 95% confidence interval (bars: 2 Monte Carlo SEs)")
     axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)  # below: never over a marker
     figure.tight_layout()
-    save(figure, stem)
+    save(figure, stem, formats=("png", "svg"))  # the simulation workflow declares both
