@@ -31,7 +31,7 @@ def test_every_job_wrote_a_log_and_a_benchmark(completed_run):
         p.relative_to(completed_run / "benchmarks").with_suffix("")
         for p in (completed_run / "benchmarks").rglob("*.tsv")
     }
-    assert benchmarks == logs and len(logs) > 30  # every job's log beside its benchmark (same name)
+    assert benchmarks == logs and len(logs) >= 20  # every job's log beside its benchmark (same name)
     assert all((completed_run / "logs" / f"{job}.log").stat().st_size > 0 for job in logs)
     assert "raw inventory: 13 tables of 5 studies" in (completed_run / "logs" / "harmonize" / "pool.log").read_text()
 

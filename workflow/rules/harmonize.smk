@@ -29,24 +29,30 @@ rule harmonize_study:
         "../scripts/harmonize_study.py"
 
 
-# Drawn from the counts the harmonization job left: the raw files are read once.
+# Every study's before/after plot in one job, from the counts the harmonization jobs left (the
+# raw files are read once): a plot takes a fraction of a second, a job of its own a second more.
 rule audit_plots:
     input:
-        "results/audit/{study}/distributions.tsv",
+        expand("results/audit/{study}/distributions.tsv", study=STUDIES),
     output:
-        figure_files(
-            "results/audit/{study}/distributions",
-            caption="../report/distributions.rst",
-            category="Data and harmonization",
-            subcategory="{study}",
-        ),
+        [
+            path
+            for study in STUDIES
+            for path in figure_files(
+                f"results/audit/{study}/distributions",
+                caption="../report/distributions.rst",
+                category="Data and harmonization",
+                subcategory=study,
+            )
+        ],
     log:
-        "logs/audit_plots/{study}.log",
+        "logs/audit_plots.log",
     benchmark:
-        "benchmarks/audit_plots/{study}.tsv"
+        "benchmarks/audit_plots.tsv"
     conda:
         "../envs/ipdpool.yaml"
     params:
+        studies=STUDIES,
         figures=config["figures"],
     script:
         "../scripts/audit_plots.py"
