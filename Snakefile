@@ -21,7 +21,6 @@ report: "workflow/report/workflow.rst"
 
 localrules:
     all,
-    pool,
     result_tables,
 
 
@@ -41,7 +40,6 @@ onstart:
 include: "workflow/rules/harmonize.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/handoff.smk"
 include: "workflow/rules/twostage.smk"
 include: "workflow/rules/federated.smk"
 
@@ -71,7 +69,6 @@ rule all:
         ],
         "results/summary.md",
         rules.report_pages.output,
-        # the harmonization rules of all studies, also as XLSX
-        rules.rules_overview.output if STUDIES else [],
-        # hand-off files of the participant data held here
-        rules.handoff.output if STUDIES else [],
+        # the pooled data with its codebook, the rules of all studies (TSV and XLSX) and the
+        # hand-off files for R, Stata and SPSS
+        rules.pool.output if STUDIES else [],

@@ -58,6 +58,11 @@ rule audit_plots:
         "../scripts/audit_plots.py"
 
 
+# The pooled participant data and everything describing it: codebook, reconciliation, the
+# harmonization summary and raw inventory of all studies, the rules of all studies side by side
+# (Rmonize's Data Processing Elements, TSV and XLSX) and the hand-off files for R, Stata and
+# SPSS (participant-level, so inside the owner-only results/harmonized and never in `share`).
+# One job: each part takes a fraction of a second, a job of its own about a second more.
 rule pool:
     input:
         data=expand("results/harmonized/{study}.parquet", study=STUDIES),
@@ -77,6 +82,9 @@ rule pool:
         # harmonized, from the summaries the harmonization jobs left (raw values stay in those jobs).
         summary="results/audit/harmonization_summary.tsv",
         inventory="results/raw_inventory.tsv",
+        rules_tsv="results/tables/rules_overview.tsv",
+        rules_xlsx="results/tables/rules_overview.xlsx",
+        handoff=directory("results/harmonized/handoff"),
     log:
         "logs/harmonize/pool.log",
     benchmark:
@@ -87,23 +95,3 @@ rule pool:
         rule_schema=STUDY_SCHEMA,
     script:
         "../scripts/pool.py"
-
-
-# Every study's rules side by side (Rmonize's Data Processing Elements), from the rule files.
-rule rules_overview:
-    input:
-        rules=[config["studies"][study] for study in STUDIES],
-        schema=config["schema"],
-    output:
-        tsv="results/tables/rules_overview.tsv",
-        xlsx="results/tables/rules_overview.xlsx",
-    log:
-        "logs/harmonize/rules_overview.log",
-    benchmark:
-        "benchmarks/harmonize/rules_overview.tsv"
-    conda:
-        "../envs/ipdpool.yaml"
-    params:
-        rule_schema=STUDY_SCHEMA,
-    script:
-        "../scripts/rules_overview.py"
