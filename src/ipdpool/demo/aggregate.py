@@ -14,22 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..aggregate import COLUMNS
 from .design import INSTRUMENTS, TRIALS, TRUE_EMPLOYED_SMD
 from .generate import build_demo
 
-HEADER = [
-    "trial",
-    "reference",
-    "outcome",
-    "instrument",
-    "direction",
-    "arm",
-    "n",
-    "mean",
-    "sd",
-    "baseline_mean",
-    "baseline_sd",
-]
 REFERENCES = {
     "EU6": "synthetic demo trial EU6 (modelled on Burns et al. 2007)",
     "DK": "synthetic demo trial DK (modelled on Christensen et al. 2019)",
@@ -93,7 +81,7 @@ def main(argv=None) -> None:
         "SYNTHETIC demo values.\n"
     )
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(HEADER)
+    writer.writerow(COLUMNS)
     writer.writerows(demo_rows())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(buffer.getvalue(), encoding="utf-8")
