@@ -46,7 +46,7 @@ def texts(figure) -> list[str]:
 def test_a_huge_prediction_interval_is_clipped_to_the_confidence_intervals_and_marked():
     studies = studies_frame([0.1, 0.5, 0.9], [0.1, 0.12, 0.1])  # three studies: t(1) = 12.7
     figure, pooled = figure_for(studies)
-    axis = figure.axes[1]
+    axis = figure.axes[0]
     hksj = figure.hksj  # every interval drawn sets the axis, the Knapp-Hartung one too
     ends = [
         0,
@@ -81,7 +81,7 @@ def test_a_huge_prediction_interval_is_clipped_to_the_confidence_intervals_and_m
 def test_a_prediction_interval_inside_the_axis_is_drawn_whole_without_markers():
     studies = studies_frame([0.3, 0.35, 0.4, 0.45, 0.5], [0.1, 0.12, 0.1, 0.1, 0.1])  # tau^2 = 0
     figure, pooled = figure_for(studies, prediction="metafor")
-    axis = figure.axes[1]
+    axis = figure.axes[0]
     dashed = [line for line in axis.get_lines() if line.get_linestyle() == "--"]
     assert tuple(dashed[0].get_xdata()) == pytest.approx((pooled["pi_low"], pooled["pi_high"]))
     assert not [line for line in axis.get_lines() if line.get_gid() and "clipped" in line.get_gid()]
@@ -90,7 +90,7 @@ def test_a_prediction_interval_inside_the_axis_is_drawn_whole_without_markers():
 
 def test_no_prediction_interval_is_claimed_for_two_studies():
     figure, pooled = figure_for(studies_frame([0.1, 0.5], [0.1, 0.12]))
-    axis = figure.axes[1]
+    axis = figure.axes[0]
     assert np.isnan(pooled["pi_low"])
     shown = texts(figure)
     assert "RE model (REML), no PI (k < 3)" in shown and not any(t.startswith("PI [") for t in shown)
@@ -127,7 +127,7 @@ def test_columns_heterogeneity_overall_test_and_knapp_hartung_as_metafor_prints_
 )
 def test_favours_labels_follow_the_direction_declared_in_the_schema(term, spec, left, right):
     figure, _ = figure_for(studies_frame([0.1, 0.5, 0.9], [0.1, 0.12, 0.1]), term=term, spec=spec)
-    labels = {t.get_gid(): t.get_text() for t in figure.axes[1].texts}
+    labels = {t.get_gid(): t.get_text() for t in figure.axes[0].texts}
     assert labels == {"favours-left": f"\u2190 {left}", "favours-right": f"{right} \u2192"}
     plt.close(figure)
 
