@@ -7,9 +7,11 @@ on one thread, so CPU seconds are one core's), and of its raw-file reading (ipdp
 table times the libraries alone, in a fresh process, on the same files: for CSV pyarrow's parser (one
 thread, all text, quoting off: the fast path) and the csv module (the strict path), for Excel
 python-calamine (the reader used) and fastexcel (not used: numbers in a mixed column come back as text;
-timed only when installed), for SPSS and Stata pyreadstat. A library's participants/s is the ceiling for
-the whole harmonization of that study. Targets (issue 14): at 100x at least 200,000 participants/s per
-core on CSV studies and 50,000 on Excel, linear in participants, peak memory <= 1 GiB.
+timed only when installed), for SPSS and Stata pyreadstat. A library's participants/s bounds the whole
+harmonization of that study. A third table adds to the fastest library the two steps no harmonization can
+skip, a keyed hash per participant (the pseudonyms) and the schema check of the output: the ceiling that
+no implementation on these libraries can pass. Targets (issue 14): at 100x at least 200,000 participants/s
+per core on CSV studies and 50,000 on Excel, linear in participants, peak memory <= 1 GiB.
 
 The scaled demo multiplies every arm by the scale, so the benchmark's copy of each rule file multiplies
 `published_n` by the same factor: the published-count check stays on and passes honestly.
@@ -37,6 +39,8 @@ import pandera.pandas, pyarrow.compute
 from ipdpool.harmonize import tables
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.harmonize.schema import load_schema
+from ipdpool.harmonize.pseudonym import pseudonyms
+from ipdpool.harmonize.schema import pandera_schema, schema_failures
 from ipdpool.harmonize.study import harmonize_study
 repo, study, raw_dir, scale = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 rules = load_rules(repo / "config" / "studies" / f"{study}.yaml")
@@ -58,6 +62,14 @@ elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 reader = "/".join(sorted(formats))
 figures = {"seconds": elapsed, "cpu_seconds": cpu, "read_seconds": read_seconds, "reader": reader, "peak_mib": peak}
+# Two steps no harmonization can skip, timed alone on this study's output: one keyed hash per participant
+# (the pseudonyms) and the schema check of the harmonized frame.
+start = time.perf_counter()
+pseudonyms(b"benchmark-key-0123456789", study, ["site"] * len(result.data), [str(i) for i in range(len(result.data))])
+figures["hmac_seconds"] = time.perf_counter() - start
+start = time.perf_counter()
+assert not schema_failures(result.data, pandera_schema(schema))
+figures["schema_seconds"] = time.perf_counter() - start
 print(json.dumps({**figures, "rows": len(result.data)}))
 """
 
@@ -110,6 +122,8 @@ for name, library in CANDIDATES[next(iter(tables))["format"]].items():
 print(json.dumps(seconds))
 """
 
+# Issue 14's targets at 100x, participants per second per core.
+TARGETS = {"CSV": 200_000, "Excel": 50_000}
 READERS = {"csv": "CSV", "excel": "Excel (calamine)", "spss": "SPSS", "stata": "Stata"}
 
 
@@ -126,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     header = f"{'scale':>6} {'study':>5} {'reader':>16} {'participants':>12} {'wall_s':>7} {'cpu_s':>7} {'read_s':>7}"
     print(f"{header} {'part./s':>9} {'part./cpu-s':>11} {'read part./s':>12} {'peak_MiB':>9}")
-    libraries = []
+    libraries, ceilings = [], []
     for scale in args.scales:
         by_reader: dict[str, list[float]] = {}
         with tempfile.TemporaryDirectory() as folder:
@@ -147,8 +161,11 @@ def main() -> None:
                 )
                 times = f"{f['rows']:>12} {f['seconds']:>7.2f} {f['cpu_seconds']:>7.2f} {f['read_seconds']:>7.2f}"
                 print(f"{scale:>6} {study:>5} {reader:>16} {times} {rates} {f['peak_mib']:>9.0f}")
-                for library, seconds in run_child(LIBRARIES, study, raw_dir).items():
+                alone = run_child(LIBRARIES, study, raw_dir)
+                for library, seconds in alone.items():
                     libraries.append((scale, study, library, f["rows"], seconds, f["read_seconds"], f["seconds"]))
+                floor = min(alone.values()) + f["hmac_seconds"] + f["schema_seconds"]
+                ceilings.append((scale, study, reader, f["rows"], min(alone.values()), f, floor))
             for reader, (rows, seconds, cpu, read) in sorted(by_reader.items()):
                 rates = f"{rows / seconds:>9,.0f} {rows / cpu:>11,.0f} {rows / read:>12,.0f}"
                 print(f"{scale:>6} {'all':>5} {reader:>16} {rows:>12} {seconds:>7.2f} {cpu:>7.2f} {read:>7.2f} {rates}")
@@ -166,6 +183,21 @@ def main() -> None:
         print(
             f"{scale:>6} {study:>5} {library:>16} {rows:>12} {seconds:>7.2f} {rows / seconds:>12,.0f} "
             f"{read:>7.2f} {wall:>7.2f}"
+        )
+    print(
+        "\nCeiling: the fastest library alone + one keyed hash per participant + the schema check of the output "
+        "(every other step of the harmonization taken as free), against the target:"
+    )
+    print(
+        f"{'scale':>6} {'study':>5} {'reader':>16} {'participants':>12} {'lib_s':>7} {'hmac_s':>7} {'schema_s':>8} "
+        f"{'ceiling part./s':>15} {'target':>8} {'actual part./s':>14}"
+    )
+    for scale, study, reader, rows, library, f, floor in ceilings:
+        target = TARGETS.get(reader.split(" ")[0])
+        print(
+            f"{scale:>6} {study:>5} {reader:>16} {rows:>12} {library:>7.2f} {f['hmac_seconds']:>7.2f} "
+            f"{f['schema_seconds']:>8.2f} {rows / floor:>15,.0f} {f'{target:,}' if target else '-':>8} "
+            f"{rows / f['seconds']:>14,.0f}"
         )
 
 
