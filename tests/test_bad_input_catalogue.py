@@ -899,6 +899,22 @@ def test_config_pointing_at_a_missing_study_stops_before_any_job(tmp_path):
     assert not (workdir / "results").exists()
 
 
+@pytest.mark.workflow
+def test_a_raw_file_removed_after_a_run_stops_the_next_one(completed_run, tmp_path):
+    # Snakemake itself reports nothing to do when the outputs made from a missing input exist.
+    workdir = tmp_path / "run"
+    shutil.copytree(completed_run, workdir, symlinks=True)
+    (workdir / "resources" / "demo" / "raw" / "US" / "us_hartford_wide.csv").unlink()
+    for args in (("-n",), ("--cores", "1")):
+        result = snakemake(workdir, *args)
+        assert result.returncode != 0
+        assert (
+            "study US: rule file config/studies/US.yaml declares raw file(s) not found in raw_dir "
+            "resources/demo/raw/US: us_hartford_wide.csv"
+        ) in result.stderr + result.stdout
+        assert "Nothing to be done" not in result.stderr + result.stdout
+
+
 # (case id, rule file, old text, new text, the exact problem): YAML that PyYAML would accept with a silent change
 YAML_CASES = [
     (

@@ -3,7 +3,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from ipdpool.aggregate import read_aggregate
-from ipdpool.harmonize.rulefile import load_rules
+from ipdpool.harmonize.rulefile import load_rules, missing_raw_files
 from ipdpool.labels import slug
 from ipdpool.paths import (
     export_workflow_root,
@@ -32,6 +32,12 @@ def load_study_rules(study):
     if rules["study"] != study:
         raise ValueError(
             f"study {study}: rule file {path} declares study {rules['study']!r}"
+        )
+    missing = missing_raw_files(rules)
+    if missing:
+        raise ValueError(
+            f"study {study}: rule file {path} declares raw file(s) not found in raw_dir "
+            f"{rules['raw_dir']}: {', '.join(missing)}"
         )
     return rules
 

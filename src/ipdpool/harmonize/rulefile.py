@@ -194,3 +194,10 @@ def load_rules(path: Path, schema_path: Path = DEFAULT_SCHEMA) -> dict:
         problems = [p for p in problems if not any(p.startswith(prefix) for prefix in meant)]
         raise RuleFileError(path, problems)
     return rules
+
+
+def missing_raw_files(rules: dict, base_dir: Path = Path(".")) -> list[str]:
+    """The declared raw files (`tables.*.file`) that are not files in raw_dir, each once, sorted. Snakemake
+    itself does not notice a missing input once the outputs that came from it exist."""
+    raw_dir = Path(base_dir) / rules["raw_dir"]
+    return sorted({spec["file"] for spec in rules["tables"].values() if not (raw_dir / spec["file"]).is_file()})
