@@ -51,21 +51,25 @@ rule all:
         ["results/raw_inventory.tsv", "results/harmonized/pooled.parquet"]
         if STUDIES
         else [],
-        expand(
-            "results/audit/{study}/distributions.{suffix}",
-            study=STUDIES,
-            suffix=FIGURE,
-        ),
+        # every figure in every configured format, so that a format added later is drawn
+        [
+            path
+            for study in STUDIES
+            for path in figure_files(f"results/audit/{study}/distributions")
+        ],
         "results/tables/table1.tsv",
         "results/tables/one_stage.tsv",
         "results/tables/replication.tsv",
         "results/tables/two_stage.tsv",
         "results/tables/aggregate_meta.tsv",
-        f"results/figures/participant_flow.{FIGURE}",
+        figure_files("results/figures/participant_flow"),
         [
-            f"results/figures/forest/{outcome}/{name}__{slug(term)}.{FIGURE}"
+            path
             for outcome in OUTCOMES
             for name, term in REPORTED
+            for path in figure_files(
+                f"results/figures/forest/{outcome}/{name}__{slug(term)}"
+            )
         ],
         "results/summary.md",
         rules.report_pages.output,

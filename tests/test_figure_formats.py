@@ -2,6 +2,7 @@
 counts that the harmonization job writes (the raw files are read once)."""
 
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -73,6 +74,18 @@ def test_the_workflow_writes_the_formats_in_the_config(tmp_path, formats):
             "results/figures/participant_flow",
         ):
             assert (f"{path}.{suffix}" in planned) == (suffix in formats), (path, suffix)
+
+
+def test_a_format_added_after_a_run_draws_the_figures_again(completed_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(completed_run, workdir, symlinks=True)
+    (workdir / "formats.yaml").write_text("figures:\n  formats: [svg, png]\n")
+    result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "formats.yaml")
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = result.stdout + result.stderr
+    assert "Nothing to be done" not in planned
+    for rule in ("figures", "audit_plots"):
+        assert f"rule {rule}:" in planned or f"localrule {rule}:" in planned, rule
 
 
 def test_an_unknown_format_is_refused(tmp_path):
