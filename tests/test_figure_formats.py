@@ -92,4 +92,8 @@ def test_an_unknown_format_is_refused(tmp_path):
     workdir = copy_workflow(tmp_path)
     (workdir / "formats.yaml").write_text("figures:\n  formats: [jpg]\n")
     result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "formats.yaml")
-    assert result.returncode != 0 and "'jpg' is not one of ['svg', 'png']" in result.stdout + result.stderr
+    assert (
+        result.returncode != 0
+        and "figures.formats.0: 'jpg' is not allowed (did you mean `png`?); allowed values: svg, png"
+        in result.stdout + result.stderr
+    )

@@ -175,10 +175,21 @@ def test_a_mistyped_config_key_fails_at_start_up_naming_key_and_place(tmp_path):
     assert result.returncode != 0
     output = result.stderr + result.stdout
     assert (
-        "Error validating config file" in output
-        and "'min_studys' was unexpected" in output
-        and "['analysis']" in output
-    )
+        "config (config/config.yaml): 1 problem(s):\n"
+        "  - analysis: unknown key `min_studys` (did you mean `min_studies`?); allowed keys: outcomes, min_studies,"
+    ) in output
+    assert "$schema" not in output and "description" not in output  # the schema itself is not dumped
+
+
+def test_every_config_violation_is_listed_once_per_file(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    (workdir / "extra.yaml").write_text("figures:\n  formats: [jpg]\ndisclosure:\n  min_count: -1\n")
+    result = snakemake(workdir, "--dry-run", "--configfile", "config/config.yaml", "extra.yaml")
+    assert result.returncode != 0
+    output = result.stderr + result.stdout
+    assert "config (config/config.yaml, extra.yaml): 2 problem(s):" in output
+    assert "  - disclosure.min_count: " in output
+    assert "  - figures.formats.0: 'jpg' is not allowed (did you mean `png`?); allowed values: svg, png" in output
 
 
 def test_a_config_naming_a_missing_rule_file_fails_at_start_up(workdir, tmp_path):

@@ -59,3 +59,11 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def shown_paths(paths) -> list[str]:
+    """Paths for a message: each file once (Snakemake lists the default config file again, absolute, when
+    --configfile names it), relative to the working folder when inside it."""
+    here = Path.cwd()
+    resolved = dict.fromkeys(Path(path).resolve() for path in paths)
+    return [str(path.relative_to(here)) if path.is_relative_to(here) else str(path) for path in resolved]

@@ -3,18 +3,29 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from ipdpool.aggregate import read_aggregate
-from ipdpool.harmonize.rulefile import load_rules, missing_raw_files
+from ipdpool.harmonize.rulefile import load_rules, missing_raw_files, schema_problems
 from ipdpool.labels import slug
 from ipdpool.paths import (
     export_workflow_root,
     make_private_dirs,
     remove_stale_temporaries,
     sha256_of,
+    shown_paths,
 )
 from ipdpool.yamlfile import check_files as check_yaml_files
 
 # Snakemake reads the config with PyYAML, which keeps the last of two equal keys.
 check_yaml_files(workflow.configfiles)
+# Every violation, one sentence each (Snakemake's own check reports the first with the whole
+# schema); Snakemake's check then fills in the defaults.
+CONFIG_PROBLEMS = schema_problems(
+    config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+)
+if CONFIG_PROBLEMS:
+    raise ValueError(
+        f"config ({', '.join(shown_paths(workflow.configfiles))}): {len(CONFIG_PROBLEMS)} problem(s):\n"
+        + "\n".join(f"  - {problem}" for problem in CONFIG_PROBLEMS)
+    )
 validate(config, "../schemas/config.schema.yaml")
 export_workflow_root(workflow.basedir)
 PRIVATE_DIRS = ["results/harmonized"]

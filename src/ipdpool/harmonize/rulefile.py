@@ -157,9 +157,25 @@ def _explain(error: jsonschema.ValidationError, rules: dict) -> str:
 
 
 @functools.cache
-def rule_validator(schema_path: Path) -> jsonschema.Draft202012Validator:
-    """Read once per process: the workflow checks every study's rule file at start-up."""
+def schema_validator(schema_path: Path) -> jsonschema.Draft202012Validator:
+    """Read once per process: the workflow checks the config and every study's rule file at start-up."""
     return jsonschema.Draft202012Validator(yaml.load(schema_path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader))
+
+
+def schema_problems(document: dict, schema_path: Path) -> list[str]:
+    """Every violation of the JSON Schema, one sentence each, in document order."""
+    errors = sorted(
+        schema_validator(Path(schema_path).resolve()).iter_errors(document),
+        key=lambda e: (list(map(str, e.absolute_path)), e.message),
+    )
+    problems = [_explain(e, document) for e in errors]
+    # A misspelt required key is one mistake: keep "unknown key `fromat` (did you mean `format`?)" only.
+    meant = {
+        f"{p.split(': ')[0]}: {p.split('did you mean ')[1].split('?')[0]} is required here"
+        for p in problems
+        if "(did you mean" in p
+    }
+    return [p for p in problems if not any(p.startswith(prefix) for prefix in meant)]
 
 
 def load_rules(path: Path, schema_path: Path = DEFAULT_SCHEMA) -> dict:
@@ -179,19 +195,8 @@ def load_rules(path: Path, schema_path: Path = DEFAULT_SCHEMA) -> dict:
         raise RuleFileError(path, [f"not valid YAML: {error}"]) from error
     if not isinstance(rules, dict):
         raise RuleFileError(path, ["expected a mapping of keys (study, raw_dir, tables, ...) at the top level"])
-    errors = sorted(
-        rule_validator(Path(schema_path).resolve()).iter_errors(rules),
-        key=lambda e: (list(map(str, e.absolute_path)), e.message),
-    )
-    if errors:
-        problems = [_explain(e, rules) for e in errors]
-        # A misspelt required key is one mistake: keep "unknown key `fromat` (did you mean `format`?)" only.
-        meant = {
-            f"{p.split(': ')[0]}: {p.split('did you mean ')[1].split('?')[0]} is required here"
-            for p in problems
-            if "(did you mean" in p
-        }
-        problems = [p for p in problems if not any(p.startswith(prefix) for prefix in meant)]
+    problems = schema_problems(rules, schema_path)
+    if problems:
         raise RuleFileError(path, problems)
     return rules
 
