@@ -1,6 +1,7 @@
 """The walking skeleton: `snakemake --cores N` runs end to end on the demo."""
 
 import hashlib
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -159,6 +160,24 @@ def test_changing_one_rule_file_reruns_only_that_study(completed_run):
         assert f"study: {other}" not in planned and f"study={other}" not in planned
     assert "rule pool:" in planned or "pool" in planned
     snakemake(completed_run, "--cores", "2")
+
+
+@pytest.mark.parametrize(
+    ("setting", "refitted"),
+    [
+        ("analysis:\n  ddf: kenward_roger\n", {"outcome_models"}),
+        # the aggregate-data meta-analysis has prediction intervals too
+        ("analysis:\n  prediction_interval: metafor\n", {"outcome_models", "aggregate_meta"}),
+    ],
+)
+def test_a_change_of_inference_settings_refits_the_models_only(completed_run, tmp_path, setting, refitted):
+    (tmp_path / "setting.yaml").write_text(setting)
+    result = snakemake(completed_run, "--dry-run", "--configfile", "config/config.yaml", str(tmp_path / "setting.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = set(re.findall(r"^(?:local)?rule (\w+):$", result.stdout, flags=re.M))
+    assert refitted <= planned
+    upstream = {"harmonize_study", "study_statistics", "table1", "aggregate_meta", "pool", "audit_plots"}
+    assert not planned & (upstream - refitted), planned
 
 
 def test_second_run_has_nothing_to_do(completed_run):

@@ -5,6 +5,7 @@ from snakemake.utils import validate
 from ipdpool.aggregate import read_aggregate
 from ipdpool.harmonize.rulefile import load_rules, missing_raw_files, schema_problems
 from ipdpool.labels import slug
+from ipdpool.models import statistics_settings
 from ipdpool.paths import (
     export_workflow_root,
     make_private_dirs,

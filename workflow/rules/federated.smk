@@ -16,7 +16,7 @@ rule study_statistics:
     conda:
         "../envs/ipdpool.yaml"
     params:
-        analysis=config["analysis"],
+        analysis=statistics_settings(config["analysis"]),
     script:
         "../scripts/study_statistics.py"
 

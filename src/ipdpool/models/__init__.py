@@ -3,3 +3,14 @@
 
 class NotEstimable(Exception):
     """The model cannot be fitted on these data (say why)."""
+
+
+def statistics_settings(analysis: dict) -> dict:
+    """The part of the `analysis` config that the per-study sufficient statistics depend on (outcomes,
+    model terms, covariates). A job given only this part is not re-run when the rest changes (df method,
+    prediction interval, which sensitivity variants are reported), and neither are the jobs after it."""
+    return {
+        "outcomes": analysis["outcomes"],
+        "models": analysis["models"],
+        "sensitivity": {"covariates": analysis.get("sensitivity", {}).get("covariates", [])},
+    }
