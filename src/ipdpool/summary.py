@@ -10,11 +10,19 @@ from .labels import contrast_label
 
 HEADLINE_TERMS = ["employed", "ips", "ips:employed"]
 HEADLINE_COLUMNS = ["contrast", "outcome", "studies", "n", "one-stage", "two-stage", "published", "true (demo)"]
-INTRODUCTION = [
-    "Standardized mean differences (95% CI) at the 18-month follow-up, adjusted for the baseline score.",
-    "One-stage: linear mixed model with a random intercept for study (REML, t with Satterthwaite or Kenward-Roger df).",
-    "Two-stage: per-study OLS pooled by REML random-effects meta-analysis.",
-]
+
+
+def introduction(one_stage: pd.DataFrame) -> list[str]:
+    """What the numbers are, naming the inference the one-stage rows used (the `analysis.ddf` setting)."""
+    headline = one_stage[one_stage["term"].isin(HEADLINE_TERMS)] if "term" in one_stage else one_stage
+    used = sorted(set(headline["inference"].dropna())) if "inference" in headline else []
+    return [
+        "Standardized mean differences (95% CI) at the 18-month follow-up, adjusted for the baseline score.",
+        "One-stage: linear mixed model with a random intercept for study (REML; "
+        + (f"inference: {', '.join(used)}" if used else "no model estimated")
+        + ").",
+        "Two-stage: per-study OLS pooled by REML random-effects meta-analysis.",
+    ]
 
 
 def _interval(row) -> str:
@@ -76,7 +84,7 @@ def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication
 
 def headline_summary(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> str:
     table = headline_table(one_stage, two_stage, replication)
-    lines = ["# ipdpool summary", "", *INTRODUCTION]
+    lines = ["# ipdpool summary", "", *introduction(one_stage)]
     for contrast, rows in table.groupby("contrast", sort=False):
         columns = [c for c in HEADLINE_COLUMNS[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
         lines += [
