@@ -95,18 +95,16 @@ def image_tag(path: Path, alt: str, width: str = "100%") -> str:
     return f'<img alt="{html.escape(alt)}" style="width: {width}; max-width: none;" src="data:{kind};base64,{data}">'
 
 
-def landing_html(headline: pd.DataFrame, flow_figure: Path) -> str:
-    """The report's first page, inserted into its workflow description: the headline table by
-    contrast, then the pooled participant flow (a fragment, not a page: the report's own page
-    holds it)."""
-    from .summary import INTRODUCTION
-
+def landing_html(headline: pd.DataFrame, introduction: list[str], flow_figure: Path) -> str:
+    """The report's first page, inserted into its workflow description: what the numbers are
+    (`ipdpool.summary.introduction`), the headline table by contrast, then the pooled participant
+    flow (a fragment, not a page: the report's own page holds it)."""
     parts = [
         '<div id="ipdpool-headline">',
         '<meta charset="utf-8">',
         f"<style>#ipdpool-headline table {{ font-size: 12px; margin-bottom: 1em; }} {HEADLINE_STYLE}</style>",
         "<h2>Results</h2>",
-        f'<p class="note">{" ".join(INTRODUCTION)}</p>',
+        f'<p class="note">{html.escape(" ".join(introduction))}</p>',
     ]
     for contrast, rows in headline.groupby("contrast", sort=False):
         columns = [c for c in headline.columns[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]

@@ -3,7 +3,7 @@ from pathlib import Path
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.logutil import logged_to
 from ipdpool.report import landing_html, landing_rst, table_page
-from ipdpool.summary import headline_table
+from ipdpool.summary import headline_table, introduction
 from ipdpool.table1 import table1_display
 from ipdpool.tables import read_table
 
@@ -17,9 +17,12 @@ with logged_to(snakemake.log[0]) as log:
         frame = table1_display(read_table(source), outcomes) if name == "table1" else None
         Path(target).write_text(table_page(Path(source), title, frame), encoding="utf-8")
         log.info("%s: %s", name, target)
-    headline = headline_table(*(read_table(sources[name]) for name in ("one_stage", "two_stage", "replication")))
+    one_stage, two_stage, replication = (
+        read_table(sources[name]) for name in ("one_stage", "two_stage", "replication")
+    )
+    headline = headline_table(one_stage, two_stage, replication)
     html = snakemake.output.landing_html
-    Path(html).write_text(landing_html(headline, Path(snakemake.input.flow)), encoding="utf-8")
+    Path(html).write_text(landing_html(headline, introduction(one_stage), Path(snakemake.input.flow)), encoding="utf-8")
     description = Path(snakemake.input.description).read_text(encoding="utf-8")
     Path(snakemake.output.landing_rst).write_text(landing_rst(description, html), encoding="utf-8")
     log.info("landing page: %d headline rows", len(headline))
