@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from corpus import build_corpus, fi_truth, known_values, require_tools
 
 from ipdpool.harmonize.__main__ import main as harmonize_main
@@ -128,6 +129,23 @@ def test_the_draft_passes_the_schema_and_fails_only_on_decisions(corpus, tmp_pat
     problems = [line for line in printed.splitlines() if line.startswith("  - ")]
     assert [p.split(", variable ")[1].split(":")[0] for p in problems] == ["site", "arm", "arm_original"]
     assert all("is undetermined" in p and "decide which column holds it" in p for p in problems)
+
+
+def test_the_draft_lists_the_outcomes_of_the_schema_it_is_given(corpus, tmp_path):
+    schema = (REPO / "config" / "schema.yaml").read_text(encoding="utf-8")
+    extra = schema.replace(
+        "outcomes:\n",
+        "outcomes:\n  loneliness:\n    label: Loneliness\n    better: lower\n    construct: loneliness\n"
+        "    higher_means: lonelier\n",
+        1,
+    )
+    (tmp_path / "schema.yaml").write_text(extra, encoding="utf-8")
+    out = tmp_path / "FI_draft.yaml"
+    args = ["draft", str(corpus / "FI"), "--study", "FI", "--out", str(out), "--schema", str(tmp_path / "schema.yaml")]
+    assert harmonize_main(args) == 0
+    # (the rule-file JSON Schema names the outcomes too, so a new outcome is added there as well)
+    outcomes = list(yaml.safe_load(out.read_text(encoding="utf-8"))["outcomes"])
+    assert outcomes == ["loneliness", *load_schema(REPO / "config" / "schema.yaml")["outcomes"]]
 
 
 def test_the_sixth_trial_harmonizes_to_the_known_truth(corpus, tmp_path):

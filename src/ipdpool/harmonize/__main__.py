@@ -5,7 +5,7 @@
 Prints every problem (study, file, variable, offending values) or a one-line
 summary per study; exits 1 if any study has problems.
 
-    python -m ipdpool.harmonize draft RAW_DIR --study ID [--out PATH]
+    python -m ipdpool.harmonize draft RAW_DIR --study ID [--out PATH] [--schema config/schema.yaml]
 
 writes a draft rule file for a new trial (default config/studies/ID.yaml; never overwrites).
 """
@@ -32,13 +32,16 @@ def draft(argv) -> int:
     parser.add_argument("raw_dir", type=Path)
     parser.add_argument("--study", required=True, help="study id: a letter, then letters, digits or _")
     parser.add_argument("--out", type=Path, help="where to write the draft (default config/studies/STUDY.yaml)")
+    parser.add_argument(
+        "--schema", type=Path, default=Path("config/schema.yaml"), help="common schema (default: config/schema.yaml)"
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("config/studies") / f"{args.study}.yaml"
     if out.exists():
         print(f"{out} exists; not overwritten (give --out)")
         return 1
     try:
-        text = draft_rule_file(args.raw_dir, args.study)
+        text = draft_rule_file(args.raw_dir, args.study, load_schema(args.schema)["outcomes"])
     except (ValueError, OSError) as error:
         print(error)
         return 1

@@ -67,16 +67,6 @@ HINTS = {
     "functioning": r"gaf|whodas|sofas|funct|toimintakyky",
 }
 VARIABLES = ("site", "arm", "arm_original", "employed", "followup_months", "age", "sex", "diagnosis")
-OUTCOMES = (
-    "self_esteem",
-    "empowerment",
-    "quality_of_life",
-    "depression",
-    "negative_symptoms",
-    "positive_symptoms",
-    "anxiety",
-    "functioning",
-)
 
 
 def _table_name(text: str, taken: set) -> str:
@@ -187,7 +177,8 @@ def _describe(name: str, raw: RawTable, id_column: str, dates: set) -> list[str]
 
 
 def _candidates(target: str, described: dict[str, RawTable]) -> list[str]:
-    pattern = re.compile(HINTS[target], re.IGNORECASE)
+    # An outcome the common schema gained without a hint here is looked for by its own name.
+    pattern = re.compile(HINTS.get(target, re.escape(target)), re.IGNORECASE)
     found = []
     for name, raw in described.items():
         for column in raw.frame.columns:
@@ -214,7 +205,8 @@ def _recode_sketch(target: str, candidates: list[str], described: dict[str, RawT
     return []
 
 
-def draft_rule_file(raw_dir: Path, study: str) -> str:
+def draft_rule_file(raw_dir: Path, study: str, outcomes) -> str:
+    """The draft's text; `outcomes`: the common schema's outcome names (every one gets an entry)."""
     raw_dir = Path(raw_dir)
     tables, described, notes = {}, {}, []
     for name, spec in discover(raw_dir):
@@ -273,7 +265,7 @@ def draft_rule_file(raw_dir: Path, study: str) -> str:
         "participant_id": {"pseudonym": True},
         **{v: rules["variables"][v] for v in VARIABLES[1:]},
     }
-    for outcome in OUTCOMES:
+    for outcome in outcomes:
         found = _candidates(outcome, described)
         rules["outcomes"][outcome] = {
             "undetermined": (
