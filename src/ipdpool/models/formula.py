@@ -1,0 +1,164 @@
+"""lme4's formula semantics on top of formulaic, and lme4's refusals of data it cannot fit.
+
+formulaic evaluates the inside of a function call (`I(x^2)`, `log(x^2)`) as Python, where `^` is
+bitwise XOR; R evaluates it as power. `r_power` rewrites `^` to `**` inside function calls only,
+token by token, so `(a + b)^2` (formula crossing) is left to formulaic and nothing of the user's
+text is evaluated beyond what formulaic does itself.
+
+`fixed_design` builds the fixed-effects matrix as lme4 does: unused factor levels dropped (lme4's
+model frame drops them), aliased columns dropped in R's pivoted-QR order with a warning that names
+them (lme4's chkRank.drop.cols, tolerance 1e-7), and one clear sentence for each input lme4 or
+lmerTest refuses.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+RANK_TOLERANCE = 1e-7  # lme4's chkRank.drop.cols and R's qr() default
+
+
+class FormulaError(ValueError):
+    """A formula or data that lme4 would refuse too (the message says what and where)."""
+
+
+def r_power(formula: str) -> str:
+    """`^` -> `**` inside function calls (R's arithmetic), untouched in formula grouping."""
+    out, calls = [], []  # calls: for each open parenthesis, whether it opened a function call
+    quote = None
+    for i, char in enumerate(formula):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"`":
+            quote = char
+        elif char == "(":
+            before = formula[:i].rstrip()
+            calls.append(bool(before) and (before[-1].isalnum() or before[-1] in "_."))
+        elif char == ")" and calls:
+            calls.pop()
+        elif char == "^" and any(calls):
+            out.append("**")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+def check_columns(used: set[str], data: pd.DataFrame) -> None:
+    """Refuse a variable that is not a column, naming the closest column (as R's 'object not found')."""
+    for name in sorted(used - set(data.columns)):
+        close = difflib.get_close_matches(name, [str(c) for c in data.columns], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise FormulaError(f"variable {name!r} of the formula is not a column of the data{hint}")
+
+
+def check_response(data: pd.DataFrame, response: str) -> None:
+    column = data[response]
+    if not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
+        raise FormulaError(
+            f"response {response!r} is not numeric ({column.dtype}): a linear mixed model needs a numeric "
+            "response (lme4 refuses it too)"
+        )
+
+
+def first_non_finite(values: np.ndarray) -> int | None:
+    bad = np.flatnonzero(~np.isfinite(values))
+    return int(bad[0]) if len(bad) else None
+
+
+def check_finite(columns: dict[str, np.ndarray], rows: np.ndarray, what: str) -> None:
+    """Refuse +-Inf (or NaN made by a transform) in a used column, naming the column and the first
+    such row (`rows`: the data's row numbers, from 1, of the rows used); never the value itself."""
+    for name, values in columns.items():
+        bad = first_non_finite(np.asarray(values, float))
+        if bad is not None:
+            raise FormulaError(f"{what} {name!r} is not finite in row {rows[bad]} of the data (lme4: NA/NaN/Inf)")
+
+
+def numeric_columns(frame: pd.DataFrame, names) -> dict[str, np.ndarray]:
+    return {
+        name: frame[name].to_numpy(float)
+        for name in names
+        if pd.api.types.is_numeric_dtype(frame[name]) and not pd.api.types.is_bool_dtype(frame[name])
+    }
+
+
+def drop_unused_levels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns keep only the levels present (lme4's model frame drops the others)."""
+    out = frame.copy()
+    for name in out.columns:
+        if isinstance(out[name].dtype, pd.CategoricalDtype):
+            out[name] = out[name].cat.remove_unused_categories()
+    return out
+
+
+def aliased_columns(x: np.ndarray) -> list[int]:
+    """Columns that are (numerically) linear combinations of earlier columns, as R's LINPACK qr
+    (dqrdc2) finds them: a column whose norm after removing the kept columns falls below
+    RANK_TOLERANCE times its own norm is moved to the end, the others keep their order."""
+    basis: list[np.ndarray] = []
+    aliased = []
+    for j in range(x.shape[1]):
+        column = x[:, j]
+        norm = float(np.linalg.norm(column))
+        residual = column.copy()
+        for _ in range(2):  # twice is enough (Kahan-Parlett) for an orthogonal residual
+            for b in basis:
+                residual -= (b @ residual) * b
+        rest = float(np.linalg.norm(residual))
+        if norm == 0.0 or rest < RANK_TOLERANCE * norm:
+            aliased.append(j)
+        else:
+            basis.append(residual / rest)
+    return aliased
+
+
+@dataclass(frozen=True)
+class FixedDesign:
+    """The fixed-effects matrix with what anova and predict need to rebuild it."""
+
+    x: pd.DataFrame  # columns kept, named as formulaic names them
+    spec: object  # formulaic ModelSpec of the right-hand side (applies to new data)
+    dropped: tuple[str, ...]  # aliased columns dropped
+    terms: tuple[str, ...]  # model terms, intercept excluded, in formulaic's (R's) order
+    term_columns: dict  # term -> names of its kept columns
+    term_variables: dict  # term -> variables (factor expressions) in it
+    numeric_variables: frozenset  # variables that are numeric (not categorical)
+    has_intercept: bool
+
+
+def fixed_design(formula: str, frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, FixedDesign]:
+    """(y, fixed design) for `formula` ('y ~ ...', already through r_power) on complete rows
+    (`rows`: their row numbers in the data, for messages)."""
+    import formulaic  # only formula users pay its import
+
+    matrices = formulaic.model_matrix(formula, frame, na_action="ignore")
+    y = np.asarray(matrices.lhs, float)[:, 0]
+    x = matrices.rhs
+    check_finite({name: x[name] for name in x.columns}, rows, "fixed-effect column")
+    spec = x.model_spec
+    dropped = [x.columns[j] for j in aliased_columns(np.asarray(x, float))]
+    kept = x.drop(columns=dropped)
+    terms, term_columns, term_variables = [], {}, {}
+    for term, indices in spec.term_indices.items():
+        if str(term) == "1":
+            continue
+        terms.append(str(term))
+        term_columns[str(term)] = [x.columns[i] for i in indices if x.columns[i] not in dropped]
+        term_variables[str(term)] = frozenset(str(f) for f in term.factors)
+    categorical = {str(f) for f in spec.factor_contrasts}
+    numeric = frozenset(v for vs in term_variables.values() for v in vs if v not in categorical)
+    has_intercept = any(str(term) == "1" for term in spec.term_indices)
+    design = FixedDesign(kept, spec, tuple(dropped), tuple(terms), term_columns, term_variables, numeric, has_intercept)
+    return y, design
+
+
+def rank_warning(dropped: tuple[str, ...]) -> str:
+    count = len(dropped)
+    return (
+        f"fixed-effect model matrix is rank deficient so dropping {count} column{'s' if count > 1 else ''} / "
+        f"coefficient{'s' if count > 1 else ''}: {', '.join(dropped)} (lme4 drops the same)"
+    )

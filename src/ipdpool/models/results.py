@@ -1,0 +1,130 @@
+"""Result methods of `lmer` that need more than the fixed effects: conditional modes of the random
+effects, Wald intervals and lmerTest's summary layout.
+
+The conditional modes come from the per-group cross-products the fit was made from, as lme4
+(Bates et al. 2015, section 3): b_g = Lambda (Lambda' Z_g'Z_g Lambda + I)^-1 Lambda' Z_g'(y_g - X_g beta)
+and their conditional covariance sigma2 Lambda (Lambda' Z_g'Z_g Lambda + I)^-1 Lambda', which is
+what lme4's ranef(condVar = TRUE) reports (conditional on beta and the variance parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..probabilities import norm_quantile
+from .lmm import LmmFit, evaluate
+
+
+@dataclass(frozen=True)
+class RandomEffects:
+    """modes: groups x random terms; cond_var: (groups, terms, terms) conditional covariances."""
+
+    group: str
+    modes: pd.DataFrame
+    cond_var: np.ndarray
+
+    @property
+    def cond_sd(self) -> pd.DataFrame:
+        """Conditional standard deviations (the square roots of cond_var's diagonals)."""
+        sd = np.sqrt(np.diagonal(self.cond_var, axis1=1, axis2=2))
+        return pd.DataFrame(sd, index=self.modes.index, columns=self.modes.columns)
+
+
+def conditional_modes(fit: LmmFit, group: str, terms: list[str]) -> RandomEffects:
+    cp = fit.cp
+    a = evaluate(cp, fit.theta).a  # Lambda (Lambda' Z'Z Lambda + I)^-1 Lambda' per group
+    residual = cp.zty - cp.ztx @ fit.beta
+    modes = np.einsum("kqr,kr->kq", a, residual)
+    index = pd.Index(list(cp.groups), name=group)
+    return RandomEffects(group, pd.DataFrame(modes, index=index, columns=list(terms)), fit.sigma2 * a)
+
+
+def wald_intervals(fit: LmmFit, level: float) -> pd.DataFrame:
+    """lme4's confint(method = "Wald"): estimate -+ z se with se from vcov (no df adjustment)."""
+    se = np.sqrt(np.diag(fit.vcov))
+    z = norm_quantile(0.5 + level / 2)
+    low, high = f"{100 * (1 - level) / 2:g} %", f"{100 * (1 + level) / 2:g} %"
+    return pd.DataFrame({low: fit.beta - z * se, high: fit.beta + z * se}, index=pd.Index(fit.names, name="term"))
+
+
+def population_formula(result) -> str:
+    """The model's random part as re_form spells it: '~(1 + x | g)'."""
+    return f"~({' + '.join(result.random_terms)} | {result.group})"
+
+
+# ------------------------------------------------------------------ summary
+
+
+def significance(p: float) -> str:
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "." if p < 0.1 else ""
+
+
+def format_p(p: float) -> str:
+    return "< 2e-16" if p < 2e-16 else f"{p:.3g}"
+
+
+def random_effects_table(result) -> str:
+    """Groups / Name / Variance / Std.Dev. / Corr, blank (never NaN) where a cell does not apply."""
+    covariance = result.fit.random_covariance
+    sd = np.sqrt(np.diag(covariance))
+    rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
+    for i, term in enumerate(result.random_terms):
+        correlations = [
+            f"{covariance[i, j] / (sd[i] * sd[j]):.2f}" if sd[i] > 0 and sd[j] > 0 else "" for j in range(i)
+        ]
+        rows.append(
+            [result.group if i == 0 else "", term, f"{covariance[i, i]:.4g}", f"{sd[i]:.4g}", " ".join(correlations)]
+        )
+    sigma2 = result.fit.sigma2
+    rows.append(["Residual", "", f"{sigma2:.4g}", f"{np.sqrt(sigma2):.4g}", ""])
+    widths = [max(len(row[c]) for row in rows) for c in range(5)]
+    return "\n".join(
+        " " + " ".join(cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ).rstrip()
+
+
+def fixed_effects_table(result) -> str:
+    fixed = result.fixed
+    table = pd.DataFrame(
+        {
+            "Estimate": fixed["estimate"].map(lambda v: f"{v:.4g}"),
+            "Std. Error": fixed["se"].map(lambda v: f"{v:.4g}"),
+            "df": fixed["df"].map(lambda v: f"{v:.4g}"),
+            "t value": fixed["t"].map(lambda v: f"{v:.3f}"),
+            "Pr(>|t|)": fixed["p_value"].map(format_p),
+            "": fixed["p_value"].map(significance),
+        },
+        index=fixed.index.rename(None),
+    )
+    return table.to_string()
+
+
+def format_summary(result) -> str:
+    fit = result.fit
+    method = "Satterthwaite" if result.ddf == "satterthwaite" else "Kenward-Roger"
+    lines = [
+        f"Linear mixed model fit by {fit.method}. t-tests use {method}'s method",
+        f"Formula: {result.formula}",
+        "",
+        f"REML criterion at convergence: {fit.deviance:.1f}"
+        if fit.reml
+        else "     AIC      BIC   logLik deviance\n"
+        + f"{result.aic:8.1f} {result.bic:8.1f} {result.loglik:8.1f} {fit.deviance:8.1f}",
+        "",
+        "Random effects:",
+        random_effects_table(result),
+        f"Number of obs: {result.n}, groups:  {result.group}, {result.n_groups}",
+        "",
+        "Fixed effects:",
+        fixed_effects_table(result),
+        "---",
+        "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1",
+    ]
+    if result.is_singular:
+        lines.append("boundary (singular) fit: see help('isSingular')")
+    lines += [f"warning: {w}" for w in result.warnings + fit.warnings]
+    return "\n".join(lines)
