@@ -36,8 +36,10 @@ from .formula import (
     drop_unused_levels,
     fixed_design,
     numeric_columns,
+    quote_dotted,
     r_power,
     rank_warning,
+    required_variables,
 )
 from .lmm import DDF_METHODS, LmmFit, fit_lmm
 from .results import RandomEffects, conditional_modes, format_summary, population_formula, wald_intervals
@@ -80,6 +82,7 @@ class LmerResult:
     design: FixedDesign | None = field(default=None, repr=False)
     random_spec: object = field(default=None, repr=False)  # formulaic ModelSpec of the random terms
     frame: pd.DataFrame | None = field(default=None, repr=False)  # the rows used (for anova and fitted values)
+    random_variables: set = field(default_factory=set, repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -202,9 +205,9 @@ class LmerResult:
         population = re_form in POPULATION
         if not population and re_form not in ("all", population_formula(self)):
             raise ValueError(f"re_form must be 'all', None, '~0' or the model's random part, not {re_form!r}")
-        variables = set(self.design.spec.required_variables)
+        variables = self.design.predictors
         if not population:
-            variables |= set(self.random_spec.required_variables) | {self.group}
+            variables |= self.random_variables | {self.group}
         check_columns(variables, frame)
         complete = frame[sorted(variables)].notna().all(axis=1).to_numpy()
         out = np.full(len(frame), np.nan)
@@ -268,10 +271,10 @@ def lmer(
     if ddf == "kenward_roger" and not reml:
         raise ValueError("Kenward-Roger's method is only available for REML model fits (as lmerTest and pbkrtest)")
     fixed, random_terms, group = split_formula(r_power(formula))
-    parsed = formulaic.Formula(fixed)
-    used = set(parsed.required_variables) | set(formulaic.Formula(random_terms).required_variables) | {group}
+    fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(random_terms, data.columns)
+    used = required_variables(fixed, data.columns) | required_variables(random_terms, data.columns) | {group}
     check_columns(used, data)
-    response = sorted(formulaic.Formula(fixed).lhs.required_variables)
+    response = required_variables(fixed.split("~")[0], data.columns)
     frame, rows, notes = used_rows(data, sorted(used))
     for name in response:
         check_response(frame, name)
@@ -291,4 +294,7 @@ def lmer(
         list(z.columns),
     )  # fmt: skip
     fit = fit_lmm(cp, reml=reml)
-    return LmerResult(formula, fit, ddf, level, group, list(z.columns), notes, design, z.model_spec, frame)
+    random_variables = required_variables(random_terms, data.columns)
+    return LmerResult(
+        formula, fit, ddf, level, group, list(z.columns), notes, design, z.model_spec, frame, random_variables
+    )

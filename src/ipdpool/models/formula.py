@@ -14,6 +14,7 @@ lmerTest refuses.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,33 @@ def r_power(formula: str) -> str:
     return "".join(out)
 
 
+def quote_dotted(formula: str, columns) -> str:
+    """Backquote column names with a dot (R's `Informed.liking`), which formulaic would read as
+    attribute access; names inside quotes or backquotes are left alone."""
+    names = {str(c) for c in columns if "." in str(c)}
+    if not names:
+        return formula
+    pieces = re.split(r"""(`[^`]*`|'[^']*'|"[^"]*")""", formula)
+    for i in range(0, len(pieces), 2):  # even pieces are outside quotes
+        pieces[i] = re.sub(
+            r"(?<![A-Za-z0-9_.])[A-Za-z_.][A-Za-z0-9_.]*",
+            lambda m: f"`{m.group(0)}`" if m.group(0) in names else m.group(0),
+            pieces[i],
+        )
+    return "".join(pieces)
+
+
+def required_variables(formula: str, columns) -> set[str]:
+    """formulaic's required variables, with backquoted dotted column names kept whole (formulaic
+    reports `a.b` as a)."""
+    import formulaic
+
+    dotted = set(re.findall(r"`([^`]*\.[^`]*)`", formula)) & {str(c) for c in columns}
+    found = set(formulaic.Formula(formula).required_variables)
+    prefixes = {name.split(".")[0] for name in dotted}
+    return (found - (prefixes - {str(c) for c in columns})) | dotted
+
+
 def check_columns(used: set[str], data: pd.DataFrame) -> None:
     """Refuse a variable that is not a column, naming the closest column (as R's 'object not found')."""
     for name in sorted(used - set(data.columns)):
@@ -57,7 +85,7 @@ def check_columns(used: set[str], data: pd.DataFrame) -> None:
 
 def check_response(data: pd.DataFrame, response: str) -> None:
     column = data[response]
-    if not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
+    if not pd.api.types.is_numeric_dtype(column):  # lme4 fits a logical response as 0/1 too
         raise FormulaError(
             f"response {response!r} is not numeric ({column.dtype}): a linear mixed model needs a numeric "
             "response (lme4 refuses it too)"
@@ -128,6 +156,7 @@ class FixedDesign:
     term_variables: dict  # term -> variables (factor expressions) in it
     numeric_variables: frozenset  # variables that are numeric (not categorical)
     has_intercept: bool
+    predictors: frozenset  # data columns the right-hand side uses
 
 
 def fixed_design(formula: str, frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, FixedDesign]:
@@ -152,7 +181,10 @@ def fixed_design(formula: str, frame: pd.DataFrame, rows: np.ndarray) -> tuple[n
     categorical = {str(f) for f in spec.factor_contrasts}
     numeric = frozenset(v for vs in term_variables.values() for v in vs if v not in categorical)
     has_intercept = any(str(term) == "1" for term in spec.term_indices)
-    design = FixedDesign(kept, spec, tuple(dropped), tuple(terms), term_columns, term_variables, numeric, has_intercept)
+    predictors = frozenset(required_variables(formula.split("~", 1)[1], frame.columns))
+    design = FixedDesign(
+        kept, spec, tuple(dropped), tuple(terms), term_columns, term_variables, numeric, has_intercept, predictors
+    )
     return y, design
 
 
