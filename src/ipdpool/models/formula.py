@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 RANK_TOLERANCE = 1e-7  # lme4's chkRank.drop.cols and R's qr() default
+QUOTED = "`[^`]*`|'[^']*'|\"[^\"]*\""
 
 
 class FormulaError(ValueError):
@@ -54,7 +55,7 @@ def quote_dotted(formula: str, columns) -> str:
     names = {str(c) for c in columns if "." in str(c)}
     if not names:
         return formula
-    pieces = re.split(r"""(`[^`]*`|'[^']*'|"[^"]*")""", formula)
+    pieces = re.split(f"({QUOTED})", formula)
     for i in range(0, len(pieces), 2):  # even pieces are outside quotes
         pieces[i] = re.sub(
             r"(?<![A-Za-z0-9_.])[A-Za-z_.][A-Za-z0-9_.]*",
@@ -65,14 +66,18 @@ def quote_dotted(formula: str, columns) -> str:
 
 
 def required_variables(formula: str, columns) -> set[str]:
-    """formulaic's required variables, with backquoted dotted column names kept whole (formulaic
-    reports `a.b` as a)."""
+    """formulaic's required variables plus every column named in the formula: formulaic misses the
+    arguments of stateful transforms (`poly(t, 2)` reports none) and reports a backquoted dotted
+    name `a.b` as a."""
     import formulaic
 
-    dotted = set(re.findall(r"`([^`]*\.[^`]*)`", formula)) & {str(c) for c in columns}
+    names = {str(c) for c in columns}
+    quoted = set(re.findall(r"`([^`]*)`", formula))
+    bare = re.split(QUOTED, formula)
+    tokens = {t for piece in bare for t in re.findall(r"(?<![A-Za-z0-9_.])[A-Za-z_.][A-Za-z0-9_.]*", piece)}
     found = set(formulaic.Formula(formula).required_variables)
-    prefixes = {name.split(".")[0] for name in dotted}
-    return (found - (prefixes - {str(c) for c in columns})) | dotted
+    prefixes = {name.split(".")[0] for name in quoted if "." in name}
+    return (found - (prefixes - names)) | ((quoted | tokens) & names)
 
 
 def check_columns(used: set[str], data: pd.DataFrame) -> None:

@@ -1,0 +1,174 @@
+"""lme4's formula semantics and refusals, checked live against lme4 on the same data.
+
+- `I(t^2)` on an integer column is a power (formulaic alone evaluates it as XOR), also inside
+  other calls (`log(x^2)`); `poly(t, 2)` equals R's orthogonal polynomial column for column,
+  sign included; `log(x)` as R's.
+- An unused factor level is dropped; aliased columns are dropped, the same ones as lme4, with a
+  warning that names them.
+- What lme4/lmerTest refuse is refused with one sentence naming the column (and row), never
+  printing the value: a non-numeric response, one group, an infinite value, log(0),
+  Kenward-Roger with ML, an unknown column (with the closest name).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from rscript import run_r
+
+import ipdpool
+from ipdpool.models.formula import FormulaError, aliased_columns, r_power
+
+
+def make_data() -> pd.DataFrame:
+    rng = np.random.default_rng(2112)
+    groups = np.repeat([f"g{i}" for i in range(8)], 7)
+    t = np.tile(np.arange(7), 8)  # integer: XOR and power differ
+    x = rng.uniform(0.5, 4.0, len(t))
+    f = rng.choice(["a", "b", "c"], len(t))
+    effect = rng.normal(0, 1, 8)[np.repeat(np.arange(8), 7)]
+    y = 1 + 0.3 * t - 0.05 * t**2 + np.log(x) + (f == "b") + effect + rng.normal(0, 0.5, len(t))
+    data = pd.DataFrame({"g": groups, "t": t, "x": x, "f": f, "y": y})
+    data["x2"] = 2 * data["x"]  # aliased with x
+    data["h"] = np.where(data["f"] == "c", "hi", "lo")  # aliased with f's indicators
+    return data
+
+
+ESTIMATES = {
+    "power": "y ~ I(t^2) + t + (1 | g)",
+    "power_in_call": "y ~ log(x^2) + I(t^2) + (1 | g)",
+    "poly": "y ~ poly(t, 2) + (1 | g)",
+    "log": "y ~ log(x) + t + (1 | g)",
+    "unused_level": "y ~ f + t + (1 | g)",
+    "aliased_copy": "y ~ x + x2 + t + (1 | g)",
+    "aliased_factor": "y ~ f + h + t + (1 | g)",
+}
+
+R_SCRIPT = r"""
+suppressPackageStartupMessages(library(lmerTest))
+d$f <- factor(d$f, levels = c("a", "b", "c", "unused"))
+attempt <- function(expr) tryCatch({force(expr); "no error"}, error = function(e) conditionMessage(e))
+out <- list(fits = list(), errors = list())
+for (case in names(ESTIMATES)) {
+  m <- suppressMessages(lmer(as.formula(ESTIMATES[[case]]), d))
+  out$fits[[case]] <- list(names = names(fixef(m)), beta = unname(fixef(m)), X = unname(getME(m, "X")))
+}
+bad <- function(column, row, value) { b <- d; b[[column]][row] <- value; b }
+text_y <- d; text_y$y <- as.character(round(text_y$y))
+one_group <- d; one_group$g <- "g0"
+zero_x <- bad("x", 3, 0)
+out$errors <- list(
+  text_response = attempt(lmer(y ~ t + (1 | g), text_y)),
+  one_group = attempt(lmer(y ~ t + (1 | g), one_group)),
+  infinite_y = attempt(lmer(y ~ t + (1 | g), bad("y", 7, Inf))),
+  infinite_x = attempt(lmer(y ~ x + (1 | g), bad("x", 12, -Inf))),
+  log_zero = attempt(lmer(y ~ log(x) + (1 | g), zero_x)),
+  kenward_roger_ml = attempt(summary(lmer(y ~ t + (1 | g), d, REML = FALSE), ddf = "Kenward-Roger")),
+  unknown_column = attempt(lmer(y ~ tt + (1 | g), d))
+)
+"""
+
+
+def r_list(mapping: dict) -> str:
+    return "list(" + ", ".join(f'{k} = "{v}"' for k, v in mapping.items()) + ")"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return run_r(f"ESTIMATES <- {r_list(ESTIMATES)}\n" + R_SCRIPT, {"d": make_data()})
+
+
+def lmer_data() -> pd.DataFrame:
+    data = make_data()
+    data["f"] = pd.Categorical(data["f"], categories=["a", "b", "c", "unused"])
+    return data
+
+
+@pytest.mark.parametrize("case", list(ESTIMATES))
+def test_estimates_and_design_equal_lme4(case, reference):
+    theirs = reference["fits"][case]
+    with pytest.warns(UserWarning, match="rank deficient") if case.startswith("aliased") else nullcontext():
+        fit = ipdpool.lmer(ESTIMATES[case], lmer_data())
+    beta = fit.fixed["estimate"].to_numpy()
+    assert len(beta) == len(theirs["names"])
+    assert np.allclose(beta, theirs["beta"], rtol=1e-6, atol=1e-9), (beta, theirs["beta"])
+    x = np.asarray(theirs["X"], float)
+    assert np.allclose(fit.design.x.to_numpy(float), x, rtol=1e-9, atol=1e-12)  # poly: column for column, sign too
+
+
+def nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_the_dropped_columns_are_named():
+    with pytest.warns(UserWarning) as caught:
+        fit = ipdpool.lmer(ESTIMATES["aliased_copy"], lmer_data())
+    assert "dropping 1 column / coefficient: x2" in str(caught[0].message)
+    assert "x2" not in fit.fit.names and any("x2" in w for w in fit.warnings)
+    with pytest.warns(UserWarning, match=r"h\[T\.lo\]"):
+        ipdpool.lmer(ESTIMATES["aliased_factor"], lmer_data())
+
+
+def with_value(column: str, row: int, value) -> pd.DataFrame:
+    data = lmer_data()
+    data.loc[row - 1, column] = value
+    return data
+
+
+REFUSALS = {
+    "text_response": (
+        lambda: ipdpool.lmer("y ~ t + (1 | g)", lmer_data().assign(y=lambda d: d["y"].round().astype(int).astype(str))),
+        r"response 'y' is not numeric",
+    ),
+    "one_group": (lambda: ipdpool.lmer("y ~ t + (1 | g)", lmer_data().assign(g="g0")), r"'g' must have > 1 sampled"),
+    "infinite_y": (lambda: ipdpool.lmer("y ~ t + (1 | g)", with_value("y", 7, np.inf)), r"'y' is not finite in row 7"),
+    "infinite_x": (
+        lambda: ipdpool.lmer("y ~ x + (1 | g)", with_value("x", 12, -np.inf)),
+        r"'x' is not finite in row 12",
+    ),
+    "log_zero": (
+        lambda: ipdpool.lmer("y ~ log(x) + (1 | g)", with_value("x", 3, 0.0)),
+        r"'log\(x\)' is not finite in row 3",
+    ),
+    "kenward_roger_ml": (
+        lambda: ipdpool.lmer("y ~ t + (1 | g)", lmer_data(), reml=False, ddf="kenward_roger"),
+        "only available for REML",
+    ),
+    "unknown_column": (lambda: ipdpool.lmer("y ~ tt + (1 | g)", lmer_data()), r"'tt' .* did you mean 't'"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refused_where_lme4_refuses(case, reference):
+    assert reference["errors"][case] != "no error", f"lme4 accepted {case}"
+    attempt, message = REFUSALS[case]
+    with pytest.raises(ValueError, match=message) as caught:
+        attempt()
+    text = str(caught.value)
+    assert text.count(". ") == 0 and "\n" not in text  # one sentence
+    assert not re.search(r"\b-?inf\b|\b0\.0\b", text)  # never the value
+
+
+def test_a_missing_row_before_a_bad_row_keeps_the_data_row_number():
+    data = with_value("y", 9, np.inf)
+    data.loc[1, "t"] = np.nan
+    with pytest.raises(FormulaError, match="row 9 "):
+        ipdpool.lmer("y ~ t + (1 | g)", data)
+
+
+def test_power_is_rewritten_inside_calls_only():
+    assert r_power("y ~ I(t^2) + (a + b)^2") == "y ~ I(t**2) + (a + b)^2"
+    assert r_power("y ~ log(I(x^3)) + f(x, 'a^b')") == "y ~ log(I(x**3)) + f(x, 'a^b')"
+
+
+def test_aliasing_is_rs_pivoting_order():
+    """R's LINPACK qr keeps the first of two aliased columns and moves later ones to the end."""
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=20), rng.normal(size=20)
+    x = np.column_stack([np.ones(20), a, b, a + b, 3 * b, rng.normal(size=20)])
+    assert aliased_columns(x) == [3, 4]
