@@ -126,14 +126,17 @@ REFUSALS = {
         r"response 'y' is not numeric",
     ),
     "one_group": (lambda: ipdpool.lmer("y ~ t + (1 | g)", lmer_data().assign(g="g0")), r"'g' must have > 1 sampled"),
-    "infinite_y": (lambda: ipdpool.lmer("y ~ t + (1 | g)", with_value("y", 7, np.inf)), r"'y' is not finite in row 7"),
+    "infinite_y": (
+        lambda: ipdpool.lmer("y ~ t + (1 | g)", with_value("y", 7, np.inf)),
+        r"'y' has a non-finite value in row 7",
+    ),
     "infinite_x": (
         lambda: ipdpool.lmer("y ~ x + (1 | g)", with_value("x", 12, -np.inf)),
-        r"'x' is not finite in row 12",
+        r"'x' has a non-finite value in row 12",
     ),
     "log_zero": (
         lambda: ipdpool.lmer("y ~ log(x) + (1 | g)", with_value("x", 3, 0.0)),
-        r"'log\(x\)' is not finite in row 3",
+        r"'log\(x\)' has a non-finite value in row 3",
     ),
     "kenward_roger_ml": (
         lambda: ipdpool.lmer("y ~ t + (1 | g)", lmer_data(), reml=False, ddf="kenward_roger"),

@@ -108,7 +108,9 @@ def check_finite(columns: dict[str, np.ndarray], rows: np.ndarray, what: str) ->
     for name, values in columns.items():
         bad = first_non_finite(np.asarray(values, float))
         if bad is not None:
-            raise FormulaError(f"{what} {name!r} is not finite in row {rows[bad]} of the data (lme4: NA/NaN/Inf)")
+            raise FormulaError(
+                f"{what} {name!r} has a non-finite value in row {rows[bad]} of the data (lme4 refuses it too)"
+            )
 
 
 def numeric_columns(frame: pd.DataFrame, names) -> dict[str, np.ndarray]:
