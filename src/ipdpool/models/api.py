@@ -83,6 +83,8 @@ class LmerResult:
     random_spec: object = field(default=None, repr=False)  # formulaic ModelSpec of the random terms
     frame: pd.DataFrame | None = field(default=None, repr=False)  # the rows used (for anova and fitted values)
     random_variables: set = field(default_factory=set, repr=False)
+    z: np.ndarray | None = field(default=None, repr=False)  # random-effect columns of the rows used
+    response: np.ndarray | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -188,7 +190,9 @@ class LmerResult:
     def ranef(self) -> RandomEffects:
         """Conditional modes of the random effects and their conditional covariances, per group
         (lme4's ranef(condVar = TRUE))."""
-        return conditional_modes(self.fit, self.group, self.random_terms)
+        return conditional_modes(
+            self.fit, self.design.x.to_numpy(float), self.z, self.response, self.frame[self.group], self.random_terms
+        )
 
     def confint(self, level: float | None = None) -> pd.DataFrame:
         """Wald intervals of the fixed effects with normal quantiles, as lme4's
@@ -296,5 +300,6 @@ def lmer(
     fit = fit_lmm(cp, reml=reml)
     random_variables = required_variables(random_terms, data.columns)
     return LmerResult(
-        formula, fit, ddf, level, group, list(z.columns), notes, design, z.model_spec, frame, random_variables
-    )
+        formula, fit, ddf, level, group, list(z.columns), notes, design, z.model_spec, frame, random_variables,
+        np.asarray(z, float), y,
+    )  # fmt: skip

@@ -1,10 +1,10 @@
 """Result methods of `lmer` that need more than the fixed effects: conditional modes of the random
 effects, Wald intervals and lmerTest's summary layout.
 
-The conditional modes come from the per-group cross-products the fit was made from, as lme4
-(Bates et al. 2015, section 3): b_g = Lambda (Lambda' Z_g'Z_g Lambda + I)^-1 Lambda' Z_g'(y_g - X_g beta)
-and their conditional covariance sigma2 Lambda (Lambda' Z_g'Z_g Lambda + I)^-1 Lambda', which is
-what lme4's ranef(condVar = TRUE) reports (conditional on beta and the variance parameters).
+The conditional modes are lme4's (Bates et al. 2015, section 3):
+b_g = Lambda (Lambda' Z_g'Z_g Lambda + I)^-1 Lambda' Z_g'(y_g - X_g beta), and their conditional
+covariance sigma2 Lambda (Lambda' Z_g'Z_g Lambda + I)^-1 Lambda' is what lme4's
+ranef(condVar = TRUE) reports (conditional on beta and the variance parameters).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..probabilities import norm_quantile
-from .lmm import LmmFit, evaluate
+from .lmm import LmmFit
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,26 @@ class RandomEffects:
         return pd.DataFrame(sd, index=self.modes.index, columns=self.modes.columns)
 
 
-def conditional_modes(fit: LmmFit, group: str, terms: list[str]) -> RandomEffects:
-    cp = fit.cp
-    a = evaluate(cp, fit.theta).a  # Lambda (Lambda' Z'Z Lambda + I)^-1 Lambda' per group
-    residual = cp.zty - cp.ztx @ fit.beta
-    modes = np.einsum("kqr,kr->kq", a, residual)
-    index = pd.Index(list(cp.groups), name=group)
-    return RandomEffects(group, pd.DataFrame(modes, index=index, columns=list(terms)), fit.sigma2 * a)
+def conditional_modes(
+    fit: LmmFit, x: np.ndarray, z: np.ndarray, y: np.ndarray, groups: pd.Series, terms: list[str]
+) -> RandomEffects:
+    """From the rows (X, Z, y, group) and the fit's beta, sigma2 and random-effect covariance D:
+    with G = D / sigma2 = Lambda Lambda', A_g = Lambda (Lambda' M_g Lambda + I)^-1 Lambda'
+    = G (I + M_g G)^-1 (push-through identity, no inverse of a possibly singular D), M_g = Z_g'Z_g.
+    Residuals y - X beta are formed per row, so no cross-product cancels digits."""
+    codes, labels = pd.factorize(groups, sort=True)
+    k, q = len(labels), z.shape[1]
+    residual = y - x @ fit.beta
+    ztr = np.column_stack([np.bincount(codes, weights=z[:, i] * residual, minlength=k) for i in range(q)])
+    ztz = np.empty((k, q, q))
+    for i in range(q):
+        for j in range(i, q):
+            ztz[:, i, j] = ztz[:, j, i] = np.bincount(codes, weights=z[:, i] * z[:, j], minlength=k)
+    g = fit.random_covariance / fit.sigma2
+    a = g @ np.linalg.inv(np.eye(q) + ztz @ g)
+    modes = np.einsum("kqr,kr->kq", a, ztr)
+    index = pd.Index([str(label) for label in labels], name=groups.name)
+    return RandomEffects(str(groups.name), pd.DataFrame(modes, index=index, columns=list(terms)), fit.sigma2 * a)
 
 
 def wald_intervals(fit: LmmFit, level: float) -> pd.DataFrame:
