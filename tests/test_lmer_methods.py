@@ -55,7 +55,7 @@ for (case in names(CASES)) {
       fitted = unname(predict(m)), rows = cs$new,
       group_level = unname(predict(m, newdata = new, allow.new.levels = TRUE)),
       population = unname(predict(m, newdata = new, re.form = NA)),
-      confint = unname(ci[names(fixef(m)), ]),
+      confint = unname(ci[names(fixef(m)), ]), scaled_residuals = unname(quantile(resid(m, scaled = TRUE))),
       confint_90 = unname(confint(m, method = "Wald", level = 0.9)[names(fixef(m)), ]))
   }
 }
@@ -171,6 +171,13 @@ def test_confint_equals_lme4_wald(case, reference, fits):
     ninety = fits[case].confint(0.9)
     assert list(ninety.columns) == ["5 %", "95 %"]
     assert relative(ninety, theirs["confint_90"]) < 1e-6
+
+
+@pytest.mark.parametrize("case", list(METHOD_CASES))
+def test_summary_scaled_residuals_equal_lme4(case, reference, fits):
+    lines = fits[case].summary().splitlines()
+    values = lines[lines.index("Scaled residuals:") + 2].split()
+    assert [float(v) for v in values] == pytest.approx(reference["methods"][case]["scaled_residuals"], abs=1e-4)
 
 
 def test_summary_reads_like_lmertest_with_no_nan(fits):

@@ -116,6 +116,16 @@ def fixed_effects_table(result) -> str:
     return table.to_string()
 
 
+def scaled_residuals(result) -> str:
+    """Quantiles of (y - X beta - Z b) / sigma, as lme4's summary (R's quantile type 7)."""
+    residuals = (result.response - result.predict().to_numpy()) / np.sqrt(result.fit.sigma2)
+    values = np.quantile(residuals, [0, 0.25, 0.5, 0.75, 1])
+    names = ["Min", "1Q", "Median", "3Q", "Max"]
+    cells = [f"{v:.4f}" for v in values]
+    widths = [max(len(a), len(b)) for a, b in zip(names, cells)]
+    return "\n".join(" ".join(c.rjust(w) for c, w in zip(row, widths)) for row in (names, cells))
+
+
 def format_summary(result) -> str:
     fit = result.fit
     method = "Satterthwaite" if result.ddf == "satterthwaite" else "Kenward-Roger"
@@ -127,6 +137,9 @@ def format_summary(result) -> str:
         if fit.reml
         else "     AIC      BIC   logLik deviance\n"
         + f"{result.aic:8.1f} {result.bic:8.1f} {result.loglik:8.1f} {fit.deviance:8.1f}",
+        "",
+        "Scaled residuals:",
+        scaled_residuals(result),
         "",
         "Random effects:",
         random_effects_table(result),
