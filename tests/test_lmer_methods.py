@@ -159,6 +159,8 @@ def test_predict_equals_lme4(case, reference, fits):
     assert scaled(fit.predict(new, allow_new_levels=True), theirs["group_level"]) < 1e-6
     assert scaled(fit.predict(new, re_form=None), theirs["population"]) < 1e-6
     assert scaled(fit.predict(new, re_form="~0"), theirs["population"]) < 1e-6
+    random_part = "~" + CASES[case][1].split("+")[-1].strip()  # the model's own random part: group level
+    assert scaled(fit.predict(new, re_form=random_part, allow_new_levels=True), theirs["group_level"]) < 1e-6
     with pytest.raises(ValueError, match="not in the fit"):
         fit.predict(new)  # lme4's default refuses a new group too
     assert scaled(fit.predict(new.iloc[1:]), theirs["group_level"][1:]) < 1e-6

@@ -18,7 +18,6 @@ variable used are dropped (and counted in the warnings), as lme4 does by default
 
 from __future__ import annotations
 
-import re
 import warnings as pywarnings
 from dataclasses import dataclass, field
 
@@ -30,6 +29,7 @@ from .crossprod import cross_products
 from .formula import (
     FixedDesign,
     FormulaError,
+    RandomPart,
     check_columns,
     check_finite,
     check_response,
@@ -40,30 +40,34 @@ from .formula import (
     r_power,
     rank_warning,
     required_variables,
+    split_random,
 )
 from .lmm import DDF_METHODS, LmmFit, fit_lmm
-from .results import RandomEffects, conditional_modes, format_summary, population_formula, wald_intervals
+from .results import RandomEffects, conditional_modes, format_summary, names_random_part, wald_intervals
 
-RANDOM_PART = re.compile(r"\(\s*([^()|]+?)\s*\|\s*([^()|]+?)\s*\)")
 MAX_RANDOM_TERMS = 3
 POPULATION = (None, "NA", "~0", "~ 0")
 
 
-def split_formula(formula: str) -> tuple[str, str, str]:
-    """'y ~ x + (1 + x | g)' -> ('y ~ x', '1 + x', 'g')."""
-    if formula.count("~") != 1:
-        raise FormulaError(f"formula {formula!r} needs exactly one '~'")
-    found = RANDOM_PART.findall(formula)
-    if len(found) != 1:
-        raise FormulaError(f"formula {formula!r} needs exactly one random part '(terms | group)'; found {len(found)}")
-    terms, group = found[0]
-    if not re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_.]*", group):
-        raise FormulaError(f"grouping factor {group!r} must be a column name")
-    fixed = RANDOM_PART.sub("", formula)
-    fixed = re.sub(r"\+\s*(?=\+|$)", "", re.sub(r"~\s*\+", "~ ", fixed)).strip()
-    if fixed.rstrip().endswith("~"):
-        fixed += " 1"
-    return fixed, terms, group
+def one_random_part(formula: str) -> tuple[str, RandomPart]:
+    """The fixed part and the one correlated `(terms | group)` the engine fits."""
+    fixed, parts = split_random(formula)
+    if len(parts) != 1:
+        raise NotEstimable(
+            f"formula {formula!r} has {len(parts)} random parts after expanding '/'; the engine fits one "
+            "'(terms | group)'"
+        )
+    if not parts[0].correlated:
+        raise NotEstimable(f"formula {formula!r}: uncorrelated random effects '||' are not fitted yet; use '|'")
+    return fixed, parts[0]
+
+
+def group_labels(frame: pd.DataFrame, group: str) -> pd.Series:
+    """The grouping factor's labels; an interaction a:b labels each combination (as lme4)."""
+    columns = group.split(":")
+    if len(columns) == 1:
+        return frame[group]
+    return frame[columns].astype(str).agg(":".join, axis=1).rename(group)
 
 
 @dataclass
@@ -191,7 +195,12 @@ class LmerResult:
         """Conditional modes of the random effects and their conditional covariances, per group
         (lme4's ranef(condVar = TRUE))."""
         return conditional_modes(
-            self.fit, self.design.x.to_numpy(float), self.z, self.response, self.frame[self.group], self.random_terms
+            self.fit,
+            self.design.x.to_numpy(float),
+            self.z,
+            self.response,
+            group_labels(self.frame, self.group),
+            self.random_terms,
         )
 
     def confint(self, level: float | None = None) -> pd.DataFrame:
@@ -207,11 +216,11 @@ class LmerResult:
         (lme4's allow.new.levels = TRUE). Rows with a missing predictor get NaN (lme4's na.pass)."""
         frame = self.frame if newdata is None else newdata
         population = re_form in POPULATION
-        if not population and re_form not in ("all", population_formula(self)):
+        if not population and re_form != "all" and not names_random_part(str(re_form), self.formula):
             raise ValueError(f"re_form must be 'all', None, '~0' or the model's random part, not {re_form!r}")
         variables = self.design.predictors
         if not population:
-            variables |= self.random_variables | {self.group}
+            variables |= self.random_variables | set(self.group.split(":"))
         check_columns(variables, frame)
         complete = frame[sorted(variables)].notna().all(axis=1).to_numpy()
         out = np.full(len(frame), np.nan)
@@ -229,7 +238,7 @@ class LmerResult:
     def _group_part(self, rows: pd.DataFrame, allow_new_levels: bool) -> np.ndarray:
         modes = self.ranef().modes
         z = np.asarray(self.random_spec.get_model_matrix(rows, na_action="ignore"), float)
-        labels = rows[self.group].astype(str).to_numpy()
+        labels = group_labels(rows, self.group).astype(str).to_numpy()
         known = np.isin(labels, modes.index.to_numpy())
         if not known.all() and not allow_new_levels:
             raise ValueError(
@@ -274,16 +283,19 @@ def lmer(
         raise ValueError(f"ddf must be one of {DDF_METHODS}, not {ddf!r}")
     if ddf == "kenward_roger" and not reml:
         raise ValueError("Kenward-Roger's method is only available for REML model fits (as lmerTest and pbkrtest)")
-    fixed, random_terms, group = split_formula(r_power(formula))
-    fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(random_terms, data.columns)
-    used = required_variables(fixed, data.columns) | required_variables(random_terms, data.columns) | {group}
+    fixed, part = one_random_part(r_power(formula))
+    group = part.group
+    fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(part.terms, data.columns)
+    used = required_variables(fixed, data.columns) | required_variables(random_terms, data.columns)
+    used |= set(group.split(":"))
     check_columns(used, data)
     response = required_variables(fixed.split("~")[0], data.columns)
     frame, rows, notes = used_rows(data, sorted(used))
     for name in response:
         check_response(frame, name)
     check_finite(numeric_columns(frame, sorted(used)), rows, "column")
-    if frame[group].nunique() < 2:
+    labels = group_labels(frame, group)
+    if labels.nunique() < 2:
         raise FormulaError(f"grouping factor {group!r} must have > 1 sampled level (lme4 refuses it too)")
     y, design = fixed_design(fixed, frame, rows)
     if design.dropped:
@@ -294,7 +306,7 @@ def lmer(
     if z.shape[1] > MAX_RANDOM_TERMS:
         raise NotEstimable(f"{z.shape[1]} random-effect terms; the engine fits at most {MAX_RANDOM_TERMS}")
     cp = cross_products(
-        design.x.to_numpy(float), np.asarray(z, float), y, frame[group].to_numpy(), list(design.x.columns),
+        design.x.to_numpy(float), np.asarray(z, float), y, labels.to_numpy(), list(design.x.columns),
         list(z.columns),
     )  # fmt: skip
     fit = fit_lmm(cp, reml=reml)

@@ -28,6 +28,68 @@ class FormulaError(ValueError):
     """A formula or data that lme4 would refuse too (the message says what and where)."""
 
 
+@dataclass(frozen=True)
+class RandomPart:
+    """One `(terms | group)` of an lme4 formula; `||` makes its terms uncorrelated."""
+
+    terms: str
+    group: str  # a column, or columns joined by ':' (a nested level: `a/b` gives a and a:b)
+    correlated: bool
+
+
+def _closing(text: str, start: int) -> int:
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+    raise FormulaError(f"formula {text!r} has an unbalanced '('")
+
+
+def _bar(inside: str) -> int | None:
+    """Position of the top-level '|' of `terms | group` (None when the parentheses only group)."""
+    depth = 0
+    for i, char in enumerate(inside):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "|" and depth == 0:
+            return i
+    return None
+
+
+def nested_groups(group: str) -> list[str]:
+    """lme4's `a/b/c` -> a, a:b, a:b:c; a plain group or interaction a:b stays as it is."""
+    levels = [part.strip() for part in group.split("/")]
+    if not all(re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_.]*(\s*:\s*[A-Za-z_.][A-Za-z0-9_.]*)*", p) for p in levels):
+        raise FormulaError(f"grouping factor {group!r} must be column names joined by ':' or '/'")
+    levels = [re.sub(r"\s*:\s*", ":", p) for p in levels]
+    return [":".join(levels[: i + 1]) for i in range(len(levels))]
+
+
+def split_random(formula: str) -> tuple[str, list[RandomPart]]:
+    """'y ~ x + (1 + x || g) + (1 | a/b)' -> ('y ~ x', [parts]); the fixed part keeps the rest."""
+    if formula.count("~") != 1:
+        raise FormulaError(f"formula {formula!r} needs exactly one '~'")
+    parts, kept, i = [], [], 0
+    while i < len(formula):
+        if formula[i] != "(":
+            kept.append(formula[i])
+            i += 1
+            continue
+        end = _closing(formula, i)
+        inside = formula[i + 1 : end]
+        bar = _bar(inside)
+        if bar is None:
+            kept.append(formula[i : end + 1])
+        else:
+            correlated = not inside[bar + 1 :].startswith("|")
+            terms, group = inside[:bar].strip(), inside[bar + (1 if correlated else 2) :].strip()
+            parts += [RandomPart(terms, level, correlated) for level in nested_groups(group)]
+        i = end + 1
+    fixed = re.sub(r"\+\s*(?=\+|$)", "", re.sub(r"~\s*\+", "~ ", re.sub(r"\+(\s*\+)+", "+", "".join(kept))))
+    fixed = re.sub(r"\s+", " ", fixed).strip()
+    return (fixed + " 1" if fixed.endswith("~") else fixed), parts
+
+
 def r_power(formula: str) -> str:
     """`^` -> `**` inside function calls (R's arithmetic), untouched in formula grouping."""
     out, calls = [], []  # calls: for each open parenthesis, whether it opened a function call
