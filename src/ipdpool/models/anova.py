@@ -146,10 +146,20 @@ def satterthwaite_f(fit: LmmFit, contrast: np.ndarray, eps: float = np.sqrt(np.f
     return f_table_row(f_value, q, fstat_ddf(nu), fit.sigma2)
 
 
-def kenward_roger_f(fit: LmmFit, contrast: np.ndarray) -> dict:
+def kenward_roger_coordinates(fit: LmmFit, contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(L, cov(beta), variance factor) in the coordinates of the fit's Kenward-Roger parts: an engine
+    that fits in rescaled coordinates (`fit.scaled`) keeps its parts there, and the A1, A2 of
+    .KR_adjust do not depend on the coordinates."""
+    scaled = getattr(fit, "scaled", None)
+    if scaled is None:
+        return contrast, fit.vcov, 1.0
+    return np.array([scaled.contrast(row) for row in contrast]), fit._internal[1], scaled.y_scale**2
+
+
+def kenward_roger_f(fit: LmmFit, original: np.ndarray) -> dict:
     """pbkrtest's KRmodcomp (.KR_adjust) as lmerTest's contestMD reports it."""
     adjusted, p_list, w = fit._kenward_roger_parts
-    phi = fit.vcov
+    contrast, phi, factor = kenward_roger_coordinates(fit, original)
     theta = contrast.T @ np.linalg.solve(contrast @ phi @ contrast.T, contrast)
     a1 = a2 = 0.0
     for i in range(len(p_list)):
@@ -170,8 +180,8 @@ def kenward_roger_f(fit: LmmFit, contrast: np.ndarray) -> dict:
     rho = ratio**2 * v0 / (q * v2)
     df2 = 4 + (q + 2) / (q * rho - 1)
     scaling = 1.0 if abs(df2 - 2) < 1e-2 else df2 * (1 - a2 / q) / (df2 - 2)
-    estimates = contrast @ fit.beta
-    wald = float(estimates @ np.linalg.solve(contrast @ adjusted @ contrast.T, estimates))
+    estimates = original @ fit.beta
+    wald = float(estimates @ np.linalg.solve(factor * contrast @ adjusted @ contrast.T, estimates))
     return f_table_row(wald / q, q, df2, fit.sigma2, scaling)
 
 
