@@ -48,6 +48,7 @@ ESTIMATES = {
     "aliased_factor": "y ~ f + h + t + (1 | g)",
     "power_in_random_part": "y ~ t + (0 + I(t^2) | g)",
     "interaction_group": "y ~ t + (1 | g:h)",
+    "base_r_calls": "y ~ sqrt(abs(t - 3)) + log10(x) + (1 | g)",
 }
 
 R_SCRIPT = r"""
@@ -72,7 +73,10 @@ out$errors <- list(
   infinite_x = attempt(lmer(y ~ x + (1 | g), bad("x", 12, -Inf))),
   log_zero = attempt(lmer(y ~ log(x) + (1 | g), zero_x)),
   kenward_roger_ml = attempt(summary(lmer(y ~ t + (1 | g), d, REML = FALSE), ddf = "Kenward-Roger")),
-  unknown_column = attempt(lmer(y ~ tt + (1 | g), d))
+  unknown_column = attempt(lmer(y ~ tt + (1 | g), d)),
+  log_zero_response = attempt(lmer(log(y) ~ t + (1 | g), within(bad("y", 10, 0), y <- y + (y != 0) * 100))),
+  one_row_per_group = attempt(lmer(y ~ t + (1 | g), d[!duplicated(d$g), ])),
+  more_random_effects_than_rows = attempt(lmer(y ~ t + (1 + t + x | g), d[d$t < 2, ]))
 )
 """
 
@@ -125,6 +129,11 @@ def with_value(column: str, row: int, value) -> pd.DataFrame:
     return data
 
 
+def zero_row_10(data: pd.DataFrame) -> pd.DataFrame:
+    data.loc[9, "y"] = 0.0
+    return data
+
+
 REFUSALS = {
     "text_response": (
         lambda: ipdpool.lmer("y ~ t + (1 | g)", lmer_data().assign(y=lambda d: d["y"].round().astype(int).astype(str))),
@@ -148,6 +157,18 @@ REFUSALS = {
         "only available for REML",
     ),
     "unknown_column": (lambda: ipdpool.lmer("y ~ tt + (1 | g)", lmer_data()), r"'tt' .* did you mean 't'"),
+    "log_zero_response": (
+        lambda: ipdpool.lmer("log(y) ~ t + (1 | g)", lmer_data().assign(y=lambda d: d["y"] + 100).pipe(zero_row_10)),
+        r"response 'log\(y\)' has a non-finite value in row 10 ",
+    ),
+    "one_row_per_group": (
+        lambda: ipdpool.lmer("y ~ t + (1 | g)", lmer_data().drop_duplicates("g")),
+        r"'g' has 8 levels for 8 rows",
+    ),
+    "more_random_effects_than_rows": (
+        lambda: ipdpool.lmer("y ~ t + (1 + t + x | g)", lmer_data().query("t < 2")),
+        r"number of observations \(=16\) <= number of random effects \(=24\)",
+    ),
 }
 
 
@@ -198,3 +219,65 @@ def test_random_parts_are_read_as_lme4_reads_them():
 def test_random_structures_the_engine_does_not_fit_yet_are_refused_by_name(formula):
     with pytest.raises(NotEstimable, match="random parts|uncorrelated"):
         ipdpool.lmer(formula, lmer_data())
+
+
+def test_column_storage_types_are_read_as_r_reads_the_values():
+    """pandas string columns are factors, an object column of numbers is numeric (as R's vectors);
+    dates, times and complex numbers are refused by name, never printing a value."""
+    data = lmer_data()
+    data["f"] = data["f"].astype(str)
+    reference = ipdpool.lmer("y ~ f + t + (1 | g)", data).fixed["estimate"]
+    secret = data.assign(f=data["f"].map({"a": "secret-a", "b": "secret-b", "c": "secret-c"}).astype("string"))
+    assert np.allclose(ipdpool.lmer("y ~ f + t + (1 | g)", secret).fixed["estimate"], reference)
+    as_objects = data.assign(t=data["t"].astype(object))
+    assert np.allclose(ipdpool.lmer("y ~ f + t + (1 | g)", as_objects).fixed["estimate"], reference)
+    for column, values in (
+        ("x", pd.to_datetime("2020-01-01") + pd.to_timedelta(data["t"], "D")),
+        ("y", data["y"] + 1j),
+    ):
+        with pytest.raises(FormulaError, match=f"column '{column}' holds") as error:
+            ipdpool.lmer("y ~ x + (1 | g)", data.assign(**{column: values}))
+        assert "2020" not in str(error.value) and "j)" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "formula, message",
+    [
+        ("y ~ I(x.to_csv('written.csv') or x) + (1 | g)", "attribute access"),
+        ("y ~ I(`x`.to_csv('written.csv')) + (1 | g)", "attribute access"),
+        ("y ~ I(open('written.csv', 'w')) + (1 | g)", "function 'open' is not supported"),
+        ("y ~ I(__import__('os')) + (1 | g)", "function '__import__' is not supported"),
+        ("y ~ I(x if x else t) + (1 | g)", "'if' is not allowed"),
+        ("y ~ I(frame) + (1 | g)", "'frame' of the formula is not a column"),
+        ("y ~ x %in% f + (1 | g)", "'%in%' is not supported"),
+        ("y ~ . + (1 | g)", "'.' \\(all other columns\\)"),
+        ("~ x + (1 | g)", "needs a response"),
+        ("y + x ~ t + (1 | g)", "must be one response"),
+    ],
+)
+def test_formula_text_runs_nothing_but_the_allowed_calls(formula, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FormulaError, match=message):
+        ipdpool.lmer(formula, lmer_data())
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_ordered_factor_is_fitted_with_a_warning_that_lme4_codes_it_otherwise():
+    data = lmer_data().assign(o=lambda d: pd.Categorical(d["f"].astype(str), categories=["c", "a", "b"], ordered=True))
+    with pytest.warns(UserWarning, match="ordered factor 'o'.*polynomial contrasts"):
+        fit = ipdpool.lmer("y ~ o + t + (1 | g)", data)
+    assert any("ordered factor 'o'" in w for w in fit.warnings)
+
+
+def test_levels_outside_zero_and_one_are_refused():
+    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+        ipdpool.lmer("y ~ t + (1 | g)", lmer_data(), level=2)
+    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+        ipdpool.lmer("y ~ t + (1 | g)", lmer_data()).confint(1.5)
+
+
+def test_predict_finds_integer_groups_given_as_floats():
+    data = lmer_data().assign(g=lambda d: d["g"].str[1:].astype(int))
+    fit = ipdpool.lmer("y ~ t + (1 | g)", data)
+    as_float = data.assign(g=data["g"].astype(float))
+    assert np.array_equal(fit.predict(as_float).to_numpy(), fit.predict(data).to_numpy())

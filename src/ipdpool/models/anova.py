@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .formula import FixedDesign
+from .formula import CONTEXT, FixedDesign
 from .lmm import LmmFit
 
 COLUMNS = ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
@@ -59,7 +59,7 @@ def full_dummy_blocks(design: FixedDesign, frame: pd.DataFrame) -> tuple[np.ndar
     blocks = [np.ones((len(frame), 1))] if design.has_intercept else []
     slices, start = [], len(blocks)
     for term in design.terms:
-        block = np.asarray(formulaic.model_matrix(f"0 + {term}", frame, ensure_full_rank=False), float)
+        block = np.asarray(formulaic.model_matrix(f"0 + {term}", frame, ensure_full_rank=False, context=CONTEXT), float)
         blocks.append(block)
         slices.append(slice(start, start + block.shape[1]))
         start += block.shape[1]

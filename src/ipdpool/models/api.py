@@ -27,15 +27,18 @@ import pandas as pd
 from . import NotEstimable
 from .crossprod import cross_products
 from .formula import (
+    CONTEXT,
     FixedDesign,
     FormulaError,
     RandomPart,
     check_columns,
     check_finite,
+    check_formula_text,
     check_response,
     drop_unused_levels,
     fixed_design,
     numeric_columns,
+    prepare_columns,
     quote_dotted,
     r_power,
     rank_warning,
@@ -43,7 +46,14 @@ from .formula import (
     split_random,
 )
 from .lmm import DDF_METHODS, LmmFit, fit_lmm
-from .results import RandomEffects, conditional_modes, format_summary, names_random_part, wald_intervals
+from .results import (
+    RandomEffects,
+    conditional_modes,
+    format_summary,
+    label_strings,
+    names_random_part,
+    wald_intervals,
+)
 
 MAX_RANDOM_TERMS = 3
 POPULATION = (None, "NA", "~0", "~ 0")
@@ -226,9 +236,9 @@ class LmerResult:
         out = np.full(len(frame), np.nan)
         if not complete.any():
             return pd.Series(out, index=frame.index, name="prediction")
-        rows = frame.loc[complete]
+        rows = prepare_columns(frame.loc[complete])
         check_levels(self.design, rows)
-        x = self.design.spec.get_model_matrix(rows, na_action="ignore")[list(self.design.x.columns)]
+        x = self.design.spec.get_model_matrix(rows, context=CONTEXT, na_action="ignore")[list(self.design.x.columns)]
         values = np.asarray(x, float) @ self.fit.beta
         if not population:
             values += self._group_part(rows, allow_new_levels)
@@ -237,8 +247,8 @@ class LmerResult:
 
     def _group_part(self, rows: pd.DataFrame, allow_new_levels: bool) -> np.ndarray:
         modes = self.ranef().modes
-        z = np.asarray(self.random_spec.get_model_matrix(rows, na_action="ignore"), float)
-        labels = group_labels(rows, self.group).astype(str).to_numpy()
+        z = np.asarray(self.random_spec.get_model_matrix(rows, context=CONTEXT, na_action="ignore"), float)
+        labels = np.array(label_strings(group_labels(rows, self.group)), dtype=object)
         known = np.isin(labels, modes.index.to_numpy())
         if not known.all() and not allow_new_levels:
             raise ValueError(
@@ -268,9 +278,43 @@ def used_rows(data: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, np.nda
     """The complete rows of the used columns with unused levels dropped, their row numbers in
     `data` (from 1) and a note on the rows dropped."""
     complete = data[used].notna().all(axis=1).to_numpy()
-    frame = drop_unused_levels(data.loc[complete, used].reset_index(drop=True))
+    frame = drop_unused_levels(prepare_columns(data.loc[complete, used].reset_index(drop=True)))
     dropped = len(data) - int(complete.sum())
     return frame, np.flatnonzero(complete) + 1, [f"{dropped} rows with missing values dropped"] if dropped else []
+
+
+def check_grouping(labels: pd.Series, n: int) -> None:
+    """lme4's checks of a grouping factor: more than one level, fewer levels than rows."""
+    k = labels.nunique()
+    if k < 2:
+        raise FormulaError(f"grouping factor {labels.name!r} must have > 1 sampled level (lme4 refuses it too)")
+    if k >= n:
+        raise FormulaError(
+            f"grouping factor {labels.name!r} has {k} levels for {n} rows: the number of levels must be < the number "
+            "of observations (lme4 refuses it too)"
+        )
+
+
+def check_identifiable(n: int, k: int, q: int, term: str) -> None:
+    if n <= k * q:
+        raise FormulaError(
+            f"number of observations (={n}) <= number of random effects (={k * q}) for term {term}: the "
+            "random-effects parameters and the residual variance are probably unidentifiable (lme4 refuses it too)"
+        )
+
+
+def ordered_factor_notes(frame: pd.DataFrame, used: set[str]) -> list[str]:
+    """An ordered categorical is coded with treatment contrasts here; lme4 uses polynomial contrasts
+    (the same fitted model, other coefficients): say so rather than differ silently."""
+    notes = []
+    for name in sorted(used):
+        if isinstance(frame[name].dtype, pd.CategoricalDtype) and frame[name].cat.ordered:
+            notes.append(
+                f"ordered factor {name!r} is coded with treatment contrasts against its first level; lme4 codes "
+                "ordered factors with polynomial contrasts (same fit, other coefficients)"
+            )
+            pywarnings.warn(notes[-1], stacklevel=3)
+    return notes
 
 
 def lmer(
@@ -283,26 +327,33 @@ def lmer(
         raise ValueError(f"ddf must be one of {DDF_METHODS}, not {ddf!r}")
     if ddf == "kenward_roger" and not reml:
         raise ValueError("Kenward-Roger's method is only available for REML model fits (as lmerTest and pbkrtest)")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, not {level}")
     fixed, part = one_random_part(r_power(formula))
     group = part.group
     fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(part.terms, data.columns)
+    check_formula_text(fixed)
+    check_formula_text(random_terms)
+    if not fixed.split("~")[0].strip():
+        raise FormulaError(f"formula {formula!r} needs a response left of '~'")
     used = required_variables(fixed, data.columns) | required_variables(random_terms, data.columns)
     used |= set(group.split(":"))
     check_columns(used, data)
     response = required_variables(fixed.split("~")[0], data.columns)
     frame, rows, notes = used_rows(data, sorted(used))
+    notes += ordered_factor_notes(frame, used - {group})
     for name in response:
         check_response(frame, name)
     check_finite(numeric_columns(frame, sorted(used)), rows, "column")
     labels = group_labels(frame, group)
-    if labels.nunique() < 2:
-        raise FormulaError(f"grouping factor {group!r} must have > 1 sampled level (lme4 refuses it too)")
+    check_grouping(labels, len(frame))
     y, design = fixed_design(fixed, frame, rows)
     if design.dropped:
         notes.append(rank_warning(design.dropped))
         pywarnings.warn(notes[-1], stacklevel=2)
-    z = formulaic.model_matrix(random_terms, frame, na_action="ignore")
+    z = formulaic.model_matrix(random_terms, frame, na_action="ignore", context=CONTEXT)
     check_finite({name: z[name] for name in z.columns}, rows, "random-effect column")
+    check_identifiable(len(frame), labels.nunique(), z.shape[1], f"({part.terms} | {group})")
     if z.shape[1] > MAX_RANDOM_TERMS:
         raise NotEstimable(f"{z.shape[1]} random-effect terms; the engine fits at most {MAX_RANDOM_TERMS}")
     cp = cross_products(

@@ -14,6 +14,7 @@ lmerTest refuses.
 from __future__ import annotations
 
 import difflib
+import keyword
 import re
 from dataclasses import dataclass
 
@@ -137,9 +138,68 @@ def required_variables(formula: str, columns) -> set[str]:
     quoted = set(re.findall(r"`([^`]*)`", formula))
     bare = re.split(QUOTED, formula)
     tokens = {t for piece in bare for t in re.findall(r"(?<![A-Za-z0-9_.])[A-Za-z_.][A-Za-z0-9_.]*", piece)}
-    found = set(formulaic.Formula(formula).required_variables)
+    found = set(formulaic.Formula(formula).required_variables) - (set(CONTEXT) - names)
     prefixes = {name.split(".")[0] for name in quoted if "." in name}
     return (found - (prefixes - names)) | ((quoted | tokens) & names)
+
+
+# Functions a formula may call (lme4's usual transforms); formulaic evaluates calls as Python, so
+# anything else (attribute access, other calls, keywords) is refused rather than run.
+ALLOWED_CALLS = frozenset(
+    {"I", "log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "abs", "poly", "scale", "center", "C"}
+)
+
+
+# Calls formulaic does not provide itself, given to it as its evaluation context; an explicit context
+# also keeps formulaic from looking names up among the calling function's local variables.
+CONTEXT = {"sqrt": np.sqrt, "abs": np.abs, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "expm1": np.expm1}
+
+
+def check_formula_text(formula: str) -> None:
+    """Refuse what formulaic would read differently from R or run as Python beyond the allowed calls
+    (run after quote_dotted: dotted column names are backquoted by then)."""
+    bare = " ".join(re.split(QUOTED, re.sub(r"`[^`]*`", "name", formula)))  # a backquoted name stays a name
+    if "%in%" in bare:
+        raise FormulaError("'%in%' is not supported (formulaic reads it as nesting, R as ':'); write a:b instead")
+    if re.search(r"(?<![\w.])\.(?![\w.])", bare):
+        raise FormulaError("'.' (all other columns) is not supported; name the columns")
+    attribute = re.search(r"[A-Za-z_)\]]\s*\.\s*[A-Za-z_]\w*", bare)
+    if attribute:
+        raise FormulaError(f"attribute access {attribute.group(0)!r} is not allowed in a formula")
+    for name in re.findall(r"(?<![\w.])([A-Za-z_]\w*)\s*\(", bare):
+        if name not in ALLOWED_CALLS:
+            raise FormulaError(
+                f"function {name!r} is not supported in a formula; allowed: {', '.join(sorted(ALLOWED_CALLS))}"
+            )
+    for word in re.findall(r"(?<![\w.])[A-Za-z_]\w*", bare):
+        if keyword.iskeyword(word) or word.startswith("__"):
+            raise FormulaError(f"{word!r} is not allowed in a formula")
+    if re.search(r"\[|\blambda\b", bare):
+        raise FormulaError("indexing and lambdas are not allowed in a formula")
+
+
+def prepare_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Column types as R would see them: pandas string columns as text (factors); an object column
+    holding only numbers as numbers (R's numeric vectors have no storage type of their own).
+    Dates, times and complex numbers are refused by name (lme4 refuses complex responses too)."""
+    out = frame.copy()
+    for name in out.columns:
+        column = out[name]
+        categorical = isinstance(column.dtype, pd.CategoricalDtype)
+        if pd.api.types.is_string_dtype(column) and not (categorical or pd.api.types.is_object_dtype(column)):
+            out[name] = column.astype(object).where(column.notna(), None)
+        elif pd.api.types.is_object_dtype(column):
+            values = column.dropna()
+            numbers = values.map(
+                lambda v: isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            )
+            if len(values) and numbers.all():
+                out[name] = pd.to_numeric(column, errors="raise").astype(float)
+        elif pd.api.types.is_complex_dtype(column):
+            raise FormulaError(f"column {name!r} holds complex numbers; lme4 refuses them too")
+        elif pd.api.types.is_datetime64_any_dtype(column) or pd.api.types.is_timedelta64_dtype(column):
+            raise FormulaError(f"column {name!r} holds dates or times; convert it to a number (e.g. years) first")
+    return out
 
 
 def check_columns(used: set[str], data: pd.DataFrame) -> None:
@@ -233,7 +293,10 @@ def fixed_design(formula: str, frame: pd.DataFrame, rows: np.ndarray) -> tuple[n
     (`rows`: their row numbers in the data, for messages)."""
     import formulaic  # only formula users pay its import
 
-    matrices = formulaic.model_matrix(formula, frame, na_action="ignore")
+    matrices = formulaic.model_matrix(formula, frame, na_action="ignore", context=CONTEXT)
+    if matrices.lhs.shape[1] != 1:
+        raise FormulaError(f"the left of '~' must be one response, not {matrices.lhs.shape[1]} columns")
+    check_finite({matrices.lhs.columns[0]: matrices.lhs.iloc[:, 0]}, rows, "response")
     y = np.asarray(matrices.lhs, float)[:, 0]
     x = matrices.rhs
     check_finite({name: x[name] for name in x.columns}, rows, "fixed-effect column")

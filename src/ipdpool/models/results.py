@@ -33,6 +33,16 @@ class RandomEffects:
         return pd.DataFrame(sd, index=self.modes.index, columns=self.modes.columns)
 
 
+def label_strings(labels: pd.Series) -> list[str]:
+    """Group labels as text, integral numbers without a decimal part whatever their dtype
+    (R's as.character(1.0) is "1"), so new data with ids stored as float find their groups."""
+    if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
+        values = labels.to_numpy(float)
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            return [str(int(v)) for v in values]
+    return [str(v) for v in labels]
+
+
 def conditional_modes(
     fit: LmmFit, x: np.ndarray, z: np.ndarray, y: np.ndarray, groups: pd.Series, terms: list[str]
 ) -> RandomEffects:
@@ -51,12 +61,14 @@ def conditional_modes(
     g = fit.random_covariance / fit.sigma2
     a = g @ np.linalg.inv(np.eye(q) + ztz @ g)
     modes = np.einsum("kqr,kr->kq", a, ztr)
-    index = pd.Index([str(label) for label in labels], name=groups.name)
+    index = pd.Index(label_strings(pd.Series(labels)), name=groups.name)
     return RandomEffects(str(groups.name), pd.DataFrame(modes, index=index, columns=list(terms)), fit.sigma2 * a)
 
 
 def wald_intervals(fit: LmmFit, level: float) -> pd.DataFrame:
     """lme4's confint(method = "Wald"): estimate -+ z se with se from vcov (no df adjustment)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, not {level}")
     se = np.sqrt(np.diag(fit.vcov))
     z = norm_quantile(0.5 + level / 2)
     low, high = f"{100 * (1 - level) / 2:g} %", f"{100 * (1 + level) / 2:g} %"
