@@ -66,6 +66,20 @@ def full_dummy_blocks(design: FixedDesign, frame: pd.DataFrame) -> tuple[np.ndar
     return np.column_stack(blocks), slices
 
 
+def regression_coefficients(x: np.ndarray, targets: np.ndarray, has_intercept: bool) -> np.ndarray:
+    """ginv(X) targets for a full-rank X, solved on X's columns centred and scaled and mapped back
+    exactly (X_j = s_j Xc_j + m_j: b_j = c_j / s_j, b_0 = c_0 - sum m_j b_j), so that a covariate
+    with a large offset (a calendar year) costs no digits, as it costs none in the fit."""
+    centre = np.where(np.arange(x.shape[1]) > 0, x.mean(axis=0), 0.0) if has_intercept else np.zeros(x.shape[1])
+    spread = (x - centre).std(axis=0)
+    scale = np.where((np.arange(x.shape[1]) > 0 if has_intercept else True) & (spread > 0), spread, 1.0)
+    c = np.linalg.lstsq((x - centre) / scale, targets, rcond=None)[0]
+    b = c / scale[:, None]
+    if has_intercept:
+        b[0] = c[0] - centre[1:] @ b[1:]
+    return b
+
+
 def type3_contrasts(design: FixedDesign, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """term -> contrast matrix (rows x fixed effects) of lmerTest's Type III test."""
     x = design.x.to_numpy(float)
@@ -75,7 +89,7 @@ def type3_contrasts(design: FixedDesign, frame: pd.DataFrame) -> dict[str, np.nd
         lower = doolittle_lower(x.T @ x) if x.shape[1] > 1 else np.ones((1, 1))
         return {term: lower.T[columns[term]] for term in design.terms}
     rd_x, slices = full_dummy_blocks(design, frame)
-    contrast = zapsmall(np.linalg.lstsq(x, rd_x, rcond=None)[0].T)  # rows: rdX columns; columns: X columns
+    contrast = zapsmall(regression_coefficients(x, rd_x, design.has_intercept).T)  # rows: rdX; columns: X
     order = sorted(design.terms, key=lambda t: -len(design.term_variables[t]))  # stable, as R's order()
     for term in order:
         outer = [c for t in design.terms if contains(term, t, design) for c in columns[t]]
@@ -147,13 +161,10 @@ def satterthwaite_f(fit: LmmFit, contrast: np.ndarray, eps: float = np.sqrt(np.f
 
 
 def kenward_roger_coordinates(fit: LmmFit, contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(L, cov(beta), variance factor) in the coordinates of the fit's Kenward-Roger parts: an engine
-    that fits in rescaled coordinates (`fit.scaled`) keeps its parts there, and the A1, A2 of
-    .KR_adjust do not depend on the coordinates."""
-    scaled = getattr(fit, "scaled", None)
-    if scaled is None:
-        return contrast, fit.vcov, 1.0
-    return np.array([scaled.contrast(row) for row in contrast]), fit._internal[1], scaled.y_scale**2
+    """(L, cov(beta), variance factor) in the engine's centred, rescaled coordinates (`fit.scaled`),
+    where it keeps its Kenward-Roger parts; the A1, A2 of .KR_adjust do not depend on coordinates."""
+    rows = np.array([fit.scaled.contrast(row) for row in contrast])
+    return rows, fit._internal[1], fit.scaled.y_scale**2
 
 
 def kenward_roger_f(fit: LmmFit, original: np.ndarray) -> dict:
