@@ -254,10 +254,11 @@ def record_release(
                 f"study {study}: a new release line {name!r} needs federated.release_line.reason (why it is safe)"
             )
         reason = (line or {}).get("reason", "first release")
+        if ledger["lines"]:
+            log.warning(
+                "study %s: release line %r started (%s); earlier releases are no longer compared", study, name, reason
+            )
         ledger["lines"].append({"name": name, "started": when, "reason": reason})
-        log.warning(
-            "study %s: release line %r started (%s); earlier releases are no longer compared", study, name, reason
-        )
     entry = release_entry(key, study, sets, name, when)
     problems = ledger_problems(ledger, entry, threshold)
     if problems:
