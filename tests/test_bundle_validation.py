@@ -22,8 +22,13 @@ from tests_support import harmonized_pool
 from ipdpool import __version__
 from ipdpool.federated import (
     DISCLOSURE_DEFAULTS,
+    FLOW_COLUMNS,
+    FLOW_COUNTS,
+    STATUS_COLUMNS,
+    STATUS_COUNTS,
     BundleError,
     check_bundle,
+    exact_records,
     make_bundle,
     manifest,
     plain,
@@ -35,8 +40,11 @@ from ipdpool.federated import (
     table1_aggregates,
     verify_signature,
 )
+from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.harmonize.schema import load_schema
+from ipdpool.harmonize.study import harmonize_study
 from ipdpool.releases import released_statistics
+from ipdpool.tables import read_table, write_table
 
 FILE = "inbox/SE.bundle.json"
 WHERE = f"study SE: bundle {FILE}"
@@ -44,15 +52,23 @@ DESIGN = "statistics.outcomes.functioning.designs.ips/primary"
 
 
 @pytest.fixture(scope="module")
-def setting(repo_root):
+def setting(repo_root, tmp_path_factory):
+    """SE's bundle as its site writes it, with the flow and rule log read back from their TSV files."""
     analysis = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())["analysis"]
-    levels = load_schema(repo_root / "config" / "schema.yaml")["variables"]["diagnosis"]["allowed"]
+    schema = load_schema(repo_root / "config" / "schema.yaml")
+    levels = schema["variables"]["diagnosis"]["allowed"]
     part = harmonized_pool(repo_root).query("study == 'SE'")
     statistics, _, _ = released_statistics(part, analysis, levels, 3, "harmonize")
+    audit = harmonize_study(load_rules(repo_root / "config/studies/SE.yaml"), schema, b"k" * 32, base_dir=repo_root)
+    folder = tmp_path_factory.mktemp("audit")
+    write_table(audit.flow, folder / "flow.tsv")
+    write_table(audit.rule_log, folder / "rule_log.tsv")
+    flow = exact_records(read_table(folder / "flow.tsv"), FLOW_COLUMNS, FLOW_COUNTS)
+    status = exact_records(read_table(folder / "rule_log.tsv"), STATUS_COLUMNS, STATUS_COUNTS)
     about = manifest(
         "SE", repo_root / "config/studies/SE.yaml", repo_root / "config/schema.yaml", analysis, __version__
     )
-    bundle = plain(make_bundle(statistics, table1_aggregates(part), [], [], about, DISCLOSURE_DEFAULTS))
+    bundle = plain(make_bundle(statistics, table1_aggregates(part), flow, status, about, DISCLOSURE_DEFAULTS))
     return analysis, json.loads(json.dumps(bundle)), repo_root / "config" / "schema.yaml"
 
 

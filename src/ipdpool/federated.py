@@ -49,6 +49,24 @@ STATUS_COLUMNS = [
 ]
 
 
+FLOW_COUNTS = ["IPS", "SAU", "total"]
+STATUS_COUNTS = ["rows_in", "nonmissing_in", "nonmissing_out", "values_recoded"]
+
+
+def exact_records(frame, columns: list[str], counts: list[str]) -> list[dict]:
+    """Rows as the bundle schema types them: counts as integers (a table read back from TSV holds
+    them as floats where a cell is empty), empty cells as null."""
+    out = []
+    for row in frame[columns].to_dict("records"):
+        for column, value in row.items():
+            if isinstance(value, float) and not np.isfinite(value):
+                row[column] = None
+            elif column in counts and value is not None:
+                row[column] = int(value)
+        out.append(row)
+    return out
+
+
 class BundleError(Exception):
     """A bundle that must not be written or cannot be used; the message says why."""
 

@@ -5,9 +5,12 @@ import pandas as pd
 from ipdpool import __version__
 from ipdpool.federated import (
     FLOW_COLUMNS,
+    FLOW_COUNTS,
     STATUS_COLUMNS,
+    STATUS_COUNTS,
     BundleError,
     disclosure_problems,
+    exact_records,
     make_bundle,
     manifest,
     sign_bundle,
@@ -31,8 +34,8 @@ with logged_to(snakemake.log[0]) as log:
     for key, reason in sorted(changed.items()):
         log.warning("study %s: design %s %s", study, key, reason)
     table1 = table1_aggregates(data)
-    flow = read_table(snakemake.input.flow)[FLOW_COLUMNS].to_dict("records")
-    status = read_table(snakemake.input.rule_log)[STATUS_COLUMNS].to_dict("records")
+    flow = exact_records(read_table(snakemake.input.flow), FLOW_COLUMNS, FLOW_COUNTS)
+    status = exact_records(read_table(snakemake.input.rule_log), STATUS_COLUMNS, STATUS_COUNTS)
     try:
         problems = disclosure_problems(statistics, table1, disclosure)
         if problems:
