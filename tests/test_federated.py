@@ -230,6 +230,11 @@ def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_b
             read_table(completed_run / "results" / "audit" / f"{name}.tsv"),
             name,
         )
+    bundles = read_table(workdir / "results" / "audit" / "bundles.tsv")
+    assert bundles["study"].tolist() == list(STUDIES)
+    assert all(
+        a.startswith(f"signed by {s}, verified with ssh-keygen -Y") for s, a in zip(STUDIES, bundles["authenticity"])
+    )
     one_stage = read_table(workdir / "results" / "tables" / "one_stage.tsv")
     assert len(one_stage) == 48 and (one_stage["status"] == "estimated").sum() >= 40
     assert (workdir / "results" / "summary.md").read_text() == (completed_run / "results" / "summary.md").read_text()
@@ -283,3 +288,44 @@ def test_a_site_whose_bundle_breaks_disclosure_rules_sends_nothing(completed_run
     log = log_file.read_text()
     assert "bundle refused by disclosure control, nothing written" in log
     assert "study SE: arm IPS has 60 participants, fewer than nfilter_tab 100" in log
+
+
+@pytest.mark.workflow
+def test_a_site_with_the_rule_on_harmonizes_and_an_unsigned_bundle_needs_acknowledging(
+    completed_run, sent_bundles, tmp_path
+):
+    """The defaults end to end: the site harmonizes nested designs (logged, listed in the bundle)
+    and keeps its ledger; the centre refuses the unsigned bundle unless told otherwise, and then
+    shows the reason and the harmonized designs in the report's table of site bundles."""
+    target = completed_run / "results" / "site" / "SE.bundle.json"
+    target.unlink(missing_ok=True)
+    (completed_run / "rule_on.yaml").write_text(yaml.safe_dump({"federated": {"ledger": "ledger_rule_on"}}))
+    done = snakemake(
+        completed_run, "--cores", "1", str(target.relative_to(completed_run)), "--configfile", "rule_on.yaml"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    harmonized = {
+        outcome: content.get("harmonized", {})
+        for outcome, content in json.loads(target.read_text())["statistics"]["outcomes"].items()
+    }
+    assert sum(map(len, harmonized.values())) > 0
+    assert "harmonized with" in (completed_run / "logs" / "site" / "SE.log").read_text()
+    ledger = (completed_run / "ledger_rule_on" / "SE.json").read_text()
+    pseudonyms = pd.read_parquet(completed_run / "results" / "harmonized" / "SE.parquet")["participant_id"]
+    assert not [p for p in pseudonyms if p in ledger]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(target, inbox)
+    workdir, options = coordinator(tmp_path / "refusing", inbox, ("SE",))
+    (workdir / "federated.yaml").write_text(
+        yaml.safe_dump({"federated": {"bundles": {"SE": str(inbox / target.name)}}})
+    )
+    done = snakemake(workdir, "--cores", "1", "results/statistics/SE.json", *options)
+    assert done.returncode != 0
+    assert "unsigned bundles are refused" in (workdir / "logs" / "site" / "import_SE.log").read_text()
+    workdir, options = coordinator(tmp_path / "acknowledging", inbox, ("SE",), unsigned=True)
+    done = snakemake(workdir, "--cores", "1", "results/audit/bundles.tsv", *options)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = read_table(workdir / "results" / "audit" / "bundles.tsv").to_dict("records")
+    assert row["authenticity"] == "UNSIGNED, accepted because federated.unsigned is acknowledged: test: no keys yet"
+    assert row["designs_harmonized"] == sum(map(len, harmonized.values())) and row["designs_refused"] == 0
