@@ -139,6 +139,40 @@ def test_on_the_demo_no_two_released_designs_differ_by_one_or_two(setting):
     assert before > 100 and after == 0
 
 
+def test_on_the_demo_the_old_bundles_gave_participants_away(setting):
+    """The attack on the statistics as they were sent before the rule: wherever a model's
+    unadjusted design has exactly one participant more than its primary design, the difference of
+    their cross-products on the unadjusted columns is that participant's row, arm, employment and
+    follow-up score exactly. The rule leaves no such pair (previous test)."""
+    analysis, levels, pooled = setting
+    recovered = 0
+    for study in ("NL", "SE", "US"):
+        part = pooled[pooled["study"] == study]
+        sets = design_participants(part, analysis)
+        old = study_statistics(part, analysis, levels)
+        for outcome in analysis["outcomes"]:
+            for model in analysis["models"]:
+                wide, narrow = sets[f"{outcome}:{model}/unadjusted"], sets[f"{outcome}:{model}/primary"]
+                if len(wide - narrow) != 1 or narrow - wide:
+                    continue
+                (victim,) = part[part["participant_id"].isin(wide - narrow)].to_dict("records")
+                designs = old["outcomes"][outcome]["designs"]
+                names = designs[f"{model}/unadjusted"]["names"]
+                columns = [designs[f"{model}/primary"]["names"].index(name) for name in names]
+                gap = (
+                    np.asarray(designs[f"{model}/unadjusted"]["products"])
+                    - np.asarray(designs[f"{model}/primary"]["products"])[np.ix_(columns, columns)]
+                )
+                row = dict(zip(names, gap[0]))
+                assert row["Intercept"] == 1 and row["y"] == pytest.approx(victim[f"{outcome}_fu_z"], abs=1e-9)
+                if "ips" in row:
+                    assert row["ips"] == (victim["arm"] == "IPS")
+                if "employed" in row:
+                    assert row["employed"] == victim["employed"]
+                recovered += 1
+    assert recovered >= 3
+
+
 family = st.dictionaries(
     st.sampled_from([f"o{i}:m/d" for i in range(8)]),
     st.frozensets(st.integers(0, 25), max_size=25),
