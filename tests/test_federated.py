@@ -316,6 +316,8 @@ def test_a_site_with_the_rule_on_harmonizes_and_an_unsigned_bundle_needs_acknowl
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     shutil.copy(target, inbox)
+    for name in ("refusing", "acknowledging"):
+        (tmp_path / name).mkdir()
     workdir, options = coordinator(tmp_path / "refusing", inbox, ("SE",))
     (workdir / "federated.yaml").write_text(
         yaml.safe_dump({"federated": {"bundles": {"SE": str(inbox / target.name)}}})

@@ -15,6 +15,7 @@ pooled tables are the same whichever way a study took part.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -248,14 +249,19 @@ STRICT_VALIDATOR = jsonschema.validators.extend(
 )
 
 
+@functools.lru_cache(maxsize=4)
+def bundle_validator(schema_file: str):
+    """The compiled bundle schema (compiling costs more than validating a bundle)."""
+    return STRICT_VALIDATOR(json.loads(Path(schema_file).read_text(encoding="utf-8")))
+
+
 def field_name(parts) -> str:
     return ".".join(str(p) for p in parts) or "(top level)"
 
 
 def schema_problems(bundle, where: str, schema_file: Path = BUNDLE_SCHEMA) -> list[str]:
     """One sentence per place where the bundle breaks the bundle schema (the deepest cause of each)."""
-    schema = json.loads(Path(schema_file).read_text(encoding="utf-8"))
-    validator = STRICT_VALIDATOR(schema)
+    validator = bundle_validator(str(schema_file))
     problems = []
     for error in sorted(validator.iter_errors(bundle), key=lambda e: [str(p) for p in e.absolute_path]):
         cause = jsonschema.exceptions.best_match([error])
