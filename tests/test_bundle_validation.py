@@ -13,6 +13,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -27,12 +28,14 @@ from ipdpool.federated import (
     STATUS_COLUMNS,
     STATUS_COUNTS,
     BundleError,
+    annotate_refusals,
     check_bundle,
     exact_records,
     make_bundle,
     manifest,
     plain,
     read_bundle,
+    refusal_notes,
     refused_designs,
     sha256_json,
     sign_bundle,
@@ -344,3 +347,30 @@ def test_read_bundle_refuses_with_every_sentence(setting, tmp_path):
     lines = str(refused.value).splitlines()
     assert lines[0] == "study SE: bundle refused:" and len(lines) == 2
     assert lines[1] == f"study SE: bundle {path}, field {DESIGN}.products[3][3]: a sum of squares is negative"
+
+
+def test_a_refused_study_is_named_in_the_warnings_of_exactly_the_rows_of_its_model(setting):
+    analysis, bundle, _ = setting
+    edited = copy.deepcopy(bundle)
+    outcome = edited["statistics"]["outcomes"]["functioning"]
+    del outcome["designs"]["ips/covariates"]
+    outcome.setdefault("withheld", {})["ips/covariates"] = "withheld: differs from ips/primary by 2 and 0"
+    statistics = {"SE": {**edited["statistics"], "outcomes": {}}}
+    statistics["SE"]["outcomes"]["functioning"] = {
+        **outcome,
+        "refused": refused_designs(edited, FILE, "SE", analysis)["functioning"],
+    }
+    table = pd.DataFrame(
+        {
+            "contrast": ["ips", "ips", "ips", "employed"],
+            "model": ["random_intercept", "covariates", "ml", "covariates"],
+            "warnings": ["", "singular fit", None, ""],
+        }
+    )
+    out = annotate_refusals(table, refusal_notes(statistics, "functioning"))
+    message = (
+        f"study SE refused for model ips/covariates of outcome functioning (bundle {FILE}): "
+        "withheld: differs from ips/primary by 2 and 0"
+    )
+    assert out["warnings"].tolist() == ["", f"singular fit; {message}", "", ""]
+    assert annotate_refusals(table, refusal_notes(statistics, "depression")).equals(table)
