@@ -71,9 +71,18 @@ ANALYSIS = {
 }
 
 
+def about_zero(entry: dict) -> np.ndarray:
+    """[X y]'[X y] about 0 from products about the entry's reference (as an attacker would undo
+    it: sum (c + r)(c + r)' = C + s r' + r s' + n r r', with s = C[:, 0] the sums about r)."""
+    centred = np.asarray(entry["products"], float)
+    reference = np.asarray(entry.get("reference", np.zeros(len(centred))), float)
+    sums = centred[:, 0]
+    return centred + np.outer(sums, reference) + np.outer(reference, sums) + entry["n"] * np.outer(reference, reference)
+
+
 def products(statistics: dict, design: str) -> tuple[list[str], np.ndarray]:
     entry = statistics["outcomes"]["functioning"]["designs"][design]
-    return entry["names"], np.asarray(entry["products"], float)
+    return entry["names"], about_zero(entry)
 
 
 # ------------------------------------------------------------------ one bundle
@@ -105,7 +114,7 @@ def test_one_missing_baseline_gives_a_participant_away_without_the_rule_and_not_
     assert reasons and small_differences(sets, SUBSET) == []
     # the harmonized design is exactly the pooled-IPD statistics of those 29 participants
     expected = study_statistics(data.drop(index=5), ANALYSIS, levels)["outcomes"]["functioning"]["designs"]
-    np.testing.assert_array_equal(unadjusted, np.asarray(expected["employed/unadjusted"]["products"]))
+    np.testing.assert_array_equal(unadjusted, about_zero(expected["employed/unadjusted"]))
     # withhold: the smaller design (primary, 29) is not released, with its reason
     kept, _, sets = released_statistics(data, ANALYSIS, levels, SUBSET, "withhold")
     assert "employed/primary" not in kept["outcomes"]["functioning"]["designs"]
@@ -182,10 +191,8 @@ def test_on_the_demo_the_old_bundles_gave_participants_away(setting):
                 designs = old["outcomes"][outcome]["designs"]
                 names = designs[f"{model}/unadjusted"]["names"]
                 columns = [designs[f"{model}/primary"]["names"].index(name) for name in names]
-                gap = (
-                    np.asarray(designs[f"{model}/unadjusted"]["products"])
-                    - np.asarray(designs[f"{model}/primary"]["products"])[np.ix_(columns, columns)]
-                )
+                wide_products = about_zero(designs[f"{model}/unadjusted"])
+                gap = wide_products - about_zero(designs[f"{model}/primary"])[np.ix_(columns, columns)]
                 row = dict(zip(names, gap[0]))
                 assert row["Intercept"] == 1 and row["y"] == pytest.approx(victim[f"{outcome}_fu_z"], abs=1e-9)
                 if "ips" in row:
@@ -235,7 +242,7 @@ def test_a_withdrawal_then_re_export_is_refused_and_names_no_one(setting, tmp_pa
     # second's are the withdrawn participant's values, e.g. their follow-up score and arm.
     first = study_statistics(part, analysis, levels)["outcomes"]["functioning"]["designs"]["ips/unadjusted"]
     second = study_statistics(withdrawn, analysis, levels)["outcomes"]["functioning"]["designs"]["ips/unadjusted"]
-    gap = np.asarray(first["products"]) - np.asarray(second["products"])
+    gap = about_zero(first) - about_zero(second)
     names = first["names"]
     assert gap[0, 0] == 1 and gap[0, names.index("ips")] == (victim["arm"] == "IPS")
     assert gap[0, names.index("y")] == pytest.approx(victim["functioning_fu_z"], abs=1e-9)
