@@ -58,6 +58,8 @@ rule all:
             for path in figure_files(f"results/audit/{study}/distributions")
         ],
         "results/tables/table1.tsv",
+        # each site bundle's authenticity and the models its study was refused for
+        ["results/audit/bundles.tsv"] if BUNDLES else [],
         "results/tables/one_stage.tsv",
         "results/tables/replication.tsv",
         "results/tables/two_stage.tsv",

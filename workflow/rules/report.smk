@@ -63,6 +63,14 @@ REPORT_TABLES = {
         "Aggregate-data meta-analyses",
     ),
 }
+if BUNDLES:  # studies that took part through a site bundle
+    REPORT_TABLES |= {
+        "bundles": (
+            "results/audit/bundles.tsv",
+            "Data and harmonization",
+            "Site bundles: authenticity and models refused",
+        ),
+    }
 if STUDIES:  # made from participant data held here
     REPORT_TABLES |= {
         "codebook": (
