@@ -4,8 +4,8 @@ two_stage.tsv and one_stage.tsv. Read from the SVGs' text (the figures keep text
 on the session's one full run."""
 
 import re
-from pathlib import Path
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -353,7 +353,12 @@ def flow_diagram(flow: pd.DataFrame, study: str = "all", outcomes: dict | None =
             arrow((x, middle), (side, middle))
             box(side, middle, text, gid, **exclusion)
         box(x, rows[1], f"Followed up (n = {n('with a follow-up assessment', '', arm)})", f"followed-{arm}")
-        box(x, rows[2], f"Followed up, employment\nknown (n = {n('followed up, employment known', '', arm)})", f"known-{arm}")
+        box(
+            x,
+            rows[2],
+            f"Followed up, employment\nknown (n = {n('followed up, employment known', '', arm)})",
+            f"known-{arm}",
+        )
         arrow((x, rows[2] - 0.3), (x, rows[2] - 0.65))
     outcome_table(axis, counts, names, outcomes or {}, n, top - 4.05)
     title = "all studies" if study == "all" else f"study {study}"

@@ -17,10 +17,10 @@ with logged_to(snakemake.log[0]) as log:
         frame = table1_display(read_table(source), outcomes) if name == "table1" else None
         Path(target).write_text(table_page(Path(source), title, frame), encoding="utf-8")
         log.info("%s: %s", name, target)
-    one_stage, two_stage, replication = (
-        read_table(sources[name]) for name in ("one_stage", "two_stage", "replication")
+    one_stage, two_stage, replication, sensitivity = (
+        read_table(sources[name]) for name in ("one_stage", "two_stage", "replication", "sensitivity")
     )
-    headline = headline_table(one_stage, two_stage, replication)
+    headline = headline_table(one_stage, two_stage, replication, sensitivity, outcomes)
     html = snakemake.output.landing_html
     Path(html).write_text(landing_html(headline, introduction(one_stage), Path(snakemake.input.flow)), encoding="utf-8")
     description = Path(snakemake.input.description).read_text(encoding="utf-8")
