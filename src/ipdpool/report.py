@@ -107,7 +107,8 @@ body.ipdpool-rulegraph div.prose:has(#ipdpool-headline) .document > :not(#ipdpoo
 #ipdpool-headline p.note { margin: 0.2em 0 0.6em; max-width: 62em; }
 #ipdpool-headline table { font-size: 12.5px; margin: 0 0 0.4em; border-collapse: collapse; }
 #ipdpool-headline caption { text-align: left; font-weight: 600; padding: 2px 0; }
-#ipdpool-headline th, #ipdpool-headline td { padding: 2px 7px; border-bottom: 1px solid #ddd; text-align: left; white-space: nowrap; }
+#ipdpool-headline th, #ipdpool-headline td { padding: 2px 7px; border-bottom: 1px solid #ddd; text-align: left; }
+#ipdpool-headline td { white-space: nowrap; }
 #ipdpool-headline td.flagged { color: #a33; font-weight: 600; }
 #ipdpool-headline ol.footnotes { font-size: 12px; margin: 0 0 1em; color: #444; }
 """
