@@ -68,13 +68,14 @@ def page(title: str, body: str) -> str:
     )
 
 
+DOWNLOAD_TYPES = {".tsv": "text/tab-separated-values", ".tex": "application/x-tex"}
+
+
 def download_link(path: Path) -> str:
-    """The table's TSV embedded as a data URI (the report is one self-contained file)."""
+    """A table's file (TSV, LaTeX) embedded as a data URI (the report is one self-contained file)."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return (
-        f'<a download="{Path(path).name}" href="data:text/tab-separated-values;base64,{data}">'
-        f"Download {Path(path).name}</a>"
-    )
+    kind = DOWNLOAD_TYPES.get(Path(path).suffix, "text/plain")
+    return f'<a download="{Path(path).name}" href="data:{kind};base64,{data}">Download {Path(path).name}</a>'
 
 
 def table_page(source: Path, title: str, frame: pd.DataFrame | None = None) -> str:
