@@ -51,3 +51,9 @@ def figure_labels(outcome: str, term: str, outcomes: dict) -> dict[str, str]:
 def slug(term: str) -> str:
     """A file-name-safe form of a contrast name ("ips:employed" -> "ips_x_employed")."""
     return term.replace(":", "_x_")
+
+
+def in_order(present, outcomes: dict) -> list[str]:
+    """The outcomes present, in the schema's order (any others after them, sorted), so that
+    the order of the input rows does not matter."""
+    return [o for o in outcomes if o in present] + sorted(o for o in present if o not in outcomes)

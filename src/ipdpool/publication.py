@@ -13,7 +13,7 @@ import pandas as pd
 from great_tables import GT, style
 from great_tables import loc as location
 
-from .labels import contrast_label, outcome_label
+from .labels import contrast_label, in_order, outcome_label
 
 ARMS = {"IPS": "IPS", "SAU": "SAU"}
 ARM_NOTE = "IPS: Individual Placement and Support; SAU: services as usual. "
@@ -264,8 +264,9 @@ def results_frame(one_stage: pd.DataFrame, two_stage: pd.DataFrame, outcomes: di
     reml = two_stage[(two_stage["method"] == "REML") & ~two_stage["hksj"].astype(bool)] if len(two_stage) else two_stage
     rows, warnings = [], []
     for term in RESULT_TERMS:
-        for one in one_stage[one_stage["term"] == term].to_dict("records"):
-            outcome = one["outcome"]
+        by_outcome = {row["outcome"]: row for row in one_stage[one_stage["term"] == term].to_dict("records")}
+        for outcome in in_order(by_outcome, outcomes):
+            one = by_outcome[outcome]
             match = reml[(reml["outcome"] == outcome) & (reml["term"] == term)] if len(reml) else reml
             two = match.iloc[0].to_dict() if len(match) else None
             texts = [one.get("warnings"), two.get("warnings") if two else None]

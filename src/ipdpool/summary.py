@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .labels import contrast_label, outcome_label
+from .labels import contrast_label, in_order, outcome_label
 
 HEADLINE_TERMS = ["employed", "ips", "ips:employed"]
 HEADLINE_COLUMNS = [
@@ -141,7 +141,7 @@ def headline_table(
     for term in HEADLINE_TERMS:
         flagged = 0  # footnotes are numbered within each contrast's table
         by_outcome = {row["outcome"]: row for row in one_stage[one_stage["term"] == term].to_dict("records")}
-        for outcome in outcome_order(list(by_outcome), replication):
+        for outcome in outcome_order(in_order(by_outcome, outcomes or {}), replication):
             one = by_outcome[outcome]
             two = pick(two_stage, outcome=outcome, term=term)
             slope = pick(slopes, outcome=outcome, term=term)
