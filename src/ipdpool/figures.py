@@ -4,6 +4,7 @@ distributions of each study, saved in the formats the config lists (SVG, PNG).""
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -425,12 +426,12 @@ def distributions_figure(counts: list[dict], study: str) -> plt.Figure:
         panels.setdefault(row["variable"], []).append(row)
     columns = 4
     rows = max(1, math.ceil(len(panels) / columns))
-    height = 2.8 * rows
+    height = 3.0 * rows + 0.4
     # Fixed margins instead of tight_layout, which measured every tick label (half the drawing time):
-    # the grid is regular and tick labels are capped at 14 characters.
+    # the grid is regular and category labels are wrapped to at most two lines of 12 characters.
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, height), squeeze=False)
     figure.subplots_adjust(
-        left=0.04, right=0.99, top=1 - 0.85 / height, bottom=0.9 / height, wspace=0.25, hspace=1.1 / 1.7
+        left=0.04, right=0.99, top=1 - 1.1 / height, bottom=1.0 / height, wspace=0.25, hspace=1.3 / 1.7
     )
     for axis, (variable, panel) in zip(axes.flat, panels.items()):
         sides = {side: [row for row in panel if row["side"] == side] for side in ("raw", "harmonized")}
@@ -439,10 +440,15 @@ def distributions_figure(counts: list[dict], study: str) -> plt.Figure:
         else:
             _histograms(axis, sides["raw"], sides["harmonized"])
         axis.set_title(variable, fontsize=9)
-        axis.tick_params(labelsize=7)
+        axis.tick_params(labelsize=8)
     for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
-    figure.suptitle(f"{study}: raw (grey) and harmonized (blue) values; missing excluded", fontsize=11)
+    figure.suptitle(f"{study}: raw and harmonized values; missing excluded", fontsize=11)
+    handles = [
+        matplotlib.patches.Patch(color="0.6", label="raw, as delivered (after missing-value codes)"),
+        matplotlib.patches.Patch(color="tab:blue", label="harmonized"),
+    ]
+    figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.45 / height), ncol=2, fontsize=9)
     return figure
 
 
@@ -457,7 +463,19 @@ def _bars(axis, raw: list[dict], harmonized: list[dict]) -> None:
         label="harmonized",
     )
     axis.set_xticks(range(len(labels)))
-    axis.set_xticklabels([str(label)[:14] for label in labels], rotation=60, ha="right")
+    axis.set_xticklabels([category_label(label) for label in labels], rotation=60, ha="right", rotation_mode="anchor")
+
+
+def category_label(label) -> str:
+    """A category's label whole, wrapped to two lines; beyond 24 characters shortened with an
+    ellipsis (the full value is in the harmonization summary)."""
+    text = str(label)
+    if len(text) > 24:
+        text = text[:23] + "\u2026"
+    if len(text) <= 12:
+        return text
+    lines = textwrap.wrap(text.replace("_", "_ "), 14, break_long_words=True)  # also break after "_"
+    return "\n".join(line.replace("_ ", "_") for line in lines[:2])
 
 
 def _histograms(axis, raw: list[dict], harmonized: list[dict]) -> None:
