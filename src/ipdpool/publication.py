@@ -124,13 +124,8 @@ def count_cell(row) -> str:
     return row["n"] if isinstance(row["n"], str) else "-" if pd.isna(row["n"]) else f"{int(row['n']):,}"
 
 
-def instrument_cell(row) -> str:
-    instrument = row.get("instrument")
-    return instrument if isinstance(instrument, str) and instrument else "not measured"
-
-
 def score_cell(row) -> str:
-    if instrument_cell(row) == "mixed instruments":
+    if row.get("instrument") == "mixed instruments":
         return "see studies"
     return mean_sd(row["mean"], row["sd"])
 
@@ -176,9 +171,7 @@ def followup_rows(table1: pd.DataFrame, outcomes: dict) -> list[tuple[str, str, 
                     cells_by_column(
                         table1,
                         lambda t, c=name: t["characteristic"] == c,
-                        lambda r: (
-                            n_percent(r["count"], r["percent"]) if pd.notna(r["n"]) and r["n"] else "not measured"
-                        ),
+                        lambda r: n_percent(r["count"], r["percent"]) if pd.notna(r["n"]) and r["n"] else "-",
                     ),
                 )
             )
@@ -234,7 +227,7 @@ def table2_gt(table1: pd.DataFrame, outcomes: dict) -> GT:
         "Table 2. Follow-up and employment by study and arm",
         [
             ARM_NOTE + "Worked: n (%) of those whose employment during follow-up was ascertained. Follow-up score: "
-            "n (%) of those randomized in studies that measured the outcome.",
+            "n (%) of those randomized in studies that measured the outcome; '-': not measured.",
         ],
         "table2",
     )

@@ -24,6 +24,9 @@ td.number { text-align: right; }
 tr:hover td { background: #fafcff; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0; }
 p.note { color: #555; max-width: 60em; }
+/* A wide tidy table shrinks to the window (cells wrap anywhere) rather than scroll sideways. */
+table.tidy { width: 100%; font-size: 12px; }
+table.tidy th, table.tidy td { overflow-wrap: anywhere; padding: 2px 4px; }
 """
 
 
@@ -55,7 +58,7 @@ def table_html(frame: pd.DataFrame, caption: str = "", table_id: str = "table") 
         body.append(f"<tr>{cells}</tr>")
     title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return (
-        f'<table id="{table_id}">{title}<thead><tr>{head}</tr></thead><tbody>\n'
+        f'<table id="{table_id}" class="tidy">{title}<thead><tr>{head}</tr></thead><tbody>\n'
         + "\n".join(body)
         + "\n</tbody></table>"
     )
