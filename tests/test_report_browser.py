@@ -4,7 +4,8 @@ headline numbers and the participant flow, tables are HTML rows, and its figures
 At 1280x800 and 1920x1080 nothing on the first page or on any table page scrolls sideways,
 no table cell wraps a confidence interval, and the headline table sits above the fold.
 Skipped when no Chromium is installed; .ci/run installs Debian's chromium so CI runs it.
-Screenshots are kept under the run's results/screenshots/ (the path is printed).
+Screenshots are kept under the run's results/screenshots/ and copied to the checkout's
+results/screenshots/ (CI's artifacts; the paths are printed).
 """
 
 import base64
@@ -16,7 +17,7 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import snakemake
+from conftest import REPO, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.browser]
 
@@ -93,7 +94,11 @@ def screenshot(url: str, profile, target, size: str = "1400,1000") -> None:
     flags = [*FLAGS, f"--user-data-dir={profile}", f"--window-size={size}", f"--screenshot={target}"]
     result = subprocess.run([BROWSER, *flags, url], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0 and target.read_bytes()[:4] == b"\x89PNG", result.stderr[-2000:]
-    print(f"screenshot: {target}")
+    # also in the checkout's results/screenshots/, where CI keeps them as artifacts
+    kept = REPO / "results" / "screenshots" / target.name
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(target, kept)
+    print(f"screenshot: {target} (and {kept})")
 
 
 def embedded(html: str, name: str) -> str:
