@@ -75,6 +75,7 @@ rule all:
         ],
         "results/summary.md",
         rules.report_pages.output,
+        rules.publication_tables.output,
         # the pooled data with its codebook, the rules of all studies (TSV and XLSX) and the
         # hand-off files for R, Stata and SPSS
         rules.pool.output if STUDIES else [],

@@ -360,25 +360,49 @@ def participant_flow(
     add("randomized participants", "unique participant ids in the participants table", everyone)
     add("with a follow-up assessment", "", frame["followup_months"].notna())
     add("without a follow-up assessment", "no follow-up assessment in the window", frame["followup_months"].isna())
+    # Employment ascertainment of everyone randomized (a branch of its own in the diagram) ...
     add("employment known", "", frame["employed"].notna())
     add("employment unknown", "records cannot tell", frame["employed"].isna())
+    # ... and of those followed up, the next box of the chain.
+    followed = frame["followup_months"].notna()
+    add("followed up, employment known", "", followed & frame["employed"].notna())
+    add("followed up, employment unknown", "records cannot tell", followed & frame["employed"].isna())
     for outcome in schema["outcomes"]:
-        if frame[f"{outcome}_instrument"].isna().all():
-            add(f"{outcome}: not collected", "outcome not measured in this study", everyone)
-            continue
-        no_baseline = frame[f"{outcome}_bl"].isna()
-        no_followup = ~no_baseline & frame[f"{outcome}_fu"].isna()
-        no_employment = ~no_baseline & ~no_followup & frame["employed"].isna()
-        analysable = ~(no_baseline | no_followup | no_employment)
-        add(f"{outcome}: analysable", "baseline, follow-up and employment known", analysable)
-        add(f"{outcome}: excluded", "no baseline score", no_baseline)
-        add(f"{outcome}: excluded", "no follow-up score", no_followup)
-        add(f"{outcome}: excluded", "employment unknown", no_employment)
+        add_outcome_flow(add, outcome, frame, followed)
     for key, reason in acknowledged.items():
         add("acknowledged", f"{key}: {reason}")
     return pd.DataFrame(rows, columns=["study", "stage", "reason", "IPS", "SAU", "total"]).astype(
         {"IPS": "Int64", "SAU": "Int64", "total": "Int64"}
     )
+
+
+# Why a participant is left out of an outcome's analysis, in the order the diagram's boxes
+# apply them: each participant is counted once, under the first reason that applies.
+OUTCOME_EXCLUSIONS = ("no follow-up assessment", "employment unknown", "no baseline score", "no follow-up score")
+
+
+def add_outcome_flow(add, outcome: str, frame: pd.DataFrame, followed: pd.Series) -> None:
+    """One outcome's rows of the flow: analysable, or excluded with the first reason that applies
+    (or not collected, for those who reached the outcome's stage in a study that did not measure it)."""
+    missing = {
+        "no follow-up assessment": ~followed,
+        "employment unknown": frame["employed"].isna(),
+        "no baseline score": frame[f"{outcome}_bl"].isna(),
+        "no follow-up score": frame[f"{outcome}_fu"].isna(),
+    }
+    if frame[f"{outcome}_instrument"].isna().all():
+        missing = {reason: missing[reason] for reason in OUTCOME_EXCLUSIONS[:2]}
+    remaining = pd.Series(True, index=frame.index)
+    excluded = {}
+    for reason, mask in missing.items():
+        excluded[reason] = remaining & mask
+        remaining = remaining & ~mask
+    if len(missing) == 2:
+        add(f"{outcome}: not collected", "outcome not measured in this study", remaining)
+    else:
+        add(f"{outcome}: analysable", "baseline, follow-up and employment known", remaining)
+    for reason, mask in excluded.items():
+        add(f"{outcome}: excluded", reason, mask)
 
 
 def raw_arm_counts(rules: dict, data: StudyData, index: pd.Index) -> pd.Series:
