@@ -19,6 +19,7 @@ from .problems import Problems, column_list, data_rows
 from .values import code_key, code_keys, key_list, normalize_ids, parse_dates, unique_values
 
 DAYS_PER_MONTH = 365.25 / 12
+ROW = "\0row"  # a column name no raw file can hold (NUL): the raw row number inside selections
 
 
 @dataclass
@@ -68,6 +69,8 @@ class StudyData:
         self.warnings: list[str] = []  # e.g. likely mojibake; logged, they do not stop the study
         self.empty: dict[str, str] = {}  # "table <name>" or "selection <name>" without rows -> its file
         self.indexers: dict[str, np.ndarray] = {}  # one-row table or selection -> its row of each participant
+        # one-row table or selection -> the raw file's data row (1-based) of each participant, for messages
+        self.row_numbers: dict[str, pd.Series] = {}
         for name, spec in rules["tables"].items():
             self._load(name, spec)
         self.participants = self._participant_index()
@@ -149,6 +152,7 @@ class StudyData:
             )
         keep = (table.keys.notna() & ~table.keys.duplicated()).to_numpy()
         self.one_row[name] = table.frame.set_axis(table.keys).loc[keep]
+        self.row_numbers[name] = pd.Series(np.flatnonzero(keep) + 1, index=self.one_row[name].index)
         self.trial_ids = pd.Series(table.ids.to_numpy()[keep], index=table.keys.to_numpy()[keep])
         self.one_row_file[name] = table.file
         self.one_row_table[name] = table
@@ -175,6 +179,7 @@ class StudyData:
                 )
             keep = known & ~table.keys.duplicated().to_numpy()
             self.one_row[table.name] = table.frame.set_axis(table.keys).loc[keep]
+            self.row_numbers[table.name] = pd.Series(np.flatnonzero(keep) + 1, index=self.one_row[table.name].index)
             self.one_row_file[table.name] = table.file
             self.one_row_table[table.name] = table
 
@@ -186,7 +191,9 @@ class StudyData:
                     "(rule file)", f"selection {name}", f"table {spec['from']!r} is not declared under tables"
                 )
             return
-        frame = table.frame.set_axis(table.keys).loc[table.position >= 0]
+        linked = table.position >= 0
+        # The raw row number rides along as a column no file can have, and leaves before any rule sees the frame.
+        frame = table.frame.set_axis(table.keys).assign(**{ROW: np.arange(1, len(table.keys) + 1)}).loc[linked]
         if "where" in spec:
             frame = self.filter_rows(frame, spec["where"], table, f"selection {name}")
         if "visit_window" in spec:
@@ -202,6 +209,7 @@ class StudyData:
             frame = frame.loc[~frame.index.duplicated()]
         if len(frame) == 0 and f"table {table.name}" not in self.empty:
             self.empty[f"selection {name}"] = table.file
+        self.row_numbers[name] = frame.pop(ROW).astype(int)
         self.one_row[name] = frame
         self.one_row_file[name] = table.file
         self.one_row_table[name] = table
@@ -212,7 +220,7 @@ class StudyData:
             self.problems.add(
                 table.file,
                 variable,
-                f"column {column!r} (in where) not found; columns are {column_list(frame.columns)}",
+                f"column {column!r} (in where) not found; columns are {column_list(table.frame.columns)}",
             )
             return frame.iloc[0:0]
         wanted = {code_key(v) for v in (where["in"] if "in" in where else [where["equals"]])}
@@ -224,7 +232,7 @@ class StudyData:
             self.problems.add(
                 table.file,
                 variable,
-                f"date column {window['date']!r} not found; columns are {column_list(frame.columns)}",
+                f"date column {window['date']!r} not found; columns are {column_list(table.frame.columns)}",
             )
             return frame.iloc[0:0]
         dates, bad = parse_dates(frame[window["date"]], table.spec.get("date_format"))
@@ -312,6 +320,12 @@ class StudyData:
         return SourceValues(
             self._aligned(name, values), file, column, int(len(frame)), int((~blank).sum()), set_missing
         )
+
+    def rows_of(self, name: str, participants: pd.Series) -> list[int]:
+        """The raw data rows (1-based) behind the participants where `participants` (a mask on the
+        participant index) holds, in one-row table or selection `name`."""
+        keys = participants.index[participants.to_numpy(dtype=bool)]
+        return sorted(int(r) for r in self.row_numbers[name].reindex(keys).dropna())
 
     def _aligned(self, name: str, values: pd.Series) -> pd.Series:
         """A column of a one-row table or selection on the participants' index (NaN for participants

@@ -43,20 +43,34 @@ def code_keys(series: pd.Series) -> pd.Series:
     return spread(series, codes, key_list(uniques))
 
 
+# Numeric text as a trial's files write it: optional sign, digits with one decimal mark, optional exponent.
+# Not float(): it also takes "nan", "inf", "2_5" (as 25) and " 1e400" (as inf). Thousands separators are
+# refused too: "1,234" and "1.234" mean different numbers in different countries.
+PLAIN_NUMBER = {
+    ".": re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"),
+    ",": re.compile(r"[+-]?(?:[0-9]+(?:,[0-9]*)?|,[0-9]+)(?:[eE][+-]?[0-9]+)?"),
+}
+
+
+def strict_number(text: str, decimal: str = ".") -> float | None:
+    """The finite number `text` writes with decimal mark `decimal`, or None: the one parser of numeric text."""
+    text = text.strip()
+    if not text.isascii() or not PLAIN_NUMBER[decimal].fullmatch(text):
+        return None
+    number = float(text.replace(",", ".") if decimal == "," else text)
+    return number if np.isfinite(number) else None  # 1e400 overflows to inf
+
+
 def _number(value, decimal: str):
     if value is None:
         return np.nan
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        # A reader's NaN is an empty cell (system-missing); an infinite number is not a measurement.
+        return float(value) if not np.isinf(value) else None
     text = str(value).strip()
     if text == "":
         return np.nan  # a blank cell is missing, not malformed
-    if decimal == ",":
-        text = text.replace(",", ".")
-    try:
-        return float(text)
-    except ValueError:
-        return None  # unparseable
+    return strict_number(text, decimal)  # None: unparseable
 
 
 def parse_numbers(series: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.Series]:
