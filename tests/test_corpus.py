@@ -285,3 +285,20 @@ def test_a_damaged_stata_file_is_reported_before_any_rule_reads_its_columns(corp
             harmonize_study(load_rules(tmp_path / "FI.yaml"), schema, KEY)
         about_file = [p for p in caught.value.problems if p.file == "fi_seuranta.dta"]
         assert [(p.variable, "damaged" in p.message) for p in about_file] == [("(whole file)", True)], about_file
+
+
+def test_harmonization_says_why_rows_do_not_link_by_id_shapes(corpus, tmp_path):
+    text = (REPO / "tests/data/FI.yaml").read_text(encoding="utf-8").replace("RAW_DIR", str(corpus / "FI"))
+    (tmp_path / "FI.yaml").write_text(text.replace('    id_format: {extract: "^FI-([0-9]+)$"}', ""))
+    with pytest.raises(HarmonizationError) as caught:
+        harmonize_study(load_rules(tmp_path / "FI.yaml"), load_schema(REPO / "config" / "schema.yaml"), KEY)
+    message = str(caught.value)
+    assert "participant id missing or not a valid integer id" in message  # "FI-001" is not an integer
+    (tmp_path / "FI.yaml").write_text(
+        text.replace('    id_format: {extract: "^FI-([0-9]+)$"}', "").replace("id_type: integer", "id_type: text")
+    )
+    with pytest.raises(HarmonizationError) as caught:
+        harmonize_study(load_rules(tmp_path / "FI.yaml"), load_schema(REPO / "config" / "schema.yaml"), KEY)
+    message = str(caught.value)
+    assert "ids as written look like `99` or `9` in these rows and like `AA-999` in fi_osallistujat.sav" in message
+    assert "FI-0" not in message

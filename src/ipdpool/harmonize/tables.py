@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..rawio import RawDataError, RawTable, read_table
 from .problems import Problems, column_list, data_rows
-from .values import code_key, code_keys, key_list, normalize_ids, parse_dates, unique_values
+from .values import code_key, code_keys, common_shapes, key_list, normalize_ids, parse_dates, unique_values
 
 DAYS_PER_MONTH = 365.25 / 12
 ROW = "\0row"  # a column name no raw file can hold (NUL): the raw row number inside selections
@@ -162,10 +162,14 @@ class StudyData:
         known = table.position >= 0
         orphans = table.keys.notna().to_numpy() & ~known
         if orphans.any() and len(self.participants):
+            home = self.one_row_table[self.rules["participants"]["table"]]
             self.problems.add(
                 table.file,
                 table.spec["id"],
-                "rows whose participant is not in the participants table",
+                "rows whose participant is not in the participants table: ids as written look like "
+                f"{common_shapes(table.frame[table.spec['id']][orphans])} in these rows and like "
+                f"{common_shapes(home.frame[home.spec['id']])} in {home.file}; check `id_format`, `id_type` "
+                "and `site` (config/README.md, section 5.3)",
                 rows=data_rows(np.flatnonzero(orphans)),
             )
         if table.spec.get("rows", "one") == "one":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -150,3 +151,14 @@ def normalize_ids(series: pd.Series, id_type: str, id_format: dict | None = None
         keys = [key if not key else integer_id(key) for key in keys]
     bad = np.array([not key for key in keys])
     return spread(series, codes, [None if not key else key for key in keys]), pd.Series(bad[codes], index=series.index)
+
+
+def id_shape(text: str) -> str:
+    """An id's shape: digits as 9, letters as A ("FI-001" -> "AA-999"): how ids are written, not which."""
+    return re.sub(r"[^\W\d_]", "A", re.sub(r"\d", "9", text))
+
+
+def common_shapes(values: pd.Series, show: int = 2) -> str:
+    """The commonest id shapes of `values`, for messages that must not show the ids themselves."""
+    counts = Counter(id_shape(v) for v in code_keys(values).dropna() if v != "")
+    return " or ".join(f"`{s}`" for s, _ in counts.most_common(show)) or "(none)"
