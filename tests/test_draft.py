@@ -118,10 +118,17 @@ def test_a_draft_says_why_ids_do_not_link_by_their_shape_never_their_value(tmp_p
     pd.DataFrame({"id": [f"{i}/{2016 + i % 3}" for i in range(1, 21)], "score": 20}).to_csv(
         tmp_path / "visits.csv", index=False
     )
+    (tmp_path / "notes.csv").write_text("Exported on Monday by the data manager of the trial,page\nsee below,1\n")
     assert harmonize_main(["draft", str(tmp_path), "--study", "XX", "--out", str(tmp_path / "XX.yaml")]) == 0
     printed = capsys.readouterr().out
-    assert "linkage: visits (visits.csv): 0 of 20 rows (0%) match a participant; the others have ids like" in printed
-    assert "`9/9999`" in printed and "`A999-A`" in printed and "K001" not in printed and "1/2017" not in printed
+    assert (
+        "linkage: visits (visits.csv): 0 of 20 rows (0%) match a participant; the others have ids like "
+        "`99/9999` or `9/9999` in visits.csv, participants ids look like `A999-A` in people.csv: check "
+        '`id_format` (e.g. `id_format: {extract: "([0-9]+)"}`), `id_type` and `site` (config/README.md, '
+        "section 5.3)"
+    ) in printed
+    assert "K001" not in printed and "1/2017" not in printed
+    assert "skipped notes.csv: 1 header cell(s) of more than 6 words (notes or instructions?)" in printed
 
 
 def test_draft_and_check_work_from_any_directory_with_the_repositorys_defaults(tmp_path, repo_root):
@@ -135,3 +142,15 @@ def test_draft_and_check_work_from_any_directory_with_the_repositorys_defaults(t
     checked = subprocess.run([*python, str(repo_root / "config/studies/US.yaml")], cwd=tmp_path,
                              capture_output=True, text=True)  # fmt: skip
     assert checked.returncode == 0 and "OK, 204 participants" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_the_documented_single_study_target_runs_one_harmonization_job(workdir):
+    """config/README.md, section 8, step 11: `results/harmonized/XX.parquet` harmonizes XX alone (a dry run
+    in the session's copy of the workflow)."""
+    from conftest import snakemake
+
+    done = snakemake(workdir, "results/harmonized/US.parquet", "-n", "--quiet", "rules")
+    assert done.returncode == 0, done.stderr[-2000:]
+    jobs = [line.split() for line in done.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()]
+    counts = {words[0]: int(words[-1]) for words in jobs if len(words) == 2}
+    assert counts == {"harmonize_study": 1, "total": 1}, done.stdout

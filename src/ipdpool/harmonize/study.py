@@ -65,6 +65,10 @@ def harmonize_study(
     study = rules["study"]
     problems = Problems(study)
     data = StudyData(rules, problems, base_dir, secret=key)
+    if data.unreadable:
+        # A damaged or unreadable file stops the study before any rule reads a column: the rules' problems
+        # would only be consequences of it (empty selections, unlinked rows).
+        raise HarmonizationError(problems.items)
     acknowledged = Acknowledged(rules.get("acknowledged", {}), problems)
     if len(data.participants) == 0 and not problems:
         problems.add(

@@ -67,6 +67,7 @@ class StudyData:
         self.one_row_file: dict[str, str] = {}
         self.one_row_table: dict[str, LinkedTable] = {}
         self.warnings: list[str] = []  # e.g. likely mojibake; logged, they do not stop the study
+        self.unreadable: list[str] = []  # files refused by the reader (damaged, missing, wrong format)
         self.empty: dict[str, str] = {}  # "table <name>" or "selection <name>" without rows -> its file
         self.indexers: dict[str, np.ndarray] = {}  # one-row table or selection -> its row of each participant
         # one-row table or selection -> the raw file's data row (1-based) of each participant, for messages
@@ -90,6 +91,7 @@ class StudyData:
             raw = read_table(self.study, name, spec, self.raw_dir, self.secret)
         except RawDataError as error:
             self.problems.add(error.file, error.variable or "(whole file)", error.message)
+            self.unreadable.append(error.file)
             return
         file = f"{spec['file']} [{spec['sheet']}]" if spec.get("sheet") else spec["file"]
         self.warnings += [f"study {self.study}, file {file}: {warning}" for warning in raw.warnings]
