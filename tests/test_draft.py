@@ -12,16 +12,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from corpus import require_tools
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipdpool.harmonize.__main__ import main as harmonize_main
 from ipdpool.harmonize.draft import draft
+from ipdpool.harmonize.draft_link import link
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.harmonize.study import harmonize_study
+from ipdpool.rawio import RawTable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -154,3 +159,38 @@ def test_the_documented_single_study_target_runs_one_harmonization_job(workdir):
     jobs = [line.split() for line in done.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()]
     counts = {words[0]: int(words[-1]) for words in jobs if len(words) == 2}
     assert counts == {"harmonize_study": 1, "total": 1}, done.stdout
+
+
+def raw_table(frame: pd.DataFrame) -> RawTable:
+    return RawTable("T", "t", Path("t.csv"), frame.astype(object))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(3, 30),
+    written=st.lists(
+        st.sampled_from(["{i}", "{i:03d}", "P-{i:04d}", "p{i}", "ID{i}/A", " {i} "]), min_size=2, max_size=3
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_linkage_is_found_whatever_the_id_writing_and_row_order(n, written, seed):
+    """Ids written differently per table (padding, prefixes, case, spaces) all link, and shuffling the
+    rows of any table changes nothing."""
+    rng = np.random.default_rng(seed)
+    tables = {}
+    for k, form in enumerate(written):
+        rows = np.arange(1, n + 1) if k == 0 else rng.choice(np.arange(1, n + 1), size=2 * n)
+        tables[f"t{k}"] = pd.DataFrame(
+            {"id": [form.format(i=int(i)) for i in rows], "arm": 1, "x": rng.random(len(rows))}
+        )
+    tables["t0"]["arm"] = ["IPS", "SAU"] * (n // 2) + ["IPS"] * (n % 2)
+    linkage = link({name: raw_table(frame) for name, frame in tables.items()}, {"t0": 1})
+    assert linkage.participants == "t0"
+    assert all(linkage.matched[name] == len(frame) for name, frame in tables.items())
+    assert [linkage.rows_many(name) for name in tables] == [False] + [True] * (len(tables) - 1)
+    shuffled = {name: frame.sample(frac=1, random_state=seed) for name, frame in tables.items()}
+    again = link({name: raw_table(frame) for name, frame in shuffled.items()}, {"t0": 1})
+    assert (again.participants, again.id_type) == (linkage.participants, linkage.id_type)
+    assert {n: (c.column, c.id_format) for n, c in again.choices.items()} == {
+        n: (c.column, c.id_format) for n, c in linkage.choices.items()
+    }
