@@ -1,11 +1,14 @@
-"""A draft rule file for a new trial, from its raw folder: every table, every column described,
-ids and dates guessed, every schema variable `undetermined` with candidate columns.
+"""A draft rule file for a new trial, from its raw folder: tables (non-tabular sheets skipped, saying
+so), the participants table, ids, `id_format`, `site` and `rows` decided from the data (draft_link), every
+column described, and every variable and outcome `undetermined` with a proposed rule and the columns it
+would read (draft_propose).
 
     python -m ipdpool.harmonize draft RAW_DIR --study ID [--out config/studies/ID.yaml]
 
-The draft passes the rule-file schema; checking it fails only on what the user must decide
-(which columns hold site, arm and arm_original, and the codes' meaning). Values are listed only
-for coded columns (few distinct values, not ids, dates or names), capped, as YAML comments.
+The draft passes the rule-file schema; checking it fails only on what the user must decide (which
+columns hold site, arm and arm_original). Values are listed only for coded columns (few distinct
+values, not ids, dates or names), capped, as YAML comments; ids are described by their shape only.
+bench/bench_draft.py measures how often the draft is right.
 """
 
 from __future__ import annotations
@@ -190,13 +193,9 @@ def _arm_ranks(tables: dict[str, RawTable]) -> dict[str, int]:
     return {name: int(any(pattern.search(str(c)) for c in raw.frame.columns)) for name, raw in tables.items()}
 
 
-def _undetermined(what: str, proposal: Proposal, others: list[str]) -> dict:
+def _undetermined(what: str, proposal: Proposal) -> dict:
     text = f"TODO: {what}; proposed rule: {proposal.kind}; columns: {', '.join(proposal.columns) or 'none'}"
-    if proposal.note:
-        text += f"; {proposal.note}"
-    if others:
-        text += f"; other candidates: {', '.join(others[:6])}"
-    return {"undetermined": text}
+    return {"undetermined": text + (f"; {proposal.note}" if proposal.note else "")}
 
 
 @dataclass
@@ -204,6 +203,43 @@ class Draft:
     text: str
     linkage: list[str]  # match rate per table, and why where ids did not link
     skipped: list[str]
+
+
+def _decide_tables(specs: dict, tables: dict[str, RawTable], linkage) -> dict[str, list[str]]:
+    """Write the id decisions into each table's spec; returns each table's date columns."""
+    dates = {}
+    for name, raw in tables.items():
+        choice, spec = linkage.choices[name], specs[name]
+        spec["id"] = choice.column
+        if choice.id_format:
+            spec["id_format"] = dict(choice.id_format)
+        if choice.site:
+            spec["site"] = choice.site
+        if linkage.rows_many(name):
+            spec["rows"] = "many"
+        columns = [c for c in map(str, raw.frame.columns) if c not in (choice.column, choice.site)]
+        text_dates = [c for c in columns if _kind(raw.frame[c]) == "text" and _date_format(raw.frame[c])]
+        if text_dates:
+            spec["date_format"] = _date_format(raw.frame[text_dates[0]])
+        dates[name] = [c for c in columns if is_date_column(raw.frame[c], DATE_FORMATS)]
+    return dates
+
+
+def _proposals(context: Context, outcomes) -> tuple[dict, dict, list[str]]:
+    """(variables, outcomes, commented sketches): every entry undetermined with its proposal."""
+    variables, scores, sketches = {}, {}, []
+    for variable in VARIABLES:
+        proposal = propose_variable(variable, context)
+        variables[variable] = _undetermined(f"confirm or change the rule for {variable}", proposal)
+        sketches += proposal.sketch or _recode_sketch(variable, proposal, context.tables)
+    variables = {"site": variables["site"], "participant_id": {"pseudonym": True}, **variables}
+    for outcome in outcomes:
+        proposal = propose_outcome(outcome, context)
+        scores[outcome] = _undetermined(
+            "instrument, range, direction and score rules, or not_collected: true", proposal
+        )
+        sketches += proposal.sketch
+    return variables, scores, sketches
 
 
 def draft(raw_dir: Path, study: str, outcomes, written_raw_dir: str | None = None) -> Draft:
@@ -219,51 +255,20 @@ def draft(raw_dir: Path, study: str, outcomes, written_raw_dir: str | None = Non
     if linkage is None:
         raise ValueError(f"no table in {raw_dir} has a column of unique participant ids; " + "; ".join(notes))
     files = {n: specs[n]["file"] + (f" [{specs[n]['sheet']}]" if specs[n].get("sheet") else "") for n in tables}
-    dates = {}
-    for name, raw in tables.items():
-        choice = linkage.choices[name]
-        spec = specs[name]
-        spec["id"] = choice.column
-        if choice.id_format:
-            spec["id_format"] = dict(choice.id_format)
-        if choice.site:
-            spec["site"] = choice.site
-        if linkage.rows_many(name):
-            spec["rows"] = "many"
-        text_dates = [
-            c for c in map(str, raw.frame.columns) if _kind(raw.frame[c]) == "text" and _date_format(raw.frame[c])
-        ]
-        if text_dates:
-            spec["date_format"] = _date_format(raw.frame[text_dates[0]])
-        dates[name] = [c for c in map(str, raw.frame.columns) if c not in (choice.column, choice.site)
-                       and is_date_column(raw.frame[c], DATE_FORMATS)]  # fmt: skip
-    context = Context(tables, linkage.participants, {n for n in tables if linkage.rows_many(n)}, dates,
-                      linkage.choices[linkage.participants].site)  # fmt: skip
+    dates = _decide_tables(specs, tables, linkage)
+    many = {n for n in tables if linkage.rows_many(n)}
+    context = Context(tables, linkage.participants, many, dates, linkage.choices[linkage.participants].site)
     report = linkage_report(linkage, tables, files)
+    variables, scores, sketches = _proposals(context, outcomes)
     rules = {
         "study": study,
         "title": f"TODO: a readable name for {study}",
         "raw_dir": written_raw_dir or str(raw_dir),
         "tables": specs,
         "participants": {"table": linkage.participants, "id_type": linkage.id_type},
-        "variables": {},
-        "outcomes": {},
+        "variables": variables,
+        "outcomes": scores,
     }
-    sketches = []
-    for variable in VARIABLES:
-        proposal = propose_variable(variable, context)
-        rules["variables"][variable] = _undetermined(f"confirm or change the rule for {variable}", proposal, [])
-        sketches += proposal.sketch or _recode_sketch(variable, proposal, tables)
-    rules["variables"] = {
-        "site": rules["variables"]["site"],
-        "participant_id": {"pseudonym": True},
-        **{v: rules["variables"][v] for v in VARIABLES[1:]},
-    }
-    for outcome in outcomes:
-        proposal = propose_outcome(outcome, context)
-        what = "instrument, range, direction and score rules, or not_collected: true"
-        rules["outcomes"][outcome] = _undetermined(what, proposal, [])
-        sketches += proposal.sketch
     described = []
     for name, raw in tables.items():
         described += _describe(name, raw, linkage.choices[name].column, set(dates[name]))
