@@ -180,3 +180,15 @@ def test_a_published_total_that_differs_stops_the_study_unless_acknowledged(work
     result = harmonize(study(workspace, "US", total(9999, "the paper counts screened people")))
     assert result.arm_counts.set_index("arm_original").loc["(all arms)", "differs"]
     assert "published_n total: the paper counts screened people" in result.flow["reason"].tolist()
+
+
+def test_a_damaged_participants_file_is_the_only_problem_reported(workspace):
+    """Cut short, the participants file is reported as damaged; the empty selections that follow from it
+    (no participant, so no visit row links) are not reported as problems of their own."""
+    path = workspace / "raw" / "DK" / "dk_deltagere.csv"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(HarmonizationError) as caught:
+        harmonize(study(workspace, "DK"))
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.variable) == ("dk_deltagere.csv", "(whole file)")
+    assert problem.message.startswith("is damaged: its last line (line 721) has no line break")

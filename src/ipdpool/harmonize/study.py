@@ -65,10 +65,6 @@ def harmonize_study(
     study = rules["study"]
     problems = Problems(study)
     data = StudyData(rules, problems, base_dir, secret=key)
-    if data.unreadable:
-        # A damaged or unreadable file stops the study before any rule reads a column: the rules' problems
-        # would only be consequences of it (empty selections, unlinked rows).
-        raise HarmonizationError(problems.items)
     acknowledged = Acknowledged(rules.get("acknowledged", {}), problems)
     if len(data.participants) == 0 and not problems:
         problems.add(
@@ -183,7 +179,7 @@ def harmonize_study(
         out[f"{outcome}_fu_z"] = _z(scores["fu"], scores["bl"])
 
     participants_file = rules["tables"][rules["participants"]["table"]]["file"]
-    for name, file in data.empty.items():
+    for name, file in data.empty.items() if not data.unreadable else ():  # else only consequences of the file
         acknowledged.check(f"empty {name}", file, name, "has no rows" if name.startswith("table") else "keeps no rows")
     guard_free_text(problems, rules, schema, out, len(data.participants))
     if problems:  # the checks below would only restate consequences of these
