@@ -35,6 +35,7 @@ def make_data() -> pd.DataFrame:
     data = pd.DataFrame({"g": groups, "t": t, "x": x, "f": f, "y": y})
     data["x2"] = 2 * data["x"]  # aliased with x
     data["h"] = np.where(data["f"] == "c", "hi", "lo")  # aliased with f's indicators
+    data["o"] = data["f"]  # an ordered factor (levels c < a < b) in lmer_data and in R
     return data
 
 
@@ -49,6 +50,7 @@ ESTIMATES = {
     "power_in_random_part": "y ~ t + (0 + I(t^2) | g)",
     "interaction_group": "y ~ t + (1 | g:h)",
     "base_r_calls": "y ~ sqrt(abs(t - 3)) + log10(x) + (1 | g)",
+    "ordered_factor": "y ~ o * t + (1 | g)",
 }
 
 R_SCRIPT = r"""
@@ -56,12 +58,16 @@ suppressPackageStartupMessages(library(lmerTest))
 tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
                      xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 d$f <- factor(d$f, levels = c("a", "b", "c", "unused"))
+d$o <- factor(d$o, levels = c("c", "a", "b"), ordered = TRUE)
 attempt <- function(expr) tryCatch({force(expr); "no error"}, error = function(e) conditionMessage(e))
 out <- list(fits = list(), errors = list())
 for (case in names(ESTIMATES)) {
   m <- suppressMessages(lmer(as.formula(ESTIMATES[[case]]), d, control = tight))
   out$fits[[case]] <- list(names = names(fixef(m)), beta = unname(fixef(m)), X = unname(getME(m, "X")))
 }
+ordered <- lmer(y ~ o * t + (1 | g), d, control = tight)
+out$ordered_anova <- lapply(list(s = anova(ordered), kr = anova(ordered, ddf = "Kenward-Roger")),
+                            function(a) list(F = a[["F value"]], NumDF = a$NumDF, DenDF = a$DenDF))
 bad <- function(column, row, value) { b <- d; b[[column]][row] <- value; b }
 text_y <- d; text_y$y <- as.character(round(text_y$y))
 one_group <- d; one_group$g <- "g0"
@@ -93,6 +99,7 @@ def reference():
 def lmer_data() -> pd.DataFrame:
     data = make_data()
     data["f"] = pd.Categorical(data["f"], categories=["a", "b", "c", "unused"])
+    data["o"] = pd.Categorical(data["o"], categories=["c", "a", "b"], ordered=True)
     return data
 
 
@@ -244,7 +251,7 @@ def test_column_storage_types_are_read_as_r_reads_the_values():
     "formula, message",
     [
         ("y ~ I(x.to_csv('written.csv') or x) + (1 | g)", "attribute access"),
-        ("y ~ I(`x`.to_csv('written.csv')) + (1 | g)", "attribute access"),
+        ("y ~ I(`x`.to_csv('written.csv')) + (1 | g)", "attribute access 'x.to_csv'"),
         ("y ~ I(open('written.csv', 'w')) + (1 | g)", "function 'open' is not supported"),
         ("y ~ I(__import__('os')) + (1 | g)", "function '__import__' is not supported"),
         ("y ~ I(x if x else t) + (1 | g)", "'if' is not allowed"),
@@ -262,11 +269,20 @@ def test_formula_text_runs_nothing_but_the_allowed_calls(formula, message, tmp_p
     assert not list(tmp_path.iterdir())
 
 
-def test_an_ordered_factor_is_fitted_with_a_warning_that_lme4_codes_it_otherwise():
-    data = lmer_data().assign(o=lambda d: pd.Categorical(d["f"].astype(str), categories=["c", "a", "b"], ordered=True))
-    with pytest.warns(UserWarning, match="ordered factor 'o'.*polynomial contrasts"):
-        fit = ipdpool.lmer("y ~ o + t + (1 | g)", data)
-    assert any("ordered factor 'o'" in w for w in fit.warnings)
+@pytest.mark.parametrize("ddf, key", [("satterthwaite", "s"), ("kenward_roger", "kr")])
+def test_an_ordered_factor_gets_rs_polynomial_contrasts_and_lmertests_anova(ddf, key, reference):
+    """Estimates: test_estimates_and_design_equal_lme4[ordered_factor]; anova mapped from treatment
+    coding as lmerTest's get_contrasts_type3."""
+    ours = ipdpool.lmer(ESTIMATES["ordered_factor"], lmer_data()).anova(ddf)
+    theirs = reference["ordered_anova"][key]
+    for column, name in (("F value", "F"), ("NumDF", "NumDF"), ("DenDF", "DenDF")):
+        # atol: an F of 0.03 (t of 0.17) moves by 3e-6 relative when beta moves by 1e-7 of its SE, the fit's precision
+        assert np.allclose(ours[column], theirs[name], rtol=1e-6, atol=1e-6), (column, ours[column].tolist())
+
+
+def test_a_constant_response_is_refused():
+    with pytest.raises(FormulaError, match="response is constant"):
+        ipdpool.lmer("y ~ t + (1 | g)", lmer_data().assign(y=3.0))
 
 
 def test_levels_outside_zero_and_one_are_refused():

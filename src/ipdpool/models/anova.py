@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .formula import CONTEXT, FixedDesign
+from .formula import CONTEXT, FixedDesign, fixed_design
 from .lmm import LmmFit
 
 COLUMNS = ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
@@ -81,7 +81,20 @@ def regression_coefficients(x: np.ndarray, targets: np.ndarray, has_intercept: b
 
 
 def type3_contrasts(design: FixedDesign, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """term -> contrast matrix (rows x fixed effects) of lmerTest's Type III test."""
+    """term -> contrast matrix (rows x fixed effects) of lmerTest's Type III test; with other
+    coding than treatment (ordered factors: contr.poly) the treatment-coded contrasts mapped by
+    zapsmall(ginv(X_treatment) X), as lmerTest's get_contrasts_type3."""
+    if design.treatment_formula is None:
+        return treatment_type3_contrasts(design, frame)
+    _, treatment = fixed_design(design.treatment_formula, frame, np.arange(1, len(frame) + 1))
+    mapping = zapsmall(
+        regression_coefficients(treatment.x.to_numpy(float), design.x.to_numpy(float), design.has_intercept)
+    )
+    return {term: contrast @ mapping for term, contrast in treatment_type3_contrasts(treatment, frame).items()}
+
+
+def treatment_type3_contrasts(design: FixedDesign, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """type3_contrasts for a design in treatment coding (lmerTest's extract_contrasts_type3)."""
     x = design.x.to_numpy(float)
     names = list(design.x.columns)
     columns = {term: [names.index(c) for c in design.term_columns[term]] for term in design.terms}

@@ -18,6 +18,7 @@ variable used are dropped (and counted in the warnings), as lme4 does by default
 
 from __future__ import annotations
 
+import dataclasses
 import warnings as pywarnings
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ from .formula import (
     drop_unused_levels,
     fixed_design,
     numeric_columns,
+    polynomial_coded,
     prepare_columns,
     quote_dotted,
     r_power,
@@ -303,20 +305,6 @@ def check_identifiable(n: int, k: int, q: int, term: str) -> None:
         )
 
 
-def ordered_factor_notes(frame: pd.DataFrame, used: set[str]) -> list[str]:
-    """An ordered categorical is coded with treatment contrasts here; lme4 uses polynomial contrasts
-    (the same fitted model, other coefficients): say so rather than differ silently."""
-    notes = []
-    for name in sorted(used):
-        if isinstance(frame[name].dtype, pd.CategoricalDtype) and frame[name].cat.ordered:
-            notes.append(
-                f"ordered factor {name!r} is coded with treatment contrasts against its first level; lme4 codes "
-                "ordered factors with polynomial contrasts (same fit, other coefficients)"
-            )
-            pywarnings.warn(notes[-1], stacklevel=3)
-    return notes
-
-
 def lmer(
     formula: str, data: pd.DataFrame, reml: bool = True, ddf: str = "satterthwaite", level: float = 0.95
 ) -> LmerResult:
@@ -341,13 +329,17 @@ def lmer(
     check_columns(used, data)
     response = required_variables(fixed.split("~")[0], data.columns)
     frame, rows, notes = used_rows(data, sorted(used))
-    notes += ordered_factor_notes(frame, used - {group})
     for name in response:
         check_response(frame, name)
     check_finite(numeric_columns(frame, sorted(used)), rows, "column")
     labels = group_labels(frame, group)
     check_grouping(labels, len(frame))
-    y, design = fixed_design(fixed, frame, rows)
+    coded = polynomial_coded(fixed, frame)
+    y, design = fixed_design(coded, frame, rows)
+    if np.ptp(y) == 0:
+        raise FormulaError("the response is constant over the rows used: there is no variance to model")
+    if coded != fixed:  # lmerTest's Type III contrasts start from treatment coding
+        design = dataclasses.replace(design, treatment_formula=fixed)
     if design.dropped:
         notes.append(rank_warning(design.dropped))
         pywarnings.warn(notes[-1], stacklevel=2)

@@ -158,7 +158,8 @@ CONTEXT = {"sqrt": np.sqrt, "abs": np.abs, "log2": np.log2, "log10": np.log10, "
 def check_formula_text(formula: str) -> None:
     """Refuse what formulaic would read differently from R or run as Python beyond the allowed calls
     (run after quote_dotted: dotted column names are backquoted by then)."""
-    bare = " ".join(re.split(QUOTED, re.sub(r"`[^`]*`", "name", formula)))  # a backquoted name stays a name
+    unquoted = re.sub(r"`([^`]*)`", lambda m: m.group(1) if "." not in m.group(1) else "name", formula)
+    bare = " ".join(re.split(QUOTED, unquoted))  # a backquoted name stays a name
     if "%in%" in bare:
         raise FormulaError("'%in%' is not supported (formulaic reads it as nesting, R as ':'); write a:b instead")
     if re.search(r"(?<![\w.])\.(?![\w.])", bare):
@@ -286,6 +287,28 @@ class FixedDesign:
     numeric_variables: frozenset  # variables that are numeric (not categorical)
     has_intercept: bool
     predictors: frozenset  # data columns the right-hand side uses
+    treatment_formula: str | None = None  # the formula before ordered factors were polynomial-coded
+
+
+def polynomial_coded(formula: str, frame: pd.DataFrame) -> str:
+    """Ordered categorical columns as R codes them, with polynomial contrasts (contr.poly):
+    `o` -> `C(o, contr.poly)` outside quotes (run after check_formula_text)."""
+    ordered = {
+        str(n) for n in frame.columns if isinstance(frame[n].dtype, pd.CategoricalDtype) and frame[n].cat.ordered
+    }
+    if not ordered:
+        return formula
+    pieces = re.split(f"({QUOTED})", formula)
+    for i in range(0, len(pieces), 2):
+        pieces[i] = re.sub(
+            r"(?<![A-Za-z0-9_.])[A-Za-z_.][A-Za-z0-9_.]*(?![A-Za-z0-9_.(])",
+            lambda m: f"C({m.group(0)}, contr.poly)" if m.group(0) in ordered else m.group(0),
+            pieces[i],
+        )
+    for i in range(1, len(pieces), 2):  # a backquoted ordered column
+        if pieces[i].startswith("`") and pieces[i][1:-1] in ordered:
+            pieces[i] = f"C({pieces[i]}, contr.poly)"
+    return "".join(pieces)
 
 
 def fixed_design(formula: str, frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, FixedDesign]:
