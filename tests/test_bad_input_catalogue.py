@@ -95,7 +95,7 @@ HARMONIZATION_CASES = [
         None,
         "nl_metingen.dta",
         "(whole file)",
-        "is damaged: the file is cut short or its end is missing (ask for a new export)",
+        "is damaged: it is cut short, or its header or end is broken (ask for a new export)",
     ),
     (
         "truncated_xlsx",
