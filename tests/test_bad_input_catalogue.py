@@ -104,7 +104,7 @@ HARMONIZATION_CASES = [
         None,
         "se_ips_malmo.xlsx",
         "(whole file)",
-        "is damaged or not a spreadsheet: cannot be read (invalid Zip archive: Could not find EOCD)",
+        "is damaged or not a spreadsheet: its zip container cannot be read (BadZipFile)",
     ),
     (
         "wrong_encoding",

@@ -343,3 +343,26 @@ def test_a_flipped_header_byte_never_crashes_the_reader(formats):
     )
     assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-1500:]}"
     assert all(count > 0 for count in json.loads(run.stdout).values()), run.stdout  # damage seen, not only survived
+
+
+@pytest.mark.parametrize("name", ["openxlsx.xlsx", "openxlsx.ods"])
+def test_a_flipped_workbook_byte_is_refused_or_harmless_and_never_quoted(formats, tmp_path, name):
+    """One byte flipped at every 23rd offset: the workbook is refused (a bad zip checksum included: calamine
+    reads such an entry as it is, attack finding ONB-5) or reads the same cells, and no message quotes a
+    cell (calamine's own parser messages did, ONB-11)."""
+    data = (formats / name).read_bytes()
+    spec = {"file": f"flipped{Path(name).suffix}", "format": "excel", "id": "id"}
+    whole = read_table("C", "t", {**spec, "file": name}, formats).frame
+    cells = {str(v) for v in whole.to_numpy().ravel() if v is not None}  # column names may be named
+    refused = 0
+    for at in range(0, len(data), 23):
+        (tmp_path / spec["file"]).write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :])
+        try:
+            frame = read_table("C", "t", spec, tmp_path).frame
+        except RawDataError as error:
+            refused += 1
+            message = str(error).split(": ", 1)[1]
+            assert not [c for c in cells if len(c) > 3 and c in message], message
+            continue
+        assert frame.equals(whole), f"{name}: byte {at} flipped changed cells without an error"
+    assert refused > 0

@@ -568,14 +568,31 @@ def _header_name(cell) -> str:
     return "" if cell is None else str(cell).strip()
 
 
+def _zip_damage(path: Path) -> str | None:
+    """Why a workbook's zip container is damaged (an entry failing its CRC-32, an unreadable directory), or
+    None. calamine reads an entry with a bad checksum as it is: one flipped byte could change cells."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as error:  # BadZipFile, zlib errors, unsupported zip versions
+        return f"is damaged or not a spreadsheet: its zip container cannot be read ({type(error).__name__})"
+    return f"is damaged: zip entry {bad!r} fails its checksum (ask for a new export)" if bad else None
+
+
 def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
     # python-calamine reads every cell of the sheet's data, whatever its <dimension> tag says
     # (openpyxl's read-only mode trusts the tag), and reads .ods too; see bench/bench_excel_readers.py.
     sheet = spec.get("sheet")
+    damaged = _zip_damage(path)
+    if damaged:
+        raise RawDataError(study, path.name, damaged)
     try:
         workbook = python_calamine.CalamineWorkbook.from_path(str(path))
     except Exception as error:  # calamine raises its own error types and zip/XML errors
-        raise RawDataError(study, path.name, f"is damaged or not a spreadsheet: cannot be read ({error})") from error
+        # Only the error's kind: the parser's own message can quote cells (ids, names) of any column.
+        raise RawDataError(
+            study, path.name, f"is damaged or not a spreadsheet: cannot be read ({type(error).__name__})"
+        ) from error
     try:
         names = workbook.sheet_names
         if sheet is None:
@@ -587,7 +604,7 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
             worksheet = workbook.get_sheet_by_name(sheet)
             rows = worksheet.to_python(skip_empty_area=False)
         except Exception as error:
-            raise RawDataError(study, file, f"is damaged: the sheet cannot be read ({error})") from error
+            raise RawDataError(study, file, f"is damaged: the sheet cannot be read ({type(error).__name__})") from error
         merged = worksheet.merged_cell_ranges or []
         visible = {meta.name: str(meta.visible) for meta in workbook.sheets_metadata}
     finally:
@@ -596,7 +613,12 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
     if not visible.get(sheet, "").endswith("Visible"):
         notes.append("hidden sheet (read all the same)")
     if path.suffix.lower() != ".ods":
-        uncached, hidden_rows = _xlsx_cells_calamine_cannot_see(path, sheet)
+        try:
+            uncached, hidden_rows = _xlsx_cells_calamine_cannot_see(path, sheet)
+        except Exception as error:  # XML or zip damage calamine did not meet
+            raise RawDataError(
+                study, file, f"is damaged: the sheet's XML cannot be read ({type(error).__name__})"
+            ) from error
         if uncached:
             raise RawDataError(
                 study,
