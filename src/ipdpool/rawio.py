@@ -249,11 +249,20 @@ def _sav_dictionary_ok(handle, size: int) -> bool:
                 skip(item * count)
             elif record == 999:
                 ints(1)
-                return continuation == 0
+                return continuation == 0 and _sav_data_length_fits(head, order, size - handle.tell(), len(widths))
             else:
                 return False
     except _Short:
         return False
+
+
+def _sav_data_length_fits(head: bytes, order: str, data_bytes: int, segments: int) -> bool:
+    """Uncompressed data are rows of 8-byte segments: as many rows as the header declares, or when it
+    declares -1 (unknown: PSPP writing to a pipe), whole rows. Compressed data are left to the reader."""
+    compression, _, cases = struct.unpack(order + "iii", head[72:84])
+    if compression != 0 or segments == 0:
+        return True
+    return data_bytes == cases * 8 * segments if cases >= 0 else data_bytes % (8 * segments) == 0
 
 
 def _labels_fit(indexes: tuple, widths: list[int]) -> bool:
