@@ -86,7 +86,7 @@ HARMONIZATION_CASES = [
         None,
         "eu6_baseline.sav",
         "(whole file)",
-        "is damaged or not a SAV file: cannot be read",
+        "is damaged: it is cut short, or its header or end is broken (ask for a new export)",
     ),
     (
         "truncated_dta",

@@ -351,7 +351,7 @@ def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
         frame, meta = reader(str(path), **options)
     except Exception as error:  # pyreadstat raises several unrelated types for damaged files
         raise RawDataError(
-            study, path.name, f"is damaged or not a {suffix[1:].upper()} file: cannot be read ({error})"
+            study, path.name, f"is damaged or not a {suffix[1:].upper()} file: cannot be read ({type(error).__name__})"
         ) from error
     # A damaged file must not pass as a smaller valid one: compare with the row count its header declares.
     declared = getattr(meta, "number_rows", None)
