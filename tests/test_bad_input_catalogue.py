@@ -86,7 +86,7 @@ HARMONIZATION_CASES = [
         None,
         "eu6_baseline.sav",
         "(whole file)",
-        "is damaged or not a SAV file: cannot be read",
+        "is damaged: it is cut short, or its header or end is broken (ask for a new export)",
     ),
     (
         "truncated_dta",
@@ -95,7 +95,7 @@ HARMONIZATION_CASES = [
         None,
         "nl_metingen.dta",
         "(whole file)",
-        "is damaged: the file is cut short or its end is missing (ask for a new export)",
+        "is damaged: it is cut short, or its header or end is broken (ask for a new export)",
     ),
     (
         "truncated_xlsx",
@@ -104,7 +104,7 @@ HARMONIZATION_CASES = [
         None,
         "se_ips_malmo.xlsx",
         "(whole file)",
-        "is damaged or not a spreadsheet: cannot be read (invalid Zip archive: Could not find EOCD)",
+        "is damaged or not a spreadsheet: its zip container cannot be read (BadZipFile)",
     ),
     (
         "wrong_encoding",

@@ -302,3 +302,67 @@ def test_harmonization_says_why_rows_do_not_link_by_id_shapes(corpus, tmp_path):
     message = str(caught.value)
     assert "ids as written look like `99` or `9` in these rows and like `AA-999` in fi_osallistujat.sav" in message
     assert "FI-0" not in message
+
+
+FLIP_SCAN = """
+import json, sys
+from pathlib import Path
+from ipdpool.rawio import RawDataError, read_table
+folder = Path(sys.argv[1])
+refused = {}
+for name, kind, first, last, step in json.loads(sys.argv[2]):
+    data, spec = (folder / name).read_bytes(), {"file": "flipped" + Path(name).suffix, "format": kind, "id": "id"}
+    refused[name] = 0
+    for at in range(first, last, step):
+        (folder / "flips" / spec["file"]).write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :])
+        try:
+            read_table("C", "t", spec, folder / "flips")
+        except RawDataError as error:
+            refused[name] += "flipped" in str(error)
+print(json.dumps(refused))
+"""
+# (file, first, last, step): the low byte of every 4-byte field of the first SPSS dictionary records
+# (record types, widths, label and missing-value counts, formats, value-label indexes), every other byte
+# of an old Stata header (row and variable counts, types).
+FLIPS = [("pspp.sav", 176, 480, 4), ("haven.sav", 176, 480, 4), ("haven_v8.dta", 0, 120, 2)]
+
+
+def test_a_flipped_header_byte_never_crashes_the_reader(formats):
+    """Header and dictionary bytes flipped in turn: each file is read or refused with a RawDataError
+    naming it, never a crash (ReadStat segfaulted on some SPSS dictionaries, attack finding ONB-1; a
+    negative Stata row count raised a bare OSError, ONB-2). In a child process: a segfault would
+    otherwise end the test session."""
+    import json
+    import subprocess
+    import sys
+
+    (formats / "flips").mkdir(exist_ok=True)
+    flips = [(name, TRUNCATED[name], first, last, step) for name, first, last, step in FLIPS]
+    run = subprocess.run(
+        [sys.executable, "-c", FLIP_SCAN, str(formats), json.dumps(flips)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-1500:]}"
+    assert all(count > 0 for count in json.loads(run.stdout).values()), run.stdout  # damage seen, not only survived
+
+
+@pytest.mark.parametrize("name", ["openxlsx.xlsx", "openxlsx.ods"])
+def test_a_flipped_workbook_byte_is_refused_or_harmless_and_never_quoted(formats, tmp_path, name):
+    """One byte flipped at every 23rd offset: the workbook is refused (a bad zip checksum included: calamine
+    reads such an entry as it is, attack finding ONB-5) or reads the same cells, and no message quotes a
+    cell (calamine's own parser messages did, ONB-11)."""
+    data = (formats / name).read_bytes()
+    spec = {"file": f"flipped{Path(name).suffix}", "format": "excel", "id": "id"}
+    whole = read_table("C", "t", {**spec, "file": name}, formats).frame
+    cells = {str(v) for v in whole.to_numpy().ravel() if v is not None}  # column names may be named
+    refused = 0
+    for at in range(0, len(data), 23):
+        (tmp_path / spec["file"]).write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :])
+        try:
+            frame = read_table("C", "t", spec, tmp_path).frame
+        except RawDataError as error:
+            refused += 1
+            message = str(error).split(": ", 1)[1]
+            assert not [c for c in cells if len(c) > 3 and c in message], message
+            continue
+        assert frame.equals(whole), f"{name}: byte {at} flipped changed cells without an error"
+    assert refused > 0

@@ -105,3 +105,23 @@ def test_missing_sheet_lists_the_sheets(copy_of):
     rules["tables"]["wave18"]["sheet"] = "18 manader"
     message = expect_error(rules, "wave18", "has no sheet")
     assert "18 mån" in message
+
+
+def test_an_spss_file_with_an_unknown_row_count_cut_mid_row_is_refused(tmp_path):
+    """PSPP writes -1 ("unknown") as the row count when its output is not seekable: uncompressed data must
+    then be whole rows (attack finding ONB-10). A cut exactly at a row boundary stays undetectable."""
+    import struct
+
+    import pandas as pd
+    import pyreadstat
+
+    frame = pd.DataFrame({"id": range(1, 41), "x": [1.5] * 40, "s": ["abcdefghij"] * 40})
+    pyreadstat.write_sav(frame, tmp_path / "whole.sav")
+    data = bytearray((tmp_path / "whole.sav").read_bytes())
+    data[80:84] = struct.pack("<i", -1)
+    (tmp_path / "unknown.sav").write_bytes(bytes(data))
+    assert len(read_table("T", "t", {"file": "unknown.sav", "format": "spss", "id": "id"}, tmp_path).frame) == 40
+    for cut in (len(data) - 1, len(data) - 9, len(data) - 100, len(data) - 333):
+        (tmp_path / "cut.sav").write_bytes(bytes(data[:cut]))
+        with pytest.raises(RawDataError, match="is damaged"):
+            read_table("T", "t", {"file": "cut.sav", "format": "spss", "id": "id"}, tmp_path)

@@ -21,7 +21,7 @@ from ipdpool.harmonize.values import parse_numbers, strict_number
 REPO = Path(__file__).resolve().parents[1]
 KEY = b"strict-values-key-0123456789"
 REFUSED = ["NaN", "nan", "-nan", "inf", "-Infinity", "infinity", "1e400", "-1e999", "2_5", "1_000", "0x1A",
-           "1,234", "1 234", "1.234,5", "½", "٣", "1e", "--1", "+", ".", ""]  # fmt: skip
+           "1,234", "1 234", "1.234,5", "½", "٣", "1e", "--1", "+", ".", "", "1e-400", "-2.5e-999"]  # fmt: skip
 
 
 @pytest.mark.parametrize("text", REFUSED)
@@ -58,9 +58,22 @@ def test_a_cell_is_refused_by_its_text_alone_whatever_its_neighbours(cells):
     assert all(math.isfinite(v) for v, b in zip(values, bad) if not b)
 
 
-def test_numbers_from_a_reader_that_are_infinite_are_refused():
-    values, bad = parse_numbers(pd.Series([1.5, float("inf"), float("nan"), None], dtype=object))
-    assert bad.tolist() == [False, True, False, False] and values.iloc[0] == 1.5
+def test_numbers_from_a_reader_that_are_infinite_or_beyond_float_are_refused():
+    values, bad = parse_numbers(pd.Series([1.5, float("inf"), float("nan"), None, 10**400], dtype=object))
+    assert bad.tolist() == [False, True, False, False, True] and values.iloc[0] == 1.5
+
+
+def test_a_negative_zero_is_zero():
+    assert [str(strict_number(text)) for text in ("-0", "-0.0e-0", "0e5")] == ["0.0", "0.0", "0.0"]
+
+
+@pytest.mark.parametrize("written", ["999.0", "+999", "0999", "9.99e2", " 999 "])
+def test_a_numeric_missing_code_is_missing_however_the_number_is_written(workspace, written):
+    """US declares `missing: ["999"]` for rses_m0: a cell written 999.0 (SAS, SPSS or Excel exports) is the
+    same code, not a score of 999 (attack finding ONB-3)."""
+    edit_cells(workspace / "raw" / "US" / "us_hartford_wide.csv", "rses_m0", {6: written})
+    result = harmonize(study(workspace, "US"))
+    assert pd.isna(result.data["self_esteem_bl"].iloc[6])
 
 
 @pytest.fixture

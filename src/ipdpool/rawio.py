@@ -136,6 +136,8 @@ def _old_stata_complete(handle, size: int) -> bool:
         return True  # older formats are rare; pyreadstat's own checks apply
     order = "<" if head[1] == 2 else ">"
     nvar, nobs = struct.unpack(order + "Hi", head[4:10])
+    if nobs < 0:
+        return False
     types = handle.read(nvar)
     fmt_width = 12 if head[0] == 113 else 49
     at = 109 + nvar + 33 * nvar + 2 * (nvar + 1) + fmt_width * nvar + 33 * nvar + 81 * nvar
@@ -148,7 +150,7 @@ def _old_stata_complete(handle, size: int) -> bool:
     while True:  # expansion fields: type byte, int32 length, contents; type 0 ends them
         handle.seek(at)
         kind, length = handle.read(1), int32_at(at + 1)
-        if not kind or length is None:
+        if not kind or length is None or length < 0:
             return False
         at += 5 + length
         if kind == b"\0":
@@ -156,7 +158,7 @@ def _old_stata_complete(handle, size: int) -> bool:
     at += nobs * sum(STATA_WIDTH.get(t, t) for t in types)
     while at < size:
         length = int32_at(at)
-        if length is None or at + 40 > size:
+        if length is None or length < 0 or at + 40 > size:
             return False
         at += 40 + length
     return at == size
@@ -175,9 +177,108 @@ def _sas7bdat_complete(handle, size: int) -> bool:
     return size == header + page * pages
 
 
+class _Short(Exception):
+    """A record reaches past the end of the file."""
+
+
+def _sav_dictionary_ok(handle, size: int) -> bool:
+    """Whether an SPSS .sav/.zsav dictionary is well formed: every record of a known type, each string
+    variable followed by its continuation records, every length inside the file, ending with record 999.
+    ReadStat crashes the process (SIGSEGV) on some malformed dictionaries instead of refusing them."""
+    head = handle.read(176)
+    if len(head) < 176 or head[:4] not in (b"$FL2", b"$FL3"):
+        return False
+    order = "<" if struct.unpack("<i", head[64:68])[0] in (2, 3) else ">"
+    if struct.unpack(order + "i", head[64:68])[0] not in (2, 3):
+        return False
+
+    def ints(n: int) -> tuple:
+        data = handle.read(4 * n)
+        if len(data) < 4 * n:
+            raise _Short
+        return struct.unpack(order + "i" * n, data)
+
+    def skip(n: int) -> None:
+        if n < 0 or handle.tell() + n > size:
+            raise _Short
+        handle.seek(n, 1)
+
+    continuation, widths = 0, []  # widths: per variable record, -1 for a string's continuation
+    try:
+        while True:
+            (record,) = ints(1)
+            if record == 2:
+                width, has_label, n_missing, print_format, _ = ints(5)
+                skip(8)  # name
+                widths.append(width)
+                # A string variable has a string display format (A or AHEX), a number any other.
+                if width >= 0 and (width > 0) != ((print_format >> 16) & 0xFF in (1, 2)):
+                    return False
+                if continuation:
+                    if width != -1:
+                        return False
+                    continuation -= 1
+                elif not 0 <= width <= 255:
+                    return False
+                else:
+                    continuation = max(0, (width + 7) // 8 - 1)
+                if has_label not in (0, 1) or n_missing not in (-3, -2, 0, 1, 2, 3):
+                    return False
+                if has_label:
+                    skip((ints(1)[0] + 3) // 4 * 4)
+                skip(8 * abs(n_missing))
+            elif record == 3:
+                (count,) = ints(1)
+                for _ in range(count if 0 <= count <= size else -1):
+                    skip(8)
+                    length = handle.read(1)
+                    if not length:
+                        raise _Short
+                    skip((length[0] + 8) // 8 * 8 - 1)
+                if count < 0 or count > size or ints(1)[0] != 4:
+                    return False
+                (labelled,) = ints(1)
+                if not 0 < labelled <= len(widths) or not _labels_fit(ints(labelled), widths):
+                    return False
+            elif record == 6:
+                skip(80 * ints(1)[0])
+            elif record == 7:
+                _, item, count = ints(3)
+                if item < 0 or count < 0:
+                    return False
+                skip(item * count)
+            elif record == 999:
+                ints(1)
+                return continuation == 0 and _sav_data_length_fits(head, order, size - handle.tell(), len(widths))
+            else:
+                return False
+    except _Short:
+        return False
+
+
+def _sav_data_length_fits(head: bytes, order: str, data_bytes: int, segments: int) -> bool:
+    """Uncompressed data are rows of 8-byte segments: as many rows as the header declares, or when it
+    declares -1 (unknown: PSPP writing to a pipe), whole rows. Compressed data are left to the reader."""
+    compression, _, cases = struct.unpack(order + "iii", head[72:84])
+    if compression != 0 or segments == 0:
+        return True
+    return data_bytes == cases * 8 * segments if cases >= 0 else data_bytes % (8 * segments) == 0
+
+
+def _labels_fit(indexes: tuple, widths: list[int]) -> bool:
+    """Value labels go to existing variables (1-based, not continuations), all numeric or all short strings."""
+    if not all(0 < i <= len(widths) and widths[i - 1] != -1 for i in indexes):
+        return False
+    kinds = {widths[i - 1] == 0 for i in indexes}
+    return len(kinds) == 1 and (kinds == {True} or all(widths[i - 1] <= 8 for i in indexes))
+
+
 def _tail(handle, size: int, n: int) -> bytes:
     handle.seek(max(0, size - n))
     return handle.read()
+
+
+DAMAGED = "is damaged: it is cut short, or its header or end is broken (ask for a new export)"
 
 
 def damage(path: Path) -> str | None:
@@ -185,9 +286,19 @@ def damage(path: Path) -> str | None:
     holds (read from its head and tail only). Cut exactly at a row boundary, a file without a row count or
     an end mark (CSV, SAS transport) cannot be told from a shorter whole one."""
     suffix, size = path.suffix.lower(), path.stat().st_size
-    if suffix not in (".dta", ".por", ".xpt", ".sas7bdat"):
+    if suffix not in (".dta", ".por", ".xpt", ".sas7bdat", ".sav", ".zsav"):
         return None
+    try:
+        whole = _structure_holds(path, suffix, size)
+    except (OSError, ValueError, struct.error):  # a header field out of range (a negative count or offset)
+        whole = False
+    return None if whole else DAMAGED
+
+
+def _structure_holds(path: Path, suffix: str, size: int) -> bool:
     with open(path, "rb") as handle:
+        if suffix in (".sav", ".zsav"):
+            return _sav_dictionary_ok(handle, size)
         if suffix == ".dta":
             new_format = handle.read(11) == b"<stata_dta>"
             handle.seek(0)
@@ -204,7 +315,7 @@ def damage(path: Path) -> str | None:
             whole = size % 80 == 0  # records of 80 bytes, the last one padded
         else:
             whole = _sas7bdat_complete(handle, size)
-    return None if whole else "is damaged: the file is cut short or its end is missing (ask for a new export)"
+    return whole
 
 
 def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
@@ -240,7 +351,7 @@ def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
         frame, meta = reader(str(path), **options)
     except Exception as error:  # pyreadstat raises several unrelated types for damaged files
         raise RawDataError(
-            study, path.name, f"is damaged or not a {suffix[1:].upper()} file: cannot be read ({error})"
+            study, path.name, f"is damaged or not a {suffix[1:].upper()} file: cannot be read ({type(error).__name__})"
         ) from error
     # A damaged file must not pass as a smaller valid one: compare with the row count its header declares.
     declared = getattr(meta, "number_rows", None)
@@ -466,14 +577,31 @@ def _header_name(cell) -> str:
     return "" if cell is None else str(cell).strip()
 
 
+def _zip_damage(path: Path) -> str | None:
+    """Why a workbook's zip container is damaged (an entry failing its CRC-32, an unreadable directory), or
+    None. calamine reads an entry with a bad checksum as it is: one flipped byte could change cells."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as error:  # BadZipFile, zlib errors, unsupported zip versions
+        return f"is damaged or not a spreadsheet: its zip container cannot be read ({type(error).__name__})"
+    return f"is damaged: zip entry {bad!r} fails its checksum (ask for a new export)" if bad else None
+
+
 def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
     # python-calamine reads every cell of the sheet's data, whatever its <dimension> tag says
     # (openpyxl's read-only mode trusts the tag), and reads .ods too; see bench/bench_excel_readers.py.
     sheet = spec.get("sheet")
+    damaged = _zip_damage(path)
+    if damaged:
+        raise RawDataError(study, path.name, damaged)
     try:
         workbook = python_calamine.CalamineWorkbook.from_path(str(path))
     except Exception as error:  # calamine raises its own error types and zip/XML errors
-        raise RawDataError(study, path.name, f"is damaged or not a spreadsheet: cannot be read ({error})") from error
+        # Only the error's kind: the parser's own message can quote cells (ids, names) of any column.
+        raise RawDataError(
+            study, path.name, f"is damaged or not a spreadsheet: cannot be read ({type(error).__name__})"
+        ) from error
     try:
         names = workbook.sheet_names
         if sheet is None:
@@ -485,7 +613,7 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
             worksheet = workbook.get_sheet_by_name(sheet)
             rows = worksheet.to_python(skip_empty_area=False)
         except Exception as error:
-            raise RawDataError(study, file, f"is damaged: the sheet cannot be read ({error})") from error
+            raise RawDataError(study, file, f"is damaged: the sheet cannot be read ({type(error).__name__})") from error
         merged = worksheet.merged_cell_ranges or []
         visible = {meta.name: str(meta.visible) for meta in workbook.sheets_metadata}
     finally:
@@ -494,7 +622,12 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
     if not visible.get(sheet, "").endswith("Visible"):
         notes.append("hidden sheet (read all the same)")
     if path.suffix.lower() != ".ods":
-        uncached, hidden_rows = _xlsx_cells_calamine_cannot_see(path, sheet)
+        try:
+            uncached, hidden_rows = _xlsx_cells_calamine_cannot_see(path, sheet)
+        except Exception as error:  # XML or zip damage calamine did not meet
+            raise RawDataError(
+                study, file, f"is damaged: the sheet's XML cannot be read ({type(error).__name__})"
+            ) from error
         if uncached:
             raise RawDataError(
                 study,

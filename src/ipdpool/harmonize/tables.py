@@ -16,7 +16,16 @@ import pandas as pd
 
 from ..rawio import RawDataError, RawTable, read_table
 from .problems import Problems, column_list, data_rows
-from .values import code_key, code_keys, common_shapes, key_list, normalize_ids, parse_dates, unique_values
+from .values import (
+    code_key,
+    code_keys,
+    common_shapes,
+    key_list,
+    normalize_ids,
+    parse_dates,
+    strict_number,
+    unique_values,
+)
 
 DAYS_PER_MONTH = 365.25 / 12
 ROW = "\0row"  # a column name no raw file can hold (NUL): the raw row number inside selections
@@ -52,6 +61,14 @@ class SourceValues:
     present: int  # participants with a row in the source table
     nonblank: int  # cells with a value before missing codes were applied
     set_missing: dict[str, int]  # reason -> number of cells made missing
+
+
+def declared_missing(key: str | None, declared: set[str], numbers: set[float], decimal: str) -> bool:
+    """Whether a cell is one of the rule's `missing` codes: the same text, or for a numeric code (its
+    number in `numbers`) the same number however written ("999.0", "+999", "0999" and "9.99e2" are 999)."""
+    if key is None or key == "":
+        return False
+    return key in declared or (bool(numbers) and strict_number(key, decimal) in numbers)
 
 
 class StudyData:
@@ -311,7 +328,10 @@ class StudyData:
         keys = key_list(uniques)
         declared = {code_key(v) for v in spec.get("missing", [])}
         blank = np.array([key is None or key == "" for key in keys])[codes]
-        coded = np.array([key in declared for key in keys])[codes] & ~blank
+        numbers = {n for n in (strict_number(code, ".") for code in declared if code) if n is not None}
+        decimal = table.spec.get("decimal", ".")
+        coded = np.array([declared_missing(key, declared, numbers, decimal) for key in keys])[codes]
+        coded &= ~blank
         user = self._user_missing(table, column, cells).to_numpy() & ~blank & ~coded
         for reason, mask in (
             ("blank", blank & (codes >= 0)),

@@ -59,7 +59,9 @@ def strict_number(text: str, decimal: str = ".") -> float | None:
     if not text.isascii() or not PLAIN_NUMBER[decimal].fullmatch(text):
         return None
     number = float(text.replace(",", ".") if decimal == "," else text)
-    return number if np.isfinite(number) else None  # 1e400 overflows to inf
+    if not np.isfinite(number) or (number == 0 and re.search(r"[1-9]", text.split("e")[0].split("E")[0])):
+        return None  # 1e400 overflows to inf, 1e-400 underflows to 0
+    return number + 0.0  # -0 is 0
 
 
 def _number(value, decimal: str):
@@ -67,7 +69,11 @@ def _number(value, decimal: str):
         return np.nan
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
         # A reader's NaN is an empty cell (system-missing); an infinite number is not a measurement.
-        return float(value) if not np.isinf(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # a Python int beyond float range
+            return None
+        return number if not np.isinf(number) else None
     text = str(value).strip()
     if text == "":
         return np.nan  # a blank cell is missing, not malformed
