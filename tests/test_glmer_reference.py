@@ -97,22 +97,25 @@ def assert_close(ours, theirs, rel, what):
     assert error <= rel, (what, ours.tolist(), theirs.tolist(), error)
 
 
-def assert_equal_to_lme4(result, ref, rel=1e-5):
+def assert_equal_to_lme4(result, ref, rel=1e-5, se_rel=2e-5):
     table = result.fixed
     r_names = [n.replace("Intercept", "(Intercept)").replace("[T.", "").replace("]", "") for n in table.index]
     assert r_names == list(ref["names"])
     assert_close(table["estimate"], ref["beta"], rel, "beta")
-    assert_close(table["se"], ref["se"], 2 * rel, "se")
-    assert_close(table["se"], ref["lme4_se"], 1e-4, "lme4's printed se")
+    assert_close(table["se"], ref["se"], se_rel, "se")
+    assert_close(table["se"], ref["lme4_se"], max(se_rel, 1e-4), "lme4's printed se")
     assert_close(result.theta, ref["theta"], rel, "theta")
     assert_close(result.loglik, ref["loglik"], rel, "logLik")
     assert_close(result.aic, ref["aic"], rel, "AIC")
     assert_close(result.bic, ref["bic"], rel, "BIC")
-    assert_close(table["z"], ref["z"], 2 * rel, "z")
+    assert_close(table["z"], ref["z"], se_rel, "z")
     # a tiny p moves by z^2 times the relative change in z: compared on the log scale
-    assert_close(np.log(table["p_value"]), np.log(ref["p"]), 1e-4, "log p")
+    assert_close(np.log(table["p_value"]), np.log(ref["p"]), 10 * se_rel, "log p")
     ci = np.asarray(ref["ci"], float).reshape(2, -1).T if np.ndim(ref["ci"]) == 1 else np.asarray(ref["ci"], float)
-    assert_close(table[["ci_low", "ci_high"]].to_numpy(), ci, 2 * rel, "Wald CI")
+    # a limit near 0 is held relative to the half-width (1.96 se) it is made of
+    half = 1.96 * np.asarray(ref["se"], float)[:, None]
+    gap = np.abs(table[["ci_low", "ci_high"]].to_numpy() - ci)
+    assert np.all(gap <= rel * np.abs(ci) + se_rel * half), ("Wald CI", gap.tolist())
     assert_close(table["odds_ratio"], np.exp(ref["beta"]), rel, "odds ratio")
     assert result.is_singular == ref["singular"]
 
@@ -161,10 +164,15 @@ out <- lapply(fits, function(f) f[names(f) != "model"])
 
 @pytest.mark.workflow
 def test_glmer_on_the_demo_employment_equals_lme4(completed_run):
+    """On the demo's 1,405 rows lme4's criterion differs from ours by ~1e-7 (1841.29365062 vs
+    1841.29365050 at the same point: its PIRLS tolerance) and its SEs move by 2e-4 with the
+    differencing step (numDeriv step 0.1: 0.1456174, step 0.01: 0.1456423, deriv12: 0.1456412),
+    while ours agree to 2e-7 across those steps (0.1456462): SEs are held to 3e-4 here, the
+    estimates, theta and log-likelihood to 1e-5."""
     pooled = pd.read_parquet(completed_run / "results" / "harmonized" / "pooled.parquet")
     frame = pooled[["study", "arm", "employed"]].astype({"employed": float})
     reference = {case: vectors(fit) for case, fit in run_r(R_FIT + R_DEMO, {"pooled": frame}).items()}
     for case, n_agq in (("laplace", 1), ("agq9", 9)):
         result = ipdpool.glmer("employed ~ arm + (1 | study)", frame, nAGQ=n_agq)
         assert result.n == frame["employed"].notna().sum()
-        assert_equal_to_lme4(result, reference[case])
+        assert_equal_to_lme4(result, reference[case], se_rel=3e-4)
