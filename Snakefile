@@ -42,6 +42,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/twostage.smk"
 include: "workflow/rules/federated.smk"
+include: "workflow/rules/causal.smk"
 
 
 rule all:
@@ -72,6 +73,7 @@ rule all:
             )
         ],
         "results/summary.md",
+        rules.causal.output,
         rules.report_pages.output,
         # the pooled data with its codebook, the rules of all studies (TSV and XLSX) and the
         # hand-off files for R, Stata and SPSS

@@ -136,6 +136,7 @@ SECTIONS = [
     "Two-stage and aggregate data",
     "Sensitivity",
     "Replication",
+    "Causal analysis",
 ]
 
 
