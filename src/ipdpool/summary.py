@@ -42,9 +42,34 @@ def count(value) -> str:
     return "" if value is None or pd.isna(value) else str(int(value))
 
 
-def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> pd.DataFrame:
+FIRST_STAGE = "first stage: IPS vs usual services, odds ratio of work during follow-up"
+
+
+def _odds_ratio(row) -> str:
+    if row is None or pd.isna(row.get("odds_ratio")):
+        return "not estimated"
+    return f"{row['odds_ratio']:.2f} ({row['or_ci_low']:.2f}, {row['or_ci_high']:.2f})"
+
+
+def first_stage_row(first_stage: pd.DataFrame) -> list[str]:
+    """The headline row of the causal analysis's first stage (ipdpool.causal.first_stage_table)."""
+    pooled = first_stage[first_stage["scope"] == "pooled"]
+    one = _first(pooled[pooled["method"].str.startswith("one-stage")])
+    two = _first(pooled[pooled["method"].str.startswith("two-stage")])
+    either = one or two or {}
+    return [FIRST_STAGE, "employed", count(either.get("k")), count(either.get("n")), _odds_ratio(one),
+            _odds_ratio(two), "", ""]  # fmt: skip
+
+
+def headline_table(
+    one_stage: pd.DataFrame,
+    two_stage: pd.DataFrame,
+    replication: pd.DataFrame,
+    first_stage: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Rows by contrast, then outcome in the configured order; published and true values are
-    known for worked vs did not work only (the replication table's contrast)."""
+    known for worked vs did not work only (the replication table's contrast); then the first
+    stage of the causal analysis when given."""
     rep = replication.set_index("outcome")
     rows = []
     for term in HEADLINE_TERMS:
@@ -79,11 +104,18 @@ def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication
                     truth,
                 ]
             )
+    if first_stage is not None and len(first_stage):
+        rows.append(first_stage_row(first_stage))
     return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
 
 
-def headline_summary(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> str:
-    table = headline_table(one_stage, two_stage, replication)
+def headline_summary(
+    one_stage: pd.DataFrame,
+    two_stage: pd.DataFrame,
+    replication: pd.DataFrame,
+    first_stage: pd.DataFrame | None = None,
+) -> str:
+    table = headline_table(one_stage, two_stage, replication, first_stage)
     lines = ["# ipdpool summary", "", *introduction(one_stage)]
     for contrast, rows in table.groupby("contrast", sort=False):
         columns = [c for c in HEADLINE_COLUMNS[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]

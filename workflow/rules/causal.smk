@@ -4,7 +4,7 @@
 rule causal:
     input:
         statistics=STATISTICS,
-        one_stage="results/tables/one_stage.tsv",
+        one_stage=expand("results/models/{outcome}/one_stage.tsv", outcome=OUTCOMES),
         pooled=["results/harmonized/pooled.parquet"] if STUDIES else [],
     output:
         first_stage="results/tables/first_stage.tsv",

@@ -24,5 +24,6 @@ with logged_to(snakemake.log[0]) as log:
     else:
         iv = pd.DataFrame({"notes": ["IV needs participant data (per-study cross-products are not in bundles)"]})
     write_table(iv, snakemake.output.iv)
-    write_table(evalue_table(read_table(snakemake.input.one_stage)), snakemake.output.evalues)
+    one_stage = pd.concat([read_table(p) for p in snakemake.input.one_stage], ignore_index=True)
+    write_table(evalue_table(one_stage), snakemake.output.evalues)
     log.info("first stage of %d studies; IV rows %d", len(tables), len(iv))
