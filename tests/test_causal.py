@@ -33,7 +33,8 @@ deviance <- function(p) {
     log(integrate(f, -Inf, Inf, rel.tol = 1e-13, subdivisions = 1000L)$value) - 60
   }))
 }
-start <- c(getME(g, "theta"), fixef(g))
+g25 <- glmer(employed ~ ips + (1 | study), rows, binomial, nAGQ = 25, control = tight)
+start <- c(getME(g25, "theta"), fixef(g25))  # near the optimum: few integrate() passes
 best <- optim(start, deviance, method = "BFGS", control = list(reltol = 1e-15, maxit = 1000))
 exact_se <- sqrt(diag(2 * solve(numDeriv::hessian(deviance, best$par))))[3]
 out <- list(log_or = yi, se = sei, ma = c(ma$b[1], ma$se, ma$tau2),
