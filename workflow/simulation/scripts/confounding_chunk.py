@@ -3,10 +3,8 @@ from ipdpool.logutil import logged_to
 from ipdpool.tables import write_table
 
 with logged_to(snakemake.log[0]) as log:
-    settings = snakemake.params.settings
-    names = [s["name"] for s in settings["scenarios"]]
-    index = names.index(snakemake.wildcards.scenario)
-    first = int(snakemake.wildcards.chunk) * settings["chunk_size"]
-    replicates = range(first, min(first + settings["chunk_size"], settings["replicates"]))
-    write_table(run_chunk(index, settings["scenarios"][index], replicates), snakemake.output[0])
-    log.info("scenario %s: replicates %d-%d", names[index], replicates.start, replicates.stop - 1)
+    params = snakemake.params
+    first = int(snakemake.wildcards.chunk) * params.chunk_size
+    replicates = range(first, min(first + params.chunk_size, params.replicates))
+    write_table(run_chunk(params.index, params.scenario, replicates), snakemake.output[0])
+    log.info("scenario %s: replicates %d-%d", params.scenario["name"], replicates.start, replicates.stop - 1)
