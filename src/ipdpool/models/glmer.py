@@ -21,11 +21,29 @@ import pandas as pd
 
 from ..probabilities import chi2_sf, norm_quantile, norm_sf
 from . import NotEstimable
-from .api import split_formula
 from .glmm import BinomialData, GlmmFit, fit_glmm
 
 MAX_RANDOM_TERMS = 2
 CBIND = re.compile(r"\s*cbind\s*\((.*)\)\s*")
+RANDOM_PART = re.compile(r"\(\s*([^()|]+?)\s*\|\s*([^()|]+?)\s*\)")
+
+
+def split_formula(formula: str) -> tuple[str, str, str]:
+    """'y ~ x + (1 + x | g)' -> ('y ~ x', '1 + x', 'g'). Parsed here, not by lmer's parser
+    (models.api), which is being extended to several random parts that glmer does not fit."""
+    if formula.count("~") != 1:
+        raise ValueError(f"formula {formula!r} needs exactly one '~'")
+    found = RANDOM_PART.findall(formula)
+    if len(found) != 1:
+        raise ValueError(f"formula {formula!r} needs exactly one random part '(terms | group)'; found {len(found)}")
+    terms, group = found[0]
+    if not re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_.]*", group):
+        raise ValueError(f"grouping factor {group!r} must be a column name")
+    fixed = RANDOM_PART.sub("", formula)
+    fixed = re.sub(r"\+\s*(?=\+|$)", "", re.sub(r"~\s*\+", "~ ", fixed)).strip()
+    if fixed.rstrip().endswith("~"):
+        fixed += " 1"
+    return fixed, terms, group
 
 
 def _split_arguments(text: str) -> list[str]:
