@@ -134,3 +134,19 @@ def test_iv_on_the_demo_equals_aer_ivreg(completed_run):
     )
     for outcome in outcomes:
         check_against_r(iv_by_study_and_pooled(frame, outcome), reference[outcome])
+
+
+def test_iv_equals_linearmodels_iv2sls():
+    """linearmodels' IV2SLS (debiased: classical sigma^2 with n - k, robust = HC1) on the same design."""
+    from linearmodels.iv import IV2SLS
+
+    pooled = synthetic_pooled(11)
+    matrix = design(pooled, "qol")
+    controls = [c for c in matrix.columns if c.startswith("study[")] + ["baseline"]
+    model = IV2SLS(matrix["y"], matrix[controls], matrix[["employed"]], matrix[["ips"]])
+    classical = model.fit(cov_type="unadjusted", debiased=True)
+    robust = model.fit(cov_type="robust", debiased=True)
+    ours = iv_by_study_and_pooled(pooled, "qol")[-1]
+    assert ours.estimate == pytest.approx(classical.params["employed"], rel=1e-10)
+    assert ours.se == pytest.approx(classical.std_errors["employed"], rel=1e-10)
+    assert ours.se_robust == pytest.approx(robust.std_errors["employed"], rel=1e-10)
