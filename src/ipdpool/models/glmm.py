@@ -38,12 +38,38 @@ import numpy as np
 from scipy import optimize, sparse, special
 
 from . import NotEstimable
-from .lmm import SINGULAR_TOLERANCE, diagonal_positions, relative_factor, theta_size
 
+SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default, on theta
 PIRLS_TOLERANCE = 1e-11
 PIRLS_MAX_ITERATIONS = 200
 HESSIAN_STEP = 1e-4  # lme4's deriv12 default
 MAX_AGQ = 100  # lme4's GHrule accepts orders below 101
+
+
+# Lambda for q <= 2 correlated terms, as lme4 (the lower triangle column by column). Kept here
+# rather than shared with lmm.py, whose parametrization (patterns of free elements) serves
+# the linear engine's wider random parts.
+def theta_size(q: int) -> int:
+    return q * (q + 1) // 2
+
+
+def diagonal_positions(q: int) -> list[int]:
+    """Positions of Lambda's diagonal in theta."""
+    positions, index = [], 0
+    for column in range(q):
+        positions.append(index)
+        index += q - column
+    return positions
+
+
+def relative_factor(theta: np.ndarray, q: int) -> np.ndarray:
+    lam = np.zeros((q, q))
+    index = 0
+    for column in range(q):
+        for row in range(column, q):
+            lam[row, column] = theta[index]
+            index += 1
+    return lam
 
 
 @dataclass(frozen=True)
