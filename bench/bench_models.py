@@ -13,7 +13,17 @@ capped (--timeout, default 600 s) and reported as such when it hits the cap.
 Targets on the 2-core reference machine: 1M-row random intercept with df <= 0.3 s, >= 10x
 faster than statsmodels and lme4, extra memory <= 2x the input arrays; time linear in rows.
 
-Usage: python bench/bench_models.py [--timeout 600] [--skip statsmodels,lme4] [--demo]
+Second table (issue 21), ipdpool against lme4 only, each run in its own process on the same
+data read from binary files, medians of --repeats runs: the fit time measured inside the
+process (REML fit only; lme4's lmer() with its default optimizer), the import/start-up time
+(importing ipdpool's engine, resp. library(lme4)) and the whole process's wall time:
+  random slope (1 + employed | g) and three terms (1 + employed + baseline | g) on 200 and
+  2,000 rows; random intercept on 20,000 rows (the whole process is the target there);
+  and the 1M-row random-intercept fit beside its floor, one small matrix product per group
+  on rows already sorted by group (one pass over the data).
+Targets: every lme4 / ipdpool ratio >= 1 (ipdpool no slower), the 1M fit <= 2x the floor.
+
+Usage: python bench/bench_models.py [--timeout 600] [--skip statsmodels,lme4] [--repeats 5] [--only lme4-table]
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 SCENARIOS = [
@@ -115,12 +126,139 @@ def run(command: list[str], timeout: float) -> dict | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+SMALL = [("slope", 20, 10), ("slope", 100, 20), ("three", 20, 10), ("three", 100, 20), ("intercept", 50, 400)]
+
+WRITE_SMALL = (
+    GENERATE
+    + """
+import sys
+import numpy as np
+kind, k, n, folder = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+x, y, groups = generate("slope" if kind != "intercept" else kind, k, n)
+x[:, 1].tofile(folder + "/employed.bin"); x[:, 2].tofile(folder + "/baseline.bin")
+y.tofile(folder + "/y.bin"); groups.astype("int32").tofile(folder + "/groups.bin")
+"""
+)
+
+IPDPOOL_SMALL = """
+import time
+start = time.perf_counter()
+import json, sys
+import numpy as np
+from ipdpool.models.crossprod import cross_products
+from ipdpool.models.lmm import fit_lmm
+imported = time.perf_counter()
+kind, folder = sys.argv[1], sys.argv[2]
+employed, baseline = np.fromfile(folder + "/employed.bin"), np.fromfile(folder + "/baseline.bin")
+y, groups = np.fromfile(folder + "/y.bin"), np.fromfile(folder + "/groups.bin", dtype="int32")
+x = np.column_stack([np.ones(len(y)), employed, baseline])
+q = {"intercept": 1, "slope": 2, "three": 3}[kind]
+names = ["Intercept", "employed", "baseline"]
+fit_start = time.perf_counter()
+fit = fit_lmm(cross_products(x, x[:, :q], y, groups, names, names[:q]))
+done = time.perf_counter()
+print(json.dumps({"fit": done - fit_start, "startup": imported - start, "estimate": float(fit.beta[1]),
+                  "deviance": fit.deviance}))
+"""
+
+LME4_SMALL = """
+t0 <- proc.time()[["elapsed"]]
+suppressPackageStartupMessages(library(lme4))
+startup <- proc.time()[["elapsed"]] - t0
+args <- commandArgs(TRUE); folder <- args[1]; kind <- args[2]; rows <- as.integer(args[3])
+read <- function(name, what = "double", size = 8) readBin(file.path(folder, name), what, rows, size = size)
+d <- data.frame(y = read("y.bin"), employed = read("employed.bin"), baseline = read("baseline.bin"),
+                g = factor(read("groups.bin", "integer", 4)))
+f <- switch(kind, intercept = y ~ employed + baseline + (1 | g), slope = y ~ employed + baseline + (1 + employed | g),
+            three = y ~ employed + baseline + (1 + employed + baseline | g))
+t <- system.time(m <- suppressMessages(lmer(f, d, REML = TRUE)))[["elapsed"]]
+cat(sprintf('{"fit": %.6f, "startup": %.6f, "estimate": %.10f, "deviance": %.10f}\\n', t, startup,
+            fixef(m)[["employed"]], REMLcrit(m)))
+"""
+
+FLOOR = (
+    GENERATE
+    + """
+import json, time
+import numpy as np
+from ipdpool.models.crossprod import cross_products
+from ipdpool.models.lmm import fit_lmm
+x, y, groups = generate("intercept", 50, 20_000)
+w = np.column_stack([x, y])
+bounds = np.flatnonzero(np.diff(groups)) + 1
+starts, ends = np.r_[0, bounds], np.r_[bounds, len(groups)]
+times = {"floor": [], "fit": []}
+for _ in range(5):
+    start = time.perf_counter()
+    products = [w[a:b].T @ w[a:b] for a, b in zip(starts, ends)]
+    times["floor"].append(time.perf_counter() - start)
+    start = time.perf_counter()
+    fit_lmm(cross_products(x, x[:, :1], y, groups, ["Intercept", "employed", "baseline"], ["Intercept"]))
+    times["fit"].append(time.perf_counter() - start)
+print(json.dumps({k: float(np.median(v)) for k, v in times.items()}))
+"""
+)
+
+
+def timed(command: list[str], timeout: float) -> dict | None:
+    """run() with the process's wall time added."""
+    start = time.perf_counter()
+    result = run(command, timeout)
+    return None if result is None else {**result, "process": time.perf_counter() - start}
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def lme4_table(repeats: int, timeout: float) -> None:
+    """Issue 21's table: ipdpool against lme4 on small random-slope and three-term models,
+    the 20,000-row random intercept (whole process) and the 1M-row fit beside its floor."""
+    print(
+        "\n| model | groups x rows | ipdpool fit s | lme4 fit s | lme4 / ipdpool (fit) | ipdpool start-up s "
+        "| lme4 start-up s | ipdpool process s | lme4 process s | lme4 / ipdpool (process) | REML crit. diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    names = {"slope": "random slope", "three": "three terms", "intercept": "random intercept"}
+    for kind, k, n in SMALL:
+        with tempfile.TemporaryDirectory() as folder:
+            subprocess.run([sys.executable, "-c", WRITE_SMALL, kind, str(k), str(n), folder], check=True)
+            script = Path(folder) / "fit.R"
+            script.write_text(LME4_SMALL)
+            ours = [timed([sys.executable, "-c", IPDPOOL_SMALL, kind, folder], timeout) for _ in range(repeats)]
+            theirs = [timed(["Rscript", "--vanilla", str(script), folder, kind, str(k * n)], timeout)
+                      for _ in range(repeats)]  # fmt: skip
+        row = {}
+        for tool, results in (("ours", ours), ("theirs", theirs)):
+            row[tool] = {key: median([r[key] for r in results]) for key in ("fit", "startup", "process")}
+        difference = ours[0]["deviance"] - theirs[0]["deviance"]
+        print(
+            f"| {names[kind]} | {k:,} x {n:,} | {row['ours']['fit']:.3f} | {row['theirs']['fit']:.3f} | "
+            f"{row['theirs']['fit'] / row['ours']['fit']:.2f} | {row['ours']['startup']:.2f} | "
+            f"{row['theirs']['startup']:.2f} | {row['ours']['process']:.2f} | {row['theirs']['process']:.2f} | "
+            f"{row['theirs']['process'] / row['ours']['process']:.2f} | {difference:.1e} |",
+            flush=True,
+        )
+    floor = run([sys.executable, "-c", FLOOR], timeout)
+    print(
+        f"\n1M-row random intercept (50 x 20,000): fit {floor['fit']:.3f} s, floor (one product per group on "
+        f"sorted rows) {floor['floor']:.3f} s, ratio {floor['fit'] / floor['floor']:.1f} (target <= 2)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--skip", default="", help="comma-separated tools to skip: statsmodels, lme4")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per tool in the lme4 table (medians)")
+    parser.add_argument("--only", default="", help="'lme4-table': print only issue 21's table")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.only == "lme4-table":
+        lme4_table(args.repeats, args.timeout)
+        return
     use_r = shutil.which("Rscript") is not None and "lme4" not in skip
     header = (
         "| model | groups x rows | ipdpool s | extra MiB (input MiB) | statsmodels s "
@@ -157,6 +295,8 @@ def main() -> None:
         for name, other in (("statsmodels", sm), ("lme4", r)):
             if other and abs(other["estimate"] - ours["estimate"]) > 1e-4:
                 print(f"  note: {name} estimate of employed {other['estimate']:.6f} vs ipdpool {ours['estimate']:.6f}")
+    if use_r:
+        lme4_table(args.repeats, args.timeout)
 
 
 if __name__ == "__main__":

@@ -303,3 +303,27 @@ def test_shifted_and_scaled_cases_equal_lme4_on_the_original_data(number, lme4_f
     expected = y_scale**2 * z_inverse @ np.reshape(theirs["cov_re"], (q, q)) @ z_inverse.T
     scale = np.sqrt(np.outer(np.diag(expected), np.diag(expected))) + 1e-6 * y_scale**2 * theirs["sigma2"]
     assert_close(ours.random_covariance, expected, 1e-4, scale / 1e-4 * 1e-4, "random covariance")
+
+
+@pytest.mark.parametrize("number", range(len(R_EXAMPLES)))
+def test_reordered_relabelled_and_federated_cases_equal_lme4(number, lme4_fits):
+    """The other properties' changes on the same cases: rows shuffled with new group labels,
+    and the transformed data as site statistics (a study split over two sites), against lme4
+    on the original data."""
+    example = R_EXAMPLES[number]
+    x, y, groups = transformed(example)
+    rng = np.random.default_rng(number)
+    order = rng.permutation(len(y))
+    labels = np.array([f"centre {v}" for v in rng.permutation(1000)[: groups.max() + 1]])
+    shuffled = fit(x[order], y[order], labels[groups][order], example[2], example[3])
+    parts = site_statistics(x, y, groups, int(rng.integers(groups.max() + 1)), rng)
+    federated = fit_lmm(combine(parts, "x" if example[2] else None), example[3])
+    theirs = lme4_fits[f"c{number}"]
+    a, y_scale, y_shift = maps(example)
+    inverse = np.linalg.inv(a)
+    se = y_scale * np.sqrt(np.diag(inverse @ np.reshape(theirs["vcov"], (3, 3)) @ inverse.T))
+    for ours in (shuffled, federated):
+        assert_close(ours.beta, y_scale * inverse @ theirs["beta"] + [y_shift, 0, 0], 1e-6, se, "beta")
+        assert_close(np.sqrt(np.diag(ours.vcov)), se, 1e-4, what="se")
+        assert_close([ours.satterthwaite_df(e) for e in np.eye(3)], theirs["df"], 1e-3, what="df")
+        assert_close(ours.sigma2, y_scale**2 * theirs["sigma2"], 1e-5, what="sigma2")

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-import pandas as pd
 
 # A random term: the positions (in z_index) of its columns and whether their covariance is
 # unstructured (correlated, `(1 + x | g)`) or diagonal (`(1 + x || g)`).
@@ -166,6 +165,21 @@ def _distinct_columns(x: np.ndarray, z: np.ndarray) -> tuple[list[np.ndarray], t
     return columns, x_index, z_index
 
 
+def _group_codes(groups) -> tuple[np.ndarray, np.ndarray]:
+    """(code per row, sorted labels). Integer labels by numpy alone: pandas (imported only for
+    other labels) costs a fit on a few thousand rows more than the fit itself."""
+    values = np.asarray(groups)
+    if values.dtype.kind in "iub":
+        labels, codes = np.unique(values, return_inverse=True)
+        return codes.ravel(), labels
+    import pandas as pd
+
+    codes, labels = pd.factorize(pd.Series(groups), sort=True)
+    if (codes < 0).any():
+        raise ValueError("group labels must not be missing")
+    return codes, np.asarray(labels)
+
+
 def cross_products(
     x: np.ndarray, z: np.ndarray, y: np.ndarray, groups, x_names, z_names, random_terms: tuple[RandomTerm, ...] = ()
 ) -> CrossProducts:
@@ -176,9 +190,7 @@ def cross_products(
     memory is a few columns whatever the number of groups.
     """
     x, z, y = np.asarray(x, float), np.asarray(z, float), np.asarray(y, float)
-    codes, labels = pd.factorize(pd.Series(groups), sort=True)
-    if (codes < 0).any():
-        raise ValueError("group labels must not be missing")
+    codes, labels = _group_codes(groups)
     k = len(labels)
     columns, x_index, z_index = _distinct_columns(x, z)
     columns.append(y)

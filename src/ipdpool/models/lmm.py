@@ -2,19 +2,30 @@
 
 Model: y = X beta + Z b + e, b_g ~ N(0, sigma2 Lambda Lambda') per group, e ~ N(0, sigma2 I).
 As in lme4 (Bates, Maechler, Bolker & Walker 2015, J Stat Softw 67(1), section 3), Lambda is
-lower triangular with parameter theta (its lower triangle, column by column; diagonal >= 0),
+lower triangular with parameter theta (its free elements, column by column; diagonal >= 0),
 beta and sigma2 are profiled out, and the profiled deviance is minimized over theta:
     ML:   log|L|^2 + n (1 + log(2 pi r2 / n))
     REML: log|L|^2 + log|R_X|^2 + (n - p) (1 + log(2 pi r2 / (n - p)))
 with L_g L_g' = Lambda' Z_g'Z_g Lambda + I per group, R_X'R_X = X'X - sum_g R_ZX,g' R_ZX,g,
 R_ZX,g = L_g^-1 Lambda' Z_g'X_g and r2 the penalized residual sum of squares. Every term is a
 sum over groups of q x q, q x p and p x p blocks (crossprod.CrossProducts), so a fit costs
-O(k (p + q)^3) after the cross-products, and never touches rows.
+O(k (p + q)^3) after the cross-products, and never touches rows. Lambda is block diagonal
+over the random terms: the lower triangle of a correlated term `(1 + x | g)`, the diagonal
+of an uncorrelated one `(1 + x || g)`.
+
+The fit runs in centred, power-of-two-scaled coordinates (`Scaled`): a column with a large
+offset or in tiny units then costs no digits, and data that differ by a shift or a change
+of units give the same internal problem. theta, beta, their covariance, the variance
+components and the criterion are mapped back exactly (linear maps and the Jacobian of the
+scaling); Satterthwaite and Kenward-Roger df are invariant to the map. The optimizer uses
+the analytic gradient of the profiled deviance (`deviance_gradient`), tries other starts
+only when the optimum is on or near the boundary, and ends with Newton steps.
 
 Inference follows lmerTest (Kuznetsova, Brockhoff & Christensen 2017): Satterthwaite df
 from the observed Hessian of the deviance in (theta, sigma) and the Jacobian of cov(beta),
-both numerical as lmerTest takes them; and pbkrtest (Halekoh & Hojsgaard 2014) for the
-Kenward-Roger (1997) adjusted covariance and df, with the expected information.
+numerical as lmerTest takes them (numDeriv's Richardson scheme), the Hessian from the
+analytic gradient; and pbkrtest (Halekoh & Hojsgaard 2014) for the Kenward-Roger (1997)
+adjusted covariance and df, with the expected information.
 """
 
 from __future__ import annotations
@@ -213,9 +224,14 @@ class Pieces:
 def evaluate(cp: CrossProducts, lam: np.ndarray) -> Pieces:
     ztz, ztx, zty = cp.ztz, cp.ztx, cp.zty
     if cp.q == 1:  # scalar per group: the same algebra without batched linear algebra (10x faster)
-        m = 1.0 + lam[0, 0] ** 2 * ztz[:, 0, 0]
-        a = (lam[0, 0] ** 2 / m)[:, None, None]
-        log_det_l2 = float(np.log(m).sum())
+        zz, zx, zy = ztz[:, 0, 0], ztx[:, 0, :], zty[:, 0]
+        m = 1.0 + lam[0, 0] ** 2 * zz
+        a = lam[0, 0] ** 2 / m
+        xtx, xty, yty = cp.totals
+        xvx = xtx - (zx * a[:, None]).T @ zx
+        xvy = xty - zx.T @ (a * zy)
+        yvy = yty - float(a @ (zy * zy))
+        return _profiled(float(np.log(m).sum()), xvx, xvy, yvy, a[:, None, None])
     else:
         m = lam.T @ ztz @ lam + np.eye(cp.q)
         chol = np.linalg.cholesky(m)
@@ -227,6 +243,11 @@ def evaluate(cp: CrossProducts, lam: np.ndarray) -> Pieces:
     xvx = xtx - np.einsum("kqp,kqr->pr", ztx, a_ztx)
     xvy = xty - np.einsum("kqp,kq->p", a_ztx, zty)
     yvy = yty - float(np.einsum("kq,kqr,kr->", zty, a, zty))
+    return _profiled(log_det_l2, xvx, xvy, yvy, a)
+
+
+def _profiled(log_det_l2: float, xvx: np.ndarray, xvy: np.ndarray, yvy: float, a: np.ndarray) -> Pieces:
+    """beta, r2 and log|R_X|^2 from X'H^-1X, X'H^-1y and y'H^-1y."""
     rx = np.linalg.cholesky(xvx)
     beta = np.linalg.solve(xvx, xvy)
     r2 = yvy - float(beta @ xvy)
@@ -327,7 +348,7 @@ def _minimize_one(cp: CrossProducts, reml: bool) -> np.ndarray:
     def value(theta: float) -> float:
         return internal_deviance(cp, np.array([[theta]]), reml)
 
-    grid = np.linspace(-12.0, 8.0, 81)
+    grid = np.linspace(-12.0, 8.0, 41)
     values = [value(np.exp(u)) for u in grid]
     best = int(np.argmin(values))
     low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
@@ -369,7 +390,30 @@ def _minimize_many(cp: CrossProducts, pattern: np.ndarray, reml: bool) -> np.nda
         for count in range(1, len(diagonal) + 1):
             candidates += [search(identity, zero) for zero in itertools.combinations(diagonal, count)]
         best = min(candidates, key=lambda c: c[0])
+        candidates = [best] + [search(start) for start in _off_the_face(best[1], pattern, diagonal)]
+        best = min(candidates, key=lambda c: c[0])
     return _newton_finish(objective, best, diagonal)
+
+
+def _off_the_face(theta: np.ndarray, pattern: np.ndarray, diagonal: list[int]) -> list[np.ndarray]:
+    """Starts just off a face where a diagonal element of Lambda is 0. On that face the sign of
+    the column's other elements does not change the model, but it decides whether leaving the
+    face (a correlation of +1 or -1) goes downhill: quasi-Newton from one sign cannot see the
+    other, so both are tried."""
+    rows, columns = theta_positions(pattern)
+    starts = []
+    for position in diagonal:
+        if theta[position] > 0:
+            continue
+        below = [i for i in range(len(theta)) if columns[i] == columns[position] and rows[i] > columns[i]]
+        if not below:
+            continue
+        for sign in (1.0, -1.0):
+            start = theta.copy()
+            start[position] = NEAR_BOUNDARY
+            start[below] = sign * np.abs(theta[below])
+            starts.append(start)
+    return starts
 
 
 def _newton_finish(objective, best: tuple[float, np.ndarray], diagonal: list[int]) -> np.ndarray:

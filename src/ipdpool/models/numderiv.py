@@ -1,11 +1,12 @@
 """Numerical derivatives by Richardson extrapolation of central differences.
 
-lmerTest takes the Hessian of the deviance and the Jacobian of cov(beta) numerically, with
-numDeriv's `hessian` (relative step 0.1) and `jacobian` (relative step 1e-4), four
-extrapolation levels, step halved at each (Gilbert & Varadhan, numDeriv; the scheme of
-genD). Its Satterthwaite df are defined by those derivatives, boundary points included (a
-variance parameter at 0 is stepped to both sides), so the same scheme is used here: scipy
-has no Richardson derivative, and numdifftools would bring another step rule.
+lmerTest takes the Jacobian of cov(beta) numerically with numDeriv's `jacobian` (relative
+step 1e-4, four extrapolation levels, step halved at each; Gilbert & Varadhan, numDeriv).
+Its Satterthwaite df are defined by those derivatives, boundary points included (a variance
+parameter at 0 is stepped to both sides), so the same scheme is used here, also for the
+Hessian as the Jacobian of the deviance's analytic gradient (lmerTest differences values
+with numDeriv's `hessian`, which loses half the digits where theta is small): scipy has no
+Richardson derivative, and numdifftools would bring another step rule.
 """
 
 from __future__ import annotations
@@ -33,33 +34,6 @@ def _unit(n: int, i: int) -> np.ndarray:
     e = np.zeros(n)
     e[i] = 1.0
     return e
-
-
-def hessian(func: Callable[[np.ndarray], float], x: np.ndarray, relative: float = 0.1) -> np.ndarray:
-    """Hessian of a scalar function (numDeriv::hessian, method "Richardson")."""
-    x = np.asarray(x, float)
-    n = len(x)
-    f0 = func(x)
-    h0 = _steps(x, relative)
-    diagonal = np.zeros(n)
-    for i in range(n):
-        h, approximations = h0.copy(), []
-        for _ in range(LEVELS):
-            step = _unit(n, i) * h
-            approximations.append((func(x + step) - 2 * f0 + func(x - step)) / h[i] ** 2)
-            h = h / 2
-        diagonal[i] = _extrapolate(approximations)
-    result = np.diag(diagonal)
-    for i in range(n):
-        for j in range(i):
-            h, approximations = h0.copy(), []
-            for _ in range(LEVELS):
-                step = (_unit(n, i) + _unit(n, j)) * h
-                second = func(x + step) - 2 * f0 + func(x - step) - diagonal[i] * h[i] ** 2 - diagonal[j] * h[j] ** 2
-                approximations.append(second / (2 * h[i] * h[j]))
-                h = h / 2
-            result[i, j] = result[j, i] = _extrapolate(approximations)
-    return result
 
 
 def jacobian(func: Callable[[np.ndarray], np.ndarray], x: np.ndarray, relative: float = 1e-4) -> list[np.ndarray]:

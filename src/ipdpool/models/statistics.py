@@ -2,7 +2,14 @@
 
 For each outcome, model and design (primary, unadjusted, covariates, within/between) a
 study contributes the cross-products [X y]'[X y] of its complete cases, with the column
-names. Every one-stage model (REML/ML, random slope, leave-one-study-out), the per-study
+names: {"names", "n", "reference", "products"}, the products taken about "reference" (one
+number per column: its mean rounded to a power-of-two grid, 0 for the intercept, so that
+products[0][0] is n and products[0][j] the sums about the reference; crossprod explains
+why). Entries without "reference" (written before it) are read as about 0. Studies, and
+sites holding parts of one study (merge_entries), are combined by moving each entry to a
+common reference with the parallel-axis formula.
+
+Every one-stage model (REML/ML, random slope, leave-one-study-out), the per-study
 OLS of the two-stage route and the study fixed-effect sensitivity analysis are computed
 from these alone, so the same code serves pooled participant data and federated site
 bundles (ipdpool.federated), and a study's numbers do not depend on where it was computed.
