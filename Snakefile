@@ -42,6 +42,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/twostage.smk"
 include: "workflow/rules/federated.smk"
+include: "workflow/rules/causal.smk"
 
 
 rule all:
@@ -74,6 +75,7 @@ rule all:
             )
         ],
         "results/summary.md",
+        rules.causal.output,
         rules.report_pages.output,
         rules.publication_tables.output,
         # the pooled data with its codebook, the rules of all studies (TSV and XLSX) and the

@@ -147,6 +147,8 @@ TABLES = [
     "aggregate_meta",
     "table1",
     "replication",
+    "first_stage",  # the causal analysis's first stage: exact from the 2x2 tables in the bundles
+    "evalues",
 ]
 
 

@@ -183,6 +183,7 @@ SECTIONS = [
     "Two-stage and aggregate data",
     "Sensitivity",
     "Replication",
+    "Causal analysis",
 ]
 RULE_GRAPH_LINK = (
     '<div id="ipdpool-nav"><style>' + NAV_STYLE + "</style>"

@@ -120,16 +120,39 @@ def pick(frame: pd.DataFrame, **columns) -> dict | None:
     return _first(frame[mask])
 
 
+FIRST_STAGE = "first stage: IPS vs usual services, odds ratio of work during follow-up"
+
+
+def _odds_ratio(row) -> str:
+    if row is None or pd.isna(row.get("odds_ratio")):
+        return "not estimated"
+    return f"{row['odds_ratio']:.2f} ({row['or_ci_low']:.2f}, {row['or_ci_high']:.2f})"
+
+
+def first_stage_row(first_stage: pd.DataFrame) -> list:
+    """The headline row of the causal analysis's first stage (ipdpool.causal.first_stage_table):
+    one-stage and two-stage odds ratios, the two-stage I²."""
+    pooled = first_stage[first_stage["scope"] == "pooled"]
+    one = _first(pooled[pooled["method"].str.startswith("one-stage")])
+    two = _first(pooled[pooled["method"].str.startswith("two-stage")])
+    either = one or two or {}
+    i2 = f"{two['i2']:.0f}%" if two is not None and pd.notna(two.get("i2")) else ""
+    return [FIRST_STAGE, "employed", count(either.get("k")), count(either.get("n")), _odds_ratio(one),
+            _odds_ratio(two), i2, "", "", "", "", []]  # fmt: skip
+
+
 def headline_table(
     one_stage: pd.DataFrame,
     two_stage: pd.DataFrame,
     replication: pd.DataFrame,
     sensitivity: pd.DataFrame | None = None,
     outcomes: dict | None = None,
+    first_stage: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Rows by contrast, then outcome (published ones first); published and true values are
     known for worked vs did not work only (the replication table's contrast). The `notes`
-    column lists each row's material disagreements (the flag's footnote)."""
+    column lists each row's material disagreements (the flag's footnote). Then the first stage
+    of the causal analysis when given."""
     rep = replication.set_index("outcome")
     two_stage = (
         two_stage[(two_stage["method"] == "REML") & ~two_stage["hksj"].astype(bool)] if len(two_stage) else two_stage
@@ -170,6 +193,8 @@ def headline_table(
                     notes,
                 ]
             )
+    if first_stage is not None and len(first_stage):
+        rows.append(first_stage_row(first_stage))
     return pd.DataFrame(rows, columns=[*HEADLINE_COLUMNS, "notes"])
 
 
@@ -192,8 +217,9 @@ def headline_summary(
     replication: pd.DataFrame,
     sensitivity: pd.DataFrame | None = None,
     outcomes: dict | None = None,
+    first_stage: pd.DataFrame | None = None,
 ) -> str:
-    table = headline_table(one_stage, two_stage, replication, sensitivity, outcomes)
+    table = headline_table(one_stage, two_stage, replication, sensitivity, outcomes, first_stage)
     lines = ["# ipdpool summary", "", *introduction(one_stage)]
     for contrast, rows in table.groupby("contrast", sort=False):
         columns = shown_columns(rows)

@@ -57,6 +57,21 @@ REPORT_TABLES = {
         "Two-stage and aggregate data",
         "Aggregate-data meta-analyses",
     ),
+    "first_stage": (
+        "results/tables/first_stage.tsv",
+        "Causal analysis",
+        "First stage: IPS and work during follow-up (odds ratios)",
+    ),
+    "iv": (
+        "results/tables/iv.tsv",
+        "Causal analysis",
+        "The effect of working, IPS as its instrument (2SLS)",
+    ),
+    "evalues": (
+        "results/tables/evalues.tsv",
+        "Causal analysis",
+        "E-values of the observational SMDs",
+    ),
 }
 if BUNDLES:  # studies that took part through a site bundle
     REPORT_TABLES |= {

@@ -17,7 +17,9 @@ with logged_to(snakemake.log[0]) as log:
     one_stage, two_stage, replication, sensitivity = (
         read_table(sources[name]) for name in ("one_stage", "two_stage", "replication", "sensitivity")
     )
-    headline = headline_table(one_stage, two_stage, replication, sensitivity, outcomes)
+    headline = headline_table(
+        one_stage, two_stage, replication, sensitivity, outcomes, read_table(sources["first_stage"])
+    )
     html = snakemake.output.landing_html
     Path(html).write_text(landing_html(headline, introduction(one_stage), Path(snakemake.input.flow)), encoding="utf-8")
     description = Path(snakemake.input.description).read_text(encoding="utf-8")

@@ -32,6 +32,7 @@ with logged_to(snakemake.log[0]) as log:
         read_table(snakemake.output.replication),
         read_table(snakemake.output.sensitivity),
         load_schema(Path(snakemake.input.schema))["outcomes"],
+        read_table(snakemake.input.first_stage),
     )
     with open(snakemake.output.summary, "w", encoding="utf-8") as handle:
         handle.write(text)

@@ -24,8 +24,8 @@ class Demo:
     exports: dict[str, TrialExport]
 
 
-def build_demo(seed: int = DEFAULT_SEED, scale: int = 1) -> Demo:
-    latent, effects = simulate_latent(seed, scale)
+def build_demo(seed: int = DEFAULT_SEED, scale: int = 1, confounding: float = 0.0) -> Demo:
+    latent, effects = simulate_latent(seed, scale, confounding)
     _, streams = seed_streams(seed)
     exports = {study: export_trial(study, latent[study], streams[study][1]) for study in TRIALS}
     return Demo(seed, scale, latent, effects, exports)

@@ -11,6 +11,12 @@ Employment depends on randomized arm and on baseline functioning and negative
 symptoms (confounding that baseline adjustment removes); follow-up assessment
 depends on arm and baseline negative symptoms (missing at random given baseline).
 So `f ~ E + b + study` is correctly specified and its E coefficient is smd_o.
+
+The `confounding` knob (default 0: the demo as published here, byte-identical) adds an
+unmeasured trait U ~ N(0, 1), drawn from a stream of its own, that raises both the log-odds of
+work (+ confounding * U) and recovery (+ confounding * U on each follow-up score, in the
+direction in which work helps). Then `f ~ E + b + study` is biased, while randomization to
+IPS, which acts only through work, stays a valid instrument (models.iv).
 """
 
 from __future__ import annotations
@@ -123,7 +129,14 @@ def assign_sites_and_arms(trial: Trial, rng: np.random.Generator, scale: int) ->
     return frame
 
 
-def simulate_trial(trial: Trial, effects: StudyEffects, rng: np.random.Generator, scale: int = 1) -> pd.DataFrame:
+def unmeasured_trait(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The confounder, from a child stream of the trial's: the main stream is not advanced."""
+    return np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0]).normal(size=n)
+
+
+def simulate_trial(
+    trial: Trial, effects: StudyEffects, rng: np.random.Generator, scale: int = 1, confounding: float = 0.0
+) -> pd.DataFrame:
     """Latent participant-level data for one trial (one row per randomized participant)."""
     study = trial.study
     frame = assign_sites_and_arms(trial, rng, scale)
@@ -143,6 +156,9 @@ def simulate_trial(trial: Trial, effects: StudyEffects, rng: np.random.Generator
         frame[f"{outcome}_bl_latent"] = effects.baseline_level[study][outcome] + within[:, j]
 
     linear = sum(coef * within[:, OUTCOMES.index(o)] for o, coef in EMPLOYMENT_BASELINE_COEF.items())
+    trait = unmeasured_trait(rng, n) if confounding else None
+    if trait is not None:
+        linear = linear + confounding * trait
     employed = np.zeros(n, dtype=bool)
     for arm, share in trial.employment_target.items():
         in_arm = (frame["arm_label"] == arm).to_numpy()
@@ -163,15 +179,23 @@ def simulate_trial(trial: Trial, effects: StudyEffects, rng: np.random.Generator
             + TRUE_IPS_X_EMPLOYED_SMD * ips * employed
             + rng.normal(0, RESIDUAL_SD, n)
         )
+        if trait is not None:
+            frame[f"{outcome}_fu_latent"] += confounding * np.sign(TRUE_EMPLOYED_SMD[outcome]) * trait
     for outcome in OUTCOMES:
         frame[f"{outcome}_bl_missing"] = rng.random(n) < BASELINE_ITEM_MISSING
         frame[f"{outcome}_fu_missing"] = rng.random(n) < FOLLOWUP_ITEM_MISSING
     return frame
 
 
-def simulate_latent(seed: int = DEFAULT_SEED, scale: int = 1) -> tuple[dict[str, pd.DataFrame], StudyEffects]:
-    """Latent data for all demo trials; `scale` multiplies every arm's size."""
+def simulate_latent(
+    seed: int = DEFAULT_SEED, scale: int = 1, confounding: float = 0.0
+) -> tuple[dict[str, pd.DataFrame], StudyEffects]:
+    """Latent data for all demo trials; `scale` multiplies every arm's size; `confounding` as
+    the module docstring."""
     effects_rng, trial_streams = seed_streams(seed)
     effects = draw_study_effects(effects_rng)
-    latent = {study: simulate_trial(trial, effects, trial_streams[study][0], scale) for study, trial in TRIALS.items()}
+    latent = {
+        study: simulate_trial(trial, effects, trial_streams[study][0], scale, confounding)
+        for study, trial in TRIALS.items()
+    }
     return latent, effects

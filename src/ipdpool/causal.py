@@ -1,0 +1,146 @@
+"""The causal analysis: the first stage (IPS -> employment), the effect of working with IPS as
+its instrument, and E-values for the observational SMDs.
+
+First stage. With arm as the only covariate, each study's 2x2 table of arm by employment is
+sufficient for every model fitted here: the per-study logistic regression's log odds ratio is
+log(a d / (b c)) with Wald SE sqrt(1/a + 1/b + 1/c + 1/d) (its ML estimate and inverse
+information, exactly), and the logistic mixed model `employed ~ ips + (1 | study)` has the
+likelihood of the binomial counts cbind(employed, not employed) per study and arm (the same
+estimates as the 0/1 rows; the log-likelihood differs by the binomial coefficients). The
+tables are in every study's statistics (Table 1's employment by arm, also in a site's bundle,
+where a cell from 1 to nfilter_tab - 1 refuses the bundle), so the first stage is exact across
+sites. A model with more covariates (e.g. baseline scores) needs participant data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .evalue import evalue_smd
+from .meta import meta_analysis
+from .probabilities import norm_quantile
+
+
+def two_by_two(table1: dict) -> dict[str, int]:
+    """Employed and not employed by arm, from a study's Table 1 aggregates (missing left out)."""
+    return {
+        f"{key}_{arm}": int(table1[arm]["employed"].get(level, 0))
+        for arm in ("IPS", "SAU")
+        for key, level in (("employed", "1"), ("not_employed", "0"))
+    }
+
+
+def first_stage_by_study(tables: dict[str, dict], nfilter_tab: int, level: float = 0.95) -> pd.DataFrame:
+    """One row per study: the 2x2 cells and the log odds ratio of employment, IPS vs SAU."""
+    z = norm_quantile(0.5 + level / 2)
+    rows = []
+    for study, table1 in sorted(tables.items()):
+        cells = two_by_two(table1)
+        row = {"study": study, **cells, "log_or": np.nan, "se": np.nan, "status": "estimated"}
+        counts = np.array(list(cells.values()))
+        if ((counts > 0) & (counts < nfilter_tab)).any():
+            row["status"] = f"refused: a cell below nfilter_tab {nfilter_tab}"
+        elif (counts == 0).any():
+            row["status"] = "not estimable: an empty cell (log odds ratio infinite)"
+        else:
+            a, b, c, d = (cells[k] for k in ("employed_IPS", "not_employed_IPS", "employed_SAU", "not_employed_SAU"))
+            row["log_or"] = float(np.log(a * d / (b * c)))
+            row["se"] = float(np.sqrt(1 / a + 1 / b + 1 / c + 1 / d))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["odds_ratio"] = np.exp(out["log_or"])
+    out["or_ci_low"] = np.exp(out["log_or"] - z * out["se"])
+    out["or_ci_high"] = np.exp(out["log_or"] + z * out["se"])
+    return out
+
+
+def binomial_cells(by_study: pd.DataFrame) -> pd.DataFrame:
+    """The estimated studies' tables as binomial rows (study, ips, employed, not_employed)."""
+    usable = by_study[by_study["status"] == "estimated"]
+    return pd.DataFrame(
+        [
+            {"study": r.study, "ips": ips, "employed": getattr(r, f"employed_{arm}"),
+             "not_employed": getattr(r, f"not_employed_{arm}")}
+            for r in usable.itertuples()
+            for arm, ips in (("IPS", 1), ("SAU", 0))
+        ]
+    )  # fmt: skip
+
+
+def first_stage_table(tables: dict[str, dict], nfilter_tab: int, n_agq: int = 1, level: float = 0.95) -> pd.DataFrame:
+    """Per-study rows, the two-stage REML meta-analysis of the log odds ratios and the one-stage
+    logistic mixed model (glmer), all on the odds-ratio scale."""
+    from .models.glmer import glmer  # imported here: scipy's optimizers are not needed to read the tables
+
+    by_study = first_stage_by_study(tables, nfilter_tab, level)
+    rows = [{"scope": r["study"], "method": "per-study logistic (2x2 table)", **r} for r in by_study.to_dict("records")]
+    usable = by_study[by_study["status"] == "estimated"]
+    n = usable[[c for c in usable if c.startswith(("employed_", "not_employed_"))]].to_numpy().sum()
+    if len(usable) >= 2:
+        meta = meta_analysis(usable["log_or"], usable["se"] ** 2, method="REML", level=level)
+        rows.append(
+            {"scope": "pooled", "method": "two-stage: random-effects (REML) meta-analysis", "log_or": meta.estimate,
+             "se": meta.se, "tau2": meta.tau2, "i2": meta.i2, "k": meta.k, "n": n, "status": "estimated",
+             "notes": "; ".join(meta.warnings)}
+        )  # fmt: skip
+        fit = glmer("cbind(employed, not_employed) ~ ips + (1 | study)", binomial_cells(by_study), nAGQ=n_agq)
+        fixed = fit.fixed.loc["ips"]
+        rows.append(
+            {"scope": "pooled", "method": f"one-stage: logistic mixed model (glmer, nAGQ = {n_agq})",
+             "log_or": fixed["estimate"], "se": fixed["se"], "tau2": float(fit.fit.random_covariance[0, 0]),
+             "k": fit.n_groups, "n": n, "status": "estimated", "notes": "singular fit" if fit.is_singular else ""}
+        )  # fmt: skip
+    out = pd.DataFrame(rows)
+    z = norm_quantile(0.5 + level / 2)
+    out["odds_ratio"] = np.exp(out["log_or"])
+    out["or_ci_low"] = np.exp(out["log_or"] - z * out["se"])
+    out["or_ci_high"] = np.exp(out["log_or"] + z * out["se"])
+    return out.drop(columns=["study"], errors="ignore")
+
+
+def iv_table(pooled: pd.DataFrame, outcomes: list[str], level: float = 0.95) -> pd.DataFrame:
+    """The IV analysis of every outcome with data in at least one study (models.iv)."""
+    from .models.iv import iv_by_study_and_pooled
+
+    rows = []
+    for outcome in outcomes:
+        if pooled[f"{outcome}_fu_z"].notna().any():
+            rows += [r.as_row() for r in iv_by_study_and_pooled(pooled, outcome, level)]
+    return pd.DataFrame(rows)
+
+
+def evalue_table(one_stage: pd.DataFrame, contrast: str = "employed") -> pd.DataFrame:
+    """E-values of the headline (one-stage, random-intercept) observational SMDs."""
+    rows = []
+    chosen = one_stage[(one_stage["contrast"] == contrast) & (one_stage["model"] == "random_intercept")]
+    for r in chosen.itertuples():
+        if not np.isfinite(r.estimate):
+            continue
+        rows.append({"outcome": r.outcome, "smd": r.estimate, "se": r.se, **evalue_smd(r.estimate, r.se)})
+    return pd.DataFrame(rows)
+
+
+def first_stage_forest(first: pd.DataFrame):
+    """Forest plot of the odds ratio of employment, IPS vs usual services: each study's 2x2
+    table, then the two-stage and one-stage pooled estimates (log axis)."""
+    import matplotlib.pyplot as plt
+
+    shown = first[np.isfinite(first["log_or"])].reset_index(drop=True)
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.6))
+    for i, row in shown.iterrows():
+        y = len(shown) - i
+        pooled = row["scope"] == "pooled"
+        label = row["method"].split(":")[0] if pooled else row["scope"]
+        axis.plot([row["or_ci_low"], row["or_ci_high"]], [y, y], color="black", lw=1)
+        axis.plot(row["odds_ratio"], y, "D" if pooled else "s", color="tab:red" if pooled else "tab:blue")
+        axis.text(1.02, y, f"{row['odds_ratio']:.2f} [{row['or_ci_low']:.2f}, {row['or_ci_high']:.2f}]",
+                  transform=axis.get_yaxis_transform(), va="center", fontsize=9, family="monospace")  # fmt: skip
+        axis.text(-0.02, y, label, transform=axis.get_yaxis_transform(), ha="right", va="center", fontsize=9)
+    axis.axvline(1.0, color="grey", lw=0.8, ls="--")
+    axis.set_xscale("log")
+    axis.set_yticks([])
+    axis.set_ylim(0.3, len(shown) + 0.7)
+    axis.set_xlabel("Odds ratio of work during follow-up, IPS vs usual services (95% CI)")
+    figure.subplots_adjust(left=0.2, right=0.7, bottom=0.3 if len(shown) < 5 else 0.15)
+    return figure
