@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..probabilities import chi2_sf, norm_quantile, norm_sf
 from . import NotEstimable
+from .formula import check_formula_text, r_power
 from .glmm import BinomialData, GlmmFit, fit_glmm
 
 MAX_RANDOM_TERMS = 2
@@ -101,7 +102,7 @@ class GlmerResult:
     """A fitted logistic mixed model with Wald z inference on the log-odds and odds-ratio scales."""
 
     formula: str
-    fit: GlmmFit
+    fit: GlmmFit = field(repr=False)  # holds the model's rows: a repr prints the fit's summary only
     level: float
     group: str
     group_levels: list
@@ -225,10 +226,14 @@ def glmer(
 
     if family != "binomial":
         raise ValueError(f"family must be 'binomial' (logit link), not {family!r}")
-    fixed, random_terms, group = split_formula(formula)
+    # lmer's guards: only lme4's usual calls are evaluated, and `^` inside a call is R's power
+    # (formulaic would read it as Python's XOR)
+    fixed, random_terms, group = split_formula(r_power(formula))
     lhs, rhs = fixed.split("~")
     found = CBIND.fullmatch(lhs)
     lhs_sources = _split_arguments(found.group(1)) if found else [lhs.strip()]
+    for text in [rhs, random_terms, *lhs_sources]:
+        check_formula_text(text)
     used = set(formulaic.Formula(rhs).required_variables) | set(formulaic.Formula(random_terms).required_variables)
     for source in lhs_sources:
         used |= set(formulaic.Formula(f"0 + I({source})").required_variables)
