@@ -149,12 +149,12 @@ def test_draft_and_check_work_from_any_directory_with_the_repositorys_defaults(t
     assert checked.returncode == 0 and "OK, 204 participants" in checked.stdout, checked.stdout + checked.stderr
 
 
-def test_the_documented_single_study_target_runs_one_harmonization_job(workdir):
+def test_the_documented_single_study_target_runs_one_harmonization_job(tmp_path):
     """config/README.md, section 8, step 11: `results/harmonized/XX.parquet` harmonizes XX alone (a dry run
-    in the session's copy of the workflow)."""
-    from conftest import snakemake
+    in a fresh copy of the workflow: the session's shared copy may already hold a completed run)."""
+    from conftest import copy_workflow, snakemake
 
-    done = snakemake(workdir, "results/harmonized/US.parquet", "-n", "--quiet", "rules")
+    done = snakemake(copy_workflow(tmp_path), "results/harmonized/US.parquet", "-n", "--quiet", "rules")
     assert done.returncode == 0, done.stderr[-2000:]
     jobs = [line.split() for line in done.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()]
     counts = {words[0]: int(words[-1]) for words in jobs if len(words) == 2}
