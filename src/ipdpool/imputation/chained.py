@@ -138,7 +138,8 @@ def chain(
         column = frame[v].to_numpy(float)
         values[v] = column if np.isnan(column).all() else initial_values(rng, column, strata)
     todo = [v for v in variables(outcome) if missing[v].any() and not missing[v].all()]
-    for _ in range(iterations if todo else 0):
+    # with one incomplete variable its predictors never change: one round is the converged chain
+    for _ in range(0 if not todo else 1 if len(todo) == 1 else iterations):
         for target in todo:
             x = np.column_stack(predictors(values, target, outcome, ips, extra))
             rows = missing[target]

@@ -15,11 +15,13 @@ import numpy as np
 def independent_columns(x: np.ndarray, tolerance: float = 1e-7) -> np.ndarray:
     """Indices of a maximal set of linearly independent columns of x (first ones kept), as
     mice removes predictors that are constant or collinear in the observed rows."""
+    scaled = x / np.sqrt((x**2).sum(axis=0)).clip(min=1e-300)
+    singular = np.linalg.svd(scaled, compute_uv=False)
+    if len(singular) == x.shape[1] and singular[-1] > tolerance * singular[0]:
+        return np.arange(x.shape[1])  # the usual case: one decomposition
     keep: list[int] = []
     for j in range(x.shape[1]):
-        trial = x[:, keep + [j]]
-        scale = np.sqrt((trial**2).sum(axis=0)).clip(min=1e-300)
-        singular = np.linalg.svd(trial / scale, compute_uv=False)
+        singular = np.linalg.svd(scaled[:, keep + [j]], compute_uv=False)
         if singular[-1] > tolerance * singular[0]:
             keep.append(j)
     return np.array(keep, dtype=int)
