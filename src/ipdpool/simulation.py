@@ -217,28 +217,30 @@ def estimand_statistics(data: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
-def one_stage(data_statistics: dict) -> dict[str, dict]:
-    """Random-intercept fits (REML, Satterthwaite) of the two estimands' models."""
-    out = {}
-    for name, spec in MISSING_ANALYSIS["models"].items():
-        out[name] = mixed_model(data_statistics, "o", ModelSpec.from_config(name, spec))[0]
-    return out
+def one_stage(data_statistics: dict, estimands) -> dict[str, dict]:
+    """Random-intercept fits (REML, Satterthwaite) of the estimands' models."""
+    models = MISSING_ANALYSIS["models"]
+    return {name: mixed_model(data_statistics, "o", ModelSpec.from_config(name, models[name]))[0] for name in estimands}
 
 
 def missing_data_rows(rng: np.random.Generator, data: pd.DataFrame, scenario: dict, seed: int) -> list[dict]:
     """Complete-case and multiple-imputation (study-stratified, m = scenario's imputations) one-stage
-    estimates of both estimands on one replicate with missing follow-up scores."""
+    estimates of the scenario's estimands (default both) on one replicate with missing follow-ups."""
     from .imputation.chained import impute
     from .imputation.pooling import rubin
 
     observed = make_missing(rng, data, scenario["missingness"])
     truth = true_effects(scenario)
+    estimands = scenario.get("estimands", list(MISSING_ANALYSIS["models"]))
     rows = []
-    for name, row in one_stage(estimand_statistics(observed)).items():
+    for name, row in one_stage(estimand_statistics(observed), estimands).items():
         rows.append({"method": f"complete-case one-stage: {name}", "truth": truth[name],
                      **{k: row.get(k, np.nan) for k in ("estimate", "se", "ci_low", "ci_high")}})  # fmt: skip
-    fits = [one_stage(estimand_statistics(impute(observed, "o", j, seed))) for j in range(scenario["imputations"])]
-    for name in MISSING_ANALYSIS["models"]:
+    fits = [
+        one_stage(estimand_statistics(impute(observed, "o", j, seed)), estimands)
+        for j in range(scenario["imputations"])
+    ]
+    for name in estimands:
         estimates = [fit[name] for fit in fits]
         pooled = rubin(
             [e["estimate"] for e in estimates], [e["se"] ** 2 for e in estimates], np.mean([e["df"] for e in estimates])
