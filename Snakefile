@@ -42,6 +42,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/twostage.smk"
 include: "workflow/rules/federated.smk"
+include: "workflow/rules/imputation.smk"
 
 
 rule all:
@@ -62,6 +63,13 @@ rule all:
         "results/tables/replication.tsv",
         "results/tables/two_stage.tsv",
         "results/tables/aggregate_meta.tsv",
+        "results/tables/multiple_imputation.tsv",
+        (
+            ["results/tables/tipping_point_summary.tsv"]
+            + figure_files("results/figures/tipping_point")
+            if TIPPING_OUTCOMES
+            else []
+        ),
         figure_files("results/figures/participant_flow"),
         [
             path

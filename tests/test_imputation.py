@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipdpool.imputation.analysis import imputed_statistics
-from ipdpool.imputation.chained import Delta, ImputationError, impute
+from ipdpool.imputation.chained import Delta, ImputationError, delta_adjusted, impute
 from ipdpool.imputation.draws import logreg_draw, norm_draw
 from ipdpool.simulation import run_chunk, simulate_trials, summarize
 
@@ -130,18 +130,16 @@ def test_fixed_effects_imputation_completes_and_refuses_a_study_without_baseline
 
 
 def test_delta_shifts_the_imputed_follow_up_of_its_group_only():
-    """With only the follow-up missing the chain is one round with the same draws, so a delta on
-    the IPS arm moves exactly the imputed IPS follow-ups, by exactly delta."""
-    data = simulate_trials(np.random.default_rng(8), SCENARIO)
+    data = incomplete(8)
     base = impute(data, "o", 0, seed=1)
-    shifted = impute(data, "o", 0, seed=1, delta=Delta(arm={"IPS": -0.5}))
-    moved = shifted["o_fu_z"] - base["o_fu_z"]
-    target = data["o_fu_z"].isna() & (data["arm"] == "IPS")
-    np.testing.assert_allclose(moved[target], -0.5, atol=1e-12)
-    assert (moved[~target] == 0).all()
-    employed = impute(data, "o", 0, seed=1, delta=Delta(employed={1: 0.25}))
-    target = data["o_fu_z"].isna() & (data["employed"] == 1)
-    np.testing.assert_allclose((employed["o_fu_z"] - base["o_fu_z"])[target], 0.25, atol=1e-12)
+    for delta, group in (
+        (Delta(arm={"IPS": -0.5}), base["arm"] == "IPS"),
+        (Delta(employed={1: 0.25}), base["employed"] == 1),
+    ):
+        moved = delta_adjusted(base, data, "o", delta)["o_fu_z"] - base["o_fu_z"]
+        target = data["o_fu_z"].isna() & group
+        np.testing.assert_allclose(moved[target], next(iter({**delta.arm, **delta.employed}.values())), atol=1e-12)
+        assert (moved[~target] == 0).all() and target.any()
 
 
 def test_small_missing_at_random_simulation_mi_is_unbiased():

@@ -173,13 +173,34 @@ def manifest(study: str, rule_file: Path, schema_file: Path, analysis: dict, ver
     }  # fmt: skip
 
 
+def imputation_problems(imputations: dict, thresholds: dict) -> list[str]:
+    """The disclosure checks of model statistics, on each completed data set's statistics."""
+    problems = []
+    for entries in imputations["outcomes"].values():
+        for number, entry in enumerate(entries):
+            found = disclosure_problems({"study": entry["study"], "outcomes": entry["outcomes"]}, {}, thresholds)
+            problems += [f"{problem} (completed data set {number})" for problem in found]
+    return problems
+
+
 def make_bundle(
-    statistics: dict, table1: dict, flow: list[dict], status: list[dict], manifest_: dict, thresholds: dict
+    statistics: dict,
+    table1: dict,
+    flow: list[dict],
+    status: list[dict],
+    manifest_: dict,
+    thresholds: dict,
+    imputations: dict | None = None,
 ) -> dict:
+    """The bundle; `imputations` (optional key: ipdpool.imputation.analysis.site_imputations) carries
+    the statistics of the site's completed data sets for federated multiple imputation."""
     problems = disclosure_problems(statistics, table1, thresholds)
+    problems += imputation_problems(imputations, thresholds) if imputations is not None else []
     if problems:
         raise BundleError("bundle refused by disclosure control, nothing written:\n" + "\n".join(problems))
     content = {"statistics": statistics, "table1": table1, "flow": flow, "status": status}
+    if imputations is not None:
+        content["imputations"] = imputations
     return {"manifest": {**manifest_, "content_sha256": sha256_json(plain(content))}, **content}
 
 
@@ -190,7 +211,8 @@ def check_bundle(bundle: dict, path: Path, study: str, schema_file: Path, analys
     problems = []
     if m.get("format") != BUNDLE_FORMAT:
         return [f"bundle {path}: not an ipdpool bundle (format {m.get('format')!r}, expected {BUNDLE_FORMAT!r})"]
-    content = {k: bundle.get(k) for k in ("statistics", "table1", "flow", "status")}
+    optional = ("imputations",) if "imputations" in bundle else ()
+    content = {k: bundle.get(k) for k in ("statistics", "table1", "flow", "status", *optional)}
     if m.get("content_sha256") != sha256_json(content):
         problems.append(f"bundle {path}: content does not match its manifest checksum (changed after it was written)")
     if m.get("study") != study or (bundle.get("statistics") or {}).get("study") != study:

@@ -28,6 +28,12 @@ rule site_bundle_study:
         rule_log="results/audit/{study}/rule_log.tsv",
         rules=lambda wildcards: config["studies"][wildcards.study],
         schema=config["schema"],
+        # federated multiple imputation: the statistics of the site's completed data sets
+        imputations=lambda wildcards: (
+            [f"results/site/{wildcards.study}.imputations.json"]
+            if config["multiple_imputation"]["in_bundles"]
+            else []
+        ),
     output:
         "results/site/{study}.bundle.json",
     log:

@@ -32,6 +32,11 @@ REPORT_TABLES = {
         "Sensitivity",
         "Sensitivity analyses",
     ),
+    "multiple_imputation": (
+        "results/tables/multiple_imputation.tsv",
+        "Sensitivity",
+        "Multiple imputation of missing data",
+    ),
     "replication": (
         "results/tables/replication.tsv",
         "Replication",
@@ -63,6 +68,19 @@ REPORT_TABLES = {
         "Aggregate-data meta-analyses",
     ),
 }
+if STUDIES and not BUNDLES:  # delta adjustment needs every study's participant data
+    REPORT_TABLES |= {
+        "tipping_point_summary": (
+            "results/tables/tipping_point_summary.tsv",
+            "Sensitivity",
+            "Tipping points (missing not at random)",
+        ),
+        "tipping_point": (
+            "results/tables/tipping_point.tsv",
+            "Sensitivity",
+            "Tipping-point analysis: SMD by delta",
+        ),
+    }
 if STUDIES:  # made from participant data held here
     REPORT_TABLES |= {
         "codebook": (

@@ -15,7 +15,14 @@ with logged_to(snakemake.log[0]) as log:
         study, Path(snakemake.input.rules), Path(snakemake.input.schema), snakemake.params.analysis, __version__
     )
     try:
-        bundle = make_bundle(content["statistics"], content["table1"], flow, status, about, snakemake.params.disclosure)
+        imputations = (
+            json.loads(Path(snakemake.input.imputations[0]).read_text(encoding="utf-8"))
+            if snakemake.input.imputations
+            else None
+        )
+        bundle = make_bundle(
+            content["statistics"], content["table1"], flow, status, about, snakemake.params.disclosure, imputations
+        )
     except BundleError as error:
         log.error("%s", error)
         raise SystemExit(1) from None

@@ -24,9 +24,9 @@ documented in docs/multiple_imputation.md: mice's two-level heteroscedastic `2l.
 micemd's two-stage `2l.2stage.*`, which can impute systematically missing variables by
 borrowing across studies under a random-effects model for the imputation model's coefficients.
 
-Delta adjustment (NMAR sensitivity, as mice's `post`): inside the chain, each newly drawn
-follow-up value is shifted by the delta of its participant's arm and employment group, so the
-other variables are imputed given the shifted values.
+Delta adjustment (NMAR sensitivity, as rbmi's `delta`): after imputation, each imputed follow-up
+value is shifted by the delta of its participant's arm and employment group (delta_adjusted), so
+one set of completed data sets serves every delta of a tipping-point analysis.
 """
 
 from __future__ import annotations
@@ -56,9 +56,6 @@ class Delta:
     @property
     def is_zero(self) -> bool:
         return not any(self.arm.values()) and not any(self.employed.values())
-
-
-NO_DELTA = Delta()
 
 
 class ImputationError(ValueError):
@@ -127,7 +124,7 @@ def check_estimable(frame: pd.DataFrame, outcome: str, study: str, minimum_extra
 
 
 def chain(
-    frame: pd.DataFrame, outcome: str, rng: np.random.Generator, iterations: int, extra: np.ndarray, delta: Delta
+    frame: pd.DataFrame, outcome: str, rng: np.random.Generator, iterations: int, extra: np.ndarray
 ) -> pd.DataFrame:
     """One completed copy of `frame` (rows of one stratum) by `iterations` rounds of chained equations."""
     ips = (frame["arm"] == "IPS").to_numpy(float)
@@ -146,8 +143,6 @@ def chain(
             draw = logreg_draw if target == "employed" else norm_draw
             values[target] = values[target].copy()
             values[target][rows] = draw(rng, x[~rows], values[target][~rows], x[rows])
-            if target.endswith("_fu_z") and not delta.is_zero:
-                values[target][rows] += delta.shift(ips[rows], values["employed"][rows])
     completed = frame.copy()
     for v in variables(outcome):
         completed[v] = values[v]
@@ -161,7 +156,6 @@ def impute(
     seed: int,
     method: str = "stratified",
     iterations: int = 10,
-    delta: Delta = NO_DELTA,
 ) -> pd.DataFrame:
     """Completed data set number `imputation` of `outcome` (rows in the order of `data`)."""
     columns = ["study", "arm", *variables(outcome)]
@@ -172,15 +166,15 @@ def impute(
         for study, part in frame.groupby("study", sort=True):
             check_estimable(part, outcome, str(study))
             rng = generator(seed, imputation, outcome, str(study))
-            parts.append(chain(part, outcome, rng, iterations, np.empty((len(part), 0)), delta))
+            parts.append(chain(part, outcome, rng, iterations, np.empty((len(part), 0))))
         return pd.concat(parts).loc[frame.index]
     if method == "fixed_effects":
-        return pooled_fixed_effects(frame, outcome, imputation, seed, iterations, delta)
+        return pooled_fixed_effects(frame, outcome, imputation, seed, iterations)
     raise ValueError(f"unknown imputation method {method!r}; methods are {METHODS}")
 
 
 def pooled_fixed_effects(
-    frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int, delta: Delta
+    frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int
 ) -> pd.DataFrame:
     """One chain over the studies that measured the outcome, with study indicators; studies that
     never measured it are returned as they are (not imputed)."""
@@ -198,5 +192,18 @@ def pooled_fixed_effects(
     studies = sorted(kept["study"].astype(str).unique())
     indicators = np.column_stack([(kept["study"].astype(str) == s).to_numpy(float) for s in studies[1:]])
     rng = generator(seed, imputation, outcome, "all studies")
-    completed = chain(kept, outcome, rng, iterations, indicators.reshape(len(kept), -1), delta)
+    completed = chain(kept, outcome, rng, iterations, indicators.reshape(len(kept), -1))
     return pd.concat([completed, frame[~measured]]).loc[frame.index]
+
+
+def delta_adjusted(completed: pd.DataFrame, observed: pd.DataFrame, outcome: str, delta: Delta) -> pd.DataFrame:
+    """`completed` with each imputed follow-up (missing in `observed`, same index) shifted by the delta of
+    its participant's arm and (completed) employment group; observed values are never moved."""
+    if delta.is_zero:
+        return completed
+    imputed = observed[f"{outcome}_fu_z"].isna().to_numpy() & completed[f"{outcome}_fu_z"].notna().to_numpy()
+    ips = (completed["arm"] == "IPS").to_numpy(float)
+    shift = delta.shift(ips, completed["employed"].to_numpy(float))
+    out = completed.copy()
+    out[f"{outcome}_fu_z"] = completed[f"{outcome}_fu_z"].to_numpy(float) + np.where(imputed, shift, 0.0)
+    return out
