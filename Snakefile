@@ -22,6 +22,7 @@ report: "workflow/report/workflow.rst"
 localrules:
     all,
     result_tables,
+    mi_pool,
 
 
 include: "workflow/rules/common.smk"
@@ -38,11 +39,11 @@ onstart:
 
 
 include: "workflow/rules/harmonize.smk"
+include: "workflow/rules/imputation.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/twostage.smk"
 include: "workflow/rules/federated.smk"
-include: "workflow/rules/imputation.smk"
 
 
 rule all:

@@ -107,7 +107,8 @@ def landing_html(headline: pd.DataFrame, introduction: list[str], flow_figure: P
         f'<p class="note">{html.escape(" ".join(introduction))}</p>',
     ]
     for contrast, rows in headline.groupby("contrast", sort=False):
-        columns = [c for c in headline.columns[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
+        optional = ("published", "true (demo)", "MI one-stage (FMI)")
+        columns = [c for c in headline.columns[1:] if c not in optional or rows[c].ne("").any()]
         parts.append(
             table_html(
                 rows[columns].reset_index(drop=True),

@@ -9,7 +9,9 @@ import pandas as pd
 from .labels import contrast_label
 
 HEADLINE_TERMS = ["employed", "ips", "ips:employed"]
-HEADLINE_COLUMNS = ["contrast", "outcome", "studies", "n", "one-stage", "two-stage", "published", "true (demo)"]
+HEADLINE_COLUMNS = [
+    "contrast", "outcome", "studies", "n", "one-stage", "two-stage", "MI one-stage (FMI)", "published", "true (demo)",
+]  # fmt: skip
 
 
 def introduction(one_stage: pd.DataFrame) -> list[str]:
@@ -22,6 +24,8 @@ def introduction(one_stage: pd.DataFrame) -> list[str]:
         + (f"inference: {', '.join(used)}" if used else "no model estimated")
         + ").",
         "Two-stage: per-study OLS pooled by REML random-effects meta-analysis.",
+        "MI: the one-stage model after multiple imputation of missing scores and employment (Rubin's rules, "
+        "Barnard-Rubin df); FMI: fraction of missing information.",
     ]
 
 
@@ -42,7 +46,28 @@ def count(value) -> str:
     return "" if value is None or pd.isna(value) else str(int(value))
 
 
-def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> pd.DataFrame:
+def imputed(multiple_imputation: pd.DataFrame | None, outcome: str, term: str) -> str:
+    """The one-stage MI estimate with its FMI, for the headline's MI column."""
+    if multiple_imputation is None or not len(multiple_imputation):
+        return ""
+    rows = multiple_imputation[
+        (multiple_imputation["outcome"] == outcome)
+        & (multiple_imputation["term"] == term)
+        & (multiple_imputation["analysis"] == "one-stage")
+    ]
+    row = _first(rows)
+    if row is None:
+        return ""
+    text = _interval(row)
+    return text if text == "not estimated" else f"{text}; FMI {row['fmi']:.2f}"
+
+
+def headline_table(
+    one_stage: pd.DataFrame,
+    two_stage: pd.DataFrame,
+    replication: pd.DataFrame,
+    multiple_imputation: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Rows by contrast, then outcome in the configured order; published and true values are
     known for worked vs did not work only (the replication table's contrast)."""
     rep = replication.set_index("outcome")
@@ -75,6 +100,7 @@ def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication
                     count(one.get("n_participants")),
                     _interval(one),
                     _interval(_first(chosen)),
+                    imputed(multiple_imputation, outcome, term),
                     published,
                     truth,
                 ]
@@ -82,11 +108,17 @@ def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication
     return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
 
 
-def headline_summary(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> str:
-    table = headline_table(one_stage, two_stage, replication)
+def headline_summary(
+    one_stage: pd.DataFrame,
+    two_stage: pd.DataFrame,
+    replication: pd.DataFrame,
+    multiple_imputation: pd.DataFrame | None = None,
+) -> str:
+    table = headline_table(one_stage, two_stage, replication, multiple_imputation)
     lines = ["# ipdpool summary", "", *introduction(one_stage)]
     for contrast, rows in table.groupby("contrast", sort=False):
-        columns = [c for c in HEADLINE_COLUMNS[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
+        optional = ("published", "true (demo)", "MI one-stage (FMI)")
+        columns = [c for c in HEADLINE_COLUMNS[1:] if c not in optional or rows[c].ne("").any()]
         lines += [
             "",
             f"## {contrast[0].upper()}{contrast[1:]}",

@@ -23,7 +23,12 @@ with logged_to(snakemake.log[0]) as log:
         one_stage, settings["contrast"], settings["term"], settings.get("published", {}), truth
     )
     write_table(replication, snakemake.output.replication)
-    text = headline_summary(one_stage, read_table(snakemake.output.two_stage), read_table(snakemake.output.replication))
+    text = headline_summary(
+        one_stage,
+        read_table(snakemake.output.two_stage),
+        read_table(snakemake.output.replication),
+        read_table(snakemake.input.multiple_imputation),
+    )
     with open(snakemake.output.summary, "w", encoding="utf-8") as handle:
         handle.write(text)
     log.info("replication: %d outcomes; summary written", len(replication))
