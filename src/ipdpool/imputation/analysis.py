@@ -12,9 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..meta import METHODS as META_METHODS
+from ..meta import meta_analysis
 from ..models.onestage import mixed_model
 from ..models.statistics import ModelSpec, complete_cases, design_statistics, design_terms
-from ..models.twostage import per_study_table_from_statistics, two_stage_tables
+from ..models.twostage import per_study_table_from_statistics
 from .chained import Delta, delta_adjusted, impute
 from .pooling import rubin
 
@@ -77,15 +79,19 @@ def one_stage_rows(statistics: dict, outcome: str, analysis: dict) -> list[dict]
 
 
 def two_stage_rows(statistics: dict, outcome: str, analysis: dict) -> list[dict]:
+    """The two-stage meta-analyses of two_stage_tables (every method, with and without Knapp-Hartung),
+    without its leave-one-out analyses, which MI does not pool."""
     estimates = per_study_table_from_statistics(statistics, outcome, analysis)
-    pooled, _ = two_stage_tables(estimates, prediction=analysis.get("prediction_interval", "higgins"))
+    usable = estimates[estimates["status"] == "estimated"]
     rows = []
-    for row in pooled.to_dict("records"):
-        studies = row["studies"].split(",")
-        n = estimates[(estimates["term"] == row["term"]) & estimates["study"].isin(studies)]
-        n = n[n["contrast"] == row["contrast"]]["n"].sum()
-        rows.append({**row, "analysis": TWO_STAGE, "n_participants": int(n), "n_studies": int(row["k"]),
-                     "status": "estimated"})  # fmt: skip
+    for (contrast, term), group in usable.groupby(["contrast", "term"], sort=False):
+        y, v = group["estimate"].to_numpy(float), group["se"].to_numpy(float) ** 2
+        key = {"contrast": contrast, "term": term, "studies": ",".join(group["study"]),
+               "n_participants": int(group["n"].sum()), "n_studies": len(group), "analysis": TWO_STAGE}  # fmt: skip
+        for method in META_METHODS:
+            for hksj in (False,) if method == "FE" else (False, True):
+                result = meta_analysis(y, v, method, hksj, prediction=analysis.get("prediction_interval", "higgins"))
+                rows.append({**key, **result.row(), "status": "estimated"})
     return rows
 
 
