@@ -1,7 +1,8 @@
 # Multiple imputation of missing follow-up, baseline and employment (ipdpool.imputation): the
-# imputations of each outcome in chunks (one job each; every imputation has its own seed, so the
-# tables do not depend on the chunking or --cores), pooled by Rubin's rules; and a tipping-point
-# analysis (delta adjustment) of the headline SMDs on the participant data held here.
+# imputations in chunks (one job each, every outcome: a job per outcome and chunk would pay the
+# start-up many times over; every imputation has its own seed, so the tables do not depend on the
+# chunking or --cores), pooled by Rubin's rules; and a tipping-point analysis (delta adjustment)
+# of the headline SMDs on the participant data held here.
 
 MI = config["multiple_imputation"]
 MI_SETTINGS = {k: MI[k] for k in ("imputations", "method", "iterations", "seed")}
@@ -18,11 +19,11 @@ rule mi_chunk:
         data=["results/harmonized/pooled.parquet"] if STUDIES else [],
         bundled=expand("results/statistics/{study}.json", study=list(BUNDLES)),
     output:
-        "results/imputation/{outcome}/{chunk}.parquet",
+        "results/imputation/chunks/{chunk}.parquet",
     log:
-        "logs/imputation/{outcome}/{chunk}.log",
+        "logs/imputation/chunk_{chunk}.log",
     benchmark:
-        "benchmarks/imputation/{outcome}/{chunk}.tsv"
+        "benchmarks/imputation/chunk_{chunk}.tsv"
     wildcard_constraints:
         chunk=r"\d+",
     conda:
@@ -37,11 +38,7 @@ rule mi_chunk:
 
 rule mi_pool:
     input:
-        expand(
-            "results/imputation/{outcome}/{chunk}.parquet",
-            outcome=OUTCOMES,
-            chunk=MI_CHUNKS,
-        ),
+        expand("results/imputation/chunks/{chunk}.parquet", chunk=MI_CHUNKS),
     output:
         "results/tables/multiple_imputation.tsv",
     log:

@@ -7,7 +7,7 @@ from ipdpool.imputation.analysis import chunk_estimates, imputation_settings
 from ipdpool.logutil import logged_to
 
 with logged_to(snakemake.log[0]) as log:
-    outcome, settings = snakemake.wildcards.outcome, snakemake.params.mi
+    settings, analysis = snakemake.params.mi, snakemake.params.analysis
     first = int(snakemake.wildcards.chunk) * snakemake.params.chunk_size
     imputations = range(first, min(first + snakemake.params.chunk_size, settings["imputations"]))
     held = pd.read_parquet(snakemake.input.data[0]) if snakemake.input.data else None
@@ -24,7 +24,12 @@ with logged_to(snakemake.log[0]) as log:
                 imputation_settings(settings),
             )
             raise SystemExit(1)
-        bundled[study] = released["outcomes"][outcome]
-    estimates = chunk_estimates(held, bundled, outcome, snakemake.params.analysis, settings, imputations)
-    estimates.to_parquet(snakemake.output[0], index=False)
-    log.info("%s: imputations %d-%d, %d estimates", outcome, imputations.start, imputations.stop - 1, len(estimates))
+        bundled[study] = released["outcomes"]
+    tables = []
+    for outcome in analysis["outcomes"]:
+        released = {study: outcomes[outcome] for study, outcomes in bundled.items()}
+        tables.append(chunk_estimates(held, released, outcome, analysis, settings, imputations))
+        log.info(
+            "%s: imputations %d-%d, %d estimates", outcome, imputations.start, imputations.stop - 1, len(tables[-1])
+        )
+    pd.concat(tables, ignore_index=True).to_parquet(snakemake.output[0], index=False)
