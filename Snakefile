@@ -64,7 +64,7 @@ rule all:
         "results/tables/replication.tsv",
         "results/tables/two_stage.tsv",
         "results/tables/aggregate_meta.tsv",
-        "results/tables/multiple_imputation.tsv",
+        MI_TABLE,
         (
             ["results/tables/tipping_point_summary.tsv"]
             + figure_files("results/figures/tipping_point")

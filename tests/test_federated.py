@@ -145,13 +145,16 @@ TABLES = [
     "aggregate_meta",
     "table1",
     "replication",
+    "multiple_imputation",
 ]
 
 
 @pytest.fixture(scope="module")
 def sent_bundles(completed_run, tmp_path_factory):
-    """Each site runs `snakemake site_bundle`; the bundles travel (copied) to the centre."""
-    done = snakemake(completed_run, "--cores", "2", "site_bundle")
+    """Each site runs `snakemake site_bundle` (with its completed data sets for federated multiple
+    imputation); the bundles travel (copied) to the centre."""
+    (completed_run / "mi_bundles.yaml").write_text(yaml.safe_dump({"multiple_imputation": {"in_bundles": True}}))
+    done = snakemake(completed_run, "--cores", "2", "site_bundle", "--configfile", "mi_bundles.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     inbox = tmp_path_factory.mktemp("inbox")
     for study in STUDIES:
@@ -162,7 +165,8 @@ def sent_bundles(completed_run, tmp_path_factory):
 def coordinator(tmp_path, inbox, studies) -> tuple:
     workdir = copy_workflow(tmp_path)
     bundles = {study: str(inbox / f"{study}.bundle.json") for study in studies}
-    (workdir / "federated.yaml").write_text(yaml.safe_dump({"federated": {"bundles": bundles}}))
+    settings = {"federated": {"bundles": bundles}, "multiple_imputation": {"in_bundles": True}}
+    (workdir / "federated.yaml").write_text(yaml.safe_dump(settings))
     return workdir, ("--configfile", "federated.yaml")
 
 

@@ -7,6 +7,9 @@
 MI = config["multiple_imputation"]
 MI_SETTINGS = {k: MI[k] for k in ("imputations", "method", "iterations", "seed")}
 MI_CHUNKS = list(range(-(-MI["imputations"] // MI["chunk_size"])))
+# With site bundles, MI needs their completed data sets' statistics (in_bundles at the sites and here).
+MI_ENABLED = not BUNDLES or MI["in_bundles"]
+MI_TABLE = ["results/tables/multiple_imputation.tsv"] if MI_ENABLED else []
 TIPPING = MI["tipping_point"]
 # Delta adjustment needs every study's rows (a bundle carries its completed data sets' statistics only).
 TIPPING_OUTCOMES = (

@@ -31,7 +31,7 @@ rule result_tables:
         leave_one_out=expand(
             "results/models/{outcome}/leave_one_out.tsv", outcome=OUTCOMES
         ),
-        multiple_imputation="results/tables/multiple_imputation.tsv",
+        multiple_imputation=MI_TABLE,
         truth=(
             [config["replication"]["ground_truth"]]
             if config["replication"].get("ground_truth")

@@ -32,11 +32,6 @@ REPORT_TABLES = {
         "Sensitivity",
         "Sensitivity analyses",
     ),
-    "multiple_imputation": (
-        "results/tables/multiple_imputation.tsv",
-        "Sensitivity",
-        "Multiple imputation of missing data",
-    ),
     "replication": (
         "results/tables/replication.tsv",
         "Replication",
@@ -68,6 +63,14 @@ REPORT_TABLES = {
         "Aggregate-data meta-analyses",
     ),
 }
+if MI_ENABLED:
+    REPORT_TABLES |= {
+        "multiple_imputation": (
+            "results/tables/multiple_imputation.tsv",
+            "Sensitivity",
+            "Multiple imputation of missing data",
+        ),
+    }
 if STUDIES and not BUNDLES:  # delta adjustment needs every study's participant data
     REPORT_TABLES |= {
         "tipping_point_summary": (

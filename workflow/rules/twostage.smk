@@ -93,8 +93,8 @@ rule share:
                 "leave_one_out",
                 "aggregate_trials",
                 "aggregate_meta",
-                "multiple_imputation",
             ]
+            + (["multiple_imputation"] if MI_ENABLED else [])
             + (["tipping_point", "tipping_point_summary"] if TIPPING_OUTCOMES else []),
         ),
         audit=["results/audit/flow.tsv", "results/audit/status_matrix.tsv"]

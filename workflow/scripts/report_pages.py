@@ -20,7 +20,8 @@ with logged_to(snakemake.log[0]) as log:
     one_stage, two_stage, replication = (
         read_table(sources[name]) for name in ("one_stage", "two_stage", "replication")
     )
-    headline = headline_table(one_stage, two_stage, replication, read_table(sources["multiple_imputation"]))
+    imputed = read_table(sources["multiple_imputation"]) if "multiple_imputation" in sources else None
+    headline = headline_table(one_stage, two_stage, replication, imputed)
     html = snakemake.output.landing_html
     Path(html).write_text(landing_html(headline, introduction(one_stage), Path(snakemake.input.flow)), encoding="utf-8")
     description = Path(snakemake.input.description).read_text(encoding="utf-8")

@@ -27,7 +27,7 @@ with logged_to(snakemake.log[0]) as log:
         one_stage,
         read_table(snakemake.output.two_stage),
         read_table(snakemake.output.replication),
-        read_table(snakemake.input.multiple_imputation),
+        read_table(snakemake.input.multiple_imputation[0]) if snakemake.input.multiple_imputation else None,
     )
     with open(snakemake.output.summary, "w", encoding="utf-8") as handle:
         handle.write(text)
