@@ -2,31 +2,91 @@
 
 For y = X beta + Z b + e with b_g ~ N(0, D) independently per group and e ~ N(0, sigma2 I),
 the (RE)ML likelihood depends on the data only through, per group g, the cross-products of
-[X Z y]: n_g, X'X, X'Z, Z'Z, X'y, Z'y and y'y. They are kept as one (k, m, m) array over the
-m distinct columns of [X Z y], with indices saying which columns are X, Z and y, so that a
-random-effect column that is also a fixed-effect column is stored once. Fitting, inference and
-federated bundles (a site sends these arrays, never rows) all start from this object.
+[1 X Z y]. They are kept as one (k, m, m) array over the m distinct columns (column 0 is
+always the column of ones, so products[:, 0, 0] are the group sizes and products[:, 0, j]
+the column sums), with indices saying which columns are X, Z and y, so that a column used
+twice is stored once. Fitting, inference and federated bundles (a site sends these arrays,
+never rows) all start from this object.
+
+The products are taken about a reference value per column (0 for the column of ones), not
+about 0: raw X'X and y'y of a column carrying a large offset (a calendar year, a Unix time,
+a currency amount) cancel most of their digits when the model centres them again. The
+reference is the column's mean rounded to a power-of-two grid no finer than needed
+(`reference_value`): it has few significant bits, so w - r is exact for data near it, and
+products about it keep every digit the data have. Products about one reference move to
+another exactly by the parallel-axis formula (`move_reference`), which is how studies and
+sites with their own references are combined.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+# A random term: the positions (in z_index) of its columns and whether their covariance is
+# unstructured (correlated, `(1 + x | g)`) or diagonal (`(1 + x || g)`).
+RandomTerm = tuple[tuple[int, ...], bool]
+
+
+def reference_value(mean: float, sd: float) -> float:
+    """The mean rounded to the power-of-two grid of step 2^floor(log2 sd): close to the data
+    (within one SD) and with few significant bits, so that data minus it is exact."""
+    if not math.isfinite(mean) or mean == 0:
+        return 0.0
+    if sd > 0 and math.isfinite(sd):
+        step = 2.0 ** math.floor(math.log2(sd))
+    else:  # a constant column: 24 bits of its value
+        step = 2.0 ** (math.floor(math.log2(abs(mean))) - 24)
+    return round(mean / step) * step
+
+
+def move_reference(products: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Products of [1, w - old] as products of [1, w - new] (parallel-axis formula):
+    T' P T with T = I + e_0 d', d = old - new (exact when both lie on the data's grid).
+    `products` may be one (m, m) matrix or (k, m, m) with `old` (k, m)."""
+    d = np.asarray(old, float) - np.asarray(new, float)
+    if not np.any(d):
+        return products
+    s = products[..., 0, :]
+    n = products[..., 0, 0][..., None, None]
+    outer = d[..., :, None] * d[..., None, :]
+    return products + s[..., :, None] * d[..., None, :] + d[..., :, None] * s[..., None, :] + n * outer
+
+
+def common_reference(products: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """The reference of the union of groups (order-invariant): reference_value of the pooled
+    mean and SD, computed from each group's sums about its own reference."""
+    n = products[:, 0, 0]
+    total = float(n.sum())
+    out = np.zeros(products.shape[1])
+    for j in range(1, products.shape[1]):
+        sums = products[:, 0, j]
+        mean = math.fsum(np.concatenate([sums, n * references[:, j]])) / total
+        offset = references[:, j] - mean
+        squares = math.fsum(np.concatenate([products[:, j, j], 2 * offset * sums, n * offset**2]))
+        out[j] = reference_value(mean, math.sqrt(max(squares, 0.0) / total))
+    return out
+
 
 @dataclass(frozen=True)
 class CrossProducts:
     groups: tuple[str, ...]
-    n: np.ndarray  # (k,) rows per group
-    products: np.ndarray  # (k, m, m): [columns]' [columns] per group
+    products: np.ndarray  # (k, m, m): [1, columns - reference]' [1, columns - reference] per group
+    reference: np.ndarray  # (m,): column 0 (the ones) has reference 0
     x_index: tuple[int, ...]
     z_index: tuple[int, ...]
     y_index: int
     x_names: tuple[str, ...]
     z_names: tuple[str, ...]
+    random_terms: tuple[RandomTerm, ...] = field(default=())
+
+    def __post_init__(self):
+        if not self.random_terms:  # default: one correlated term over every random column
+            object.__setattr__(self, "random_terms", ((tuple(range(len(self.z_index))), True),))
 
     @property
     def k(self) -> int:
@@ -41,8 +101,12 @@ class CrossProducts:
         return len(self.z_index)
 
     @property
+    def n(self) -> np.ndarray:
+        return self.products[:, 0, 0]
+
+    @property
     def n_total(self) -> int:
-        return int(self.n.sum())
+        return int(round(self.n.sum()))
 
     def block(self, rows: tuple[int, ...], columns: tuple[int, ...]) -> np.ndarray:
         return self.products[:, rows, :][:, :, columns]
@@ -81,26 +145,32 @@ class CrossProducts:
         keep = np.asarray(keep)
         labels = np.asarray(self.groups, dtype=object)[keep]
         return CrossProducts(
-            tuple(labels), self.n[keep], self.products[keep], self.x_index, self.z_index, self.y_index,
-            self.x_names, self.z_names,
+            tuple(labels), self.products[keep], self.reference, self.x_index, self.z_index, self.y_index,
+            self.x_names, self.z_names, self.random_terms,
         )  # fmt: skip
 
 
 def _distinct_columns(x: np.ndarray, z: np.ndarray) -> tuple[list[np.ndarray], tuple[int, ...], tuple[int, ...]]:
-    """Columns of [X Z] with Z columns equal to an X column stored once."""
-    columns = [x[:, j] for j in range(x.shape[1])]
-    z_index = []
-    for j in range(z.shape[1]):
-        same = next((i for i, c in enumerate(columns) if np.array_equal(c, z[:, j])), None)
+    """Columns of [1 X Z] with a column equal to an earlier one stored once."""
+    columns = [np.ones(len(x))]
+
+    def position(column: np.ndarray) -> int:
+        same = next((i for i, c in enumerate(columns) if np.array_equal(c, column)), None)
         if same is None:
-            columns.append(z[:, j])
+            columns.append(column)
             same = len(columns) - 1
-        z_index.append(same)
-    return columns, tuple(range(x.shape[1])), tuple(z_index)
+        return same
+
+    x_index = tuple(position(x[:, j]) for j in range(x.shape[1]))
+    z_index = tuple(position(z[:, j]) for j in range(z.shape[1]))
+    return columns, x_index, z_index
 
 
-def cross_products(x: np.ndarray, z: np.ndarray, y: np.ndarray, groups, x_names, z_names) -> CrossProducts:
-    """Per-group cross-products, linear in rows: one weighted bincount per pair of columns.
+def cross_products(
+    x: np.ndarray, z: np.ndarray, y: np.ndarray, groups, x_names, z_names, random_terms: tuple[RandomTerm, ...] = ()
+) -> CrossProducts:
+    """Per-group cross-products about the columns' references, linear in rows: one weighted
+    bincount per pair of columns.
 
     No (rows x m x m) intermediate and no sorted copy of the data are made, so the extra
     memory is a few columns whatever the number of groups.
@@ -113,11 +183,15 @@ def cross_products(x: np.ndarray, z: np.ndarray, y: np.ndarray, groups, x_names,
     columns, x_index, z_index = _distinct_columns(x, z)
     columns.append(y)
     m = len(columns)
+    reference = np.array([0.0] + [reference_value(float(c.mean()), float(c.std())) for c in columns[1:]])
+    centred = [columns[0]] + [c - r for c, r in zip(columns[1:], reference[1:])]
     products = np.empty((k, m, m))
+    products[:, 0, 0] = np.bincount(codes, minlength=k)
     for a in range(m):
-        for b in range(a, m):
-            products[:, a, b] = products[:, b, a] = np.bincount(codes, weights=columns[a] * columns[b], minlength=k)
-    n = np.bincount(codes, minlength=k).astype(float)
+        for b in range(max(a, 1), m):
+            weights = centred[b] if a == 0 else centred[a] * centred[b]
+            products[:, a, b] = products[:, b, a] = np.bincount(codes, weights=weights, minlength=k)
     return CrossProducts(
-        tuple(str(label) for label in labels), n, products, x_index, z_index, m - 1, tuple(x_names), tuple(z_names)
-    )
+        tuple(str(label) for label in labels), products, reference, x_index, z_index, m - 1, tuple(x_names),
+        tuple(z_names), tuple(random_terms),
+    )  # fmt: skip

@@ -20,6 +20,7 @@ Kenward-Roger (1997) adjusted covariance and df, with the expected information.
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,32 +36,169 @@ SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular default, on theta
 DDF_METHODS = ("satterthwaite", "kenward_roger")
 
 
-def theta_size(q: int) -> int:
-    return q * (q + 1) // 2
+def free_pattern(q: int, random_terms) -> np.ndarray:
+    """Which elements of Lambda are parameters: the lower triangle within each correlated
+    term, the diagonal of each uncorrelated one (Lambda is block diagonal over terms)."""
+    pattern = np.zeros((q, q), bool)
+    for positions, correlated in random_terms:
+        for i in positions:
+            for j in positions:
+                pattern[i, j] = (i >= j) if correlated else (i == j)
+    return pattern
 
 
-def diagonal_positions(q: int) -> list[int]:
-    """Positions of Lambda's diagonal in theta (lower triangle, column-major, as lme4)."""
-    positions, index = [], 0
-    for column in range(q):
-        positions.append(index)
-        index += q - column
-    return positions
+def theta_positions(pattern: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of theta's elements in Lambda: column by column, as lme4 orders them."""
+    columns, rows = np.nonzero(pattern.T)
+    return rows, columns
 
 
-def relative_factor(theta: np.ndarray, q: int) -> np.ndarray:
-    lam = np.zeros((q, q))
-    index = 0
-    for column in range(q):
-        for row in range(column, q):
-            lam[row, column] = theta[index]
-            index += 1
+def diagonal_positions(pattern: np.ndarray) -> list[int]:
+    rows, columns = theta_positions(pattern)
+    return [i for i in range(len(rows)) if rows[i] == columns[i]]
+
+
+def relative_factor(theta: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    lam = np.zeros(pattern.shape)
+    lam[theta_positions(pattern)] = theta
     return lam
+
+
+# ------------------------------------------------------------------ centred and scaled coordinates
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """The model in the coordinates it is fitted in: every column divided by a power of two
+    near its SD, and X's columns and y centred on their references when X has an intercept
+    (Z's columns only within a correlated term with an intercept, where centring is a
+    reparametrization of the same model). Powers of two and references on the data's grid
+    keep the map exact, so shifted or rescaled data give the same internal problem.
+    X = X_int x_map, Z = Z_int z_map, y = y_scale y_int + y_shift."""
+
+    cp: CrossProducts  # columns [1, X_int, Z_int, y_int]
+    pattern: np.ndarray
+    x_map: np.ndarray
+    z_map: np.ndarray
+    y_scale: float
+    y_shift: float
+    intercept: int | None  # position of the intercept among the fixed effects
+
+    def beta(self, beta_internal: np.ndarray) -> np.ndarray:
+        beta = np.linalg.solve(self.x_map, self.y_scale * beta_internal)
+        if self.intercept is not None:
+            beta[self.intercept] += self.y_shift
+        return beta
+
+    def fixed_covariance(self, covariance_internal: np.ndarray) -> np.ndarray:
+        inverse = np.linalg.inv(self.x_map)
+        return self.y_scale**2 * inverse @ covariance_internal @ inverse.T
+
+    def contrast(self, contrast: np.ndarray) -> np.ndarray:
+        """L_int with L beta = y_scale L_int beta_int (+ y_shift L[intercept])."""
+        return np.linalg.solve(self.x_map.T, contrast)
+
+    def relative_factor(self, lam_internal: np.ndarray) -> np.ndarray:
+        """A factor F with F F' = D / sigma2 in the original coordinates."""
+        return np.linalg.solve(self.z_map, lam_internal)
+
+    def deviance(self, deviance_internal: float, reml: bool) -> float:
+        """The criterion in the original units: the Jacobian of y's scaling, and (REML) of X's map."""
+        n, p = self.cp.n_total, self.cp.p
+        if reml:
+            log_det_x = float(np.log(np.abs(np.diag(self.x_map))).sum())
+            return deviance_internal + 2 * (n - p) * np.log(self.y_scale) + 2 * log_det_x
+        return deviance_internal + 2 * n * np.log(self.y_scale)
+
+
+def _power_of_two(spread: float) -> float:
+    return 2.0 ** round(math.log2(spread)) if spread > 0 and math.isfinite(spread) else 1.0
+
+
+def scaled_problem(cp: CrossProducts) -> Scaled:
+    total = cp.products.sum(axis=0)
+    n = total[0, 0]
+    sums, squares, reference = total[0], np.diag(total), cp.reference
+    sd = np.sqrt(np.maximum(squares / n - (sums / n) ** 2, 0.0))
+    root_mean_square = np.sqrt(np.maximum(squares + 2 * reference * sums + n * reference**2, 0.0) / n)
+    m = total.shape[0]
+    x_intercept = cp.x_index.index(0) if 0 in cp.x_index else None
+    z_intercept = cp.z_index.index(0) if 0 in cp.z_index else None
+    centred_z = set()
+    for positions, correlated in cp.random_terms:
+        if correlated and z_intercept in positions:
+            centred_z.update(positions)
+
+    def column(j: int, centre: bool) -> tuple[np.ndarray, float, float]:
+        """(weights on the stored columns, scale, shift): raw column = scale * internal + shift."""
+        weights = np.zeros(m)
+        if j == 0:
+            weights[0] = 1.0
+            return weights, 1.0, 0.0
+        if centre:
+            scale = _power_of_two(sd[j])
+            weights[j] = 1.0 / scale
+            return weights, scale, reference[j]
+        scale = _power_of_two(root_mean_square[j])
+        weights[j], weights[0] = 1.0 / scale, reference[j] / scale
+        return weights, scale, 0.0
+
+    def mapping(indices, centre, intercept) -> tuple[list[np.ndarray], np.ndarray]:
+        parts = [column(j, centre(i)) for i, j in enumerate(indices)]
+        out = np.diag([scale for _, scale, _ in parts])
+        if intercept is not None:
+            out[intercept] += [shift for _, _, shift in parts]
+            out[intercept, intercept] = 1.0
+        return [w for w, _, _ in parts], out
+
+    x_weights, x_map = mapping(cp.x_index, lambda i: x_intercept is not None, x_intercept)
+    z_weights, z_map = mapping(cp.z_index, lambda i: i in centred_z, z_intercept)
+    y_weights, y_scale, y_shift = column(cp.y_index, x_intercept is not None)
+    ones = np.zeros(m)
+    ones[0] = 1.0
+    a = np.column_stack([ones, *x_weights, *z_weights, y_weights])
+    products = np.einsum("ia,kij,jb->kab", a, cp.products, a, optimize=True)
+    p, q = cp.p, cp.q
+    internal = CrossProducts(
+        cp.groups, products, np.zeros(len(a.T)), tuple(range(1, p + 1)), tuple(range(p + 1, p + q + 1)),
+        p + q + 1, cp.x_names, cp.z_names, cp.random_terms,
+    )  # fmt: skip
+    return Scaled(internal, free_pattern(q, cp.random_terms), x_map, z_map, y_scale, y_shift, x_intercept)
+
+
+def lme4_theta(factor: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """lme4's theta for D / sigma2 = F F': the lower-triangular factor of each term's block
+    (by QR, which also serves rank-deficient blocks), diagonal made non-negative."""
+    lam = np.zeros_like(factor)
+    for block in _blocks(pattern):
+        rows = factor[block, :]
+        r = np.linalg.qr(rows.T, mode="r")
+        lower = (
+            r.T[:, : len(block)] if r.shape[0] >= len(block) else np.pad(r.T, ((0, 0), (0, len(block) - r.shape[0])))
+        )
+        lower = lower * np.where(np.diag(lower) < 0, -1.0, 1.0)
+        lam[np.ix_(block, block)] = np.where(pattern[np.ix_(block, block)], lower, 0.0)
+    return lam[theta_positions(pattern)]
+
+
+def _blocks(pattern: np.ndarray) -> list[list[int]]:
+    """The diagonal blocks of Lambda: a column with its rows of free elements."""
+    q = len(pattern)
+    seen, out = set(), []
+    for j in range(q):
+        if j not in seen:
+            block = sorted(int(i) for i in np.nonzero(pattern[:, j])[0])
+            out.append(block)
+            seen.update(block)
+    return out
+
+
+# ------------------------------------------------------------------ the profiled deviance
 
 
 @dataclass(frozen=True)
 class Pieces:
-    """Everything at one theta: the profiled quantities and the per-group blocks reused by inference."""
+    """Everything at one Lambda: the profiled quantities and the per-group blocks reused by inference."""
 
     log_det_l2: float
     xvx: np.ndarray  # X' H^-1 X, with V = sigma2 H
@@ -72,8 +210,7 @@ class Pieces:
     a: np.ndarray  # (k, q, q): Lambda M^-1 Lambda', H_g^-1 = I - Z_g A_g Z_g'
 
 
-def evaluate(cp: CrossProducts, theta: np.ndarray) -> Pieces:
-    lam = relative_factor(np.asarray(theta, float), cp.q)
+def evaluate(cp: CrossProducts, lam: np.ndarray) -> Pieces:
     ztz, ztx, zty = cp.ztz, cp.ztx, cp.zty
     if cp.q == 1:  # scalar per group: the same algebra without batched linear algebra (10x faster)
         m = 1.0 + lam[0, 0] ** 2 * ztz[:, 0, 0]
@@ -97,22 +234,47 @@ def evaluate(cp: CrossProducts, theta: np.ndarray) -> Pieces:
     return Pieces(log_det_l2, xvx, xvy, yvy, beta, r2, log_det_rx2, a)
 
 
-def profiled_deviance(cp: CrossProducts, theta: np.ndarray, reml: bool) -> float:
-    try:
-        pieces = evaluate(cp, theta)
-    except np.linalg.LinAlgError:
-        return np.inf
-    if pieces.r2 <= 0:
-        return np.inf
+def _criterion(cp: CrossProducts, pieces: Pieces, reml: bool) -> float:
     dof = cp.n_total - cp.p if reml else cp.n_total
     value = pieces.log_det_l2 + dof * (1 + np.log(2 * np.pi * pieces.r2 / dof))
     return float(value + pieces.log_det_rx2) if reml else float(value)
 
 
-def deviance_at(cp: CrossProducts, theta: np.ndarray, sigma: float, reml: bool) -> float:
-    """Deviance at (theta, sigma), beta profiled (lmerTest's devfun_vp): the function whose
+def internal_deviance(cp: CrossProducts, lam: np.ndarray, reml: bool) -> float:
+    try:
+        pieces = evaluate(cp, lam)
+    except np.linalg.LinAlgError:
+        return np.inf
+    return _criterion(cp, pieces, reml) if pieces.r2 > 0 else np.inf
+
+
+def deviance_gradient(cp: CrossProducts, lam: np.ndarray, pieces: Pieces, reml: bool) -> np.ndarray:
+    """d deviance / d Lambda = 2 S Lambda, with S = d deviance / d G (G = Lambda Lambda'):
+    sum_g Z_g'H_g^-1 Z_g - (dof / r2) sum_g u_g u_g' - [REML] sum_g W_g (X'H^-1 X)^-1 W_g',
+    W_g = Z_g'H_g^-1 X_g, u_g = Z_g'H_g^-1 (y_g - X_g beta) (matrix calculus on the profiled
+    deviance; the envelope theorem removes beta's own derivative)."""
+    ztz, ztx, zty = cp.ztz, cp.ztx, cp.zty
+    ztz_a = ztz @ pieces.a
+    w = ztx - ztz_a @ ztx
+    u = zty - np.einsum("kqr,kr->kq", ztz_a, zty) - w @ pieces.beta
+    dof = cp.n_total - cp.p if reml else cp.n_total
+    s = (ztz - ztz_a @ ztz).sum(axis=0) - (dof / pieces.r2) * (u.T @ u)
+    if reml:
+        s -= np.einsum("kqp,pr,ksr->qs", w, np.linalg.inv(pieces.xvx), w)
+    return 2.0 * s @ lam
+
+
+def profiled_deviance(cp: CrossProducts, theta: np.ndarray, reml: bool) -> float:
+    """The (RE)ML criterion at lme4's theta (original coordinates), as lme4's deviance/REMLcrit."""
+    scaled = scaled_problem(cp)
+    lam = scaled.z_map @ relative_factor(np.asarray(theta, float), scaled.pattern)
+    return scaled.deviance(internal_deviance(scaled.cp, lam, reml), reml)
+
+
+def deviance_at(cp: CrossProducts, lam: np.ndarray, sigma: float, reml: bool) -> float:
+    """Deviance at (Lambda, sigma), beta profiled (lmerTest's devfun_vp): the function whose
     Hessian gives the Satterthwaite covariance of the variance parameters."""
-    pieces = evaluate(cp, theta)
+    pieces = evaluate(cp, lam)
     s2 = sigma**2
     value = pieces.log_det_l2 + pieces.r2 / s2 + cp.n_total * np.log(2 * np.pi * s2)
     if reml:
@@ -120,54 +282,133 @@ def deviance_at(cp: CrossProducts, theta: np.ndarray, sigma: float, reml: bool) 
     return float(value)
 
 
+def deviance_at_gradient(cp: CrossProducts, pattern: np.ndarray, point: np.ndarray, reml: bool) -> np.ndarray:
+    """Gradient of deviance_at in (theta, sigma): as deviance_gradient with r2 / sigma2 in
+    place of the profiled dof log r2, and d/d sigma = 2 (n - [REML] p) / sigma - 2 r2 / sigma^3."""
+    lam, sigma = relative_factor(point[:-1], pattern), point[-1]
+    pieces = evaluate(cp, lam)
+    ztz, ztx, zty = cp.ztz, cp.ztx, cp.zty
+    ztz_a = ztz @ pieces.a
+    w = ztx - ztz_a @ ztx
+    u = zty - np.einsum("kqr,kr->kq", ztz_a, zty) - w @ pieces.beta
+    s = (ztz - ztz_a @ ztz).sum(axis=0) - (u.T @ u) / sigma**2
+    if reml:
+        s -= np.einsum("kqp,pr,ksr->qs", w, np.linalg.inv(pieces.xvx), w)
+    dof = cp.n_total - cp.p if reml else cp.n_total
+    return np.append((2.0 * s @ lam)[theta_positions(pattern)], 2 * dof / sigma - 2 * pieces.r2 / sigma**3)
+
+
 # ------------------------------------------------------------------ optimization
+
+
+def _objective(cp: CrossProducts, pattern: np.ndarray, reml: bool):
+    """theta -> (deviance, gradient) in the scaled coordinates (inf where not defined)."""
+    positions = theta_positions(pattern)
+    size = len(positions[0])
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        lam = relative_factor(theta, pattern)
+        try:
+            pieces = evaluate(cp, lam)
+        except np.linalg.LinAlgError:
+            return np.inf, np.zeros(size)
+        if pieces.r2 <= 0:
+            return np.inf, np.zeros(size)
+        return _criterion(cp, pieces, reml), deviance_gradient(cp, lam, pieces, reml)[positions]
+
+    return objective
 
 
 def _minimize_one(cp: CrossProducts, reml: bool) -> np.ndarray:
     """q = 1: a grid over log theta brackets the global minimum, Brent refines it, and
-    theta = 0 (no between-group variance) is tried explicitly."""
+    theta = 0 (no between-group variance) is tried explicitly; Newton on the analytic
+    gradient finishes (Brent, on values alone, resolves theta only to about 1e-8)."""
+
+    def value(theta: float) -> float:
+        return internal_deviance(cp, np.array([[theta]]), reml)
+
     grid = np.linspace(-12.0, 8.0, 81)
-    values = [profiled_deviance(cp, np.array([np.exp(u)]), reml) for u in grid]
+    values = [value(np.exp(u)) for u in grid]
     best = int(np.argmin(values))
     low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
     found = optimize.minimize_scalar(
-        lambda u: profiled_deviance(cp, np.array([np.exp(u)]), reml),
-        bounds=(low, high), method="bounded", options={"xatol": 1e-12},
-    )  # fmt: skip
-    candidates = [np.array([np.exp(found.x)]), np.array([np.exp(grid[best])]), np.array([0.0])]
-    return min(candidates, key=lambda t: profiled_deviance(cp, t, reml))
+        lambda u: value(np.exp(u)), bounds=(low, high), method="bounded", options={"xatol": 1e-12}
+    )
+    theta = min([np.exp(found.x), np.exp(grid[best]), 0.0], key=value)
+    return _newton_finish(_objective(cp, np.ones((1, 1), bool), reml), (value(theta), np.array([theta])), [0])
 
 
-def _minimize_many(cp: CrossProducts, reml: bool) -> np.ndarray:
-    """q > 1: bounded quasi-Newton from several starts and with every pattern of zero
-    diagonal elements (the singular fits lme4 reports) imposed, then the best point polished
-    by Nelder-Mead (lme4 itself ends with a derivative-free optimizer)."""
-    size, diagonal = theta_size(cp.q), diagonal_positions(cp.q)
+NEAR_BOUNDARY = 0.05  # a diagonal element of the (scaled) Lambda this small: try the other starts too
+
+
+def _minimize_many(cp: CrossProducts, pattern: np.ndarray, reml: bool) -> np.ndarray:
+    """q > 1: bounded quasi-Newton with the analytic gradient from Lambda = I. Only when that
+    optimum is on or near the boundary (a diagonal element near 0) are two other starts and
+    every pattern of zero diagonal elements (the singular fits lme4 reports; a boundary
+    optimum often has a rival on another face) tried as well. The best point is finished by
+    Newton steps on the free parameters."""
+    size, diagonal = int(pattern.sum()), diagonal_positions(pattern)
     bounds = [(0.0, None) if i in diagonal else (None, None) for i in range(size)]
+    objective = _objective(cp, pattern, reml)
 
-    def objective(theta: np.ndarray) -> float:
-        return profiled_deviance(cp, theta, reml)
-
-    def search(start: np.ndarray, fixed_zero: tuple[int, ...] = ()) -> np.ndarray:
+    def search(start: np.ndarray, fixed_zero: tuple[int, ...] = ()) -> tuple[float, np.ndarray]:
         box = [(0.0, 0.0) if i in fixed_zero else bounds[i] for i in range(size)]
         start = np.where(np.isin(np.arange(size), fixed_zero), 0.0, start)
-        return optimize.minimize(
-            objective, start, method="L-BFGS-B", bounds=box, options={"ftol": 1e-14, "gtol": 1e-9}
-        ).x
+        found = optimize.minimize(
+            objective, start, jac=True, method="L-BFGS-B", bounds=box,
+            options={"ftol": 1e-15, "gtol": 1e-11, "maxiter": 2000},
+        )  # fmt: skip
+        return float(found.fun), found.x
 
     identity = np.zeros(size)
     identity[diagonal] = 1.0
-    rng = np.random.default_rng(20210901)  # fixed: the same data always give the same fit
-    starts = [identity, 0.1 * identity, 3.0 * identity]
-    starts += [np.where(np.isin(np.arange(size), diagonal), np.abs(v), v) for v in rng.normal(0, 1, (2, size))]
-    candidates = [search(start) for start in starts]
-    for count in range(1, cp.q + 1):
-        candidates += [search(identity, zero) for zero in itertools.combinations(diagonal, count)]
-    best = min(candidates, key=objective)
-    polished = optimize.minimize(
-        objective, best, method="Nelder-Mead", bounds=bounds, options={"xatol": 1e-10, "fatol": 1e-12, "maxfev": 4000}
-    )
-    return polished.x if polished.fun <= objective(best) else best
+    best = search(identity)
+    near = tuple(i for i in diagonal if best[1][i] < NEAR_BOUNDARY)
+    if near or not np.isfinite(best[0]):
+        candidates = [best, search(0.1 * identity), search(3.0 * identity)]
+        for count in range(1, len(diagonal) + 1):
+            candidates += [search(identity, zero) for zero in itertools.combinations(diagonal, count)]
+        best = min(candidates, key=lambda c: c[0])
+    return _newton_finish(objective, best, diagonal)
+
+
+def _newton_finish(objective, best: tuple[float, np.ndarray], diagonal: list[int]) -> np.ndarray:
+    """A few Newton steps on the parameters off their bounds, with the Hessian from central
+    differences of the analytic gradient: quasi-Newton stops where the deviance no longer
+    resolves a step, Newton on the gradient goes on to its zero (what makes fits of slightly
+    different data, or of shifted data, agree to many more digits)."""
+    value, theta = best
+    for _ in range(6):
+        free = [i for i in range(len(theta)) if i not in diagonal or theta[i] > 0]
+        if not free:
+            break
+        gradient = objective(theta)[1][free]
+        hessian = np.empty((len(free), len(free)))
+        for column, i in enumerate(free):
+            h = 1e-5 * max(abs(theta[i]), 1e-2)
+            up, down = theta.copy(), theta.copy()
+            up[i] += h
+            down[i] -= h
+            if i in diagonal and down[i] < 0:
+                down[i] = theta[i]
+            hessian[:, column] = (objective(up)[1][free] - objective(down)[1][free]) / (up[i] - down[i])
+        hessian = (hessian + hessian.T) / 2
+        if not np.all(np.isfinite(hessian)) or np.linalg.eigvalsh(hessian).min() <= 0:
+            break
+        step = np.zeros_like(theta)
+        step[free] = -np.linalg.solve(hessian, gradient)
+        trial = theta + step
+        trial[diagonal] = np.maximum(trial[diagonal], 0.0)
+        trial_value, trial_gradient = objective(trial)
+        # Near the optimum the deviance changes below its rounding: the gradient decides there.
+        resolution = 1e-13 * max(1.0, abs(value))
+        smaller = np.linalg.norm(trial_gradient[free]) < np.linalg.norm(gradient)
+        if not (trial_value <= value or (smaller and trial_value <= value + resolution)):
+            break
+        value, theta = min(value, trial_value), trial
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    return theta
 
 
 # ------------------------------------------------------------------ the fit
@@ -175,7 +416,11 @@ def _minimize_many(cp: CrossProducts, reml: bool) -> np.ndarray:
 
 @dataclass
 class LmmFit:
-    """A fitted model: estimates, variance components, likelihood and inference on demand."""
+    """A fitted model: estimates, variance components, likelihood and inference on demand.
+
+    theta, beta, vcov, sigma2 and the deviance are in the data's own coordinates (as lme4
+    reports them); inference is computed in the scaled coordinates (`scaled`) and mapped back.
+    """
 
     cp: CrossProducts
     reml: bool
@@ -184,6 +429,10 @@ class LmmFit:
     sigma2: float
     vcov: np.ndarray
     deviance: float
+    scaled: Scaled
+    lam_internal: np.ndarray
+    sigma2_internal: float
+    vcov_internal: np.ndarray
     warnings: list[str] = field(default_factory=list)
     singular_tolerance: float = SINGULAR_TOLERANCE
 
@@ -204,16 +453,20 @@ class LmmFit:
         return self.cp.k
 
     @property
+    def pattern(self) -> np.ndarray:
+        return self.scaled.pattern
+
+    @property
     def random_covariance(self) -> np.ndarray:
         """sigma2 Lambda Lambda': the covariance of the random effects."""
-        lam = relative_factor(self.theta, self.cp.q)
-        return self.sigma2 * lam @ lam.T
+        factor = self.scaled.relative_factor(self.lam_internal)
+        return self.sigma2 * factor @ factor.T
 
     @property
     def is_singular(self) -> bool:
         """lme4's isSingular: a diagonal element of Lambda at (near) its bound 0, which also
         covers correlations of +-1 (a rank-deficient random-effect covariance)."""
-        return bool(np.any(self.theta[diagonal_positions(self.cp.q)] < self.singular_tolerance))
+        return bool(np.any(self.theta[diagonal_positions(self.pattern)] < self.singular_tolerance))
 
     @property
     def loglik(self) -> float:
@@ -221,7 +474,7 @@ class LmmFit:
 
     @property
     def n_parameters(self) -> int:
-        return self.cp.p + theta_size(self.cp.q) + 1
+        return self.cp.p + len(self.theta) + 1
 
     @property
     def aic(self) -> float:
@@ -231,16 +484,29 @@ class LmmFit:
     def bic(self) -> float:
         return self.deviance + self.n_parameters * np.log(self.n)
 
+    @property
+    def _internal(self) -> tuple[float, np.ndarray]:
+        """(sigma2, cov(beta)) in the scaled coordinates."""
+        return self.sigma2_internal, self.vcov_internal
+
     # -------------------------------------------------------------- Satterthwaite
 
     @cached_property
     def _satterthwaite_parts(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        """(covariance of (theta, sigma), d cov(beta) / d (theta, sigma)), as lmerTest's
-        as_lmerModLT: 2 H^-1 from the observed Hessian H of the deviance, inverted on its
-        eigenvalues above 1e-8 (zero ones dropped, as lmerTest)."""
-        q_theta = len(self.theta)
-        point = np.concatenate([self.theta, [np.sqrt(self.sigma2)]])
-        h = numderiv.hessian(lambda v: deviance_at(self.cp, v[:-1], v[-1], self.reml), point)
+        """(covariance of (theta, sigma), d cov(beta) / d (theta, sigma)) in the scaled
+        coordinates, as lmerTest's as_lmerModLT: 2 H^-1 from the observed Hessian H of the
+        deviance, inverted on its eigenvalues above 1e-8 (zero ones dropped, as lmerTest).
+        The df they give are invariant to the reparametrization."""
+        cp, pattern = self.scaled.cp, self.pattern
+        theta = self.lam_internal[theta_positions(pattern)]
+        q_theta = len(theta)
+        sigma2 = self._internal[0]
+        point = np.concatenate([theta, [np.sqrt(sigma2)]])
+        # The Hessian as the Jacobian of the analytic gradient: differences of values (lmerTest's
+        # numDeriv::hessian) lose half the digits to rounding where theta is small.
+        columns = numderiv.jacobian(lambda v: deviance_at_gradient(cp, pattern, v, self.reml), point)
+        h = np.column_stack(columns)
+        h = (h + h.T) / 2
         values, vectors = np.linalg.eigh(h)
         if np.any(values < -1e-8):
             self.warnings.append(
@@ -251,14 +517,15 @@ class LmmFit:
         covariance = 2 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
 
         def covbeta(v: np.ndarray) -> np.ndarray:
-            return v[-1] ** 2 * np.linalg.inv(evaluate(self.cp, v[:q_theta]).xvx)
+            return v[-1] ** 2 * np.linalg.inv(evaluate(cp, relative_factor(v[:q_theta], pattern)).xvx)
 
         return covariance, numderiv.jacobian(covbeta, point)
 
     def satterthwaite_df(self, contrast: np.ndarray) -> float:
         covariance, jacobian = self._satterthwaite_parts
-        variance = float(contrast @ self.vcov @ contrast)
-        gradient = np.array([contrast @ j @ contrast for j in jacobian])
+        vector = self.scaled.contrast(np.asarray(contrast, float))
+        variance = float(vector @ self._internal[1] @ vector)
+        gradient = np.array([vector @ j @ vector for j in jacobian])
         denominator = float(gradient @ covariance @ gradient)
         return float(2 * variance**2 / denominator) if denominator > 0 else np.inf
 
@@ -266,13 +533,16 @@ class LmmFit:
 
     @cached_property
     def _kenward_roger_parts(self) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-        """(adjusted covariance Phi_A, P_r, W) as pbkrtest's vcovAdj, from per-group blocks."""
-        return kenward_roger_parts(self.cp, self.theta, self.sigma2, self.vcov)
+        """(adjusted covariance Phi_A, P_r, W) as pbkrtest's vcovAdj, in the scaled coordinates."""
+        sigma2, covariance = self._internal
+        return kenward_roger_parts(self.scaled.cp, self.lam_internal, self.pattern, sigma2, covariance)
 
     def kenward_roger(self, contrast: np.ndarray) -> tuple[float, float]:
         """(adjusted variance of L beta, df) for one contrast, as pbkrtest's Lb_ddf."""
         adjusted, p_list, w = self._kenward_roger_parts
-        return float(contrast @ adjusted @ contrast), kenward_roger_df(contrast[None, :], self.vcov, p_list, w)
+        vector = self.scaled.contrast(np.asarray(contrast, float))
+        variance = self.scaled.y_scale**2 * float(vector @ adjusted @ vector)
+        return variance, kenward_roger_df(vector[None, :], self._internal[1], p_list, w)
 
     # -------------------------------------------------------------- contrasts
 
@@ -300,17 +570,25 @@ class LmmFit:
 def fit_lmm(cp: CrossProducts, reml: bool = True, singular_tolerance: float = SINGULAR_TOLERANCE) -> LmmFit:
     if cp.n_total <= cp.p:
         raise NotEstimable(f"{cp.n_total} observations for {cp.p} fixed effects")
-    if np.linalg.matrix_rank(cp.xtx.sum(axis=0)) < cp.p:
+    scaled = scaled_problem(cp)
+    internal = scaled.cp
+    if np.linalg.matrix_rank(internal.xtx.sum(axis=0)) < cp.p:
         raise NotEstimable("fixed-effects design is not of full rank")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # trial points with a non-finite deviance are rejected
-        theta = _minimize_one(cp, reml) if cp.q == 1 else _minimize_many(cp, reml)
-    pieces = evaluate(cp, theta)
+        if cp.q == 1:
+            theta = _minimize_one(internal, reml)
+        else:
+            theta = _minimize_many(internal, scaled.pattern, reml)
+    lam = relative_factor(theta, scaled.pattern)
+    pieces = evaluate(internal, lam)
     dof = cp.n_total - cp.p if reml else cp.n_total
-    sigma2 = pieces.r2 / dof
+    sigma2_internal = pieces.r2 / dof
     fit = LmmFit(
-        cp, reml, theta, pieces.beta, sigma2, sigma2 * np.linalg.inv(pieces.xvx), profiled_deviance(cp, theta, reml),
-        [], singular_tolerance,
+        cp, reml, lme4_theta(scaled.relative_factor(lam), scaled.pattern), scaled.beta(pieces.beta),
+        scaled.y_scale**2 * sigma2_internal, scaled.fixed_covariance(sigma2_internal * np.linalg.inv(pieces.xvx)),
+        scaled.deviance(_criterion(internal, pieces, reml), reml), scaled, lam, sigma2_internal,
+        sigma2_internal * np.linalg.inv(pieces.xvx), [], singular_tolerance,
     )  # fmt: skip
     if fit.is_singular:
         fit.warnings.append(
@@ -322,24 +600,23 @@ def fit_lmm(cp: CrossProducts, reml: bool = True, singular_tolerance: float = SI
 # ------------------------------------------------------------------ Kenward-Roger pieces
 
 
-def _indicators(q: int) -> list[np.ndarray]:
-    """dD/dgamma for D's lower-triangle elements, column by column (pbkrtest's order)."""
+def _indicators(pattern: np.ndarray) -> list[np.ndarray]:
+    """dD/dgamma for D's free elements (the pattern of Lambda), column by column (pbkrtest's order)."""
     out = []
-    for column in range(q):
-        for row in range(column, q):
-            e = np.zeros((q, q))
-            e[row, column] = e[column, row] = 1.0
-            out.append(e)
+    for row, column in zip(*theta_positions(pattern)):
+        e = np.zeros(pattern.shape)
+        e[row, column] = e[column, row] = 1.0
+        out.append(e)
     return out
 
 
-def kenward_roger_parts(cp: CrossProducts, theta: np.ndarray, sigma2: float, phi: np.ndarray):
+def kenward_roger_parts(cp: CrossProducts, lam: np.ndarray, pattern: np.ndarray, sigma2: float, phi: np.ndarray):
     """pbkrtest's vcovAdj_internal with Sigma_g = Z_g D Z_g' + sigma2 I, G_r = Z_g E_r Z_g'
     (random) and I (residual). With S = Sigma^-1 = (I - Z A Z') / sigma2 per group and
     B = I - A Z'Z: S^m Z = Z B^m / sigma2^m and S^m X = (X - Z C_m) / sigma2^m, with
     C_1 = A Z'X, C_(m+1) = A Z'X + B C_m, so every trace and product reduces to blocks."""
     s = sigma2
-    a = evaluate(cp, theta).a
+    a = evaluate(cp, lam).a
     ztz, ztx, xtx = cp.ztz, cp.ztx, cp.xtx
     xtz = np.swapaxes(ztx, 1, 2)
     q = cp.q
@@ -355,7 +632,7 @@ def kenward_roger_parts(cp: CrossProducts, theta: np.ndarray, sigma2: float, phi
     x_sssx = (xtx - xtz @ c3).sum(axis=0) / s**3
     az = a @ ztz
     trace_ss = float((cp.n - 2 * np.trace(az, axis1=1, axis2=2) + np.einsum("kij,kji->k", az, az)).sum()) / s**2
-    e = _indicators(q)
+    e = _indicators(pattern)
     n_random = len(e)
     total = n_random + 1
     p_list = [-np.einsum("kpi,ij,kqj->pq", k_xz, er, k_xz) for er in e] + [-x_ssx]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import NotEstimable
-from .crossprod import CrossProducts
+from .crossprod import CrossProducts, common_reference, move_reference, reference_value
 
 DIAGNOSIS_REFERENCE = "schizophrenia_spectrum"
 TERMS = (
@@ -126,10 +126,45 @@ def design(
 
 
 def design_statistics(frame: pd.DataFrame, outcome: str, terms: tuple[str, ...], diagnosis_levels) -> dict:
-    """[X y]'[X y] of one study's complete cases for these terms (names end with the response)."""
+    """[X y]'[X y] of one study's complete cases for these terms about each column's
+    reference (names end with the response; the intercept's reference is 0, so products[0][0]
+    is n and products[0][j] the sums about the references)."""
     x, names = design(frame, outcome, terms, diagnosis_levels)
-    w = np.column_stack([x, frame[f"{outcome}_fu_z"].to_numpy(float)])
-    return {"names": names + [RESPONSE], "n": len(frame), "products": w.T @ w}
+    return entry_from_rows(x, frame[f"{outcome}_fu_z"].to_numpy(float), names)
+
+
+def entry_from_rows(x: np.ndarray, y: np.ndarray, names: list[str]) -> dict:
+    """The statistics entry of rows [X y] (X's first column the intercept): n, each column's
+    reference (crossprod.reference_value; 0 for the intercept) and the products about it."""
+    w = np.column_stack([x, y])
+    reference = np.array([0.0] + [reference_value(float(c.mean()), float(c.std())) if len(c) else 0.0 for c in w.T[1:]])
+    centred = w - reference
+    return {"names": list(names) + [RESPONSE], "n": len(w), "reference": reference, "products": centred.T @ centred}
+
+
+def merge_entries(entries: list[dict]) -> dict:
+    """One entry from several for the same design (a study whose rows sit at several sites):
+    each moved to the common reference by the parallel-axis formula, then added."""
+    products = np.stack([np.asarray(entry["products"], float) for entry in entries])
+    references = np.stack([entry_reference(entry) for entry in entries])
+    reference = common_reference(products, references)
+    return {
+        "names": list(entries[0]["names"]),
+        "n": int(sum(entry["n"] for entry in entries)),
+        "reference": reference,
+        "products": move_reference(products, references, reference).sum(axis=0),
+    }
+
+
+def entry_reference(entry: dict) -> np.ndarray:
+    """The entry's reference per column (0 throughout for statistics written before references)."""
+    return np.asarray(entry.get("reference", np.zeros(len(entry["names"]))), float)
+
+
+def raw_squares(entry: dict) -> np.ndarray:
+    """sum w_j^2 per column (about 0), from the products about the reference."""
+    products, reference = np.asarray(entry["products"], float), entry_reference(entry)
+    return np.diag(products) + 2 * reference * products[0] + products[0, 0] * reference**2
 
 
 def arm_summaries(part: pd.DataFrame, outcome: str) -> dict:
@@ -180,7 +215,8 @@ def statistics_by_study(data: pd.DataFrame, analysis: dict, diagnosis_levels=Non
 
 
 def constant_columns(products: np.ndarray, n: float, names: list[str]) -> list[str]:
-    """Non-intercept columns with no variation, from X'X and X'1 (column 0 is the intercept)."""
+    """Non-intercept columns with no variation, from X'X and X'1 (column 0 is the intercept;
+    products about any reference)."""
     out = []
     for j, name in enumerate(names[1:], start=1):
         spread = n * products[j, j] - products[0, j] ** 2
@@ -229,18 +265,22 @@ def combine(parts: list[tuple[str, dict]], random_slope: str | None = None) -> C
     """Stack studies' cross-products into one CrossProducts, dropping diagnosis levels absent everywhere."""
     names = parts[0][1]["names"]
     products = np.stack([np.asarray(entry["products"], float) for _, entry in parts])
-    n = np.array([float(entry["n"]) for _, entry in parts])
+    references = np.stack([entry_reference(entry) for _, entry in parts])
+    squares = np.stack([raw_squares(entry) for _, entry in parts])
+    n = products[:, 0, 0].sum()
     keep = [
         j
         for j in range(len(names))
-        if names[j] == RESPONSE or not names[j].startswith("diagnosis:") or products[:, j, j].sum() > 0
+        if names[j] == RESPONSE or not names[j].startswith("diagnosis:") or squares[:, j].sum() > 0
     ]
-    products, names = products[:, keep][:, :, keep], [names[j] for j in keep]
-    check_full_rank(products.sum(axis=0), n.sum(), names)
+    products, names, references = products[:, keep][:, :, keep], [names[j] for j in keep], references[:, keep]
+    reference = common_reference(products, references)
+    products = move_reference(products, references, reference)
+    check_full_rank(products.sum(axis=0), n, names)
     x_names = names[:-1]
     z_names = ["Intercept"] + ([random_slope] if random_slope else [])
     return CrossProducts(
-        tuple(study for study, _ in parts), n, products, tuple(range(len(x_names))),
+        tuple(study for study, _ in parts), products, reference, tuple(range(len(x_names))),
         tuple(x_names.index(z) for z in z_names), len(names) - 1, tuple(x_names), tuple(z_names),
     )  # fmt: skip
 

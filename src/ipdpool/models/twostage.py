@@ -13,7 +13,15 @@ from ..meta import METHODS, leave_one_out, meta_analysis
 from ..probabilities import t_quantile
 from . import NotEstimable
 from .onestage import contrast_vector
-from .statistics import ModelSpec, check_full_rank, data_sources, present, statistics_by_study
+from .statistics import (
+    ModelSpec,
+    check_full_rank,
+    data_sources,
+    entry_reference,
+    present,
+    raw_squares,
+    statistics_by_study,
+)
 
 PER_STUDY_COLUMNS = [
     "study",
@@ -32,11 +40,16 @@ PER_STUDY_COLUMNS = [
 ]
 
 
-def ols_from_products(products: np.ndarray, n: int, names: list[str]) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
-    """(beta, covariance, residual df, names) from [X y]'[X y]; diagnosis levels absent from
-    the study are dropped first, as a design built from the study's own rows would not have them."""
-    keep = [j for j, name in enumerate(names) if not name.startswith("diagnosis:") or products[j, j] > 0]
-    products, names = products[np.ix_(keep, keep)], [names[j] for j in keep]
+def ols_from_products(entry: dict) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """(beta, covariance, residual df, names) from a study's [X y]'[X y] about its references;
+    diagnosis levels absent from the study are dropped first, as a design built from the
+    study's own rows would not have them. The fit is on the centred columns; the intercept
+    is then moved back (beta_0 = b_0 + r_y - r_x'b), so large offsets lose no digits."""
+    products, n, names = np.asarray(entry["products"], float), entry["n"], entry["names"]
+    reference = entry_reference(entry)
+    squares = raw_squares(entry)
+    keep = [j for j, name in enumerate(names) if not name.startswith("diagnosis:") or squares[j] > 0]
+    products, names, reference = products[np.ix_(keep, keep)], [names[j] for j in keep], reference[keep]
     check_full_rank(products, n, names)
     p = len(names) - 1
     df = n - p
@@ -45,7 +58,14 @@ def ols_from_products(products: np.ndarray, n: int, names: list[str]) -> tuple[n
     xtx, xty, yty = products[:p, :p], products[:p, p], products[p, p]
     beta = np.linalg.solve(xtx, xty)
     rss = yty - beta @ xty
-    return beta, rss / df * np.linalg.inv(xtx), df, names[:-1]
+    cov = rss / df * np.linalg.inv(xtx)
+    # beta for the raw columns: X_centred = X T with T = I - e_0 r_x'
+    move = np.eye(p)
+    move[0] -= reference[:p]
+    move[0, 0] = 1.0
+    beta = move @ beta
+    beta[0] += reference[p]
+    return beta, move @ cov @ move.T, df, names[:-1]
 
 
 def per_study(statistics: dict, outcome: str, model: ModelSpec) -> list[dict]:
@@ -60,7 +80,7 @@ def per_study(statistics: dict, outcome: str, model: ModelSpec) -> list[dict]:
             "data_source": entry["source"],
         }
         try:
-            beta, cov, df, names = ols_from_products(np.asarray(entry["products"], float), entry["n"], entry["names"])
+            beta, cov, df, names = ols_from_products(entry)
         except NotEstimable as error:
             rows += [{**base, "term": term, "status": "not estimated", "warnings": str(error)} for term in model.report]
             continue
