@@ -43,12 +43,12 @@ def test_norm_draws_follow_the_posterior_of_the_linear_model():
 
 def test_logreg_draws_match_the_fitted_probability_and_survive_perfect_prediction():
     rng = np.random.default_rng(2)
-    n = 2000
+    n = 1000
     x = np.column_stack([np.ones(n), rng.normal(size=n)])
     y = (rng.random(n) < 1 / (1 + np.exp(-(0.3 + 1.0 * x[:, 1])))).astype(float)
     row = np.array([[1.0, 0.5]])
-    draws = np.concatenate([logreg_draw(np.random.default_rng(s), x, y, row) for s in range(1500)])
-    assert abs(draws.mean() - 1 / (1 + np.exp(-0.8))) < 0.05  # 3 SEs of draws and fit
+    draws = np.concatenate([logreg_draw(np.random.default_rng(s), x, y, row) for s in range(1000)])
+    assert abs(draws.mean() - 1 / (1 + np.exp(-0.8))) < 0.07  # 3 SEs of draws and fit
     separated = (x[:, 1] > 0).astype(float)  # perfect prediction: augmentation keeps the fit finite
     out = logreg_draw(np.random.default_rng(0), x, separated, np.array([[1.0, 2.0], [1.0, -2.0]]))
     assert set(np.unique(out)) <= {0.0, 1.0}
@@ -64,7 +64,7 @@ def test_observed_values_are_kept_and_every_sporadic_gap_is_filled():
     assert set(completed.loc[data["employed"].isna(), "employed"]) <= {0.0, 1.0}
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), order=st.permutations(range(4)), relabel=st.booleans())
 def test_a_study_is_imputed_from_its_own_rows_alone(seed, order, relabel):
     """Stratified imputation: leaving out other studies, reordering the studies' blocks and
