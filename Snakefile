@@ -22,6 +22,7 @@ report: "workflow/report/workflow.rst"
 localrules:
     all,
     result_tables,
+    mi_pool,
 
 
 include: "workflow/rules/common.smk"
@@ -38,6 +39,7 @@ onstart:
 
 
 include: "workflow/rules/harmonize.smk"
+include: "workflow/rules/imputation.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/twostage.smk"
@@ -65,6 +67,13 @@ rule all:
         "results/tables/replication.tsv",
         "results/tables/two_stage.tsv",
         "results/tables/aggregate_meta.tsv",
+        MI_TABLE,
+        (
+            ["results/tables/tipping_point_summary.tsv"]
+            + figure_files("results/figures/tipping_point")
+            if TIPPING_OUTCOMES
+            else []
+        ),
         figure_files("results/figures/participant_flow"),
         [
             path

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,14 +33,36 @@ def demo():
 WORKFLOW_PARTS = ["Snakefile", "workflow", "config", "profiles", "resources"]
 
 
+# Workflow runs in the tests impute m = 2 times with a three-point tipping grid: the jobs and
+# tables are the same, while the configured m = 20 would add over a CPU-minute to every full run
+# (the imputation itself is tested in tests/test_imputation*.py).
+LIGHT_IMPUTATION = """multiple_imputation:
+  imputations: 2
+  chunk_size: 1
+  iterations: 3
+  tipping_point:
+    deltas: [-1, 0, 1]
+    groups: [IPS, employed]
+    imputations: 2
+"""
+
+
+def light_imputation(config: Path) -> None:
+    text = config.read_text()
+    light, count = re.subn(r"^multiple_imputation:\n(?:[ #].*\n)+", LIGHT_IMPUTATION, text, flags=re.MULTILINE)
+    assert count == 1, "config/config.yaml has no multiple_imputation block to lighten"
+    config.write_text(light)
+
+
 def copy_workflow(target: Path) -> Path:
-    """The workflow, its config and the demo copied into `target` (no results yet)."""
+    """The workflow, its config (imputation lightened) and the demo copied into `target` (no results yet)."""
     for part in WORKFLOW_PARTS:
         source = REPO / part
         if source.is_dir():
             shutil.copytree(source, target / part)
         else:
             shutil.copy2(source, target / part)
+    light_imputation(target / "config" / "config.yaml")
     return target
 
 

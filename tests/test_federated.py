@@ -149,6 +149,7 @@ TABLES = [
     "replication",
     "first_stage",  # the causal analysis's first stage: exact from the 2x2 tables in the bundles
     "evalues",
+    "multiple_imputation",
 ]
 
 
@@ -161,7 +162,8 @@ def key_pair(folder) -> tuple:
 
 @pytest.fixture(scope="module")
 def sent_bundles(completed_run, tmp_path_factory):
-    """Each site runs `snakemake site_bundle` with its signing key; the bundles and their
+    """Each site runs `snakemake site_bundle` with its signing key (and its completed data sets for
+    federated multiple imputation); the bundles and their
     signatures travel (copied) to the centre, which holds the public key in allowed_signers.
 
     The sites here set nfilter_subset 1, under which no design is harmonized or withheld, so that
@@ -169,7 +171,10 @@ def sent_bundles(completed_run, tmp_path_factory):
     statistics are those of its common complete cases (tests/test_releases.py)."""
     keys = tmp_path_factory.mktemp("keys")
     private, public = key_pair(keys)
-    site = {"federated": {"signing_key": str(private), "disclosure": {"nfilter_subset": 1}}}
+    site = {
+        "federated": {"signing_key": str(private), "disclosure": {"nfilter_subset": 1}},
+        "multiple_imputation": {"in_bundles": True},
+    }
     (completed_run / "site.yaml").write_text(yaml.safe_dump(site))
     done = snakemake(completed_run, "--cores", "2", "site_bundle", "--configfile", "site.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -187,7 +192,8 @@ def coordinator(tmp_path, inbox, studies, unsigned: bool = False) -> tuple:
     federated = {"bundles": bundles, "signatures": {"allowed_signers": str(inbox / "allowed_signers")}}
     if unsigned:
         federated = {"bundles": bundles, "unsigned": "acknowledged", "unsigned_reason": "test: no keys yet"}
-    (workdir / "federated.yaml").write_text(yaml.safe_dump({"federated": federated}))
+    settings = {"federated": federated, "multiple_imputation": {"in_bundles": True}}
+    (workdir / "federated.yaml").write_text(yaml.safe_dump(settings))
     return workdir, ("--configfile", "federated.yaml")
 
 

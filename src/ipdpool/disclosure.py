@@ -21,6 +21,7 @@ COUNT_COLUMNS = {
     "aggregate_trials.tsv": ["n_ips", "n_sau"],
     "one_stage.tsv": ["n_participants"],
     "sensitivity.tsv": ["n_participants"],
+    "multiple_imputation.tsv": ["n_participants"],
 }
 SHAREABLE_SUFFIXES = (".tsv", ".png", ".svg")
 # Aggregate, but with single participants' values (raw minima and maxima) and raw category
@@ -113,11 +114,13 @@ def collect_shareable(
         flow_figure(read_table(tables / "flow.tsv"), out_dir / "figures" / "participant_flow", formats=formats, dpi=dpi)
         written += [out_dir / "figures" / f"participant_flow.{suffix}" for suffix in formats]
     if all((tables / name).exists() for name in ("one_stage.tsv", "two_stage.tsv", "replication.tsv")):
+        imputed = tables / "multiple_imputation.tsv"
         summary = headline_summary(
             read_table(tables / "one_stage.tsv"),
             read_table(tables / "two_stage.tsv"),
             read_table(tables / "replication.tsv"),
             read_table(tables / "sensitivity.tsv") if (tables / "sensitivity.tsv").exists() else None,
+            multiple_imputation=read_table(imputed) if imputed.exists() else None,
         )
         (out_dir / "summary.md").write_text(summary, encoding="utf-8")
         written.append(out_dir / "summary.md")

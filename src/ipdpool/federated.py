@@ -209,13 +209,34 @@ def manifest(
     }  # fmt: skip
 
 
+def imputation_problems(imputations: dict, thresholds: dict) -> list[str]:
+    """The disclosure checks of model statistics, on each completed data set's statistics."""
+    problems = []
+    for entries in imputations["outcomes"].values():
+        for number, entry in enumerate(entries):
+            found = disclosure_problems({"study": entry["study"], "outcomes": entry["outcomes"]}, {}, thresholds)
+            problems += [f"{problem} (completed data set {number})" for problem in found]
+    return problems
+
+
 def make_bundle(
-    statistics: dict, table1: dict, flow: list[dict], status: list[dict], manifest_: dict, thresholds: dict
+    statistics: dict,
+    table1: dict,
+    flow: list[dict],
+    status: list[dict],
+    manifest_: dict,
+    thresholds: dict,
+    imputations: dict | None = None,
 ) -> dict:
+    """The bundle; `imputations` (optional key: ipdpool.imputation.analysis.site_imputations) carries
+    the statistics of the site's completed data sets for federated multiple imputation."""
     problems = disclosure_problems(statistics, table1, thresholds)
+    problems += imputation_problems(imputations, thresholds) if imputations is not None else []
     if problems:
         raise BundleError("bundle refused by disclosure control, nothing written:\n" + "\n".join(problems))
     content = {"statistics": statistics, "table1": table1, "flow": flow, "status": status}
+    if imputations is not None:
+        content["imputations"] = imputations
     return {"manifest": {**manifest_, "content_sha256": sha256_json(plain(content))}, **content}
 
 
@@ -355,6 +376,11 @@ def count_problems(bundle: dict, where: str) -> list[str]:
                 problems.append(f"{where}, field {field}.arms.{arm}.n: exceeds the arm's {table1[arm]['n']}")
         for key, design in content["designs"].items():
             problems += design_problems(design, f"{field}.designs.{key}", content["n_followup"], where)
+    for outcome, entries in bundle.get("imputations", {}).get("outcomes", {}).items():
+        for number, entry in enumerate(entries):
+            for key, design in entry["outcomes"].get(outcome, {}).get("designs", {}).items():
+                field = f"imputations.outcomes.{outcome}[{number}].designs.{key}"
+                problems += design_problems(design, field, entry["n"], where)
     return problems
 
 
@@ -363,7 +389,8 @@ def manifest_problems(
 ) -> list[str]:
     """Tampered content, or a study, schema, analysis configuration or package version other than the coordinator's."""
     m, problems = bundle["manifest"], []
-    content = {k: bundle[k] for k in ("statistics", "table1", "flow", "status")}
+    optional = ("imputations",) if "imputations" in bundle else ()
+    content = {k: bundle[k] for k in ("statistics", "table1", "flow", "status", *optional)}
     if m["content_sha256"] != sha256_json(content):
         problems.append(
             f"{where}, field manifest.content_sha256: does not match the content (changed after it was written)"

@@ -89,11 +89,14 @@ def replicate_rows(data: pd.DataFrame, truth: float) -> list[dict]:
 def run_chunk(scenario_index: int, scenario: dict, replicates: range) -> pd.DataFrame:
     rows = []
     for replicate in replicates:
-        data = simulate_trials(seed_for(scenario_index, replicate), scenario)
-        rows += [
-            {"scenario": scenario["name"], "replicate": replicate, **row}
-            for row in replicate_rows(data, scenario["smd"])
-        ]
+        rng = seed_for(scenario_index, replicate)
+        data = simulate_trials(rng, scenario)
+        if "missingness" in scenario:
+            seed = int(np.random.SeedSequence([20261205, scenario_index, replicate]).generate_state(1)[0])
+            found = missing_data_rows(rng, data, scenario, seed)
+        else:
+            found = replicate_rows(data, scenario["smd"])
+        rows += [{"scenario": scenario["name"], "replicate": replicate, **row} for row in found]
     return pd.DataFrame(rows)
 
 
@@ -113,6 +116,9 @@ def summarize(results: pd.DataFrame, scenarios: list[dict]) -> pd.DataFrame:
             "empirical_se": empirical, "empirical_se_mcse": empirical / np.sqrt(2 * (n - 1)),
             "mean_model_se": fitted["se"].mean(), "coverage": coverage,
             "coverage_mcse": np.sqrt(coverage * (1 - coverage) / n),
+            **({"missingness": str(settings[name]["missingness"]), "imputations": settings[name]["imputations"],
+                "missing_share": group["missing_share"].mean(), "mean_fmi": fitted["fmi"].mean()}
+               if "missingness" in settings[name] else {}),
         })  # fmt: skip
     return pd.DataFrame(out)
 
@@ -151,3 +157,111 @@ def coverage_plot(summary: pd.DataFrame):
     axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)  # below: never over a marker
     figure.tight_layout()
     return figure
+
+
+# ------------------------------------------------------------ missing follow-up scores
+
+MISSING_ANALYSIS = {
+    "outcomes": ["o"],
+    "models": {
+        "employed": {"terms": ["employed"], "adjust": ["baseline"], "report": {"employed": {"employed": 1}}},
+        "ips": {"terms": ["ips"], "adjust": ["baseline"], "report": {"ips": {"ips": 1}}},
+    },
+}
+
+
+def true_effects(scenario: dict) -> dict[str, float]:
+    """The estimands on complete data: the employed coefficient is the generator's smd (the model is
+    the generator's); the ips coefficient of y ~ ips + baseline is, ips being independent of the
+    baseline, smd x (P(employed | IPS) - P(employed | SAU)), integrated over the baseline by
+    Gauss-Hermite quadrature (exact to rounding)."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(120)
+    weights = weights / weights.sum()
+    logit_rate = np.log(scenario["employment_rate"] / (1 - scenario["employment_rate"]))
+
+    def rate(ips: float) -> float:
+        return float(weights @ (1 / (1 + np.exp(-(logit_rate + 0.8 * (ips - 0.5) + CONFOUNDING * nodes)))))
+
+    return {"employed": scenario["smd"], "ips": scenario["smd"] * (rate(1) - rate(0))}
+
+
+def make_missing(rng: np.random.Generator, data: pd.DataFrame, missingness: dict) -> pd.DataFrame:
+    """Delete follow-up scores with logit P(missing) = intercept + baseline x o_bl_z + ips x IPS +
+    employed x employed + outcome x o_fu_z (MCAR: slopes 0; MAR: outcome 0; MNAR: outcome not 0)."""
+    ips = (data["arm"] == "IPS").to_numpy(float)
+    logit = (
+        missingness["intercept"]
+        + missingness.get("baseline", 0) * data["o_bl_z"].to_numpy()
+        + missingness.get("ips", 0) * ips
+        + missingness.get("employed", 0) * data["employed"].to_numpy()
+        + missingness.get("outcome", 0) * data["o_fu_z"].to_numpy()
+    )
+    out = data.copy()
+    out.loc[rng.random(len(out)) < 1 / (1 + np.exp(-logit)), "o_fu_z"] = np.nan
+    return out
+
+
+def estimand_statistics(data: pd.DataFrame) -> dict[str, dict]:
+    """The complete cases' statistics of MISSING_ANALYSIS's two models in models.statistics' layout,
+    from numpy arrays (statistics_by_study's pandas steps would cost more than the fits here)."""
+    complete = (
+        data["o_fu_z"].notna().to_numpy() & data["o_bl_z"].notna().to_numpy() & data["employed"].notna().to_numpy()
+    )
+    study = data["study"].to_numpy()[complete]
+    one = np.ones(int(complete.sum()))
+    ips = (data["arm"].to_numpy()[complete] == "IPS").astype(float)
+    employed, baseline, y = (data[c].to_numpy(float)[complete] for c in ("employed", "o_bl_z", "o_fu_z"))
+    designs = {"employed": ("employed", employed), "ips": ("ips", ips)}
+    out = {}
+    for label in sorted(set(study)):
+        rows = study == label
+        entry = {}
+        for name, (term, column) in designs.items():
+            w = np.column_stack([one[rows], column[rows], baseline[rows], y[rows]])
+            entry[f"{name}/primary"] = {
+                "names": ["Intercept", term, "baseline", "y"],
+                "n": int(rows.sum()),
+                "products": w.T @ w,
+            }
+        out[str(label)] = {
+            "study": str(label),
+            "n": int(rows.sum()),
+            "outcomes": {"o": {"n_followup": int(rows.sum()), "designs": entry}},
+        }
+    return out
+
+
+def one_stage(data_statistics: dict, estimands) -> dict[str, dict]:
+    """Random-intercept fits (REML, Satterthwaite) of the estimands' models."""
+    models = MISSING_ANALYSIS["models"]
+    return {name: mixed_model(data_statistics, "o", ModelSpec.from_config(name, models[name]))[0] for name in estimands}
+
+
+def missing_data_rows(rng: np.random.Generator, data: pd.DataFrame, scenario: dict, seed: int) -> list[dict]:
+    """Complete-case and multiple-imputation (study-stratified, m = scenario's imputations) one-stage
+    estimates of the scenario's estimands (default both) on one replicate with missing follow-ups."""
+    from .imputation.chained import impute
+    from .imputation.pooling import rubin
+
+    observed = make_missing(rng, data, scenario["missingness"])
+    truth = true_effects(scenario)
+    estimands = scenario.get("estimands", list(MISSING_ANALYSIS["models"]))
+    rows = []
+    for name, row in one_stage(estimand_statistics(observed), estimands).items():
+        rows.append({"method": f"complete-case one-stage: {name}", "truth": truth[name],
+                     **{k: row.get(k, np.nan) for k in ("estimate", "se", "ci_low", "ci_high")}})  # fmt: skip
+    fits = [
+        one_stage(estimand_statistics(impute(observed, "o", j, seed)), estimands)
+        for j in range(scenario["imputations"])
+    ]
+    for name in estimands:
+        estimates = [fit[name] for fit in fits]
+        pooled = rubin(
+            [e["estimate"] for e in estimates], [e["se"] ** 2 for e in estimates], np.mean([e["df"] for e in estimates])
+        )
+        interval = {"estimate": pooled.estimate, "se": pooled.se, "ci_low": pooled.ci_low, "ci_high": pooled.ci_high}
+        rows.append({"method": f"MI one-stage: {name}", "truth": truth[name], **interval, "fmi": pooled.fmi})
+    for row in rows:
+        row["covered"] = bool(row["ci_low"] <= row["truth"] <= row["ci_high"])
+        row["missing_share"] = float(observed["o_fu_z"].isna().mean())
+    return rows

@@ -17,6 +17,7 @@ HEADLINE_COLUMNS = [
     "k",
     "n",
     "one-stage",
+    "MI one-stage (FMI)",
     "two-stage",
     "I²",
     "95% PI",
@@ -40,6 +41,8 @@ def introduction(one_stage: pd.DataFrame) -> list[str]:
         "One-stage: linear mixed model with a random intercept for study (REML; "
         + (f"inference: {', '.join(used)}" if used else "no model estimated")
         + ").",
+        "MI: the one-stage model after multiple imputation of missing scores and employment (Rubin's rules,"
+        " Barnard-Rubin df); FMI: fraction of missing information.",
         "Two-stage: per-study OLS pooled by REML random-effects meta-analysis; I² and the 95% prediction"
         " interval (PI) are its heterogeneity.",
         "A flag marks a row whose one-stage interval and two-stage or random-slope interval disagree"
@@ -137,8 +140,19 @@ def first_stage_row(first_stage: pd.DataFrame) -> list:
     two = _first(pooled[pooled["method"].str.startswith("two-stage")])
     either = one or two or {}
     i2 = f"{two['i2']:.0f}%" if two is not None and pd.notna(two.get("i2")) else ""
-    return [FIRST_STAGE, "employed", count(either.get("k")), count(either.get("n")), _odds_ratio(one),
+    return [FIRST_STAGE, "employed", count(either.get("k")), count(either.get("n")), _odds_ratio(one), "",
             _odds_ratio(two), i2, "", "", "", "", []]  # fmt: skip
+
+
+def imputed(multiple_imputation: pd.DataFrame | None, outcome: str, term: str) -> str:
+    """The one-stage MI estimate with its FMI, for the headline's MI column."""
+    if multiple_imputation is None or not len(multiple_imputation):
+        return ""
+    row = pick(multiple_imputation, outcome=outcome, term=term, analysis="one-stage")
+    if row is None:
+        return ""
+    text = _interval(row)
+    return text if text == "not estimated" else f"{text}; FMI {row['fmi']:.2f}"
 
 
 def headline_table(
@@ -148,6 +162,7 @@ def headline_table(
     sensitivity: pd.DataFrame | None = None,
     outcomes: dict | None = None,
     first_stage: pd.DataFrame | None = None,
+    multiple_imputation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Rows by contrast, then outcome (published ones first); published and true values are
     known for worked vs did not work only (the replication table's contrast). The `notes`
@@ -185,6 +200,7 @@ def headline_table(
                     count(one.get("n_studies")),
                     count(one.get("n_participants")),
                     _interval(one),
+                    imputed(multiple_imputation, outcome, term),
                     _interval(two),
                     *heterogeneity(two),
                     f"\u26a0 see {', '.join(numbers)}" if notes else "agree",
@@ -200,7 +216,8 @@ def headline_table(
 
 def shown_columns(rows: pd.DataFrame) -> list[str]:
     """The columns of one contrast's table: published and true values only where there are some."""
-    return [c for c in HEADLINE_COLUMNS[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
+    optional = ("published", "true (demo)", "MI one-stage (FMI)")
+    return [c for c in HEADLINE_COLUMNS[1:] if c not in optional or rows[c].ne("").any()]
 
 
 def footnotes(rows: pd.DataFrame) -> list[tuple[int, str, str]]:
@@ -218,8 +235,9 @@ def headline_summary(
     sensitivity: pd.DataFrame | None = None,
     outcomes: dict | None = None,
     first_stage: pd.DataFrame | None = None,
+    multiple_imputation: pd.DataFrame | None = None,
 ) -> str:
-    table = headline_table(one_stage, two_stage, replication, sensitivity, outcomes, first_stage)
+    table = headline_table(one_stage, two_stage, replication, sensitivity, outcomes, first_stage, multiple_imputation)
     lines = ["# ipdpool summary", "", *introduction(one_stage)]
     for contrast, rows in table.groupby("contrast", sort=False):
         columns = shown_columns(rows)

@@ -31,6 +31,12 @@ rule site_bundle_study:
         rules=lambda wildcards: config["studies"][wildcards.study],
         schema=config["schema"],
         key=KEY_FILES,
+        # federated multiple imputation: the statistics of the site's completed data sets
+        imputations=lambda wildcards: (
+            [f"results/site/{wildcards.study}.imputations.json"]
+            if config["multiple_imputation"]["in_bundles"]
+            else []
+        ),
     output:
         bundle="results/site/{study}.bundle.json",
         signature=(

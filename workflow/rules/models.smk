@@ -32,6 +32,7 @@ rule result_tables:
             "results/models/{outcome}/leave_one_out.tsv", outcome=OUTCOMES
         ),
         first_stage="results/tables/first_stage.tsv",
+        multiple_imputation=MI_TABLE,
         truth=(
             [config["replication"]["ground_truth"]]
             if config["replication"].get("ground_truth")

@@ -81,6 +81,27 @@ if BUNDLES:  # studies that took part through a site bundle
             "Site bundles: authenticity and models refused",
         ),
     }
+if MI_ENABLED:
+    REPORT_TABLES |= {
+        "multiple_imputation": (
+            "results/tables/multiple_imputation.tsv",
+            "Sensitivity",
+            "Multiple imputation of missing data",
+        ),
+    }
+if STUDIES and not BUNDLES:  # delta adjustment needs every study's participant data
+    REPORT_TABLES |= {
+        "tipping_point_summary": (
+            "results/tables/tipping_point_summary.tsv",
+            "Sensitivity",
+            "Tipping points (missing not at random)",
+        ),
+        "tipping_point": (
+            "results/tables/tipping_point.tsv",
+            "Sensitivity",
+            "Tipping-point analysis: SMD by delta",
+        ),
+    }
 if STUDIES:  # made from participant data held here
     REPORT_TABLES |= {
         "codebook": (

@@ -93,7 +93,9 @@ rule share:
                 "leave_one_out",
                 "aggregate_trials",
                 "aggregate_meta",
-            ],
+            ]
+            + (["multiple_imputation"] if MI_ENABLED else [])
+            + (["tipping_point", "tipping_point_summary"] if TIPPING_OUTCOMES else []),
         ),
         audit=["results/audit/flow.tsv", "results/audit/status_matrix.tsv"]
         + (
@@ -110,7 +112,8 @@ rule share:
             for name, term in REPORTED
             for suffix in FIGURE_FORMATS
         ]
-        + figure_files("results/figures/harmonization_status"),
+        + figure_files("results/figures/harmonization_status")
+        + (figure_files("results/figures/tipping_point") if TIPPING_OUTCOMES else []),
     output:
         directory("results/share"),
     log:

@@ -43,7 +43,8 @@ with logged_to(snakemake.log[0]) as log:
         "authenticity": authenticity,
         "release_line": bundle["manifest"]["release_line"],
     }
-    write_json({"statistics": statistics, "table1": bundle["table1"]}, snakemake.output.statistics)
+    released = {"imputations": bundle["imputations"]} if "imputations" in bundle else {}
+    write_json({"statistics": statistics, "table1": bundle["table1"], **released}, snakemake.output.statistics)
     write_table(pd.DataFrame(bundle["flow"], columns=FLOW_COLUMNS), snakemake.output.flow)
     write_table(pd.DataFrame(bundle["status"], columns=STATUS_COLUMNS), snakemake.output.rule_log)
     log.info("study %s: bundle accepted (%s)", study, path)

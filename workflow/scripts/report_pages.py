@@ -17,8 +17,9 @@ with logged_to(snakemake.log[0]) as log:
     one_stage, two_stage, replication, sensitivity = (
         read_table(sources[name]) for name in ("one_stage", "two_stage", "replication", "sensitivity")
     )
+    imputed = read_table(sources["multiple_imputation"]) if "multiple_imputation" in sources else None
     headline = headline_table(
-        one_stage, two_stage, replication, sensitivity, outcomes, read_table(sources["first_stage"])
+        one_stage, two_stage, replication, sensitivity, outcomes, read_table(sources["first_stage"]), imputed
     )
     html = snakemake.output.landing_html
     Path(html).write_text(landing_html(headline, introduction(one_stage), Path(snakemake.input.flow)), encoding="utf-8")

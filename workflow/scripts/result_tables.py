@@ -33,6 +33,7 @@ with logged_to(snakemake.log[0]) as log:
         read_table(snakemake.output.sensitivity),
         load_schema(Path(snakemake.input.schema))["outcomes"],
         read_table(snakemake.input.first_stage),
+        read_table(snakemake.input.multiple_imputation[0]) if snakemake.input.multiple_imputation else None,
     )
     with open(snakemake.output.summary, "w", encoding="utf-8") as handle:
         handle.write(text)

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -57,7 +58,12 @@ with logged_to(snakemake.log[0]) as log:
             __version__,
             released["release_line"],
         )
-        bundle = make_bundle(statistics, table1, flow, status, about, disclosure)
+        imputations = (
+            json.loads(Path(snakemake.input.imputations[0]).read_text(encoding="utf-8"))
+            if snakemake.input.imputations
+            else None
+        )
+        bundle = make_bundle(statistics, table1, flow, status, about, disclosure, imputations)
     except (BundleError, ReleaseRefused) as error:
         log.error("%s", error)
         raise SystemExit(1) from None

@@ -1,0 +1,8 @@
+"""Multiple imputation of missing values, respecting the clustering of participants in studies.
+
+- draws: mice's Bayesian draws (norm, logreg) for one incomplete variable;
+- chained: chained equations per outcome, study-stratified by default, with delta adjustment;
+- pooling: Rubin's rules with Barnard-Rubin small-sample df, FMI and RIV;
+- analysis: the completed data sets' statistics, the models fitted on each, pooled tables and
+  the tipping-point analysis.
+"""

@@ -1,0 +1,209 @@
+"""Chained-equations imputation (FCS, as mice) of one outcome's analysis variables.
+
+For outcome `o` the incomplete variables are employment during follow-up (0/1, mice's logreg),
+the baseline score `o_bl_z` and the follow-up score `o_fu_z` (mice's norm). Each imputation
+model contains the analysis model's terms, so imputation and analysis are congenial:
+
+  o_fu_z   ~ ips + employed + ips:employed + o_bl_z
+  o_bl_z   ~ ips + employed + ips:employed + o_fu_z
+  employed ~ ips + o_bl_z + o_fu_z + ips:o_bl_z + ips:o_fu_z   (the reverse of ips:employed)
+
+Methods (`method`):
+  - "stratified" (default): each study is imputed on its own, which is a model with study
+    fixed effects and every interaction with study, and a residual variance per study
+    (heteroscedastic by study). It needs nothing but the study's own rows, so a site can impute
+    locally and the federated result equals the pooled one. A study with too few observed values
+    of a variable for its model is refused with a message naming it (use "fixed_effects").
+  - "fixed_effects": one model over all studies with study indicators (main effects only, one
+    residual variance): for studies too small to be imputed alone; not possible across sites.
+
+Systematically missing variables (never observed in a study) are not imputed: they are left
+missing and dropped from that study's imputation models, and the analysis leaves the study out
+of what needs them, as complete-case analysis does. Not implemented, with their assumptions
+documented in docs/multiple_imputation.md: mice's two-level heteroscedastic `2l.norm` and
+micemd's two-stage `2l.2stage.*`, which can impute systematically missing variables by
+borrowing across studies under a random-effects model for the imputation model's coefficients.
+
+Delta adjustment (NMAR sensitivity, as rbmi's `delta`): after imputation, each imputed follow-up
+value is shifted by the delta of its participant's arm and employment group (delta_adjusted), so
+one set of completed data sets serves every delta of a tipping-point analysis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .draws import logreg_draw, norm_draw
+
+METHODS = ("stratified", "fixed_effects")
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Shift (in SD units of the standardized follow-up score) of imputed follow-up values per group."""
+
+    arm: dict[str, float] = field(default_factory=dict)  # "IPS" / "SAU" -> delta
+    employed: dict[int, float] = field(default_factory=dict)  # 1 / 0 -> delta
+
+    def shift(self, ips: np.ndarray, employed: np.ndarray) -> np.ndarray:
+        out = np.where(ips == 1, self.arm.get("IPS", 0.0), self.arm.get("SAU", 0.0))
+        return out + np.where(employed == 1, self.employed.get(1, 0.0), self.employed.get(0, 0.0))
+
+    @property
+    def is_zero(self) -> bool:
+        return not any(self.arm.values()) and not any(self.employed.values())
+
+
+class ImputationError(ValueError):
+    """An imputation that cannot be done as configured; the message names study and variable."""
+
+
+def stable_id(name: str) -> int:
+    """A 32-bit number for a name, the same in every process (Python's hash() is salted)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+
+
+def generator(seed: int, imputation: int, outcome: str, stratum: str) -> np.random.Generator:
+    """The random stream of one imputation of one outcome in one stratum (a study, or "all"):
+    SeedSequence children by imputation index, so any chunking and any study's site draw the same."""
+    return np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(imputation, stable_id(outcome), stable_id(stratum)))
+    )
+
+
+def variables(outcome: str) -> tuple[str, str, str]:
+    """The imputed variables in the order they are visited (mice's default: left to right)."""
+    return ("employed", f"{outcome}_bl_z", f"{outcome}_fu_z")
+
+
+def predictors(values: dict[str, np.ndarray], target: str, outcome: str, ips: np.ndarray, extra: np.ndarray) -> list:
+    """The predictor columns (intercept first) of one variable's imputation model."""
+    employed, baseline, followup = (values[v] for v in variables(outcome))
+    one = np.ones(len(ips))
+    if target == "employed":
+        columns = [one, ips, baseline, followup, ips * baseline, ips * followup]
+        names = [None, None, baseline, followup, baseline, followup]
+    elif target.endswith("_bl_z"):
+        columns = [one, ips, employed, ips * employed, followup]
+        names = [None, None, employed, employed, followup]
+    else:
+        columns = [one, ips, employed, ips * employed, baseline]
+        names = [None, None, employed, employed, baseline]
+    # a systematically missing variable (all NaN in the stratum) is no predictor there
+    used = [c for c, source in zip(columns, names) if source is None or not np.isnan(source).all()]
+    return used + [extra[:, j] for j in range(extra.shape[1])]
+
+
+def initial_values(rng: np.random.Generator, column: np.ndarray, strata: np.ndarray) -> np.ndarray:
+    """Missing values start as random draws of the stratum's observed values (mice's default)."""
+    out = column.copy()
+    for stratum in np.unique(strata):
+        rows = strata == stratum
+        observed = column[rows & ~np.isnan(column)]
+        missing = np.flatnonzero(rows & np.isnan(column))
+        if len(observed) and len(missing):
+            out[missing] = rng.choice(observed, len(missing))
+    return out
+
+
+def check_estimable(frame: pd.DataFrame, outcome: str, study: str, minimum_extra: int = 2) -> None:
+    """Each incomplete, not systematically missing variable needs more observed rows than its
+    model has coefficients (plus `minimum_extra` residual df)."""
+    for target in variables(outcome):
+        column = frame[target].to_numpy(float)
+        observed, missing = int((~np.isnan(column)).sum()), int(np.isnan(column).sum())
+        if observed and missing and observed < 6 + minimum_extra:
+            raise ImputationError(
+                f"study {study}: {target} observed for {observed} participants only, too few for its own "
+                "imputation model (6 coefficients); use multiple_imputation.method: fixed_effects"
+            )
+
+
+def chain(
+    frame: pd.DataFrame, outcome: str, rng: np.random.Generator, iterations: int, extra: np.ndarray
+) -> pd.DataFrame:
+    """One completed copy of `frame` (rows of one stratum) by `iterations` rounds of chained equations."""
+    ips = (frame["arm"] == "IPS").to_numpy(float)
+    strata = np.zeros(len(frame))
+    missing = {v: frame[v].isna().to_numpy() for v in variables(outcome)}
+    values = {}
+    for v in variables(outcome):
+        column = frame[v].to_numpy(float)
+        values[v] = column if np.isnan(column).all() else initial_values(rng, column, strata)
+    todo = [v for v in variables(outcome) if missing[v].any() and not missing[v].all()]
+    # with one incomplete variable its predictors never change: one round is the converged chain
+    for _ in range(0 if not todo else 1 if len(todo) == 1 else iterations):
+        for target in todo:
+            x = np.column_stack(predictors(values, target, outcome, ips, extra))
+            rows = missing[target]
+            draw = logreg_draw if target == "employed" else norm_draw
+            values[target] = values[target].copy()
+            values[target][rows] = draw(rng, x[~rows], values[target][~rows], x[rows])
+    completed = frame.copy()
+    for v in variables(outcome):
+        completed[v] = values[v]
+    return completed
+
+
+def impute(
+    data: pd.DataFrame,
+    outcome: str,
+    imputation: int,
+    seed: int,
+    method: str = "stratified",
+    iterations: int = 10,
+) -> pd.DataFrame:
+    """Completed data set number `imputation` of `outcome` (rows in the order of `data`)."""
+    columns = ["study", "arm", *variables(outcome)]
+    frame = data[columns].copy()
+    frame["employed"] = frame["employed"].astype(float)
+    if method == "stratified":
+        parts = []
+        for study, part in frame.groupby("study", sort=True):
+            check_estimable(part, outcome, str(study))
+            rng = generator(seed, imputation, outcome, str(study))
+            parts.append(chain(part, outcome, rng, iterations, np.empty((len(part), 0))))
+        return pd.concat(parts).loc[frame.index]
+    if method == "fixed_effects":
+        return pooled_fixed_effects(frame, outcome, imputation, seed, iterations)
+    raise ValueError(f"unknown imputation method {method!r}; methods are {METHODS}")
+
+
+def pooled_fixed_effects(
+    frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int
+) -> pd.DataFrame:
+    """One chain over the studies that measured the outcome, with study indicators; studies that
+    never measured it are returned as they are (not imputed)."""
+    measured = frame.groupby("study")[f"{outcome}_fu_z"].transform(lambda c: c.notna().any()).astype(bool)
+    kept = frame[measured]
+    for v in variables(outcome):
+        never = sorted(str(s) for s, c in kept.groupby("study")[v] if c.isna().all())
+        if never:
+            raise ImputationError(
+                f"studies {', '.join(never)}: {v} never observed, which the fixed-effects imputation model "
+                "cannot leave out; use multiple_imputation.method: stratified"
+            )
+    if kept.empty:
+        return frame
+    studies = sorted(kept["study"].astype(str).unique())
+    indicators = np.column_stack([(kept["study"].astype(str) == s).to_numpy(float) for s in studies[1:]])
+    rng = generator(seed, imputation, outcome, "all studies")
+    completed = chain(kept, outcome, rng, iterations, indicators.reshape(len(kept), -1))
+    return pd.concat([completed, frame[~measured]]).loc[frame.index]
+
+
+def delta_adjusted(completed: pd.DataFrame, observed: pd.DataFrame, outcome: str, delta: Delta) -> pd.DataFrame:
+    """`completed` with each imputed follow-up (missing in `observed`, same index) shifted by the delta of
+    its participant's arm and (completed) employment group; observed values are never moved."""
+    if delta.is_zero:
+        return completed
+    imputed = observed[f"{outcome}_fu_z"].isna().to_numpy() & completed[f"{outcome}_fu_z"].notna().to_numpy()
+    ips = (completed["arm"] == "IPS").to_numpy(float)
+    shift = delta.shift(ips, completed["employed"].to_numpy(float))
+    out = completed.copy()
+    out[f"{outcome}_fu_z"] = completed[f"{outcome}_fu_z"].to_numpy(float) + np.where(imputed, shift, 0.0)
+    return out

@@ -1,0 +1,35 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ipdpool.imputation.analysis import chunk_estimates, imputation_settings
+from ipdpool.logutil import logged_to
+
+with logged_to(snakemake.log[0]) as log:
+    settings, analysis = snakemake.params.mi, snakemake.params.analysis
+    first = int(snakemake.wildcards.chunk) * snakemake.params.chunk_size
+    imputations = range(first, min(first + snakemake.params.chunk_size, settings["imputations"]))
+    held = pd.read_parquet(snakemake.input.data[0]) if snakemake.input.data else None
+    bundled = {}
+    for path in snakemake.input.bundled:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+        study, released = content["statistics"]["study"], content.get("imputations")
+        if released is None or released["settings"] != imputation_settings(settings):
+            log.error(
+                "study %s: its bundle carries no completed data sets made with this run's multiple_imputation "
+                "settings (%s); the site must write its bundle with multiple_imputation.in_bundles: true and "
+                "the same settings",
+                study,
+                imputation_settings(settings),
+            )
+            raise SystemExit(1)
+        bundled[study] = released["outcomes"]
+    tables = []
+    for outcome in analysis["outcomes"]:
+        released = {study: outcomes[outcome] for study, outcomes in bundled.items()}
+        tables.append(chunk_estimates(held, released, outcome, analysis, settings, imputations))
+        log.info(
+            "%s: imputations %d-%d, %d estimates", outcome, imputations.start, imputations.stop - 1, len(tables[-1])
+        )
+    pd.concat(tables, ignore_index=True).to_parquet(snakemake.output[0], index=False)
