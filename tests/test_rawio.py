@@ -125,3 +125,12 @@ def test_an_spss_file_with_an_unknown_row_count_cut_mid_row_is_refused(tmp_path)
         (tmp_path / "cut.sav").write_bytes(bytes(data[:cut]))
         with pytest.raises(RawDataError, match="is damaged"):
             read_table("T", "t", {"file": "cut.sav", "format": "spss", "id": "id"}, tmp_path)
+
+
+def test_a_workbook_of_several_sheets_needs_the_sheet_named(repo_root, tmp_path):
+    """The demo's SE workbook has four sheets: without `sheet:` the reader must not guess the first."""
+    rules = study_rules(repo_root, "SE")
+    spec = {key: value for key, value in rules["tables"]["baseline"].items() if key != "sheet"}
+    expected = r"study SE, file se_ips_malmo\.xlsx: has 4 sheets .*name the one holding the table"
+    with pytest.raises(RawDataError, match=expected):
+        read_table("SE", "baseline", spec, rules["raw_dir"])

@@ -604,6 +604,10 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
         ) from error
     try:
         names = workbook.sheet_names
+        if sheet is None and len(names) > 1:  # the first sheet may be notes: never guess which holds the table
+            raise RawDataError(
+                study, path.name, f"has {len(names)} sheets {names}: name the one holding the table with `sheet:`"
+            )
         if sheet is None:
             sheet = names[0]
         if sheet not in names:
