@@ -58,6 +58,8 @@ rule all:
             for path in figure_files(f"results/audit/{study}/distributions")
         ],
         "results/tables/table1.tsv",
+        # each site bundle's authenticity and the models its study was refused for
+        ["results/audit/bundles.tsv"] if BUNDLES else [],
         "results/tables/one_stage.tsv",
         "results/tables/replication.tsv",
         "results/tables/two_stage.tsv",
@@ -73,6 +75,7 @@ rule all:
         ],
         "results/summary.md",
         rules.report_pages.output,
+        rules.publication_tables.output,
         # the pooled data with its codebook, the rules of all studies (TSV and XLSX) and the
         # hand-off files for R, Stata and SPSS
         rules.pool.output if STUDIES else [],

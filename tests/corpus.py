@@ -1,8 +1,8 @@
 """A corpus of raw exports written by independent tools, with the values they must read back as.
 
 Nothing here is written by ipdpool: the known values go to plain CSV, then PSPP (`.sav`, `.por`),
-R haven (`.dta` versions 8-15, `.sav`, `.xpt`), R foreign (a pre-Unicode `.dta`), R openxlsx
-(`.xlsx`) and LibreOffice headless (`.ods`) write the exports, as a trial's data manager would.
+R haven (`.dta` versions 8-15, `.sav`, `.xpt` versions 5 and 8, `.sas7bdat`), R foreign (a pre-Unicode
+`.dta`), R openxlsx (`.xlsx`) and LibreOffice headless (`.ods`) write the exports, as a trial's data manager would.
 Some files are then damaged the way exporters get them wrong (a `<dimension>` tag of A1).
 
 The sixth trial, FI (synthetic, Finnish), is part of the corpus: its participants from PSPP
@@ -200,6 +200,8 @@ known$code <- labelled(as.numeric(known$code), c(one = 1, two = 2, three = 3))
 for (v in 8:15) haven::write_dta(known, file.path(folder, "corpus", sprintf("haven_v%d.dta", v)), version = v)
 haven::write_sav(known, file.path(folder, "corpus", "haven.sav"))
 haven::write_xpt(zap_labels(known), file.path(folder, "corpus", "haven.xpt"), version = 5)
+haven::write_xpt(zap_labels(known), file.path(folder, "corpus", "haven_v8.xpt"), version = 8)
+suppressWarnings(haven::write_sas(zap_labels(known), file.path(folder, "corpus", "haven.sas7bdat")))
 plain <- zap_labels(known)
 foreign::write.dta(plain, file.path(folder, "corpus", "foreign_v10.dta"), version = 10L)
 wb <- createWorkbook(); addWorksheet(wb, "known"); writeData(wb, "known", plain)

@@ -86,7 +86,7 @@ HARMONIZATION_CASES = [
         None,
         "eu6_baseline.sav",
         "(whole file)",
-        "cannot be read as SAV file",
+        "is damaged or not a SAV file: cannot be read",
     ),
     (
         "truncated_dta",
@@ -95,7 +95,7 @@ HARMONIZATION_CASES = [
         None,
         "nl_metingen.dta",
         "(whole file)",
-        "cannot be read as DTA file",
+        "is damaged: the file is cut short or its end is missing (ask for a new export)",
     ),
     (
         "truncated_xlsx",
@@ -104,7 +104,7 @@ HARMONIZATION_CASES = [
         None,
         "se_ips_malmo.xlsx",
         "(whole file)",
-        "cannot be read as a spreadsheet (invalid Zip archive: Could not find EOCD)",
+        "is damaged or not a spreadsheet: cannot be read (invalid Zip archive: Could not find EOCD)",
     ),
     (
         "wrong_encoding",
@@ -157,7 +157,8 @@ HARMONIZATION_CASES = [
         US,
         "age",
         (
-            "values in 'age' that are not numbers (decimal mark '.'); "
+            "values in 'age' that are not numbers (plain decimals with decimal mark '.'; "
+            "no NaN, inf, overflow, underscores or thousands separators); "
             "add them to `missing` if they mean unknown; values 'fifty'"
         ),
     ),
@@ -351,7 +352,10 @@ HARMONIZATION_CASES += [
         None,
         US,
         "(whole file)",
-        "line 205 has 68 fields but the header has 79 (the file ends mid-row: truncated?); lines 205",
+        (
+            "is damaged: its last line (line 205) has no line break, so the file is cut short; "
+            "if it is whole, ask for a new export or add the line break"
+        ),
     ),
     (
         "csv_row_with_extra_field",
@@ -498,7 +502,8 @@ HARMONIZATION_CASES += [
         US,
         "age",
         (
-            "values in 'name' that are not numbers (decimal mark '.'); "
+            "values in 'name' that are not numbers (plain decimals with decimal mark '.'; "
+            "no NaN, inf, overflow, underscores or thousands separators); "
             "add them to `missing` if they mean unknown; "
             "204 distinct values not shown (column 'name' is named like an identifier or free text)"
         ),
@@ -511,7 +516,8 @@ HARMONIZATION_CASES += [
         US,
         "age",
         (
-            "values in 'ref' that are not numbers (decimal mark '.'); "
+            "values in 'ref' that are not numbers (plain decimals with decimal mark '.'; "
+            "no NaN, inf, overflow, underscores or thousands separators); "
             "add them to `missing` if they mean unknown; "
             "204 distinct values not shown (column 'ref' looks like identifiers: 204 distinct values in 204 cells)"
         ),

@@ -7,6 +7,7 @@ skip with the reason, except in CI (CI=true), where they fail.
 
 import datetime as dt
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -188,28 +189,116 @@ def test_the_day_window_and_the_encoding_matter(corpus, tmp_path):
     assert "codes in 'diagnoosi' missing from the recode map" in str(caught.value)
 
 
-def test_no_corpus_input_is_read_partially(corpus, tmp_path):
-    """Every corpus file cut short is refused (never fewer rows with exit 0)."""
-    for name in CORPUS_FILES + ["../FI/fi_osallistujat.sav", "../FI/fi_seuranta.dta", "../FI/fi_tyojaksot.xlsx"]:
-        source = corpus / "corpus" / name
-        data = source.read_bytes()
-        for cut in (len(data) * 2 // 3, len(data) - 700):
-            target = tmp_path / Path(name).name
-            target.write_bytes(data[:cut])
-            spec = {
-                "file": target.name,
-                "format": FORMAT[target.suffix],
-                "id": "id",
-                "sheet": "known" if "corpus" in str(source.parent) else "tyojaksot",
-            }
-            if spec["format"] != "excel":
-                spec.pop("sheet")
-            try:
-                table = read_table("C", "t", spec, tmp_path)
-            except RawDataError:
-                continue
-            whole = read_table("C", "t", {**spec, "file": source.name}, source.parent)
-            assert table.frame.equals(whole.frame), (
-                f"{name} cut at {cut} of {len(data)} bytes "
-                f"read {len(table.frame)} of {len(whole.frame)} rows with no error"
-            )
+# Every format rawio reads, from the corpus (independent tools) and from pyreadstat and pandas for the
+# variants the corpus lacks (.zsav, .xlsm, CSV); each file is cut at about 20 offsets.
+TRUNCATED = {
+    "haven_v8.dta": "stata",  # format 113
+    "foreign_v10.dta": "stata",  # format 114, as R foreign writes it
+    "haven_v12.dta": "stata",  # format 115
+    "haven_v13.dta": "stata",  # format 117, tags
+    "haven_v15.dta": "stata",  # format 119
+    "haven.sav": "spss",
+    "pspp.sav": "spss",
+    "written.zsav": "spss",
+    "pspp.por": "spss",
+    "haven.xpt": "sas",
+    "haven_v8.xpt": "sas",
+    "haven.sas7bdat": "sas",
+    "openxlsx.xlsx": "excel",
+    "written.xlsm": "excel",
+    "openxlsx.ods": "excel",
+    "written.csv": "csv",
+}
+HEADER_BOUNDARIES = (1, 4, 11, 32, 64, 109, 128, 176, 210, 512)  # magic numbers, Stata 113-115 and SAS headers
+
+
+def cut_offsets(data: bytes, suffix: str) -> list[int]:
+    """Header boundaries, 8 offsets through the body, and the last bytes (end marks, padding, value labels).
+    Left out where the format cannot tell a cut: just after a CSV line break, on an 80-byte SAS transport
+    record boundary (both leave a valid, shorter file)."""
+    n = len(data)
+    offsets = {*HEADER_BOUNDARIES, *(n * k // 9 for k in range(1, 9)), n - 40, n - 8, n - 3, n - 1}
+    if suffix == ".csv":
+        offsets = {o for o in offsets if data[o - 1 : o] not in (b"\n", b"\r")}
+    if suffix == ".xpt":
+        offsets = {o for o in offsets if o % 80}
+    return sorted(o for o in offsets if 0 < o < n)
+
+
+@pytest.fixture(scope="module")
+def formats(corpus):
+    import pyreadstat
+
+    folder = corpus / "corpus"
+    known = known_values()
+    pyreadstat.write_sav(known, folder / "written.zsav", compress=True, variable_value_labels={"code": {1: "one"}})
+    (folder / "written.xlsm").write_bytes((folder / "openxlsx.xlsx").read_bytes())
+    known.to_csv(folder / "written.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("name", TRUNCATED)
+def test_a_file_cut_short_anywhere_is_refused_as_damaged(formats, tmp_path, name):
+    data = (formats / name).read_bytes()
+    spec = {"file": f"cut{Path(name).suffix}", "format": TRUNCATED[name], "id": "id"}
+    whole = read_table("C", "t", {**spec, "file": name}, formats)
+    assert len(whole.frame) == len(known_values())
+    offsets = cut_offsets(data, Path(name).suffix)
+    assert len(offsets) >= 15
+    for cut in offsets:
+        (tmp_path / spec["file"]).write_bytes(data[:cut])
+        if name.endswith(".por") and data[cut:].strip(b"\r\n") == b"":
+            # Only the last line break is gone: every byte of data is there, and is read whole.
+            assert read_table("C", "t", spec, tmp_path).frame.equals(whole.frame)
+            continue
+        with pytest.raises(RawDataError) as caught:
+            read_table("C", "t", spec, tmp_path)
+        message = str(caught.value)
+        assert f"file {spec['file']}" in message and "damaged" in message, f"{name} cut at {cut}: {message}"
+
+
+@pytest.mark.parametrize("name", [n for n in TRUNCATED if not n.endswith(".csv")])
+def test_a_file_with_a_damaged_header_is_refused_as_damaged(formats, tmp_path, name):
+    data = bytearray((formats / name).read_bytes())
+    # The magic number overwritten: at the start, but a portable file's first 200 bytes are a free-text
+    # splash that readers skip (its signature follows them), and a SAS7BDAT magic number starts with 12 zeros.
+    at = data.index(b"SPSSPORT") if name.endswith(".por") else 12 if name.endswith(".sas7bdat") else 0
+    data[at : at + 8] = bytes(8)
+    spec = {"file": f"bad{Path(name).suffix}", "format": TRUNCATED[name], "id": "id"}
+    (tmp_path / spec["file"]).write_bytes(bytes(data))
+    with pytest.raises(RawDataError) as caught:
+        read_table("C", "t", spec, tmp_path)
+    assert f"file {spec['file']}" in str(caught.value) and "damaged" in str(caught.value)
+
+
+def test_a_damaged_stata_file_is_reported_before_any_rule_reads_its_columns(corpus, tmp_path):
+    """The FI follow-up file cut short anywhere: one problem, for the whole file, never a rule's."""
+    data = (corpus / "FI" / "fi_seuranta.dta").read_bytes()
+    raw = tmp_path / "raw"
+    shutil.copytree(corpus / "FI", raw)
+    schema = load_schema(REPO / "config" / "schema.yaml")
+    text = (REPO / "tests" / "data" / "FI.yaml").read_text(encoding="utf-8").replace("RAW_DIR", str(raw))
+    (tmp_path / "FI.yaml").write_text(text, encoding="utf-8")
+    for cut in (200, len(data) // 2, len(data) - 30, len(data) - 1):
+        (raw / "fi_seuranta.dta").write_bytes(data[:cut])
+        with pytest.raises(HarmonizationError) as caught:
+            harmonize_study(load_rules(tmp_path / "FI.yaml"), schema, KEY)
+        about_file = [p for p in caught.value.problems if p.file == "fi_seuranta.dta"]
+        assert [(p.variable, "damaged" in p.message) for p in about_file] == [("(whole file)", True)], about_file
+
+
+def test_harmonization_says_why_rows_do_not_link_by_id_shapes(corpus, tmp_path):
+    text = (REPO / "tests/data/FI.yaml").read_text(encoding="utf-8").replace("RAW_DIR", str(corpus / "FI"))
+    (tmp_path / "FI.yaml").write_text(text.replace('    id_format: {extract: "^FI-([0-9]+)$"}', ""))
+    with pytest.raises(HarmonizationError) as caught:
+        harmonize_study(load_rules(tmp_path / "FI.yaml"), load_schema(REPO / "config" / "schema.yaml"), KEY)
+    message = str(caught.value)
+    assert "participant id missing or not a valid integer id" in message  # "FI-001" is not an integer
+    (tmp_path / "FI.yaml").write_text(
+        text.replace('    id_format: {extract: "^FI-([0-9]+)$"}', "").replace("id_type: integer", "id_type: text")
+    )
+    with pytest.raises(HarmonizationError) as caught:
+        harmonize_study(load_rules(tmp_path / "FI.yaml"), load_schema(REPO / "config" / "schema.yaml"), KEY)
+    message = str(caught.value)
+    assert "ids as written look like `99` or `9` in these rows and like `AA-999` in fi_osallistujat.sav" in message
+    assert "FI-0" not in message

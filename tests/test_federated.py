@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from ipdpool.federated import (
     table1_aggregates,
 )
 from ipdpool.harmonize.schema import load_schema
-from ipdpool.models.statistics import study_statistics
+from ipdpool.releases import released_statistics
 from ipdpool.tables import read_table
 
 STUDIES = ("DK", "EU6", "NL", "SE", "US")
@@ -47,9 +48,8 @@ def bundle_of(part: pd.DataFrame, analysis: dict, levels, repo_root, thresholds=
         analysis,
         __version__,
     )
-    return plain(
-        make_bundle(study_statistics(part, analysis, levels), table1_aggregates(part), [], [], about, thresholds)
-    )
+    statistics, _, _ = released_statistics(part, analysis, levels, thresholds["nfilter_subset"], thresholds["nested"])
+    return plain(make_bundle(statistics, table1_aggregates(part), [], [], about, thresholds))
 
 
 def numbers(value) -> int:
@@ -100,7 +100,8 @@ def test_disclosure_control_refuses_too_many_parameters_for_a_model(setting, rep
     analysis, levels, pooled = setting
     part = pooled[pooled["study"] == "SE"]
     with pytest.raises(BundleError) as refused:
-        bundle_of(part, analysis, levels, repo_root, {**DISCLOSURE_DEFAULTS, "nfilter_glm": 0.01})
+        # nfilter_subset 1: no design harmonized, so the model keeps all its 82 complete cases
+        bundle_of(part, analysis, levels, repo_root, {**DISCLOSURE_DEFAULTS, "nfilter_glm": 0.01, "nfilter_subset": 1})
     assert (
         "study SE: model ips_x_employed/covariates for outcome functioning: "
         "10 parameters for 82 participants, more than nfilter_glm 0.01 x n" in str(refused.value)
@@ -113,10 +114,11 @@ def test_the_coordinator_refuses_changed_foreign_or_mismatched_bundles(setting, 
     schema = repo_root / "config" / "schema.yaml"
     assert check_bundle(bundle, "SE.json", "SE", schema, analysis, __version__) == []
     tampered = {**bundle, "table1": {**bundle["table1"], "IPS": {**bundle["table1"]["IPS"], "n": 1000}}}
-    assert (
-        "content does not match its manifest checksum"
-        in check_bundle(tampered, "SE.json", "SE", schema, analysis, __version__)[0]
-    )
+    assert check_bundle(tampered, "SE.json", "SE", schema, analysis, __version__) == [
+        "study SE: bundle SE.json, field manifest.content_sha256: does not match the content "
+        "(changed after it was written)",
+        "study SE: bundle SE.json, field statistics.n: 120 is not the sum of table1's arms",
+    ]
     assert (
         "holds study 'SE', configured as 'NL'"
         in check_bundle(bundle, "SE.json", "NL", schema, analysis, __version__)[0]
@@ -148,21 +150,42 @@ TABLES = [
 ]
 
 
+def key_pair(folder) -> tuple:
+    """An OpenSSH ed25519 key pair made for the test: (private key file, public key line)."""
+    key = folder / "site_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key, (folder / "site_key.pub").read_text().strip()
+
+
 @pytest.fixture(scope="module")
 def sent_bundles(completed_run, tmp_path_factory):
-    """Each site runs `snakemake site_bundle`; the bundles travel (copied) to the centre."""
-    done = snakemake(completed_run, "--cores", "2", "site_bundle")
+    """Each site runs `snakemake site_bundle` with its signing key; the bundles and their
+    signatures travel (copied) to the centre, which holds the public key in allowed_signers.
+
+    The sites here set nfilter_subset 1, under which no design is harmonized or withheld, so that
+    every table can be compared with the pooled-IPD run; with the rule on, a harmonized design's
+    statistics are those of its common complete cases (tests/test_releases.py)."""
+    keys = tmp_path_factory.mktemp("keys")
+    private, public = key_pair(keys)
+    site = {"federated": {"signing_key": str(private), "disclosure": {"nfilter_subset": 1}}}
+    (completed_run / "site.yaml").write_text(yaml.safe_dump(site))
+    done = snakemake(completed_run, "--cores", "2", "site_bundle", "--configfile", "site.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     inbox = tmp_path_factory.mktemp("inbox")
     for study in STUDIES:
-        shutil.copy(completed_run / "results" / "site" / f"{study}.bundle.json", inbox)
+        for suffix in (".bundle.json", ".bundle.json.sig"):
+            shutil.copy(completed_run / "results" / "site" / f"{study}{suffix}", inbox)
+    (inbox / "allowed_signers").write_text(f"{','.join(STUDIES)} {public}\n")
     return inbox
 
 
-def coordinator(tmp_path, inbox, studies) -> tuple:
+def coordinator(tmp_path, inbox, studies, unsigned: bool = False) -> tuple:
     workdir = copy_workflow(tmp_path)
     bundles = {study: str(inbox / f"{study}.bundle.json") for study in studies}
-    (workdir / "federated.yaml").write_text(yaml.safe_dump({"federated": {"bundles": bundles}}))
+    federated = {"bundles": bundles, "signatures": {"allowed_signers": str(inbox / "allowed_signers")}}
+    if unsigned:
+        federated = {"bundles": bundles, "unsigned": "acknowledged", "unsigned_reason": "test: no keys yet"}
+    (workdir / "federated.yaml").write_text(yaml.safe_dump({"federated": federated}))
     return workdir, ("--configfile", "federated.yaml")
 
 
@@ -207,6 +230,11 @@ def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_b
             read_table(completed_run / "results" / "audit" / f"{name}.tsv"),
             name,
         )
+    bundles = read_table(workdir / "results" / "audit" / "bundles.tsv")
+    assert bundles["study"].tolist() == list(STUDIES)
+    assert all(
+        a.startswith(f"signed by {s}, verified with ssh-keygen -Y") for s, a in zip(STUDIES, bundles["authenticity"])
+    )
     one_stage = read_table(workdir / "results" / "tables" / "one_stage.tsv")
     assert len(one_stage) == 48 and (one_stage["status"] == "estimated").sum() >= 40
     assert (workdir / "results" / "summary.md").read_text() == (completed_run / "results" / "summary.md").read_text()
@@ -260,3 +288,46 @@ def test_a_site_whose_bundle_breaks_disclosure_rules_sends_nothing(completed_run
     log = log_file.read_text()
     assert "bundle refused by disclosure control, nothing written" in log
     assert "study SE: arm IPS has 60 participants, fewer than nfilter_tab 100" in log
+
+
+@pytest.mark.workflow
+def test_a_site_with_the_rule_on_harmonizes_and_an_unsigned_bundle_needs_acknowledging(
+    completed_run, sent_bundles, tmp_path
+):
+    """The defaults end to end: the site harmonizes nested designs (logged, listed in the bundle)
+    and keeps its ledger; the centre refuses the unsigned bundle unless told otherwise, and then
+    shows the reason and the harmonized designs in the report's table of site bundles."""
+    target = completed_run / "results" / "site" / "SE.bundle.json"
+    target.unlink(missing_ok=True)
+    (completed_run / "rule_on.yaml").write_text(yaml.safe_dump({"federated": {"ledger": "ledger_rule_on"}}))
+    done = snakemake(
+        completed_run, "--cores", "1", str(target.relative_to(completed_run)), "--configfile", "rule_on.yaml"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    harmonized = {
+        outcome: content.get("harmonized", {})
+        for outcome, content in json.loads(target.read_text())["statistics"]["outcomes"].items()
+    }
+    assert sum(map(len, harmonized.values())) > 0
+    assert "harmonized with" in (completed_run / "logs" / "site" / "SE.log").read_text()
+    ledger = (completed_run / "ledger_rule_on" / "SE.json").read_text()
+    pseudonyms = pd.read_parquet(completed_run / "results" / "harmonized" / "SE.parquet")["participant_id"]
+    assert not [p for p in pseudonyms if p in ledger]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(target, inbox)
+    for name in ("refusing", "acknowledging"):
+        (tmp_path / name).mkdir()
+    workdir, options = coordinator(tmp_path / "refusing", inbox, ("SE",))
+    (workdir / "federated.yaml").write_text(
+        yaml.safe_dump({"federated": {"bundles": {"SE": str(inbox / target.name)}}})
+    )
+    done = snakemake(workdir, "--cores", "1", "results/statistics/SE.json", *options)
+    assert done.returncode != 0
+    assert "unsigned bundles are refused" in (workdir / "logs" / "site" / "import_SE.log").read_text()
+    workdir, options = coordinator(tmp_path / "acknowledging", inbox, ("SE",), unsigned=True)
+    done = snakemake(workdir, "--cores", "1", "results/audit/bundles.tsv", *options)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = read_table(workdir / "results" / "audit" / "bundles.tsv").to_dict("records")
+    assert row["authenticity"] == "UNSIGNED, accepted because federated.unsigned is acknowledged: test: no keys yet"
+    assert row["designs_harmonized"] == sum(map(len, harmonized.values())) and row["designs_refused"] == 0

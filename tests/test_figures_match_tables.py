@@ -5,12 +5,17 @@ on the session's one full run."""
 
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from ipdpool.harmonize.schema import load_schema
+from ipdpool.labels import outcome_label
 from ipdpool.tables import read_table
+
+SCHEMA_OUTCOMES = load_schema(Path(__file__).resolve().parents[1] / "config" / "schema.yaml")["outcomes"]
 
 SVG = "{http://www.w3.org/2000/svg}"
 ARMS = ("IPS", "SAU")
@@ -30,6 +35,16 @@ def svg_groups(path) -> dict[str, list[str]]:
     }
 
 
+def svg_font_sizes(path) -> list[float]:
+    """The font size (pt; matplotlib writes the figure in points) of every text element."""
+    sizes = []
+    for text in ET.parse(path).getroot().iter(f"{SVG}text"):
+        match = re.search(r"font(?:-size)?:\s*(?:[a-z]+ )*([\d.]+)px", text.get("style", ""))
+        assert match, text.get("style")
+        sizes.append(float(match.group(1)))
+    return sizes
+
+
 def shown(text: str, pattern: str) -> list[int]:
     """The counts a line shows (thousands separators removed), matched by `pattern`."""
     match = re.fullmatch(pattern, text)
@@ -40,9 +55,12 @@ def shown(text: str, pattern: str) -> list[int]:
 # ------------------------------------------------------------ participant flow
 
 
-def flow_count(flow: pd.DataFrame, study: str, stage: str, arm: str) -> int | None:
-    """One count of flow.tsv, read independently of the figure code (all reasons of a stage summed)."""
+def flow_count(flow: pd.DataFrame, study: str, stage: str, arm: str, reason: str | None = None) -> int | None:
+    """One count of flow.tsv, read independently of the figure code (all reasons of a stage
+    summed unless one is named)."""
     rows = flow[(flow["study"] == study) & (flow["stage"] == stage)]
+    if reason is not None:
+        rows = rows[rows["reason"] == reason]
     return None if rows.empty else int(pd.to_numeric(rows[arm]).sum())
 
 
@@ -51,57 +69,80 @@ def flow_outcomes(flow: pd.DataFrame, study: str) -> list[str]:
     return list(dict.fromkeys(s.split(":")[0] for s in stages if ":" in s))
 
 
-def check_flow_diagram(path, flow: pd.DataFrame, study: str) -> None:
-    groups = svg_groups(path)
-    randomized = "randomized participants"
-    assert shown(groups["randomized"][0], r"Randomized \(n = ([\d,]+)\)") == [
-        flow_count(flow, study, randomized, "total")
-    ]
-    for arm in ARMS:
-        n = flow_count(flow, study, randomized, arm)
-        assert shown(groups[f"allocated-{arm}"][0], r"Allocated to .* \(n = ([\d,]+)\)") == [n]
-        followup, known = groups[f"followup-{arm}"]
-        assert shown(followup, r"Follow-up assessment \(n = ([\d,]+)\)") == [
-            flow_count(flow, study, "with a follow-up assessment", arm)
-        ]
-        assert shown(known, r"Employment during follow-up known \(n = ([\d,]+)\)") == [
-            flow_count(flow, study, "employment known", arm)
-        ]
-        lost, unknown = groups[f"lost-{arm}"]
-        assert shown(lost, r"No follow-up in the window \(n = ([\d,]+)\)") == [
-            flow_count(flow, study, "without a follow-up assessment", arm)
-        ]
-        assert shown(unknown, r"Employment unknown \(n = ([\d,]+)\)") == [
-            flow_count(flow, study, "employment unknown", arm)
-        ]
-        # The funnel closes: follow-up and employment each split the randomized.
-        assert sum(shown(followup, r".*\(n = ([\d,]+)\)") + shown(lost, r".*\(n = ([\d,]+)\)")) == n
-        assert sum(shown(known, r".*\(n = ([\d,]+)\)") + shown(unknown, r".*\(n = ([\d,]+)\)")) == n
+COUNT = r"\(n = ([\d,]+)\)"
+OUTCOME_COLUMNS = [
+    ("not collected", None),
+    ("excluded", "no baseline score"),
+    ("excluded", "no follow-up score"),
+    ("analysable", None),
+]
 
-        analysed = {line.split(":")[0]: line for line in groups[f"analysed-{arm}"][2:]}
-        excluded = {line.split(":")[0]: line for line in groups[f"excluded-{arm}"][3:]}
+
+def check_flow_diagram(path, flow: pd.DataFrame, study: str) -> None:
+    """Every number of the diagram is read from its SVG text; each box equals the box above it
+    minus the exclusion between them, and each equals flow.tsv."""
+    groups = {gid: " ".join(lines) for gid, lines in svg_groups(path).items()}
+    numbers_read = 0
+
+    def box(gid: str, pattern: str) -> list[int]:
+        nonlocal numbers_read
+        values = shown(groups[gid], pattern)
+        numbers_read += len(values)
+        return values
+
+    (randomized,) = box("randomized", rf"Randomized {COUNT}")
+    assert randomized == flow_count(flow, study, "randomized participants", "total")
+    allocated_sum = 0
+    for arm in ARMS:
+        (allocated,) = box(f"allocated-{arm}", rf"Allocated to .* {COUNT}")
+        known, unknown = box(f"ascertained-{arm}", rf"Employment ascertained: known {COUNT}, unknown {COUNT}")
+        (lost,) = box(f"lost-{arm}", rf"No follow-up assessment in the window {COUNT}")
+        (followed,) = box(f"followed-{arm}", rf"Followed up {COUNT}")
+        (unknown_followed,) = box(f"unknown-{arm}", rf"Employment during follow-up unknown {COUNT}")
+        (known_followed,) = box(f"known-{arm}", rf"Followed up, employment known {COUNT}")
+        allocated_sum += allocated
+        # The chain, and employment ascertainment as a branch that splits the allocated.
+        assert followed == allocated - lost and known_followed == followed - unknown_followed, (study, arm)
+        assert known + unknown == allocated, (study, arm)
+        assert [allocated, known, unknown, lost, followed, unknown_followed, known_followed] == [
+            flow_count(flow, study, "randomized participants", arm),
+            flow_count(flow, study, "employment known", arm),
+            flow_count(flow, study, "employment unknown", arm),
+            flow_count(flow, study, "without a follow-up assessment", arm),
+            flow_count(flow, study, "with a follow-up assessment", arm),
+            flow_count(flow, study, "followed up, employment unknown", arm),
+            flow_count(flow, study, "followed up, employment known", arm),
+        ], (study, arm)
         outcomes = flow_outcomes(flow, study)
-        assert list(analysed) == [o.replace("_", " ") for o in outcomes]
+        assert [groups[f"outcome-{i}"] for i in range(len(outcomes))] == sorted(
+            (outcome_label(o, SCHEMA_OUTCOMES[o]) for o in outcomes),
+            key=[outcome_label(o, spec) for o, spec in SCHEMA_OUTCOMES.items()].index,
+        )
         for outcome in outcomes:
-            label = outcome.replace("_", " ")
-            analysable = flow_count(flow, study, f"{outcome}: analysable", arm)
-            if analysable is None:  # not collected in this study (or in none of the pooled ones)
-                assert analysed[label] == f"{label}: not collected"
-                assert flow_count(flow, study, f"{outcome}: not collected", arm) == n
-                continue
-            assert shown(analysed[label], rf"{label}: n = ([\d,]+)") == [analysable]
-            reasons = flow[(flow["study"] == study) & (flow["stage"] == f"{outcome}: excluded")].set_index("reason")[
-                arm
-            ]
-            expected = [
-                int(reasons[r]) if r in reasons.index else None
-                for r in ("no baseline score", "no follow-up score", "employment unknown")
-            ]
-            expected.append(flow_count(flow, study, f"{outcome}: not collected", arm))
-            parts = excluded[label].split(": ", 1)[1].split(" / ")
-            assert [None if part == "-" else int(part.replace(",", "")) for part in parts] == expected
-            # Every randomized participant is analysed or excluded with one reason.
-            assert analysable + sum(e for e in expected if e is not None) == n
+            cells = []
+            for column, (stage, reason) in enumerate(OUTCOME_COLUMNS):
+                text = groups[f"cell-{outcome}-{arm}-{column}"]
+                cells.append(0 if text == "-" else shown(text, r"([\d,]+)")[0])
+                numbers_read += text != "-"
+                expected = flow_count(flow, study, f"{outcome}: {stage}", arm, reason)
+                assert cells[-1] == (expected or 0), (study, arm, outcome, stage, reason)
+            # The outcome's row splits the last box of the chain; the exclusions above it are
+            # those of the chain, each counted once (flow.tsv gives every outcome all of them).
+            assert sum(cells) == known_followed, (study, arm, outcome)
+            assert flow_count(flow, study, f"{outcome}: excluded", arm, "no follow-up assessment") == lost
+            assert flow_count(flow, study, f"{outcome}: excluded", arm, "employment unknown") == unknown_followed
+    assert allocated_sum == randomized
+    # Nothing else in the figure is a number: every count shown was read and checked above.
+    title = svg_groups(path)["title"]
+    every_number = re.findall(r"\d[\d,]*", " ".join(line for line in svg_lines(path) if line not in title))
+    assert len(every_number) == numbers_read, (study, every_number)
+
+
+def test_flow_diagram_text_is_at_least_9_pt(completed_run):
+    """At the size the report shows it (its own width, tests/test_report_browser.py), the
+    diagram's smallest text is 9 pt."""
+    sizes = svg_font_sizes(completed_run / "results" / "figures" / "participant_flow.svg")
+    assert sizes and min(sizes) >= 9
 
 
 def test_participant_flow_diagrams_show_the_counts_of_flow_tsv(completed_run):

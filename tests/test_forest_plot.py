@@ -123,6 +123,10 @@ def test_columns_heterogeneity_overall_test_and_knapp_hartung_as_metafor_prints_
         ("ips", DEPRESSION, "favours IPS", "favours usual services"),
         ("employed", FUNCTIONING, "worse with work", "better with work"),
         ("employed", DEPRESSION, "better with work", "worse with work"),
+        # an interaction favours no arm: a positive value is a larger benefit of work under IPS
+        # where higher scores are better, a smaller one where lower scores are better
+        ("ips:employed", FUNCTIONING, "smaller benefit of work under IPS", "larger benefit of work under IPS"),
+        ("ips:employed", DEPRESSION, "larger benefit of work under IPS", "smaller benefit of work under IPS"),
     ],
 )
 def test_favours_labels_follow_the_direction_declared_in_the_schema(term, spec, left, right):

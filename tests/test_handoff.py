@@ -93,3 +93,26 @@ def test_the_data_dictionary_workbook_has_the_same_bytes_every_time(tmp_path):
     assert (tmp_path / "one.xlsx").read_bytes() == (tmp_path / "two.xlsx").read_bytes()
     sheets_read = pd.read_excel(tmp_path / "one.xlsx", sheet_name=None, engine="openpyxl")
     assert sheets_read.keys() == {"Variables", "Categories"}
+
+
+def test_two_runs_give_byte_identical_handoff_files_stamped_from_source_date_epoch(
+    handoff, repo_root, tmp_path, monkeypatch
+):
+    pooled, first = handoff
+    schema = load_schema(repo_root / "config" / "schema.yaml")
+    # Without SOURCE_DATE_EPOCH the stamp is the fixed 2000-01-01, not the clock: both runs agree even a minute apart.
+    for reader, name in ((pyreadstat.read_dta, "pooled.dta"), (pyreadstat.read_sav, "pooled.sav")):
+        _, meta = reader(first / name, metadataonly=True)
+        assert meta.creation_time.date() == pd.Timestamp("2000-01-01").date()
+    write_handoff(pooled, schema, tmp_path / "again")
+    for path in sorted(first.iterdir()):
+        assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00:00 UTC
+    for run in ("one", "two"):
+        write_handoff(pooled, schema, tmp_path / run)
+    for name in ("pooled.dta", "pooled.sav"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    _, meta = pyreadstat.read_sav(tmp_path / "one" / "pooled.sav", metadataonly=True)
+    assert meta.creation_time == pd.Timestamp("2026-01-01 00:00:00").to_pydatetime()
+    _, meta = pyreadstat.read_dta(tmp_path / "one" / "pooled.dta", metadataonly=True)
+    assert meta.creation_time == pd.Timestamp("2026-01-01 00:00:00").to_pydatetime()

@@ -85,7 +85,7 @@ def test_truncated_binary_files(copy_of, study, table, name):
     path = f"{rules['raw_dir']}/{name}"
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 3])
-    expect_error(rules, table, "cannot be read")
+    expect_error(rules, table, "is damaged")
 
 
 def test_wrong_encoding(copy_of):

@@ -146,7 +146,7 @@ def test_two_stage_aggregate_figures_and_summary(completed_run):
             assert not (figures / "forest" / outcome / f"{stem}.png").exists()  # SVG only, as config.yaml says
     assert (figures / "participant_flow.svg").is_file() and (figures / "harmonization_status.svg").is_file()
     summary = (completed_run / "results" / "summary.md").read_text()
-    assert "| functioning | 5 | 1141 |" in summary and "0.59 (0.42, 0.77)" in summary
+    assert "| Functioning | 5 | 1141 |" in summary and "0.59 (0.42, 0.77)" in summary
     assert "(REML; inference: t (Satterthwaite))" in summary  # the demo's analysis.ddf
 
 

@@ -4,7 +4,7 @@
 first use, so that `import ipdpool` stays light (the workflow imports it at parse time).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["lmer", "meta_analysis"]
 
 

@@ -117,6 +117,7 @@ def collect_shareable(
             read_table(tables / "one_stage.tsv"),
             read_table(tables / "two_stage.tsv"),
             read_table(tables / "replication.tsv"),
+            read_table(tables / "sensitivity.tsv") if (tables / "sensitivity.tsv").exists() else None,
         )
         (out_dir / "summary.md").write_text(summary, encoding="utf-8")
         written.append(out_dir / "summary.md")

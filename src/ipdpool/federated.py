@@ -15,14 +15,24 @@ pooled tables are the same whichever way a study took part.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 
-BUNDLE_FORMAT = "ipdpool-bundle/1"
-DISCLOSURE_DEFAULTS = {"nfilter_tab": 3, "nfilter_glm": 0.33, "nfilter_subset": 3}
+BUNDLE_FORMAT = "ipdpool-bundle/2"
+BUNDLE_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "bundle.schema.json"
+DISCLOSURE_DEFAULTS = {"nfilter_tab": 3, "nfilter_glm": 0.33, "nfilter_subset": 3, "nested": "harmonize"}
+SIGNATURE_NAMESPACE = "ipdpool-bundle"
+# Cross-products are sums of squares: symmetric to rounding, and positive semi-definite. The
+# tolerances are relative to the diagonal (the matrix scaled to unit diagonal), so that they
+# hold whatever the columns' units or offsets.
+SYMMETRY_TOLERANCE = 1e-10
+PSD_TOLERANCE = 1e-8
 CATEGORICAL = ("sex", "diagnosis", "employed")
 FLOW_COLUMNS = ["study", "stage", "reason", "IPS", "SAU", "total"]
 # The rule log without its notes column: notes can quote recoded values.
@@ -38,6 +48,24 @@ STATUS_COLUMNS = [
     "values_recoded",
     "set_missing",
 ]
+
+
+FLOW_COUNTS = ["IPS", "SAU", "total"]
+STATUS_COUNTS = ["rows_in", "nonmissing_in", "nonmissing_out", "values_recoded"]
+
+
+def exact_records(frame, columns: list[str], counts: list[str]) -> list[dict]:
+    """Rows as the bundle schema types them: counts as integers (a table read back from TSV holds
+    them as floats where a cell is empty), empty cells as null."""
+    out = []
+    for row in frame[columns].to_dict("records"):
+        for column, value in row.items():
+            if isinstance(value, float) and not np.isfinite(value):
+                row[column] = None
+            elif column in counts and value is not None:
+                row[column] = int(value)
+        out.append(row)
+    return out
 
 
 class BundleError(Exception):
@@ -151,6 +179,12 @@ def disclosure_problems(statistics: dict, table1: dict, thresholds: dict) -> lis
                 problems.append(
                     f"{where}: {parameters} parameters for {n} participants, more than nfilter_glm {glm} x n"
                 )
+            for label, block in design.get("centres", {}).items():
+                if 0 < block["n"] < subset:
+                    problems.append(
+                        f"{where}, centre {label}: statistics from {block['n']} participants, "
+                        f"fewer than nfilter_subset {subset}"
+                    )
         arms = content.get("arms", {})
         for arm in ("IPS", "SAU"):
             count = arms.get(arm, {}).get("n", 0)
@@ -165,9 +199,11 @@ def disclosure_problems(statistics: dict, table1: dict, thresholds: dict) -> lis
 # ------------------------------------------------------------------ bundles
 
 
-def manifest(study: str, rule_file: Path, schema_file: Path, analysis: dict, version: str) -> dict:
+def manifest(
+    study: str, rule_file: Path, schema_file: Path, analysis: dict, version: str, release_line: str = "1"
+) -> dict:
     return {
-        "format": BUNDLE_FORMAT, "study": study, "ipdpool_version": version,
+        "format": BUNDLE_FORMAT, "study": study, "ipdpool_version": version, "release_line": release_line,
         "rule_file_sha256": sha256_file(rule_file), "schema_sha256": sha256_file(schema_file),
         "analysis_sha256": sha256_json(analysis),
     }  # fmt: skip
@@ -183,36 +219,324 @@ def make_bundle(
     return {"manifest": {**manifest_, "content_sha256": sha256_json(plain(content))}, **content}
 
 
-def check_bundle(bundle: dict, path: Path, study: str, schema_file: Path, analysis: dict, version: str) -> list[str]:
-    """What makes a received bundle unusable here: wrong format or study, tampered content, or a
-    schema, analysis configuration or package version other than the coordinator's."""
-    m = bundle.get("manifest", {})
+def strict_json(text: str, where: str):
+    """JSON as written by write_json: no NaN or Infinity, no duplicate keys (json would keep the last)."""
+
+    def no_constant(name):
+        raise BundleError(f"{where}: not strict JSON: {name} is not a number")
+
+    def unique(pairs):
+        keys = [k for k, _ in pairs]
+        duplicated = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicated:
+            raise BundleError(f"{where}: not strict JSON: key {duplicated[0]!r} appears twice in one object")
+        return dict(pairs)
+
+    try:
+        return json.loads(text, parse_constant=no_constant, object_pairs_hook=unique)
+    except ValueError as error:
+        raise BundleError(f"{where}: not valid JSON: {error}") from error
+
+
+def _exact_integer(checker, instance) -> bool:
+    # JSON Schema counts 5.0 as an integer; a count written as 5.0 was not written by ipdpool.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+STRICT_VALIDATOR = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _exact_integer),
+)
+
+
+@functools.lru_cache(maxsize=4)
+def bundle_validator(schema_file: str):
+    """The compiled bundle schema (compiling costs more than validating a bundle)."""
+    return STRICT_VALIDATOR(json.loads(Path(schema_file).read_text(encoding="utf-8")))
+
+
+def field_name(parts) -> str:
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
+def schema_problems(bundle, where: str, schema_file: Path = BUNDLE_SCHEMA) -> list[str]:
+    """One sentence per place where the bundle breaks the bundle schema (the deepest cause of each)."""
+    validator = bundle_validator(str(schema_file))
     problems = []
-    if m.get("format") != BUNDLE_FORMAT:
-        return [f"bundle {path}: not an ipdpool bundle (format {m.get('format')!r}, expected {BUNDLE_FORMAT!r})"]
-    content = {k: bundle.get(k) for k in ("statistics", "table1", "flow", "status")}
-    if m.get("content_sha256") != sha256_json(content):
-        problems.append(f"bundle {path}: content does not match its manifest checksum (changed after it was written)")
-    if m.get("study") != study or (bundle.get("statistics") or {}).get("study") != study:
-        problems.append(f"bundle {path}: holds study {m.get('study')!r}, configured as {study!r}")
-    if m.get("schema_sha256") != sha256_file(schema_file):
-        problems.append(f"bundle {path}: harmonized with another schema than {schema_file} (SHA-256 differs)")
-    if m.get("analysis_sha256") != sha256_json(analysis):
-        problems.append(f"bundle {path}: computed for another analysis configuration (the `analysis` section differs)")
-    if m.get("ipdpool_version") != version:
+    for error in sorted(validator.iter_errors(bundle), key=lambda e: [str(p) for p in e.absolute_path]):
+        cause = jsonschema.exceptions.best_match([error])
+        value = cause.instance
+        shown = (
+            json.dumps(value) if isinstance(value, (int, float, str, bool)) or value is None else type(value).__name__
+        )
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
         problems.append(
-            f"bundle {path}: written by ipdpool {m.get('ipdpool_version')}, this is {version}; "
+            f"{where}, field {field_name(cause.absolute_path)}: {shown} fails the bundle schema "
+            f"({cause.validator}: {_short(cause)})"
+        )
+    return problems
+
+
+def _short(error) -> str:
+    rule = error.validator_value
+    if error.validator in ("type", "const", "minimum", "pattern", "enum", "minItems", "minLength"):
+        return f"{error.validator} {json.dumps(rule)}"
+    if error.validator in ("required", "additionalProperties"):
+        return error.message.split(" (")[0][:120]
+    return error.validator
+
+
+def matrix_problems(block: dict, field: str, size: int, where: str) -> list[str]:
+    """A cross-product block: square of the design's size, symmetric and positive semi-definite
+    within SYMMETRY_TOLERANCE and PSD_TOLERANCE (relative to its diagonal), products[0][0] equal
+    to n (the intercept's own cross-product is the count, whether products are about 0 or about
+    the reference, whose intercept entry is 0), and a reference of the same size with 0 first."""
+    products = block["products"]
+    if len(products) != size or any(len(row) != size for row in products):
+        return [f"{where}, field {field}.products: not a {size} x {size} matrix (one row and column per name)"]
+    problems = []
+    reference = block.get("reference")
+    if reference is not None and (len(reference) != size or reference[0] != 0):
+        problems.append(f"{where}, field {field}.reference: needs {size} numbers, the first (intercept) 0")
+    matrix = np.asarray(products, float)
+    diagonal = np.diag(matrix)
+    if (diagonal < 0).any():
+        j = int(np.argmin(diagonal))
+        return problems + [f"{where}, field {field}.products[{j}][{j}]: a sum of squares is negative"]
+    if matrix[0, 0] != block["n"]:
+        problems.append(
+            f"{where}, field {field}.n: {block['n']} disagrees with the count in its products[0][0] ({matrix[0, 0]:g})"
+        )
+    scale = np.sqrt(np.outer(diagonal, diagonal))
+    scaled = np.divide(matrix, scale, out=np.zeros_like(matrix), where=scale > 0)
+    if (np.abs(matrix)[scale == 0] > 0).any():
+        problems.append(f"{where}, field {field}.products: a column with no sum of squares has non-zero cross-products")
+    asymmetry = np.abs(scaled - scaled.T).max()
+    if asymmetry > SYMMETRY_TOLERANCE:
+        i, j = np.unravel_index(np.argmax(np.abs(scaled - scaled.T)), scaled.shape)
+        problems.append(
+            f"{where}, field {field}.products: not symmetric (entries [{i}][{j}] and [{j}][{i}] differ by "
+            f"{asymmetry:.2g} of their scale, tolerance {SYMMETRY_TOLERANCE:g})"
+        )
+    elif np.linalg.eigvalsh((scaled + scaled.T) / 2).min() < -PSD_TOLERANCE:
+        problems.append(
+            f"{where}, field {field}.products: not positive semi-definite (no data give these cross-products; "
+            f"tolerance {PSD_TOLERANCE:g} relative to the diagonal)"
+        )
+    return problems
+
+
+def design_problems(design: dict, field: str, limit: int, where: str) -> list[str]:
+    size = len(design["names"])
+    problems = matrix_problems(design, field, size, where)
+    if design["n"] > limit:
+        problems.append(f"{where}, field {field}.n: {design['n']} exceeds the outcome's {limit} follow-up scores")
+    centres = design.get("centres", {})
+    for label, block in centres.items():
+        problems += matrix_problems(block, f"{field}.centres.{label}", size, where)
+    if centres and sum(block["n"] for block in centres.values()) != design["n"]:
+        problems.append(f"{where}, field {field}.centres: the centres' n do not add up to the design's n")
+    return problems
+
+
+def count_problems(bundle: dict, where: str) -> list[str]:
+    """Counts that must agree with each other: arms with the study's n, every outcome's counts with it."""
+    statistics, table1, problems = bundle["statistics"], bundle["table1"], []
+    n = statistics["n"]
+    if table1["IPS"]["n"] + table1["SAU"]["n"] != n:
+        problems.append(f"{where}, field statistics.n: {n} is not the sum of table1's arms")
+    for outcome, content in statistics["outcomes"].items():
+        field = f"statistics.outcomes.{outcome}"
+        if content["n_followup"] > n:
+            problems.append(f"{where}, field {field}.n_followup: {content['n_followup']} exceeds the study's n {n}")
+        for arm in ("IPS", "SAU"):
+            if content.get("arms") and content["arms"][arm]["n"] > table1[arm]["n"]:
+                problems.append(f"{where}, field {field}.arms.{arm}.n: exceeds the arm's {table1[arm]['n']}")
+        for key, design in content["designs"].items():
+            problems += design_problems(design, f"{field}.designs.{key}", content["n_followup"], where)
+    return problems
+
+
+def manifest_problems(
+    bundle: dict, where: str, study: str, schema_file: Path, analysis: dict, version: str
+) -> list[str]:
+    """Tampered content, or a study, schema, analysis configuration or package version other than the coordinator's."""
+    m, problems = bundle["manifest"], []
+    content = {k: bundle[k] for k in ("statistics", "table1", "flow", "status")}
+    if m["content_sha256"] != sha256_json(content):
+        problems.append(
+            f"{where}, field manifest.content_sha256: does not match the content (changed after it was written)"
+        )
+    if m["study"] != study or bundle["statistics"]["study"] != study:
+        problems.append(f"{where}, field manifest.study: holds study {m['study']!r}, configured as {study!r}")
+    if m["schema_sha256"] != sha256_file(schema_file):
+        problems.append(f"{where}, field manifest.schema_sha256: harmonized with another schema than {schema_file}")
+    if m["analysis_sha256"] != sha256_json(analysis):
+        problems.append(
+            f"{where}, field manifest.analysis_sha256: computed for another analysis configuration "
+            "(the `analysis` section differs)"
+        )
+    if m["ipdpool_version"] != version:
+        problems.append(
+            f"{where}, field manifest.ipdpool_version: written by ipdpool {m['ipdpool_version']}, this is {version}; "
             "mixed versions are refused"
         )
     return problems
 
 
-def read_bundle(path: Path, study: str, schema_file: Path, analysis: dict, version: str) -> dict:
+def check_bundle(
+    bundle, path: Path, study: str, schema_file: Path, analysis: dict, version: str, bundle_schema: Path = BUNDLE_SCHEMA
+) -> list[str]:
+    """Every reason this bundle is unusable here, one sentence each naming study, file and field."""
+    where = f"study {study}: bundle {path}"
+    fmt = (
+        bundle.get("manifest", {}).get("format")
+        if isinstance(bundle, dict) and isinstance(bundle.get("manifest"), dict)
+        else None
+    )
+    if fmt != BUNDLE_FORMAT:
+        return [f"{where}, field manifest.format: not an ipdpool bundle of format {BUNDLE_FORMAT!r} (found {fmt!r})"]
+    problems = schema_problems(bundle, where, bundle_schema)
+    if problems:
+        return problems
+    return manifest_problems(bundle, where, study, schema_file, analysis, version) + count_problems(bundle, where)
+
+
+def refused_designs(bundle: dict, path: Path, study: str, analysis: dict) -> dict[str, dict[str, str]]:
+    """outcome -> {model/design: why the study takes no part in it}, for every configured design the
+    bundle does not hold: withheld by the site (its reason) or missing. Never silent: the reasons
+    go to the import log and to the warnings of the affected result rows."""
+    from .releases import design_keys
+
+    out: dict[str, dict[str, str]] = {}
+    outcomes = bundle["statistics"]["outcomes"]
+    for outcome, key, _ in design_keys(analysis):
+        content = outcomes.get(outcome, {})
+        if key in content.get("designs", {}):
+            continue
+        reason = content.get("withheld", {}).get(key, "missing from the bundle")
+        out.setdefault(outcome, {})[key] = (
+            f"study {study} refused for model {key} of outcome {outcome} (bundle {path}): {reason}"
+        )
+    return out
+
+
+def verify_signature(path: Path, study: str, settings: dict) -> str:
+    """How the bundle's authenticity was established, or BundleError. A detached signature
+    `<bundle>.sig` is verified with `ssh-keygen -Y verify` against `allowed_signers` (principal: the
+    study id) or with GnuPG against `gpg_keyring` (the signing key's fingerprint must be the one
+    configured for the study); without either, the bundle is refused unless the configuration
+    acknowledges unsigned bundles with a reason."""
+    path, signature = Path(path), Path(f"{path}.sig")
+    where = f"study {study}: bundle {path}"
+    signers = settings.get("signatures", {})
+    if not signers:
+        if settings.get("unsigned") == "acknowledged":
+            return f"UNSIGNED, accepted because federated.unsigned is acknowledged: {settings['unsigned_reason']}"
+        raise BundleError(
+            f"{where}: no signature check is configured (federated.signatures); unsigned bundles are refused "
+            "unless federated.unsigned is 'acknowledged' with federated.unsigned_reason"
+        )
+    if not signature.is_file():
+        raise BundleError(
+            f"{where}: has no detached signature {signature.name} beside it; unsigned bundles are refused"
+        )
+    if "allowed_signers" in signers:
+        done = subprocess.run(
+            ["ssh-keygen", "-Y", "verify", "-f", str(signers["allowed_signers"]), "-I", study,
+             "-n", SIGNATURE_NAMESPACE, "-s", str(signature)],
+            stdin=path.open("rb"), capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise BundleError(
+                f"{where}: signature {signature.name} is not a valid signature by {study} in "
+                f"{signers['allowed_signers']} (ssh-keygen -Y verify: {done.stderr.strip() or done.stdout.strip()})"
+            )
+        return f"signed by {study}, verified with ssh-keygen -Y against {signers['allowed_signers']}"
+    expected = signers.get("gpg_fingerprints", {}).get(study)
+    if not expected:
+        raise BundleError(
+            f"{where}: no GnuPG fingerprint configured for {study} in federated.signatures.gpg_fingerprints"
+        )
+    done = subprocess.run(
+        ["gpg", "--batch", "--no-default-keyring", "--keyring", str(Path(signers["gpg_keyring"]).resolve()),
+         "--status-fd", "1", "--verify", str(signature), str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    valid = [line.split()[2] for line in done.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG ")]
+    if done.returncode != 0 or expected.replace(" ", "").upper() not in valid:
+        raise BundleError(
+            f"{where}: signature {signature.name} is not a valid GnuPG signature by {study}'s key {expected} "
+            f"in {signers['gpg_keyring']}"
+        )
+    return f"signed by {study}, verified with GnuPG against {signers['gpg_keyring']} (key {expected})"
+
+
+def read_bundle(
+    path: Path, study: str, schema_file: Path, analysis: dict, version: str, bundle_schema: Path = BUNDLE_SCHEMA
+) -> dict:
+    where = f"study {study}: bundle {path}"
     try:
-        bundle = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, ValueError) as error:
-        raise BundleError(f"study {study}: bundle {path} cannot be read: {error}") from error
-    problems = check_bundle(bundle, path, study, schema_file, analysis, version)
+        raise BundleError(f"{where} cannot be read: {error}") from error
+    bundle = strict_json(text, where)
+    problems = check_bundle(bundle, path, study, schema_file, analysis, version, bundle_schema)
     if problems:
         raise BundleError(f"study {study}: bundle refused:\n" + "\n".join(problems))
     return bundle
+
+
+def sign_bundle(path: Path, key_file: Path) -> Path:
+    """`<bundle>.sig`: an OpenSSH detached signature (namespace ipdpool-bundle) with the site's key."""
+    signature = Path(f"{path}.sig")
+    signature.unlink(missing_ok=True)  # ssh-keygen will not overwrite one
+    done = subprocess.run(
+        ["ssh-keygen", "-Y", "sign", "-f", str(key_file), "-n", SIGNATURE_NAMESPACE, str(path)],
+        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise BundleError(f"bundle {path}: signing with {key_file} failed: {done.stderr.strip()}")
+    return signature
+
+
+def bundle_rows(statistics: dict[str, dict]) -> list[dict]:
+    """One row per imported bundle for the report: file, authenticity, release line, designs refused."""
+    rows = []
+    for study, content in sorted(statistics.items()):
+        about = content.get("bundle", {})
+        refused = [m for o in content["outcomes"].values() for m in o.get("refused", {}).values()]
+        harmonized = sum(len(o.get("harmonized", {})) for o in content["outcomes"].values())
+        rows.append(
+            {
+                "study": study, "file": about.get("file", ""), "authenticity": about.get("authenticity", ""),
+                "release_line": about.get("release_line", ""), "designs_harmonized": harmonized,
+                "designs_refused": len(refused), "refusals": "; ".join(refused),
+            }
+        )  # fmt: skip
+    return rows
+
+
+def refusal_notes(statistics: dict[str, dict], outcome: str) -> dict[str, list[str]]:
+    """model/design -> messages of the studies refused for it (for the warnings of its result rows)."""
+    notes: dict[str, list[str]] = {}
+    for content in statistics.values():
+        for key, message in content["outcomes"].get(outcome, {}).get("refused", {}).items():
+            notes.setdefault(key, []).append(message)
+    return notes
+
+
+def annotate_refusals(table, notes: dict[str, list[str]]):
+    """The table with each row's warnings extended by the refusals of its model and design (the
+    `model` column names the variant: unadjusted, covariates and within_between use their own
+    design, every other variant and the two-stage tables the primary one)."""
+    if not notes or not len(table):
+        return table
+    out = table.copy()
+    variants = out["model"] if "model" in out else ["primary"] * len(out)
+    designs = [v if v in ("unadjusted", "covariates", "within_between") else "primary" for v in variants]
+    extra = ["; ".join(notes.get(f"{c}/{d}", [])) for c, d in zip(out["contrast"], designs)]
+    warnings = out["warnings"].fillna("").astype(str)
+    out["warnings"] = ["; ".join(part for part in (w, e) if part) for w, e in zip(warnings, extra)]
+    return out

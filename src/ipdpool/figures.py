@@ -4,6 +4,7 @@ distributions of each study, saved in the formats the config lists (SVG, PNG).""
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -277,103 +278,124 @@ def whole(value):
     return None if missing(value) else int(value)
 
 
-# Reasons for exclusion from an outcome's analysis, in the order the diagram lists them.
-EXCLUSIONS = ["no baseline score", "no follow-up score", "employment unknown", "outcome not measured in this study"]
+# The outcome columns of the diagram's table: why participants who reached the outcome's stage
+# were left out (flow.tsv's reasons, in the order they apply), then those analysed.
+FLOW_COLUMNS = (
+    ("O: not collected", "outcome not measured in this study", "Not measured\nin the study"),
+    ("O: excluded", "no baseline score", "No baseline\nscore"),
+    ("O: excluded", "no follow-up score", "No follow-up\nscore"),
+    ("O: analysable", "baseline, follow-up and employment known", "Analysed"),
+)
+ARM_NAMES = {"IPS": "IPS", "SAU": "usual services"}
+FLOW_WIDTH = 9.0  # inches: shown at this size in the report, so 9-pt text reads as 9 pt
 
 
-def flow_figure(flow: pd.DataFrame, stem: Path, study: str = "all", **saving) -> None:
+def flow_figure(flow: pd.DataFrame, stem: Path, study: str = "all", outcomes: dict | None = None, **saving) -> None:
     """flow_diagram saved in each format (`saving`: formats and dpi, as for save)."""
-    save(flow_diagram(flow, study), stem, **saving)
+    save(flow_diagram(flow, study, outcomes), stem, **saving)
 
 
-def flow_diagram(flow: pd.DataFrame, study: str = "all") -> plt.Figure:
-    """CONSORT / PRISMA-IPD diagram for one study (or "all"): randomized, allocated by arm,
-    follow-up and employment known, then per outcome the participants analysed, with every
-    exclusion branching off to the side with its reason."""
+def flow_diagram(flow: pd.DataFrame, study: str = "all", outcomes: dict | None = None) -> plt.Figure:
+    """CONSORT 2010 / PRISMA-IPD diagram for one study (or "all"). Per arm a chain of boxes, each
+    the one above minus the exclusion beside the arrow between them: allocated, followed up,
+    followed up with employment known; employment ascertainment of all allocated as a branch of
+    its own; then a table per outcome of those excluded (by reason, in words) and analysed."""
     counts = flow_counts(flow, study)
-    stages = list(dict.fromkeys(stage for stage, _ in counts))
-    outcomes = list(dict.fromkeys(s.split(":")[0] for s in stages if ":" in s))
+    names = list(dict.fromkeys(s.split(":")[0] for s, _ in counts if ":" in s))
+    names.sort(key=lambda name: list(outcomes or {}).index(name) if name in (outcomes or {}) else len(names))
+    height = 5.5 + 0.3 * max(len(names) - 1, 0)
+    figure = plt.figure(figsize=(FLOW_WIDTH, height))
+    axis = figure.add_axes((0, 0, 1, 1))
+    axis.set_xlim(0, FLOW_WIDTH)
+    axis.set_ylim(0, height)
+    axis.axis("off")
 
     def n(stage, reason, arm):
         value = counts.get((stage, reason), {}).get(arm)
-        return "n/a" if value is None else f"{value:,}" if isinstance(value, int) else value
+        return "-" if value is None else f"{value:,}" if isinstance(value, int) else value
 
+    def box(x, y, text, gid, colour="#e8f0fa", edge="#4a6fa5", ha="center"):
+        style = {"boxstyle": "round,pad=0.35", "fc": colour, "ec": edge}
+        axis.text(x, y, text, ha=ha, va="center", fontsize=9, bbox=style, gid=gid)
+
+    def arrow(start, end, dashed=False):
+        props = {"arrowstyle": "->", "color": "#555555", "linestyle": "--" if dashed else "-"}
+        axis.annotate("", xy=end, xytext=start, arrowprops=props)
+
+    exclusion = {"colour": "#fbeaea", "edge": "#b05050", "ha": "left"}
+    top = height - 0.35
     randomized = ("randomized participants", "unique participant ids in the participants table")
-    figure, axis = plt.subplots(figsize=(14, 3.4 + 0.3 * len(outcomes)))
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0.12, 1)
-    axis.axis("off")
-    main = {
-        "ha": "center",
-        "va": "center",
-        "fontsize": 9,
-        "bbox": {"boxstyle": "round,pad=0.4", "fc": "#e8f0fa", "ec": "#4a6fa5"},
-    }
-    side = {
-        "ha": "left",
-        "va": "center",
-        "fontsize": 8,
-        "bbox": {"boxstyle": "round,pad=0.4", "fc": "#fbeaea", "ec": "#b05050"},
-    }
-    arrow = {"arrowstyle": "->", "color": "#555555"}
-    title = "all studies" if study == "all" else f"study {study}"
-    axis.text(0.5, 0.95, f"Randomized (n = {n(*randomized, 'total')})", **main, gid="randomized")
-    for column, arm, name in ((0.13, "IPS", "IPS"), (0.6, "SAU", "usual services")):
-        axis.annotate("", xy=(column, 0.83), xytext=(0.5, 0.92), arrowprops=arrow)
-        axis.text(column, 0.8, f"Allocated to {name} (n = {n(*randomized, arm)})", **main, gid=f"allocated-{arm}")
-        followed = n("with a follow-up assessment", "", arm)
-        known = n("employment known", "", arm)
-        axis.annotate("", xy=(column, 0.66), xytext=(column, 0.77), arrowprops=arrow)
-        axis.text(
-            column,
-            0.63,
-            f"Follow-up assessment (n = {followed})\nEmployment during follow-up known (n = {known})",
-            **main,
-            gid=f"followup-{arm}",
+    box(FLOW_WIDTH / 2, top, f"Randomized (n = {n(*randomized, 'total')})", "randomized")
+    for half, arm in enumerate(("IPS", "SAU")):
+        x = 1.0 + half * FLOW_WIDTH / 2  # the chain's centre; exclusions to its right
+        side = x + 0.95
+        rows = (top - 0.85, top - 2.05, top - 3.25)
+        arrow((FLOW_WIDTH / 2, top - 0.2), (x, rows[0] + 0.25))
+        box(x, rows[0], f"Allocated to\n{ARM_NAMES[arm]}\n(n = {n(*randomized, arm)})", f"allocated-{arm}")
+        arrow((x + 0.62, rows[0]), (side, rows[0]), dashed=True)
+        known, unknown = n("employment known", "", arm), n("employment unknown", "records cannot tell", arm)
+        box(
+            side,
+            rows[0],
+            f"Employment ascertained:\nknown (n = {known}),\nunknown (n = {unknown})",
+            f"ascertained-{arm}",
+            colour="#f2f2f2",
+            edge="#888888",
+            ha="left",
         )
         lost = n("without a follow-up assessment", "no follow-up assessment in the window", arm)
-        unknown = n("employment unknown", "records cannot tell", arm)
-        axis.annotate("", xy=(column + 0.1, 0.715), xytext=(column, 0.715), arrowprops=arrow)
-        axis.text(
-            column + 0.105,
-            0.715,
-            f"No follow-up in the window (n = {lost})\nEmployment unknown (n = {unknown})",
-            **side,
-            gid=f"lost-{arm}",
+        unknown = n("followed up, employment unknown", "records cannot tell", arm)
+        for (upper, lower), text, gid in (
+            (rows[:2], f"No follow-up assessment\nin the window\n(n = {lost})", f"lost-{arm}"),
+            (rows[1:], f"Employment during\nfollow-up unknown\n(n = {unknown})", f"unknown-{arm}"),
+        ):
+            middle = (upper + lower) / 2 - 0.12  # clear of the ascertainment box
+            arrow((x, upper - 0.35), (x, lower + 0.25))
+            arrow((x, middle), (side, middle))
+            box(side, middle, text, gid, **exclusion)
+        box(x, rows[1], f"Followed up (n = {n('with a follow-up assessment', '', arm)})", f"followed-{arm}")
+        box(
+            x,
+            rows[2],
+            f"Followed up, employment\nknown (n = {n('followed up, employment known', '', arm)})",
+            f"known-{arm}",
         )
-        analysed, excluded = [], []
-        for outcome in outcomes:
-            label = outcome.replace("_", " ")
-            if (f"{outcome}: analysable", "baseline, follow-up and employment known") not in counts:
-                analysed.append(f"{label}: not collected")
-                continue
-            analysed.append(
-                f"{label}: n = {n(f'{outcome}: analysable', 'baseline, follow-up and employment known', arm)}"
-            )
-            stages = [(f"{outcome}: excluded", reason) for reason in EXCLUSIONS[:-1]] + [
-                (f"{outcome}: not collected", EXCLUSIONS[-1])
-            ]
-            excluded.append(f"{label}: " + " / ".join(n(*stage, arm) if stage in counts else "-" for stage in stages))
-        axis.annotate("", xy=(column, 0.485), xytext=(column, 0.58), arrowprops=arrow)
-        axis.text(
-            column,
-            0.47,
-            "Analysed (baseline, follow-up and\nemployment known)\n" + "\n".join(analysed),
-            **{**main, "va": "top", "fontsize": 8, "bbox": {**main["bbox"], "fc": "#eaf7ea", "ec": "#4c9a2a"}},
-            gid=f"analysed-{arm}",
-        )
-        axis.annotate("", xy=(column + 0.1, 0.545), xytext=(column, 0.545), arrowprops=arrow)
-        axis.text(
-            column + 0.105,
-            0.56,
-            "Excluded from analysis: no baseline score /\n"
-            "no follow-up score / employment unknown /\n"
-            "not collected in the study\n" + "\n".join(excluded),
-            **{**side, "va": "top", "fontsize": 7.5},
-            gid=f"excluded-{arm}",
-        )
-    axis.set_title(f"Participant flow, {title}", fontsize=11)
+        arrow((x, rows[2] - 0.3), (x, rows[2] - 0.65))
+    outcome_table(axis, counts, names, outcomes or {}, n, top - 4.05)
+    title = "all studies" if study == "all" else f"study {study}"
+    axis.text(0.1, top, f"Participant flow,\n{title}", fontsize=10, va="center", weight="bold", gid="title")
     return figure
+
+
+def outcome_table(axis, counts: dict, names: list[str], outcomes: dict, n, top: float) -> None:
+    """Per outcome and arm: those of the box above excluded by each reason, and those analysed."""
+    width, gap = 0.86, 0.2
+    label_width = FLOW_WIDTH - 8 * width - gap - 0.1
+    axis.text(0.1, top - 0.25, "Outcome", fontsize=9, weight="bold", va="center")
+    for half, arm in enumerate(("IPS", "SAU")):
+        start = label_width + half * (4 * width + gap)
+        axis.text(start + 2 * width, top + 0.05, ARM_NAMES[arm], fontsize=9, weight="bold", ha="center")
+        axis.plot([start + 0.05, start + 4 * width - 0.05], [top - 0.02] * 2, color="#555555", lw=0.8)
+        for column, (_, _, header) in enumerate(FLOW_COLUMNS):
+            axis.text(start + (column + 0.9) * width, top - 0.25, header, fontsize=9, ha="right", va="center")
+    axis.plot([0.1, FLOW_WIDTH - 0.1], [top - 0.5] * 2, color="#555555", lw=0.8)
+    for row, name in enumerate(names):
+        y = top - 0.7 - 0.3 * row
+        axis.text(0.1, y, outcome_label(name, outcomes.get(name)), fontsize=9, va="center", gid=f"outcome-{row}")
+        for half, arm in enumerate(("IPS", "SAU")):
+            start = label_width + half * (4 * width + gap)
+            for column, (stage, reason, _) in enumerate(FLOW_COLUMNS):
+                key = (stage.replace("O", name, 1), reason)
+                axis.text(
+                    start + (column + 0.9) * width,
+                    y,
+                    n(*key, arm) if key in counts else "-",
+                    fontsize=9,
+                    ha="right",
+                    va="center",
+                    family="monospace",
+                    gid=f"cell-{name}-{arm}-{column}",
+                )
 
 
 def status_figure(status: pd.DataFrame, stem: Path, **saving) -> None:
@@ -404,12 +426,12 @@ def distributions_figure(counts: list[dict], study: str) -> plt.Figure:
         panels.setdefault(row["variable"], []).append(row)
     columns = 4
     rows = max(1, math.ceil(len(panels) / columns))
-    height = 2.8 * rows
+    height = 3.0 * rows + 0.4
     # Fixed margins instead of tight_layout, which measured every tick label (half the drawing time):
-    # the grid is regular and tick labels are capped at 14 characters.
+    # the grid is regular and category labels are wrapped to at most two lines of 12 characters.
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, height), squeeze=False)
     figure.subplots_adjust(
-        left=0.04, right=0.99, top=1 - 0.85 / height, bottom=0.9 / height, wspace=0.25, hspace=1.1 / 1.7
+        left=0.04, right=0.99, top=1 - 1.1 / height, bottom=1.0 / height, wspace=0.25, hspace=1.3 / 1.7
     )
     for axis, (variable, panel) in zip(axes.flat, panels.items()):
         sides = {side: [row for row in panel if row["side"] == side] for side in ("raw", "harmonized")}
@@ -418,10 +440,15 @@ def distributions_figure(counts: list[dict], study: str) -> plt.Figure:
         else:
             _histograms(axis, sides["raw"], sides["harmonized"])
         axis.set_title(variable, fontsize=9)
-        axis.tick_params(labelsize=7)
+        axis.tick_params(labelsize=8)
     for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
-    figure.suptitle(f"{study}: raw (grey) and harmonized (blue) values; missing excluded", fontsize=11)
+    figure.suptitle(f"{study}: raw and harmonized values; missing excluded", fontsize=11)
+    handles = [
+        matplotlib.patches.Patch(color="0.6", label="raw, as delivered (after missing-value codes)"),
+        matplotlib.patches.Patch(color="tab:blue", label="harmonized"),
+    ]
+    figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.45 / height), ncol=2, fontsize=9)
     return figure
 
 
@@ -436,7 +463,19 @@ def _bars(axis, raw: list[dict], harmonized: list[dict]) -> None:
         label="harmonized",
     )
     axis.set_xticks(range(len(labels)))
-    axis.set_xticklabels([str(label)[:14] for label in labels], rotation=60, ha="right")
+    axis.set_xticklabels([category_label(label) for label in labels], rotation=60, ha="right", rotation_mode="anchor")
+
+
+def category_label(label) -> str:
+    """A category's label whole, wrapped to two lines; beyond 24 characters shortened with an
+    ellipsis (the full value is in the harmonization summary)."""
+    text = str(label)
+    if len(text) > 24:
+        text = text[:23] + "\u2026"
+    if len(text) <= 12:
+        return text
+    lines = textwrap.wrap(text.replace("_", "_ "), 14, break_long_words=True)  # also break after "_"
+    return "\n".join(line.replace("_ ", "_") for line in lines[:2])
 
 
 def _histograms(axis, raw: list[dict], harmonized: list[dict]) -> None:

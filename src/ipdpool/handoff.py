@@ -8,6 +8,7 @@ Participant-level like the harmonized data: written owner-only (0600), never sha
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -144,6 +145,40 @@ def datapackage(schema: dict, csv_name: str) -> dict:
     }
 
 
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # not the locale's
+SAV_DATE = slice(92, 101)  # the SPSS header's creation date ("05 Dec 26") and time ("03:55:09")
+SAV_TIME = slice(101, 109)
+
+
+def write_time() -> dt.datetime:
+    """The time stamped into hand-off files: SOURCE_DATE_EPOCH (the reproducible-builds convention) when
+    set, else 2000-01-01 00:00 UTC as in the dictionary workbook; never the clock, so that the same
+    pooled data give the same bytes on every run."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch and not epoch.isdigit():
+        raise ValueError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970-01-01 UTC, not {epoch!r}")
+    return dt.datetime.fromtimestamp(int(epoch) if epoch else 946684800, dt.UTC)
+
+
+def stamp_write_time(path: Path, when: dt.datetime) -> None:
+    """Overwrite the write time ReadStat puts in a .dta (<timestamp>, "dd Mon yyyy hh:mm") or .sav
+    header (pyreadstat has no option for it: ReadStat takes the clock)."""
+    data = bytearray(Path(path).read_bytes())
+    month = MONTHS[when.month - 1]
+    if data.startswith(b"<stata_dta>"):
+        start = data.index(b"<timestamp>", 0, 400) + len(b"<timestamp>")
+        stamp = f"{when.day:02d} {month} {when.year:04d} {when.hour:02d}:{when.minute:02d}".encode("ascii")
+        if data[start] != len(stamp):
+            raise ValueError(f"{path}: unexpected Stata timestamp field")
+        data[start + 1 : start + 1 + len(stamp)] = stamp
+    elif data.startswith(b"$FL2"):
+        data[SAV_DATE] = f"{when.day:02d} {month} {when.year % 100:02d}".encode("ascii")
+        data[SAV_TIME] = when.strftime("%H:%M:%S").encode("ascii")
+    else:
+        raise ValueError(f"{path}: neither a Stata 118/119 nor an SPSS .sav file")
+    Path(path).write_bytes(bytes(data))
+
+
 def private(path: Path) -> Path:
     os.chmod(path, 0o600)
     return path
@@ -162,6 +197,8 @@ def write_handoff(pooled: pd.DataFrame, schema: dict, out_dir: Path) -> list[Pat
     )
     pyreadstat.write_sav(numeric, out_dir / "pooled.sav", column_labels=column_labels, variable_value_labels=codes)
     written += [out_dir / "pooled.dta", out_dir / "pooled.sav"]
+    for path in written:
+        stamp_write_time(path, write_time())
     as_categoricals(pooled, schema).to_parquet(out_dir / "pooled.parquet", index=False)
     csv = numeric.copy()
     for name in csv.columns:  # whole numbers print without ".0"

@@ -14,9 +14,12 @@ CONTRAST_LABELS = {
     "employed_in_IPS": "worked vs not, IPS",
     "ips_in_not_employed": "IPS vs usual services, not working",
 }
-# Contrasts of IPS against usual services (a positive interaction: work goes with higher scores
-# under IPS than under usual services); the others compare those who worked with those who did not.
-IPS_CONTRASTS = {"ips", "ips_in_not_employed", "ips:employed"}
+# Contrasts of IPS against usual services; the interaction (below) compares the effect of work
+# between the arms; the others compare those who worked with those who did not.
+IPS_CONTRASTS = {"ips", "ips_in_not_employed"}
+# A positive IPS x work interaction: work goes with higher scores under IPS than under usual
+# services. It favours no arm; what it means depends on whether higher scores are better.
+INTERACTION = "ips:employed"
 
 
 def contrast_label(term: str) -> str:
@@ -36,7 +39,9 @@ def favours(term: str, spec: dict) -> tuple[str, str]:
     if better not in ("higher", "lower"):  # no direction declared: say what the sign means instead
         construct = spec.get("construct", "score")
         return f"lower {construct}", f"higher {construct}"
-    if term in IPS_CONTRASTS:
+    if term == INTERACTION:
+        left, right = "smaller benefit of work under IPS", "larger benefit of work under IPS"
+    elif term in IPS_CONTRASTS:
         left, right = "favours usual services", "favours IPS"
     else:
         left, right = "worse with work", "better with work"
@@ -51,3 +56,9 @@ def figure_labels(outcome: str, term: str, outcomes: dict) -> dict[str, str]:
 def slug(term: str) -> str:
     """A file-name-safe form of a contrast name ("ips:employed" -> "ips_x_employed")."""
     return term.replace(":", "_x_")
+
+
+def in_order(present, outcomes: dict) -> list[str]:
+    """The outcomes present, in the schema's order (any others after them, sorted), so that
+    the order of the input rows does not matter."""
+    return [o for o in outcomes if o in present] + sorted(o for o in present if o not in outcomes)

@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import re
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,95 @@ def mojibake_warnings(
 # ------------------------------------------------------------ SPSS, Stata, SAS (pyreadstat)
 
 
+# ------------------------------------------------------------ damaged files
+# pyreadstat reads some files cut short without an error: a Stata file loses the value labels at its end,
+# a portable or transport file its last rows. Each format's own structure says whether the file is whole;
+# these checks run before the file is parsed, so a damaged file never reaches a rule. (SPSS .sav/.zsav:
+# the header's row count, checked after reading; spreadsheets: the zip directory at the end.)
+
+SAS7BDAT_MAGIC = bytes(12) + bytes.fromhex("c2ea8160b31411cfbd92080009c7318c181f1011")
+STATA_WIDTH = {251: 1, 252: 2, 253: 4, 254: 4, 255: 8}  # byte, int, long, float, double (formats 113-115)
+
+
+def _old_stata_complete(handle, size: int) -> bool:
+    """Whether a Stata file of format 113-115 (Stata 8-12) ends where its value-label tables end: its
+    header, descriptors and data, then each table (length, name, padding, contents) up to the last byte."""
+    head = handle.read(109)
+    if len(head) < 109 or head[0] not in (113, 114, 115) or head[1] not in (1, 2):
+        return True  # older formats are rare; pyreadstat's own checks apply
+    order = "<" if head[1] == 2 else ">"
+    nvar, nobs = struct.unpack(order + "Hi", head[4:10])
+    types = handle.read(nvar)
+    fmt_width = 12 if head[0] == 113 else 49
+    at = 109 + nvar + 33 * nvar + 2 * (nvar + 1) + fmt_width * nvar + 33 * nvar + 81 * nvar
+
+    def int32_at(offset: int) -> int | None:
+        handle.seek(offset)
+        raw = handle.read(4)
+        return struct.unpack(order + "i", raw)[0] if len(raw) == 4 else None
+
+    while True:  # expansion fields: type byte, int32 length, contents; type 0 ends them
+        handle.seek(at)
+        kind, length = handle.read(1), int32_at(at + 1)
+        if not kind or length is None:
+            return False
+        at += 5 + length
+        if kind == b"\0":
+            break
+    at += nobs * sum(STATA_WIDTH.get(t, t) for t in types)
+    while at < size:
+        length = int32_at(at)
+        if length is None or at + 40 > size:
+            return False
+        at += 40 + length
+    return at == size
+
+
+def _sas7bdat_complete(handle, size: int) -> bool:
+    """Whether a SAS7BDAT file is as long as its header says: header length + pages x page size."""
+    head = handle.read(220)
+    if len(head) < 220 or head[:32] != SAS7BDAT_MAGIC:
+        return False
+    wide = 4 if head[32] == 0x33 else 0  # 64-bit page count
+    shift = 4 if head[35] == 0x33 else 0
+    order = "<" if head[37] == 1 else ">"
+    header, page = struct.unpack(order + "ii", head[196 + shift : 204 + shift])
+    pages = struct.unpack(order + ("q" if wide else "i"), head[204 + shift : 208 + shift + wide])[0]
+    return size == header + page * pages
+
+
+def _tail(handle, size: int, n: int) -> bytes:
+    handle.seek(max(0, size - n))
+    return handle.read()
+
+
+def damage(path: Path) -> str | None:
+    """Why a raw file is not whole (cut short, or its ending lost), or None when its format's structure
+    holds (read from its head and tail only). Cut exactly at a row boundary, a file without a row count or
+    an end mark (CSV, SAS transport) cannot be told from a shorter whole one."""
+    suffix, size = path.suffix.lower(), path.stat().st_size
+    if suffix not in (".dta", ".por", ".xpt", ".sas7bdat"):
+        return None
+    with open(path, "rb") as handle:
+        if suffix == ".dta":
+            new_format = handle.read(11) == b"<stata_dta>"
+            handle.seek(0)
+            whole = (
+                _tail(handle, size, 16).rstrip(b"\r\n").endswith(b"</stata_dta>")
+                if new_format
+                else _old_stata_complete(handle, size)
+            )
+        elif suffix == ".por":
+            # 80-character lines; the data end with a Z, and Z pads the last line to its full length.
+            last = _tail(handle, size, 200).rstrip(b"\r\n").rsplit(b"\n", 1)[-1].rstrip(b"\r")
+            whole = last.endswith(b"Z") and len(last) == 80
+        elif suffix == ".xpt":
+            whole = size % 80 == 0  # records of 80 bytes, the last one padded
+        else:
+            whole = _sas7bdat_complete(handle, size)
+    return None if whole else "is damaged: the file is cut short or its end is missing (ask for a new export)"
+
+
 def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
     suffix = path.suffix.lower()
     reader = {
@@ -143,10 +233,15 @@ def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
         if not catalog.is_file():
             raise RawDataError(study, spec["catalog"], f"format catalog not found (looked in {path.parent})")
         options["catalog_file"] = str(catalog)
+    why = damage(path)
+    if why:
+        raise RawDataError(study, path.name, why)
     try:
         frame, meta = reader(str(path), **options)
     except Exception as error:  # pyreadstat raises several unrelated types for damaged files
-        raise RawDataError(study, path.name, f"cannot be read as {suffix[1:].upper()} file ({error})") from error
+        raise RawDataError(
+            study, path.name, f"is damaged or not a {suffix[1:].upper()} file: cannot be read ({error})"
+        ) from error
     # A damaged file must not pass as a smaller valid one: compare with the row count its header declares.
     declared = getattr(meta, "number_rows", None)
     if declared is not None and declared >= 0 and declared != len(frame):
@@ -179,11 +274,24 @@ def _read_csv(study: str, path: Path, spec: dict) -> RawTable:
         text = data.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
+        if error.reason == "unexpected end of data":
+            raise RawDataError(
+                study, path.name, f"is damaged: it ends inside a character (line {line}), so the file is cut short"
+            ) from error
         raise RawDataError(
             study,
             path.name,
             f"is not valid {encoding} text (line {line}, byte {error.start}); set `encoding` for this file",
         ) from error
+    # Every exporter ends the last record with a line break: without one the file was cut short (a cut
+    # just after a line break leaves a valid shorter file, which nothing can tell from a whole one).
+    if not text.endswith(("\n", "\r")):
+        raise RawDataError(
+            study,
+            path.name,
+            f"is damaged: its last line (line {text.count(chr(10)) + 1}) has no line break, so the file is cut "
+            "short; if it is whole, ask for a new export or add the line break",
+        )
     # Valid UTF-8 decodes and encodes back to the same bytes, so only other encodings are re-encoded.
     encoded = data.removeprefix(codecs.BOM_UTF8) if utf8 else text.encode("utf-8")
     records = _records_unquoted(encoded, delimiter)
@@ -365,7 +473,7 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
     try:
         workbook = python_calamine.CalamineWorkbook.from_path(str(path))
     except Exception as error:  # calamine raises its own error types and zip/XML errors
-        raise RawDataError(study, path.name, f"cannot be read as a spreadsheet ({error})") from error
+        raise RawDataError(study, path.name, f"is damaged or not a spreadsheet: cannot be read ({error})") from error
     try:
         names = workbook.sheet_names
         if sheet is None:
@@ -377,7 +485,7 @@ def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
             worksheet = workbook.get_sheet_by_name(sheet)
             rows = worksheet.to_python(skip_empty_area=False)
         except Exception as error:
-            raise RawDataError(study, file, f"cannot be read ({error})") from error
+            raise RawDataError(study, file, f"is damaged: the sheet cannot be read ({error})") from error
         merged = worksheet.merged_cell_ranges or []
         visible = {meta.name: str(meta.visible) for meta in workbook.sheets_metadata}
     finally:

@@ -24,6 +24,9 @@ td.number { text-align: right; }
 tr:hover td { background: #fafcff; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0; }
 p.note { color: #555; max-width: 60em; }
+/* A wide tidy table shrinks to the window (cells wrap anywhere) rather than scroll sideways. */
+table.tidy { width: 100%; font-size: 12px; }
+table.tidy th, table.tidy td { overflow-wrap: anywhere; padding: 2px 4px; }
 """
 
 
@@ -55,7 +58,7 @@ def table_html(frame: pd.DataFrame, caption: str = "", table_id: str = "table") 
         body.append(f"<tr>{cells}</tr>")
     title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return (
-        f'<table id="{table_id}">{title}<thead><tr>{head}</tr></thead><tbody>\n'
+        f'<table id="{table_id}" class="tidy">{title}<thead><tr>{head}</tr></thead><tbody>\n'
         + "\n".join(body)
         + "\n</tbody></table>"
     )
@@ -68,13 +71,14 @@ def page(title: str, body: str) -> str:
     )
 
 
+DOWNLOAD_TYPES = {".tsv": "text/tab-separated-values", ".tex": "application/x-tex"}
+
+
 def download_link(path: Path) -> str:
-    """The table's TSV embedded as a data URI (the report is one self-contained file)."""
+    """A table's file (TSV, LaTeX) embedded as a data URI (the report is one self-contained file)."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return (
-        f'<a download="{Path(path).name}" href="data:text/tab-separated-values;base64,{data}">'
-        f"Download {Path(path).name}</a>"
-    )
+    kind = DOWNLOAD_TYPES.get(Path(path).suffix, "text/plain")
+    return f'<a download="{Path(path).name}" href="data:{kind};base64,{data}">Download {Path(path).name}</a>'
 
 
 def table_page(source: Path, title: str, frame: pd.DataFrame | None = None) -> str:
@@ -89,44 +93,87 @@ def table_page(source: Path, title: str, frame: pd.DataFrame | None = None) -> s
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 
 
-def image_tag(path: Path, alt: str, width: str = "100%") -> str:
+def image_tag(path: Path, alt: str, style: str = "width: 100%") -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     kind = IMAGE_TYPES[Path(path).suffix]
-    return f'<img alt="{html.escape(alt)}" style="width: {width}; max-width: none;" src="data:{kind};base64,{data}">'
+    return f'<img alt="{html.escape(alt)}" style="{style}" src="data:{kind};base64,{data}">'
+
+
+# Snakemake's report shows the first page in a 32rem column beside its rule graph, vertically
+# centred (which cuts off the top of a long page). The first page takes the whole width and
+# starts at the top; the rule graph shows on a page of its own (the "Rule graph" link).
+LANDING_STYLE = """
+div.h-screen:has(#ipdpool-headline) { align-items: flex-start; justify-content: flex-start; }
+div.prose:has(#ipdpool-headline) { max-width: none; }
+body:not(.ipdpool-rulegraph) #rulegraph { display: none; }
+body.ipdpool-rulegraph div.prose:has(#ipdpool-headline) .document > :not(#ipdpool-nav) { display: none; }
+#ipdpool-headline h2 { margin: 0.6em 0 0.3em; }
+#ipdpool-headline p.note { margin: 0.2em 0 0.6em; max-width: 62em; }
+#ipdpool-headline table { font-size: 12.5px; margin: 0 0 0.4em; border-collapse: collapse; }
+#ipdpool-headline caption { text-align: left; font-weight: 600; padding: 2px 0; }
+#ipdpool-headline th, #ipdpool-headline td { padding: 2px 7px; border-bottom: 1px solid #ddd; text-align: left; }
+#ipdpool-headline td { white-space: nowrap; }
+#ipdpool-headline td.flagged { color: #a33; font-weight: 600; }
+#ipdpool-headline ol.footnotes { font-size: 12px; margin: 0 0 1em; color: #444; }
+"""
+NAV_STYLE = "#ipdpool-nav { margin: 0 0 0.4em; font-size: 13px; }"
+
+
+def headline_fragment(rows: pd.DataFrame, caption: str, table_id: str) -> str:
+    """One contrast's headline table (flagged rows marked) and its numbered footnotes."""
+    from .summary import footnotes, shown_columns
+
+    columns = shown_columns(rows)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows.to_dict("records"):
+        cells = "".join(
+            f'<td class="flagged">{html.escape(row[c])}</td>'
+            if c == "agreement" and row["notes"]
+            else f"<td>{html.escape(row[c])}</td>"
+            for c in columns
+        )
+        body.append(f"<tr>{cells}</tr>")
+    notes = "".join(f"<li>{html.escape(outcome)}: {html.escape(note)}.</li>" for _, outcome, note in footnotes(rows))
+    return (
+        f'<table id="{table_id}"><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>'
+        + "".join(body)
+        + "</tbody></table>"
+        + (f'<ol class="footnotes">{notes}</ol>' if notes else "")
+    )
 
 
 def landing_html(headline: pd.DataFrame, introduction: list[str], flow_figure: Path) -> str:
     """The report's first page, inserted into its workflow description: what the numbers are
-    (`ipdpool.summary.introduction`), the headline table by contrast, then the pooled participant
-    flow (a fragment, not a page: the report's own page holds it)."""
+    (`ipdpool.summary.introduction`), the headline table by contrast with heterogeneity and
+    agreement flags, then the pooled participant flow at its own size (its text is 9 pt there;
+    a fragment, not a page: the report's own page holds it)."""
     parts = [
         '<div id="ipdpool-headline">',
         '<meta charset="utf-8">',
-        f"<style>#ipdpool-headline table {{ font-size: 12px; margin-bottom: 1em; }} {HEADLINE_STYLE}</style>",
+        f"<style>{LANDING_STYLE}</style>",
         "<h2>Results</h2>",
         f'<p class="note">{html.escape(" ".join(introduction))}</p>',
     ]
-    for contrast, rows in headline.groupby("contrast", sort=False):
-        columns = [c for c in headline.columns[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
-        parts.append(
-            table_html(
-                rows[columns].reset_index(drop=True),
-                caption=contrast[0].upper() + contrast[1:],
-                table_id=f"headline-{len(parts)}",
-            )
-        )
-    # wider than the report's narrow text column, so that the boxes can be read
+    for number, (contrast, rows) in enumerate(headline.groupby("contrast", sort=False)):
+        parts.append(headline_fragment(rows, contrast[0].upper() + contrast[1:], f"headline-{number}"))
+    width = flow_width(flow_figure)
     parts += [
         "<h2>Participant flow</h2>",
-        image_tag(flow_figure, "Participant flow, all studies", width="56rem"),
+        image_tag(flow_figure, "Participant flow, all studies", style=f"width: {width}px; max-width: 100%"),
         "</div>",
     ]
     return "\n".join(parts) + "\n"
 
 
-HEADLINE_STYLE = (
-    "#ipdpool-headline th, #ipdpool-headline td { padding: 2px 6px; border-bottom: 1px solid #ddd; text-align: left; }"
-)
+def flow_width(figure: Path) -> int:
+    """The CSS width of an SVG drawn in points (96 px per 72 pt): its own size."""
+    import re
+
+    match = re.search(rb'<svg[^>]*\swidth="([\d.]+)pt"', Path(figure).read_bytes())
+    return round(float(match.group(1)) * 96 / 72) if match else 864
+
+
 # The report's categories, linked from its first page (rst targets that Snakemake defines).
 SECTIONS = [
     "Summary",
@@ -137,10 +184,19 @@ SECTIONS = [
     "Sensitivity",
     "Replication",
 ]
+RULE_GRAPH_LINK = (
+    '<div id="ipdpool-nav"><style>' + NAV_STYLE + "</style>"
+    "<a href=\"javascript:document.body.classList.add('ipdpool-rulegraph')\">Rule graph</a>"
+    " (own page; "
+    "<a href=\"javascript:document.body.classList.remove('ipdpool-rulegraph')\">back to the results</a>)</div>"
+)
 
 
 def landing_rst(description: str, html_path: str) -> str:
     """The report's first page: the headline fragment, links into each section, then the
     workflow's own description (Jinja and rst as Snakemake renders them)."""
     links = ", ".join(f"`{section}`_" for section in SECTIONS)
-    return f".. raw:: html\n   :file: {html_path}\n\nSections: {links}.\n\n{description}"
+    return (
+        f".. raw:: html\n\n   {RULE_GRAPH_LINK}\n\n"
+        f".. raw:: html\n   :file: {html_path}\n\nSections: {links}.\n\n{description}"
+    )

@@ -117,11 +117,23 @@ def summarize(results: pd.DataFrame, scenarios: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def coverage_figure(summary: pd.DataFrame, stem) -> None:
-    """95% CI coverage per scenario and method with +-2 MCSE bars, against the nominal 0.95."""
-    import matplotlib.pyplot as plt
+def wilson_interval(p: np.ndarray, n: np.ndarray, z: float = 1.959963984540054) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a proportion p of n (Wilson 1927): within [0, 1] by construction."""
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)  # 0 and 1 exactly, not -1e-17
 
+
+def coverage_figure(summary: pd.DataFrame, stem) -> None:
     from .figures import save  # matplotlib only here
+
+    save(coverage_plot(summary), stem, formats=("png", "svg"))  # the simulation workflow declares both
+
+
+def coverage_plot(summary: pd.DataFrame):
+    """95% CI coverage per scenario and method with Wilson 95% intervals (within [0, 1], unlike
+    +-2 MCSE near full coverage), against the nominal 0.95."""
+    import matplotlib.pyplot as plt
 
     scenarios = list(dict.fromkeys(summary["scenario"]))
     methods = list(dict.fromkeys(summary["method"]))
@@ -129,11 +141,13 @@ def coverage_figure(summary: pd.DataFrame, stem) -> None:
     for j, method in enumerate(methods):
         part = summary[summary["method"] == method].set_index("scenario").reindex(scenarios)
         y = np.arange(len(scenarios)) + (j - (len(methods) - 1) / 2) * 0.18
-        axis.errorbar(part["coverage"], y, xerr=2 * part["coverage_mcse"], fmt="o", ms=4, capsize=2, label=method)
+        low, high = wilson_interval(part["coverage"].to_numpy(float), part["estimated"].to_numpy(float))
+        bars = np.vstack([part["coverage"] - low, high - part["coverage"]])
+        axis.errorbar(part["coverage"], y, xerr=bars, fmt="o", ms=4, capsize=2, label=method)
     axis.axvline(0.95, color="grey", lw=1, ls="--")
     axis.set_yticks(np.arange(len(scenarios)), scenarios)
     axis.invert_yaxis()
-    axis.set_xlabel("coverage of the 95% confidence interval (bars: 2 Monte Carlo SEs)")
+    axis.set_xlabel("coverage of the 95% confidence interval (bars: 95% Wilson interval)")
     axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)  # below: never over a marker
     figure.tight_layout()
-    save(figure, stem, formats=("png", "svg"))  # the simulation workflow declares both
+    return figure

@@ -1,15 +1,34 @@
 """The headline results: one row per outcome x contrast (worked vs did not work, IPS vs usual
-services, IPS x work), one-stage and two-stage, beside the published values where known.
-Written as results/summary.md and as the first thing the HTML report shows."""
+services, IPS x work), one-stage and two-stage with the two-stage heterogeneity (I², 95%
+prediction interval), a flag where the one-stage interval and the two-stage or random-slope
+interval disagree materially, beside the published values where known. Written as
+results/summary.md and as the first thing the HTML report shows."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from .labels import contrast_label
+from .labels import contrast_label, in_order, outcome_label
 
 HEADLINE_TERMS = ["employed", "ips", "ips:employed"]
-HEADLINE_COLUMNS = ["contrast", "outcome", "studies", "n", "one-stage", "two-stage", "published", "true (demo)"]
+HEADLINE_COLUMNS = [
+    "contrast",
+    "outcome",
+    "k",
+    "n",
+    "one-stage",
+    "two-stage",
+    "I²",
+    "95% PI",
+    "agreement",
+    "published",
+    "true (demo)",
+]
+# Two intervals disagree materially when they lead to different conclusions about no effect
+# (exactly one of them excludes 0), or when one is at least this many times as wide as the
+# other (between-study variation that the random-intercept model's interval does not carry).
+MATERIAL_WIDTH_RATIO = 2.0
+RANDOM_SLOPE = "random_slope_employed"
 
 
 def introduction(one_stage: pd.DataFrame) -> list[str]:
@@ -21,12 +40,20 @@ def introduction(one_stage: pd.DataFrame) -> list[str]:
         "One-stage: linear mixed model with a random intercept for study (REML; "
         + (f"inference: {', '.join(used)}" if used else "no model estimated")
         + ").",
-        "Two-stage: per-study OLS pooled by REML random-effects meta-analysis.",
+        "Two-stage: per-study OLS pooled by REML random-effects meta-analysis; I² and the 95% prediction"
+        " interval (PI) are its heterogeneity.",
+        "A flag marks a row whose one-stage interval and two-stage or random-slope interval disagree"
+        f" materially: exactly one of them excludes 0, or one is at least {MATERIAL_WIDTH_RATIO:g} times as"
+        " wide as the other.",
     ]
 
 
+def estimated(row: dict | None) -> bool:
+    return row is not None and row.get("status", "estimated") == "estimated" and pd.notna(row.get("estimate"))
+
+
 def _interval(row) -> str:
-    if row is None or row.get("status", "estimated") != "estimated" or pd.isna(row.get("estimate")):
+    if not estimated(row):
         return "not estimated"
     return f"{row['estimate']:.2f} ({row['ci_low']:.2f}, {row['ci_high']:.2f})"
 
@@ -42,24 +69,82 @@ def count(value) -> str:
     return "" if value is None or pd.isna(value) else str(int(value))
 
 
-def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> pd.DataFrame:
-    """Rows by contrast, then outcome in the configured order; published and true values are
-    known for worked vs did not work only (the replication table's contrast)."""
+def disagreement(one: dict | None, other: dict | None) -> str:
+    """Why two intervals disagree materially ("" if they do not, or either is missing)."""
+    if not (estimated(one) and estimated(other)):
+        return ""
+    excludes = [row["ci_low"] > 0 or row["ci_high"] < 0 for row in (one, other)]
+    if excludes[0] != excludes[1]:
+        return "only one interval excludes 0"
+    widths = sorted(row["ci_high"] - row["ci_low"] for row in (one, other))
+    if widths[0] > 0 and widths[1] / widths[0] >= MATERIAL_WIDTH_RATIO:
+        return f"one interval is {widths[1] / widths[0]:.1f} times as wide"
+    return ""
+
+
+def flags(one: dict | None, two: dict | None, slope: dict | None) -> list[str]:
+    """The material disagreements of a headline row, each as a sentence with the numbers."""
+    notes = []
+    for name, other in (("two-stage", two), ("random-slope sensitivity", slope)):
+        reason = disagreement(one, other)
+        if reason:
+            df = f", {other['df']:.1f} df" if name.startswith("random") and pd.notna(other.get("df")) else ""
+            notes.append(f"one-stage {_interval(one)} vs {name} {_interval(other)}{df}: {reason}")
+    return notes
+
+
+def heterogeneity(two: dict | None) -> tuple[str, str]:
+    """(I², 95% PI) of the two-stage REML row as shown; a PI needs three studies."""
+    if not estimated(two):
+        return "", ""
+    i2 = f"{two['i2']:.0f}%" if pd.notna(two.get("i2")) else ""
+    if pd.isna(two.get("pi_low")):
+        return i2, "k < 3"
+    return i2, f"({two['pi_low']:.2f}, {two['pi_high']:.2f})"
+
+
+def outcome_order(outcomes: list[str], replication: pd.DataFrame) -> list[str]:
+    """The outcomes with a published value first (in the configured order), then the rest."""
+    published = (
+        set(replication.loc[replication["published_estimate"].notna(), "outcome"]) if len(replication) else set()
+    )
+    return [o for o in outcomes if o in published] + [o for o in outcomes if o not in published]
+
+
+def pick(frame: pd.DataFrame, **columns) -> dict | None:
+    if not len(frame):
+        return None
+    mask = pd.Series(True, index=frame.index)
+    for column, value in columns.items():
+        mask &= frame[column] == value
+    return _first(frame[mask])
+
+
+def headline_table(
+    one_stage: pd.DataFrame,
+    two_stage: pd.DataFrame,
+    replication: pd.DataFrame,
+    sensitivity: pd.DataFrame | None = None,
+    outcomes: dict | None = None,
+) -> pd.DataFrame:
+    """Rows by contrast, then outcome (published ones first); published and true values are
+    known for worked vs did not work only (the replication table's contrast). The `notes`
+    column lists each row's material disagreements (the flag's footnote)."""
     rep = replication.set_index("outcome")
+    two_stage = (
+        two_stage[(two_stage["method"] == "REML") & ~two_stage["hksj"].astype(bool)] if len(two_stage) else two_stage
+    )
+    slopes = sensitivity if sensitivity is not None and len(sensitivity) else pd.DataFrame()
+    if len(slopes):
+        slopes = slopes[slopes["variant"] == RANDOM_SLOPE]
     rows = []
     for term in HEADLINE_TERMS:
-        for one in one_stage[one_stage["term"] == term].to_dict("records"):
-            outcome = one["outcome"]
-            chosen = (
-                two_stage[
-                    (two_stage["outcome"] == outcome)
-                    & (two_stage["term"] == term)
-                    & (two_stage["method"] == "REML")
-                    & (~two_stage["hksj"].astype(bool))
-                ]
-                if len(two_stage)
-                else two_stage
-            )
+        flagged = 0  # footnotes are numbered within each contrast's table
+        by_outcome = {row["outcome"]: row for row in one_stage[one_stage["term"] == term].to_dict("records")}
+        for outcome in outcome_order(in_order(by_outcome, outcomes or {}), replication):
+            one = by_outcome[outcome]
+            two = pick(two_stage, outcome=outcome, term=term)
+            slope = pick(slopes, outcome=outcome, term=term)
             known = rep.loc[outcome] if term == "employed" and outcome in rep.index else None
             published = (
                 f"{known['published_estimate']:.2f} ({known['published_ci_low']:.2f}, {known['published_ci_high']:.2f})"
@@ -67,26 +152,51 @@ def headline_table(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication
                 else ""
             )
             truth = f"{known['true_smd']:.2f}" if known is not None and pd.notna(known.get("true_smd")) else ""
+            notes = flags(one, two, slope)
+            numbers = [str(flagged + i + 1) for i in range(len(notes))]
+            flagged += len(notes)
             rows.append(
                 [
                     contrast_label(term),
-                    outcome,
+                    outcome_label(outcome, (outcomes or {}).get(outcome)),
                     count(one.get("n_studies")),
                     count(one.get("n_participants")),
                     _interval(one),
-                    _interval(_first(chosen)),
+                    _interval(two),
+                    *heterogeneity(two),
+                    f"\u26a0 see {', '.join(numbers)}" if notes else "agree",
                     published,
                     truth,
+                    notes,
                 ]
             )
-    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+    return pd.DataFrame(rows, columns=[*HEADLINE_COLUMNS, "notes"])
 
 
-def headline_summary(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replication: pd.DataFrame) -> str:
-    table = headline_table(one_stage, two_stage, replication)
+def shown_columns(rows: pd.DataFrame) -> list[str]:
+    """The columns of one contrast's table: published and true values only where there are some."""
+    return [c for c in HEADLINE_COLUMNS[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
+
+
+def footnotes(rows: pd.DataFrame) -> list[tuple[int, str, str]]:
+    """(number, outcome, note) of a contrast's flagged rows, numbered from 1."""
+    out = []
+    for outcome, notes in zip(rows["outcome"], rows["notes"]):
+        out += [(len(out) + 1, outcome, note) for note in notes]
+    return out
+
+
+def headline_summary(
+    one_stage: pd.DataFrame,
+    two_stage: pd.DataFrame,
+    replication: pd.DataFrame,
+    sensitivity: pd.DataFrame | None = None,
+    outcomes: dict | None = None,
+) -> str:
+    table = headline_table(one_stage, two_stage, replication, sensitivity, outcomes)
     lines = ["# ipdpool summary", "", *introduction(one_stage)]
     for contrast, rows in table.groupby("contrast", sort=False):
-        columns = [c for c in HEADLINE_COLUMNS[1:] if c not in ("published", "true (demo)") or rows[c].ne("").any()]
+        columns = shown_columns(rows)
         lines += [
             "",
             f"## {contrast[0].upper()}{contrast[1:]}",
@@ -95,5 +205,8 @@ def headline_summary(one_stage: pd.DataFrame, two_stage: pd.DataFrame, replicati
             "|" + "---|" * len(columns),
         ]
         lines += ["| " + " | ".join(row) + " |" for row in rows[columns].itertuples(index=False)]
+        notes = footnotes(rows)
+        if notes:
+            lines += ["", *(f"{number}. {outcome}: {note}." for number, outcome, note in notes)]
     lines += ["", "Full tables: results/tables/; report: `snakemake --report results/report.html`.", ""]
     return "\n".join(lines)

@@ -21,15 +21,23 @@ rule study_statistics:
         "../scripts/study_statistics.py"
 
 
+# A site's bundle is computed from its harmonized data (the participant sets are needed for the
+# nested-subset rule and the release ledger, which stays at the site outside results/).
 rule site_bundle_study:
     input:
-        statistics="results/statistics/{study}.json",
+        data="results/harmonized/{study}.parquet",
         flow="results/audit/{study}/flow.tsv",
         rule_log="results/audit/{study}/rule_log.tsv",
         rules=lambda wildcards: config["studies"][wildcards.study],
         schema=config["schema"],
+        key=KEY_FILES,
     output:
-        "results/site/{study}.bundle.json",
+        bundle="results/site/{study}.bundle.json",
+        signature=(
+            ["results/site/{study}.bundle.json.sig"]
+            if config["federated"].get("signing_key")
+            else []
+        ),
     log:
         "logs/site/{study}.log",
     benchmark:
@@ -41,6 +49,9 @@ rule site_bundle_study:
     params:
         analysis=config["analysis"],
         disclosure=config["federated"]["disclosure"],
+        ledger=config["federated"]["ledger"],
+        release_line=config["federated"].get("release_line", {}),
+        signing_key=config["federated"].get("signing_key", ""),
     script:
         "../scripts/site_bundle.py"
 
@@ -50,10 +61,18 @@ rule site_bundle:
         expand("results/site/{study}.bundle.json", study=STUDIES),
 
 
+# A bundle is used only once its signature (or the acknowledged lack of one) and its content
+# pass; designs the site withheld are refused here by name, never dropped silently.
 rule import_bundle:
     input:
         bundle=lambda wildcards: BUNDLES[wildcards.study],
+        signature=lambda wildcards: (
+            [BUNDLES[wildcards.study] + ".sig"]
+            if config["federated"].get("signatures")
+            else []
+        ),
         schema=config["schema"],
+        bundle_schema="workflow/schemas/bundle.schema.json",
     output:
         statistics="results/statistics/{study}.json",
         flow="results/audit/{study}/flow.tsv",
@@ -68,8 +87,24 @@ rule import_bundle:
         "../envs/ipdpool.yaml"
     params:
         analysis=config["analysis"],
+        federated=config["federated"],
     script:
         "../scripts/import_bundle.py"
+
+
+rule bundle_table:
+    input:
+        expand("results/statistics/{study}.json", study=list(BUNDLES)),
+    output:
+        "results/audit/bundles.tsv",
+    log:
+        "logs/site/bundles.log",
+    benchmark:
+        "benchmarks/site/bundles.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    script:
+        "../scripts/bundle_table.py"
 
 
 rule audit_tables:

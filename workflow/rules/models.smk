@@ -36,6 +36,7 @@ rule result_tables:
             if config["replication"].get("ground_truth")
             else []
         ),
+        schema=config["schema"],
     output:
         one_stage="results/tables/one_stage.tsv",
         sensitivity="results/tables/sensitivity.tsv",

@@ -7,11 +7,6 @@ from ipdpool.labels import figure_labels, outcome_label
 SCHEMA_OUTCOMES = load_yaml(Path(config["schema"]))["outcomes"]
 # name -> (TSV, report category, title); captions are workflow/report/<name>.rst.
 REPORT_TABLES = {
-    "table1": (
-        "results/tables/table1.tsv",
-        "Data and harmonization",
-        "Table 1: baseline characteristics",
-    ),
     "flow": (
         "results/audit/flow.tsv",
         "Data and harmonization",
@@ -63,6 +58,14 @@ REPORT_TABLES = {
         "Aggregate-data meta-analyses",
     ),
 }
+if BUNDLES:  # studies that took part through a site bundle
+    REPORT_TABLES |= {
+        "bundles": (
+            "results/audit/bundles.tsv",
+            "Data and harmonization",
+            "Site bundles: authenticity and models refused",
+        ),
+    }
 if STUDIES:  # made from participant data held here
     REPORT_TABLES |= {
         "codebook": (
@@ -91,6 +94,45 @@ if STUDIES:  # made from participant data held here
             "Harmonization rules of all studies",
         ),
     }
+
+
+# Publication tables (great_tables), each an HTML page of the report and a LaTeX file:
+# name -> (report category, title); captions are workflow/report/<name>.rst.
+PUBLICATION_TABLES = {
+    "table1": ("Summary", "Table 1: baseline characteristics"),
+    "table2": ("Summary", "Table 2: follow-up and employment"),
+    "results": ("Summary", "Table 3: one-stage and two-stage results"),
+}
+
+
+rule publication_tables:
+    input:
+        table1="results/tables/table1.tsv",
+        one_stage="results/tables/one_stage.tsv",
+        two_stage="results/tables/two_stage.tsv",
+        schema=config["schema"],
+    output:
+        latex=[f"results/tables/{name}.tex" for name in PUBLICATION_TABLES],
+        pages=[
+            report(
+                f"results/report/tables/{name}.html",
+                caption=f"../report/{name}.rst",
+                category=category,
+                labels={"table": title},
+            )
+            for name, (category, title) in PUBLICATION_TABLES.items()
+        ],
+    log:
+        "logs/report/publication_tables.log",
+    benchmark:
+        "benchmarks/report/publication_tables.tsv"
+    conda:
+        "../envs/ipdpool.yaml"
+    params:
+        names=list(PUBLICATION_TABLES),
+        titles=[title for _, title in PUBLICATION_TABLES.values()],
+    script:
+        "../scripts/publication_tables.py"
 
 
 # Every table as an HTML page and the landing page: one job (each page takes milliseconds).

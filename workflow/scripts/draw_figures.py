@@ -29,8 +29,8 @@ with logged_to(snakemake.log[0]) as log:
             forest_plot(studies, first[0], first[1], outcome, term, specs[outcome], stem, hksj=first[2], **saving)
         log.info("forest plots of %s: %d", outcome, len(params.reported))
     flow = read_table(snakemake.input.flow)
-    flow_figure(flow, Path("results/figures/participant_flow"), **saving)
+    flow_figure(flow, Path("results/figures/participant_flow"), outcomes=specs, **saving)
     for study in params.studies:
-        flow_figure(flow, Path("results/figures/flow") / study, study=study, **saving)
+        flow_figure(flow, Path("results/figures/flow") / study, study=study, outcomes=specs, **saving)
     status_figure(read_table(snakemake.input.status), Path("results/figures/harmonization_status"), **saving)
     log.info("participant flows (all studies and %d studies) and harmonization status drawn", len(params.studies))

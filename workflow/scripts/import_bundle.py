@@ -3,22 +3,47 @@ from pathlib import Path
 import pandas as pd
 
 from ipdpool import __version__
-from ipdpool.federated import FLOW_COLUMNS, STATUS_COLUMNS, BundleError, read_bundle, write_json
+from ipdpool.federated import (
+    FLOW_COLUMNS,
+    STATUS_COLUMNS,
+    BundleError,
+    read_bundle,
+    refused_designs,
+    verify_signature,
+    write_json,
+)
 from ipdpool.logutil import logged_to
 from ipdpool.models.statistics import BUNDLE
 from ipdpool.tables import write_table
 
 with logged_to(snakemake.log[0]) as log:
-    study = snakemake.wildcards.study
+    study, path = snakemake.wildcards.study, Path(snakemake.input.bundle)
     try:
+        authenticity = verify_signature(path, study, snakemake.params.federated)
         bundle = read_bundle(
-            Path(snakemake.input.bundle), study, Path(snakemake.input.schema), snakemake.params.analysis, __version__
+            path,
+            study,
+            Path(snakemake.input.schema),
+            snakemake.params.analysis,
+            __version__,
+            Path(snakemake.input.bundle_schema),
         )
     except BundleError as error:
         log.error("%s", error)
         raise SystemExit(1) from None
+    log.info("study %s: %s", study, authenticity)
     statistics = {**bundle["statistics"], "source": BUNDLE}
+    refused = refused_designs(bundle, path, study, snakemake.params.analysis)
+    for outcome, messages in refused.items():
+        for message in messages.values():
+            log.warning("%s", message)
+        statistics["outcomes"].setdefault(outcome, {"n_followup": 0, "designs": {}})["refused"] = messages
+    statistics["bundle"] = {
+        "file": str(path),
+        "authenticity": authenticity,
+        "release_line": bundle["manifest"]["release_line"],
+    }
     write_json({"statistics": statistics, "table1": bundle["table1"]}, snakemake.output.statistics)
     write_table(pd.DataFrame(bundle["flow"], columns=FLOW_COLUMNS), snakemake.output.flow)
     write_table(pd.DataFrame(bundle["status"], columns=STATUS_COLUMNS), snakemake.output.rule_log)
-    log.info("study %s: bundle accepted (%s)", study, snakemake.input.bundle)
+    log.info("study %s: bundle accepted (%s)", study, path)

@@ -4,7 +4,6 @@ from ipdpool.harmonize.schema import load_schema
 from ipdpool.logutil import logged_to
 from ipdpool.report import landing_html, landing_rst, table_page
 from ipdpool.summary import headline_table, introduction
-from ipdpool.table1 import table1_display
 from ipdpool.tables import read_table
 
 with logged_to(snakemake.log[0]) as log:
@@ -13,14 +12,12 @@ with logged_to(snakemake.log[0]) as log:
     for source, target, name, title in zip(
         snakemake.input.tables, snakemake.output.tables, snakemake.params.names, snakemake.params.titles
     ):
-        # Table 1 reads as a table of characteristics by study and arm, not as tidy rows.
-        frame = table1_display(read_table(source), outcomes) if name == "table1" else None
-        Path(target).write_text(table_page(Path(source), title, frame), encoding="utf-8")
+        Path(target).write_text(table_page(Path(source), title), encoding="utf-8")
         log.info("%s: %s", name, target)
-    one_stage, two_stage, replication = (
-        read_table(sources[name]) for name in ("one_stage", "two_stage", "replication")
+    one_stage, two_stage, replication, sensitivity = (
+        read_table(sources[name]) for name in ("one_stage", "two_stage", "replication", "sensitivity")
     )
-    headline = headline_table(one_stage, two_stage, replication)
+    headline = headline_table(one_stage, two_stage, replication, sensitivity, outcomes)
     html = snakemake.output.landing_html
     Path(html).write_text(landing_html(headline, introduction(one_stage), Path(snakemake.input.flow)), encoding="utf-8")
     description = Path(snakemake.input.description).read_text(encoding="utf-8")

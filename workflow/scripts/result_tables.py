@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import pandas as pd
 import yaml
 
+from ipdpool.harmonize.schema import load_schema
 from ipdpool.logutil import logged_to
 from ipdpool.models.replication import replication_table
 from ipdpool.summary import headline_summary
@@ -23,7 +26,13 @@ with logged_to(snakemake.log[0]) as log:
         one_stage, settings["contrast"], settings["term"], settings.get("published", {}), truth
     )
     write_table(replication, snakemake.output.replication)
-    text = headline_summary(one_stage, read_table(snakemake.output.two_stage), read_table(snakemake.output.replication))
+    text = headline_summary(
+        one_stage,
+        read_table(snakemake.output.two_stage),
+        read_table(snakemake.output.replication),
+        read_table(snakemake.output.sensitivity),
+        load_schema(Path(snakemake.input.schema))["outcomes"],
+    )
     with open(snakemake.output.summary, "w", encoding="utf-8") as handle:
         handle.write(text)
     log.info("replication: %d outcomes; summary written", len(replication))

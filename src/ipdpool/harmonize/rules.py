@@ -17,6 +17,9 @@ from .tables import DAYS_PER_MONTH, SourceValues, StudyData
 from .values import code_key, code_keys, parse_dates, parse_numbers
 
 NUMERIC = ("float", "integer")
+NUMBER_FORM = (
+    "(plain decimals with decimal mark {decimal!r}; no NaN, inf, overflow, underscores or thousands separators)"
+)
 
 
 @dataclass
@@ -57,8 +60,9 @@ def numbers(data: StudyData, src: SourceValues, table: str, variable: str) -> pd
         data.problems.add(
             src.file,
             variable,
-            f"values in {src.column!r} that are not numbers (decimal mark {decimal!r}); "
+            f"values in {src.column!r} that are not numbers {NUMBER_FORM.format(decimal=decimal)}; "
             "add them to `missing` if they mean unknown",
+            rows=data.rows_of(table, bad),
             values=tuple(sorted(set(src.values[bad].astype(str)))),
             column=src.column,
             cells=src.values,
@@ -196,7 +200,7 @@ def employment_hours(data: StudyData, variable: str, spec: dict) -> RuleResult |
         return None
     table, rows = found
     decimal = table.spec.get("decimal", ".")
-    weeks, bad_weeks = parse_numbers(rows[spec["week"]], ".")
+    weeks, bad_weeks = parse_numbers(rows[spec["week"]], decimal)
     hours, bad_hours = parse_numbers(rows[spec["hours"]], decimal)
     for column, bad, values in (
         (spec["week"], bad_weeks, rows[spec["week"]]),
@@ -206,7 +210,8 @@ def employment_hours(data: StudyData, variable: str, spec: dict) -> RuleResult |
             data.problems.add(
                 table.file,
                 variable,
-                f"values in {column!r} that are not numbers",
+                f"values in {column!r} that are not numbers {NUMBER_FORM.format(decimal=decimal)}",
+                rows=[int(r) + 1 for r in np.flatnonzero(table.position >= 0)[bad.to_numpy()]],
                 values=tuple(sorted(set(values[bad.to_numpy()].astype(str)))),
                 column=column,
                 cells=values,

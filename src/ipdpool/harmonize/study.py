@@ -17,7 +17,6 @@ from .pseudonym import pseudonyms
 from .rules import RuleResult, apply_score_rule, apply_value_rule
 from .schema import conform, pandera_schema, schema_failures
 from .tables import StudyData
-from .values import code_key, code_keys
 
 # Variables filled from the rule file's own structure rather than a value rule.
 IDENTITY = ("study", "participant_id")
@@ -180,7 +179,7 @@ def harmonize_study(
         out[f"{outcome}_fu_z"] = _z(scores["fu"], scores["bl"])
 
     participants_file = rules["tables"][rules["participants"]["table"]]["file"]
-    for name, file in data.empty.items():
+    for name, file in data.empty.items() if not data.unreadable else ():  # else only consequences of the file
         acknowledged.check(f"empty {name}", file, name, "has no rows" if name.startswith("table") else "keeps no rows")
     guard_free_text(problems, rules, schema, out, len(data.participants))
     if problems:  # the checks below would only restate consequences of these
@@ -212,11 +211,13 @@ def harmonize_study(
             check_followup(acknowledged, participants_file, outcome, out["arm"], out[f"{outcome}_fu"])
     counts = arm_counts(study, pd.DataFrame(out), rules.get("published_n", {}))
     for row in counts[counts["differs"]].itertuples():
+        total = row.arm_original == TOTAL
         acknowledged.check(
-            f"published_n {row.arm_original}",
+            "published_n total" if total else f"published_n {row.arm_original}",
             participants_file,
             "arm_original",
-            f"arm {row.arm_original!r} has {row.n} randomized participants, published_n says {row.published_n}",
+            f"{'the study' if total else f'arm {row.arm_original!r}'} has {row.n} randomized participants, "
+            f"published_n says {row.published_n}",
         )
     acknowledged.check_all_used()
     if problems:
@@ -234,7 +235,9 @@ def harmonize_study(
         study=study,
         data=frame,
         rule_log=rule_log,
-        flow=participant_flow(study, data, frame, schema, raw_arm_counts(rules, data, frame.index), acknowledged.used),
+        flow=participant_flow(
+            study, data, frame, schema, raw_arm_counts(rules, data, pd.Series(out["arm"])), acknowledged.used
+        ),
         arm_counts=counts,
         provenance=provenance(rules, data, base_dir, rules_path),
         before=before,
@@ -360,20 +363,15 @@ def participant_flow(
     add("randomized participants", "unique participant ids in the participants table", everyone)
     add("with a follow-up assessment", "", frame["followup_months"].notna())
     add("without a follow-up assessment", "no follow-up assessment in the window", frame["followup_months"].isna())
+    # Employment ascertainment of everyone randomized (a branch of its own in the diagram) ...
     add("employment known", "", frame["employed"].notna())
     add("employment unknown", "records cannot tell", frame["employed"].isna())
+    # ... and of those followed up, the next box of the chain.
+    followed = frame["followup_months"].notna()
+    add("followed up, employment known", "", followed & frame["employed"].notna())
+    add("followed up, employment unknown", "records cannot tell", followed & frame["employed"].isna())
     for outcome in schema["outcomes"]:
-        if frame[f"{outcome}_instrument"].isna().all():
-            add(f"{outcome}: not collected", "outcome not measured in this study", everyone)
-            continue
-        no_baseline = frame[f"{outcome}_bl"].isna()
-        no_followup = ~no_baseline & frame[f"{outcome}_fu"].isna()
-        no_employment = ~no_baseline & ~no_followup & frame["employed"].isna()
-        analysable = ~(no_baseline | no_followup | no_employment)
-        add(f"{outcome}: analysable", "baseline, follow-up and employment known", analysable)
-        add(f"{outcome}: excluded", "no baseline score", no_baseline)
-        add(f"{outcome}: excluded", "no follow-up score", no_followup)
-        add(f"{outcome}: excluded", "employment unknown", no_employment)
+        add_outcome_flow(add, outcome, frame, followed)
     for key, reason in acknowledged.items():
         add("acknowledged", f"{key}: {reason}")
     return pd.DataFrame(rows, columns=["study", "stage", "reason", "IPS", "SAU", "total"]).astype(
@@ -381,23 +379,54 @@ def participant_flow(
     )
 
 
-def raw_arm_counts(rules: dict, data: StudyData, index: pd.Index) -> pd.Series:
-    """Arm of every raw row of the participants table, read again from the raw cells (not the
-    harmonized data) so that the pooling step can reconcile raw and harmonized counts."""
-    rule = rules["variables"]["arm"]
-    ((kind, spec),) = rule.items()
+# Why a participant is left out of an outcome's analysis, in the order the diagram's boxes
+# apply them: each participant is counted once, under the first reason that applies.
+OUTCOME_EXCLUSIONS = ("no follow-up assessment", "employment unknown", "no baseline score", "no follow-up score")
+
+
+def add_outcome_flow(add, outcome: str, frame: pd.DataFrame, followed: pd.Series) -> None:
+    """One outcome's rows of the flow: analysable, or excluded with the first reason that applies
+    (or not collected, for those who reached the outcome's stage in a study that did not measure it)."""
+    missing = {
+        "no follow-up assessment": ~followed,
+        "employment unknown": frame["employed"].isna(),
+        "no baseline score": frame[f"{outcome}_bl"].isna(),
+        "no follow-up score": frame[f"{outcome}_fu"].isna(),
+    }
+    if frame[f"{outcome}_instrument"].isna().all():
+        missing = {reason: missing[reason] for reason in OUTCOME_EXCLUSIONS[:2]}
+    remaining = pd.Series(True, index=frame.index)
+    excluded = {}
+    for reason, mask in missing.items():
+        excluded[reason] = remaining & mask
+        remaining = remaining & ~mask
+    if len(missing) == 2:
+        add(f"{outcome}: not collected", "outcome not measured in this study", remaining)
+    else:
+        add(f"{outcome}: analysable", "baseline, follow-up and employment known", remaining)
+    for reason, mask in excluded.items():
+        add(f"{outcome}: excluded", reason, mask)
+
+
+def raw_arm_counts(rules: dict, data: StudyData, arms: pd.Series) -> pd.Series:
+    """Arm of every raw row of the participants table: the harmonized arm of the row's participant, whatever
+    rule gave it (recode, copy of a relabelled column, labels, ...), so that the pooling step reconciles
+    raw rows with pooled participants per arm. A row without a participant (id missing or invalid) has none."""
     table = data.tables[rules["participants"]["table"]]
-    if kind != "recode" or spec["table"] != table.name:
-        return pd.Series(pd.NA, index=index)
-    mapping = {code_key(k): v for k, v in spec["map"].items()}
-    return pd.Series(code_keys(table.frame[spec["column"]]).map(mapping).to_numpy())
+    return pd.Series(table.keys.map(arms).to_numpy(), dtype=object)
 
 
-def arm_counts(study: str, frame: pd.DataFrame, published: dict[str, int]) -> pd.DataFrame:
+TOTAL = "(all arms)"  # arm_counts' row for a published total
+
+
+def arm_counts(study: str, frame: pd.DataFrame, published: dict[str, int] | int) -> pd.DataFrame:
+    """Randomized participants per arm label, beside `published_n`: counts per arm label (a mapping) or
+    the total randomized (an integer), as protocols and papers give either."""
     observed = frame.groupby(["arm_original", "arm"], dropna=False).size()
+    per_arm = published if isinstance(published, dict) else {}
     rows = []
     for (original, arm), n in observed.items():
-        expected = published.get(original)
+        expected = per_arm.get(original)
         rows.append(
             {
                 "study": study,
@@ -408,7 +437,7 @@ def arm_counts(study: str, frame: pd.DataFrame, published: dict[str, int]) -> pd
                 "differs": expected is not None and expected != n,
             }
         )
-    for original, expected in published.items():
+    for original, expected in per_arm.items():
         if original not in set(frame["arm_original"].dropna()):
             rows.append(
                 {
@@ -420,6 +449,17 @@ def arm_counts(study: str, frame: pd.DataFrame, published: dict[str, int]) -> pd
                     "differs": True,
                 }
             )
+    if not isinstance(published, dict):
+        rows.append(
+            {
+                "study": study,
+                "arm_original": TOTAL,
+                "arm": pd.NA,
+                "n": len(frame),
+                "published_n": published,
+                "differs": published != len(frame),
+            }
+        )
     return pd.DataFrame(rows).astype({"published_n": "Int64"})
 
 

@@ -16,9 +16,10 @@ import pandas as pd
 
 from ..rawio import RawDataError, RawTable, read_table
 from .problems import Problems, column_list, data_rows
-from .values import code_key, code_keys, key_list, normalize_ids, parse_dates, unique_values
+from .values import code_key, code_keys, common_shapes, key_list, normalize_ids, parse_dates, unique_values
 
 DAYS_PER_MONTH = 365.25 / 12
+ROW = "\0row"  # a column name no raw file can hold (NUL): the raw row number inside selections
 
 
 @dataclass
@@ -66,8 +67,11 @@ class StudyData:
         self.one_row_file: dict[str, str] = {}
         self.one_row_table: dict[str, LinkedTable] = {}
         self.warnings: list[str] = []  # e.g. likely mojibake; logged, they do not stop the study
+        self.unreadable: list[str] = []  # files refused by the reader (damaged, missing, wrong format)
         self.empty: dict[str, str] = {}  # "table <name>" or "selection <name>" without rows -> its file
         self.indexers: dict[str, np.ndarray] = {}  # one-row table or selection -> its row of each participant
+        # one-row table or selection -> the raw file's data row (1-based) of each participant, for messages
+        self.row_numbers: dict[str, pd.Series] = {}
         for name, spec in rules["tables"].items():
             self._load(name, spec)
         self.participants = self._participant_index()
@@ -87,6 +91,7 @@ class StudyData:
             raw = read_table(self.study, name, spec, self.raw_dir, self.secret)
         except RawDataError as error:
             self.problems.add(error.file, error.variable or "(whole file)", error.message)
+            self.unreadable.append(error.file)
             return
         file = f"{spec['file']} [{spec['sheet']}]" if spec.get("sheet") else spec["file"]
         self.warnings += [f"study {self.study}, file {file}: {warning}" for warning in raw.warnings]
@@ -149,6 +154,7 @@ class StudyData:
             )
         keep = (table.keys.notna() & ~table.keys.duplicated()).to_numpy()
         self.one_row[name] = table.frame.set_axis(table.keys).loc[keep]
+        self.row_numbers[name] = pd.Series(np.flatnonzero(keep) + 1, index=self.one_row[name].index)
         self.trial_ids = pd.Series(table.ids.to_numpy()[keep], index=table.keys.to_numpy()[keep])
         self.one_row_file[name] = table.file
         self.one_row_table[name] = table
@@ -158,10 +164,14 @@ class StudyData:
         known = table.position >= 0
         orphans = table.keys.notna().to_numpy() & ~known
         if orphans.any() and len(self.participants):
+            home = self.one_row_table[self.rules["participants"]["table"]]
             self.problems.add(
                 table.file,
                 table.spec["id"],
-                "rows whose participant is not in the participants table",
+                "rows whose participant is not in the participants table: ids as written look like "
+                f"{common_shapes(table.frame[table.spec['id']][orphans])} in these rows and like "
+                f"{common_shapes(home.frame[home.spec['id']])} in {home.file}; check `id_format`, `id_type` "
+                "and `site` (config/README.md, section 5.3)",
                 rows=data_rows(np.flatnonzero(orphans)),
             )
         if table.spec.get("rows", "one") == "one":
@@ -175,6 +185,7 @@ class StudyData:
                 )
             keep = known & ~table.keys.duplicated().to_numpy()
             self.one_row[table.name] = table.frame.set_axis(table.keys).loc[keep]
+            self.row_numbers[table.name] = pd.Series(np.flatnonzero(keep) + 1, index=self.one_row[table.name].index)
             self.one_row_file[table.name] = table.file
             self.one_row_table[table.name] = table
 
@@ -186,7 +197,9 @@ class StudyData:
                     "(rule file)", f"selection {name}", f"table {spec['from']!r} is not declared under tables"
                 )
             return
-        frame = table.frame.set_axis(table.keys).loc[table.position >= 0]
+        linked = table.position >= 0
+        # The raw row number rides along as a column no file can have, and leaves before any rule sees the frame.
+        frame = table.frame.set_axis(table.keys).assign(**{ROW: np.arange(1, len(table.keys) + 1)}).loc[linked]
         if "where" in spec:
             frame = self.filter_rows(frame, spec["where"], table, f"selection {name}")
         if "visit_window" in spec:
@@ -202,6 +215,7 @@ class StudyData:
             frame = frame.loc[~frame.index.duplicated()]
         if len(frame) == 0 and f"table {table.name}" not in self.empty:
             self.empty[f"selection {name}"] = table.file
+        self.row_numbers[name] = frame.pop(ROW).astype(int)
         self.one_row[name] = frame
         self.one_row_file[name] = table.file
         self.one_row_table[name] = table
@@ -212,7 +226,7 @@ class StudyData:
             self.problems.add(
                 table.file,
                 variable,
-                f"column {column!r} (in where) not found; columns are {column_list(frame.columns)}",
+                f"column {column!r} (in where) not found; columns are {column_list(table.frame.columns)}",
             )
             return frame.iloc[0:0]
         wanted = {code_key(v) for v in (where["in"] if "in" in where else [where["equals"]])}
@@ -224,7 +238,7 @@ class StudyData:
             self.problems.add(
                 table.file,
                 variable,
-                f"date column {window['date']!r} not found; columns are {column_list(frame.columns)}",
+                f"date column {window['date']!r} not found; columns are {column_list(table.frame.columns)}",
             )
             return frame.iloc[0:0]
         dates, bad = parse_dates(frame[window["date"]], table.spec.get("date_format"))
@@ -312,6 +326,12 @@ class StudyData:
         return SourceValues(
             self._aligned(name, values), file, column, int(len(frame)), int((~blank).sum()), set_missing
         )
+
+    def rows_of(self, name: str, participants: pd.Series) -> list[int]:
+        """The raw data rows (1-based) behind the participants where `participants` (a mask on the
+        participant index) holds, in one-row table or selection `name`."""
+        keys = participants.index[participants.to_numpy(dtype=bool)]
+        return sorted(int(r) for r in self.row_numbers[name].reindex(keys).dropna())
 
     def _aligned(self, name: str, values: pd.Series) -> pd.Series:
         """A column of a one-row table or selection on the participants' index (NaN for participants

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -43,20 +44,34 @@ def code_keys(series: pd.Series) -> pd.Series:
     return spread(series, codes, key_list(uniques))
 
 
+# Numeric text as a trial's files write it: optional sign, digits with one decimal mark, optional exponent.
+# Not float(): it also takes "nan", "inf", "2_5" (as 25) and " 1e400" (as inf). Thousands separators are
+# refused too: "1,234" and "1.234" mean different numbers in different countries.
+PLAIN_NUMBER = {
+    ".": re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"),
+    ",": re.compile(r"[+-]?(?:[0-9]+(?:,[0-9]*)?|,[0-9]+)(?:[eE][+-]?[0-9]+)?"),
+}
+
+
+def strict_number(text: str, decimal: str = ".") -> float | None:
+    """The finite number `text` writes with decimal mark `decimal`, or None: the one parser of numeric text."""
+    text = text.strip()
+    if not text.isascii() or not PLAIN_NUMBER[decimal].fullmatch(text):
+        return None
+    number = float(text.replace(",", ".") if decimal == "," else text)
+    return number if np.isfinite(number) else None  # 1e400 overflows to inf
+
+
 def _number(value, decimal: str):
     if value is None:
         return np.nan
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        # A reader's NaN is an empty cell (system-missing); an infinite number is not a measurement.
+        return float(value) if not np.isinf(value) else None
     text = str(value).strip()
     if text == "":
         return np.nan  # a blank cell is missing, not malformed
-    if decimal == ",":
-        text = text.replace(",", ".")
-    try:
-        return float(text)
-    except ValueError:
-        return None  # unparseable
+    return strict_number(text, decimal)  # None: unparseable
 
 
 def parse_numbers(series: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.Series]:
@@ -136,3 +151,14 @@ def normalize_ids(series: pd.Series, id_type: str, id_format: dict | None = None
         keys = [key if not key else integer_id(key) for key in keys]
     bad = np.array([not key for key in keys])
     return spread(series, codes, [None if not key else key for key in keys]), pd.Series(bad[codes], index=series.index)
+
+
+def id_shape(text: str) -> str:
+    """An id's shape: digits as 9, letters as A ("FI-001" -> "AA-999"): how ids are written, not which."""
+    return re.sub(r"[^\W\d_]", "A", re.sub(r"\d", "9", text))
+
+
+def common_shapes(values: pd.Series, show: int = 2) -> str:
+    """The commonest id shapes of `values`, for messages that must not show the ids themselves."""
+    counts = Counter(id_shape(v) for v in code_keys(values).dropna() if v != "")
+    return " or ".join(f"`{s}`" for s, _ in counts.most_common(show)) or "(none)"

@@ -3,16 +3,22 @@
     fit = ipdpool.lmer("y ~ x1 + x2 + (1 + x1 | group)", data, reml=True)
     fit.fixed                       # estimate, se, df, t, p_value, ci_low, ci_high per term
     fit.contrast({"x1": 1, "x2": -1})
+    fit.anova()                     # Type III F tests per term (lmerTest's anova)
+    fit.ranef()                     # conditional modes and variances (lme4's ranef(condVar = TRUE))
+    fit.predict(newdata)            # group-level; re_form=None: population level
+    fit.confint()                   # Wald intervals of the fixed effects
+    print(fit.summary())            # lmerTest's summary layout
 
 The fixed part is parsed by formulaic (a maintained formula library: factors, interactions,
-transforms); the random part is limited to one `(terms | group)` with up to three terms,
-which is what the engine fits. Rows with a missing value in any variable used are dropped
-(and counted in the warnings), as lme4 does by default.
+transforms) with lme4's semantics (see formula.py: `^` inside a call is power, unused levels and
+aliased columns dropped, lme4's refusals); the random part is limited to one `(terms | group)`
+with up to three terms, which is what the engine fits. Rows with a missing value in any
+variable used are dropped (and counted in the warnings), as lme4 does by default.
 """
 
 from __future__ import annotations
 
-import re
+import warnings as pywarnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,33 +26,65 @@ import pandas as pd
 
 from . import NotEstimable
 from .crossprod import cross_products
+from .formula import (
+    CONTEXT,
+    FixedDesign,
+    FormulaError,
+    RandomPart,
+    check_columns,
+    check_finite,
+    check_formula_text,
+    check_response,
+    drop_unused_levels,
+    fixed_design,
+    numeric_columns,
+    prepare_columns,
+    quote_dotted,
+    r_power,
+    rank_warning,
+    required_variables,
+    split_random,
+)
 from .lmm import DDF_METHODS, LmmFit, fit_lmm
+from .results import (
+    RandomEffects,
+    conditional_modes,
+    format_summary,
+    label_strings,
+    names_random_part,
+    wald_intervals,
+)
 
-RANDOM_PART = re.compile(r"\(\s*([^()|]+?)\s*\|\s*([^()|]+?)\s*\)")
 MAX_RANDOM_TERMS = 3
+POPULATION = (None, "NA", "~0", "~ 0")
 
 
-def split_formula(formula: str) -> tuple[str, str, str]:
-    """'y ~ x + (1 + x | g)' -> ('y ~ x', '1 + x', 'g')."""
-    if formula.count("~") != 1:
-        raise ValueError(f"formula {formula!r} needs exactly one '~'")
-    found = RANDOM_PART.findall(formula)
-    if len(found) != 1:
-        raise ValueError(f"formula {formula!r} needs exactly one random part '(terms | group)'; found {len(found)}")
-    terms, group = found[0]
-    if not re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_.]*", group):
-        raise ValueError(f"grouping factor {group!r} must be a column name")
-    fixed = RANDOM_PART.sub("", formula)
-    fixed = re.sub(r"\+\s*(?=\+|$)", "", re.sub(r"~\s*\+", "~ ", fixed)).strip()
-    if fixed.rstrip().endswith("~"):
-        fixed += " 1"
-    return fixed, terms, group
+def one_random_part(formula: str) -> tuple[str, RandomPart]:
+    """The fixed part and the one correlated `(terms | group)` the engine fits."""
+    fixed, parts = split_random(formula)
+    if len(parts) != 1:
+        raise NotEstimable(
+            f"formula {formula!r} has {len(parts)} random parts after expanding '/'; the engine fits one "
+            "'(terms | group)'"
+        )
+    if not parts[0].correlated:
+        raise NotEstimable(f"formula {formula!r}: uncorrelated random effects '||' are not fitted yet; use '|'")
+    return fixed, parts[0]
+
+
+def group_labels(frame: pd.DataFrame, group: str) -> pd.Series:
+    """The grouping factor's labels; an interaction a:b labels each combination (as lme4)."""
+    columns = group.split(":")
+    if len(columns) == 1:
+        return frame[group]
+    return frame[columns].astype(str).agg(":".join, axis=1).rename(group)
 
 
 @dataclass
 class LmerResult:
     """A fitted model with what a reader needs: fixed effects with df-based inference,
-    variance components, likelihood, singularity, sizes and warnings (like lmerTest's summary)."""
+    variance components, likelihood, singularity, sizes and warnings (like lmerTest's summary),
+    and lme4's result methods (anova, ranef, predict, confint)."""
 
     formula: str
     fit: LmmFit
@@ -55,6 +93,19 @@ class LmerResult:
     group: str
     random_terms: list[str]
     warnings: list[str] = field(default_factory=list)
+    design: FixedDesign | None = field(default=None, repr=False)
+    random_spec: object = field(default=None, repr=False)  # formulaic ModelSpec of the random terms
+    frame: pd.DataFrame | None = field(default=None, repr=False)  # the rows used (for anova and fitted values)
+    random_variables: set = field(default_factory=set, repr=False)
+    z: np.ndarray | None = field(default=None, repr=False)  # random-effect columns of the rows used
+    response: np.ndarray | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"<LmerResult {self.fit.method} {self.formula!r}: n={self.n}, {self.group}={self.n_groups}, "
+            f"{len(self.fit.names)} fixed effects, logLik {self.loglik:.4f}"
+            f"{', singular' if self.is_singular else ''}; .summary() for the tables>"
+        )
 
     @property
     def n(self) -> int:
@@ -137,24 +188,133 @@ class LmerResult:
                 raise ValueError(f"contrast needs {len(names)} weights, one per fixed effect {names}")
         return self.fit.contrast(vector, self.ddf, self.level if level is None else level)
 
+    # -------------------------------------------------------------- lme4's methods
+
+    def anova(self, ddf: str | None = None) -> pd.DataFrame:
+        """Type III F test of each model term, as lmerTest's anova(type = 3): columns Sum Sq,
+        Mean Sq, NumDF, DenDF, F value, Pr(>F); `ddf` "satterthwaite" or "kenward_roger"
+        (REML only), by default the fit's."""
+        from .anova import anova_table, type3_contrasts
+
+        ddf = self.ddf if ddf is None else ddf
+        if ddf not in DDF_METHODS:
+            raise ValueError(f"ddf must be one of {DDF_METHODS}, not {ddf!r}")
+        return anova_table(self.fit, type3_contrasts(self.design, self.frame), ddf)
+
+    def ranef(self) -> RandomEffects:
+        """Conditional modes of the random effects and their conditional covariances, per group
+        (lme4's ranef(condVar = TRUE))."""
+        return conditional_modes(
+            self.fit,
+            self.design.x.to_numpy(float),
+            self.z,
+            self.response,
+            group_labels(self.frame, self.group),
+            self.random_terms,
+        )
+
+    def confint(self, level: float | None = None) -> pd.DataFrame:
+        """Wald intervals of the fixed effects with normal quantiles, as lme4's
+        confint(method = "Wald"); lme4 gives NA for the variance parameters, so they are left out."""
+        return wald_intervals(self.fit, self.level if level is None else level)
+
+    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = "all", allow_new_levels=False):
+        """Predicted means for the rows of `newdata` (default: the rows fitted), as lme4's predict:
+        re_form="all" (default, or the model's random part) adds each group's conditional modes;
+        re_form=None (or "NA", "~0") gives the population level X beta. A group not in the fit is
+        refused, as lme4 does by default; allow_new_levels=True predicts it at the population level
+        (lme4's allow.new.levels = TRUE). Rows with a missing predictor get NaN (lme4's na.pass)."""
+        frame = self.frame if newdata is None else newdata
+        population = re_form in POPULATION
+        if not population and re_form != "all" and not names_random_part(str(re_form), self.formula):
+            raise ValueError(f"re_form must be 'all', None, '~0' or the model's random part, not {re_form!r}")
+        variables = self.design.predictors
+        if not population:
+            variables |= self.random_variables | set(self.group.split(":"))
+        check_columns(variables, frame)
+        complete = frame[sorted(variables)].notna().all(axis=1).to_numpy()
+        out = np.full(len(frame), np.nan)
+        if not complete.any():
+            return pd.Series(out, index=frame.index, name="prediction")
+        rows = prepare_columns(frame.loc[complete])
+        check_levels(self.design, rows)
+        x = self.design.spec.get_model_matrix(rows, context=CONTEXT, na_action="ignore")[list(self.design.x.columns)]
+        values = np.asarray(x, float) @ self.fit.beta
+        if not population:
+            values += self._group_part(rows, allow_new_levels)
+        out[complete] = values
+        return pd.Series(out, index=frame.index, name="prediction")
+
+    def _group_part(self, rows: pd.DataFrame, allow_new_levels: bool) -> np.ndarray:
+        modes = self.ranef().modes
+        z = np.asarray(self.random_spec.get_model_matrix(rows, context=CONTEXT, na_action="ignore"), float)
+        labels = np.array(label_strings(group_labels(rows, self.group)), dtype=object)
+        known = np.isin(labels, modes.index.to_numpy())
+        if not known.all() and not allow_new_levels:
+            raise ValueError(
+                f"{int((~known).sum())} rows have a level of {self.group!r} not in the fit: "
+                "pass allow_new_levels=True to predict them at the population level (lme4 refuses them too)"
+            )
+        effects = np.zeros_like(z)
+        effects[known] = modes.loc[labels[known]].to_numpy()
+        return np.einsum("ij,ij->i", z, effects)
+
     def summary(self) -> str:
-        lines = [
-            (
-                f"Linear mixed model fit by {self.fit.method} "
-                f"({'Satterthwaite' if self.ddf == 'satterthwaite' else 'Kenward-Roger'} df)"
-            ),
-            f"Formula: {self.formula}",
-            (
-                f"n = {self.n}, groups ({self.group}) = {self.n_groups}; "
-                f"logLik {self.loglik:.4f}, AIC {self.aic:.4f}, BIC {self.bic:.4f}"
-            ),
-            "Random effects:", self.variance_components.to_string(index=False),
-            "Fixed effects:", self.fixed.to_string(),
-        ]  # fmt: skip
-        if self.is_singular:
-            lines.append("boundary (singular) fit: see warnings")
-        lines += [f"warning: {w}" for w in self.warnings + self.fit.warnings]
-        return "\n".join(lines)
+        """The fit as lmerTest's summary prints it (random effects, then fixed effects)."""
+        return format_summary(self)
+
+
+def check_levels(design: FixedDesign, rows: pd.DataFrame) -> None:
+    """New data may only use factor levels the fit has coefficients for (lme4 refuses others)."""
+    for factor, state in design.spec.factor_contrasts.items():
+        name = str(factor)
+        if name in rows:
+            unknown = set(rows[name].astype(str)) - {str(level) for level in state.levels}
+            if unknown:
+                raise ValueError(f"{len(unknown)} level(s) of factor {name!r} in the new data were not in the fit")
+
+
+def used_rows(data: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """The complete rows of the used columns with unused levels dropped, their row numbers in
+    `data` (from 1) and a note on the rows dropped."""
+    complete = data[used].notna().all(axis=1).to_numpy()
+    frame = drop_unused_levels(prepare_columns(data.loc[complete, used].reset_index(drop=True)))
+    dropped = len(data) - int(complete.sum())
+    return frame, np.flatnonzero(complete) + 1, [f"{dropped} rows with missing values dropped"] if dropped else []
+
+
+def check_grouping(labels: pd.Series, n: int) -> None:
+    """lme4's checks of a grouping factor: more than one level, fewer levels than rows."""
+    k = labels.nunique()
+    if k < 2:
+        raise FormulaError(f"grouping factor {labels.name!r} must have > 1 sampled level (lme4 refuses it too)")
+    if k >= n:
+        raise FormulaError(
+            f"grouping factor {labels.name!r} has {k} levels for {n} rows: the number of levels must be < the number "
+            "of observations (lme4 refuses it too)"
+        )
+
+
+def check_identifiable(n: int, k: int, q: int, term: str) -> None:
+    if n <= k * q:
+        raise FormulaError(
+            f"number of observations (={n}) <= number of random effects (={k * q}) for term {term}: the "
+            "random-effects parameters and the residual variance are probably unidentifiable (lme4 refuses it too)"
+        )
+
+
+def ordered_factor_notes(frame: pd.DataFrame, used: set[str]) -> list[str]:
+    """An ordered categorical is coded with treatment contrasts here; lme4 uses polynomial contrasts
+    (the same fitted model, other coefficients): say so rather than differ silently."""
+    notes = []
+    for name in sorted(used):
+        if isinstance(frame[name].dtype, pd.CategoricalDtype) and frame[name].cat.ordered:
+            notes.append(
+                f"ordered factor {name!r} is coded with treatment contrasts against its first level; lme4 codes "
+                "ordered factors with polynomial contrasts (same fit, other coefficients)"
+            )
+            pywarnings.warn(notes[-1], stacklevel=3)
+    return notes
 
 
 def lmer(
@@ -165,24 +325,44 @@ def lmer(
 
     if ddf not in DDF_METHODS:
         raise ValueError(f"ddf must be one of {DDF_METHODS}, not {ddf!r}")
-    fixed, random_terms, group = split_formula(formula)
-    used = (
-        set(formulaic.Formula(fixed).required_variables)
-        | set(formulaic.Formula(random_terms).required_variables)
-        | {group}
-    )
-    missing = sorted(used - set(data.columns))
-    if missing:
-        raise KeyError(f"columns not in the data: {missing}")
-    complete = data.dropna(subset=sorted(used))
-    notes = [f"{len(data) - len(complete)} rows with missing values dropped"] if len(complete) < len(data) else []
-    matrices = formulaic.model_matrix(fixed, complete, na_action="raise")
-    z = formulaic.model_matrix(random_terms, complete, na_action="raise")
+    if ddf == "kenward_roger" and not reml:
+        raise ValueError("Kenward-Roger's method is only available for REML model fits (as lmerTest and pbkrtest)")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, not {level}")
+    fixed, part = one_random_part(r_power(formula))
+    group = part.group
+    fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(part.terms, data.columns)
+    check_formula_text(fixed)
+    check_formula_text(random_terms)
+    if not fixed.split("~")[0].strip():
+        raise FormulaError(f"formula {formula!r} needs a response left of '~'")
+    used = required_variables(fixed, data.columns) | required_variables(random_terms, data.columns)
+    used |= set(group.split(":"))
+    check_columns(used, data)
+    response = required_variables(fixed.split("~")[0], data.columns)
+    frame, rows, notes = used_rows(data, sorted(used))
+    notes += ordered_factor_notes(frame, used - {group})
+    for name in response:
+        check_response(frame, name)
+    check_finite(numeric_columns(frame, sorted(used)), rows, "column")
+    labels = group_labels(frame, group)
+    check_grouping(labels, len(frame))
+    y, design = fixed_design(fixed, frame, rows)
+    if design.dropped:
+        notes.append(rank_warning(design.dropped))
+        pywarnings.warn(notes[-1], stacklevel=2)
+    z = formulaic.model_matrix(random_terms, frame, na_action="ignore", context=CONTEXT)
+    check_finite({name: z[name] for name in z.columns}, rows, "random-effect column")
+    check_identifiable(len(frame), labels.nunique(), z.shape[1], f"({part.terms} | {group})")
     if z.shape[1] > MAX_RANDOM_TERMS:
         raise NotEstimable(f"{z.shape[1]} random-effect terms; the engine fits at most {MAX_RANDOM_TERMS}")
-    y = np.asarray(matrices.lhs, float)[:, 0]
-    x = np.asarray(matrices.rhs, float)
     cp = cross_products(
-        x, np.asarray(z, float), y, complete[group].to_numpy(), list(matrices.rhs.columns), list(z.columns)
-    )
-    return LmerResult(formula, fit_lmm(cp, reml=reml), ddf, level, group, list(z.columns), notes)
+        design.x.to_numpy(float), np.asarray(z, float), y, labels.to_numpy(), list(design.x.columns),
+        list(z.columns),
+    )  # fmt: skip
+    fit = fit_lmm(cp, reml=reml)
+    random_variables = required_variables(random_terms, data.columns)
+    return LmerResult(
+        formula, fit, ddf, level, group, list(z.columns), notes, design, z.model_spec, frame, random_variables,
+        np.asarray(z, float), y,
+    )  # fmt: skip

@@ -1,0 +1,390 @@
+"""The coordinator's checks of a received bundle: the bundle schema, cross-products that data can
+give, counts that agree, every configured model present or refused by name, and signatures.
+
+Every tampering reported against format 1 is made here with the checksum recomputed, as whoever
+edits a bundle would do: each is refused with one sentence naming study, file and field."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests_support import harmonized_pool
+
+from ipdpool import __version__
+from ipdpool.federated import (
+    DISCLOSURE_DEFAULTS,
+    FLOW_COLUMNS,
+    FLOW_COUNTS,
+    STATUS_COLUMNS,
+    STATUS_COUNTS,
+    BundleError,
+    annotate_refusals,
+    check_bundle,
+    exact_records,
+    make_bundle,
+    manifest,
+    plain,
+    read_bundle,
+    refusal_notes,
+    refused_designs,
+    sha256_json,
+    sign_bundle,
+    strict_json,
+    table1_aggregates,
+    verify_signature,
+)
+from ipdpool.harmonize.rulefile import load_rules
+from ipdpool.harmonize.schema import load_schema
+from ipdpool.harmonize.study import harmonize_study
+from ipdpool.releases import released_statistics
+from ipdpool.tables import read_table, write_table
+
+FILE = "inbox/SE.bundle.json"
+WHERE = f"study SE: bundle {FILE}"
+DESIGN = "statistics.outcomes.functioning.designs.ips/primary"
+
+
+@pytest.fixture(scope="module")
+def setting(repo_root, tmp_path_factory):
+    """SE's bundle as its site writes it, with the flow and rule log read back from their TSV files."""
+    analysis = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())["analysis"]
+    schema = load_schema(repo_root / "config" / "schema.yaml")
+    levels = schema["variables"]["diagnosis"]["allowed"]
+    part = harmonized_pool(repo_root).query("study == 'SE'")
+    statistics, _, _ = released_statistics(part, analysis, levels, 3, "harmonize")
+    audit = harmonize_study(load_rules(repo_root / "config/studies/SE.yaml"), schema, b"k" * 32, base_dir=repo_root)
+    folder = tmp_path_factory.mktemp("audit")
+    write_table(audit.flow, folder / "flow.tsv")
+    write_table(audit.rule_log, folder / "rule_log.tsv")
+    flow = exact_records(read_table(folder / "flow.tsv"), FLOW_COLUMNS, FLOW_COUNTS)
+    status = exact_records(read_table(folder / "rule_log.tsv"), STATUS_COLUMNS, STATUS_COUNTS)
+    about = manifest(
+        "SE", repo_root / "config/studies/SE.yaml", repo_root / "config/schema.yaml", analysis, __version__
+    )
+    bundle = plain(make_bundle(statistics, table1_aggregates(part), flow, status, about, DISCLOSURE_DEFAULTS))
+    return analysis, json.loads(json.dumps(bundle)), repo_root / "config" / "schema.yaml"
+
+
+def resealed(bundle: dict) -> dict:
+    """The edited bundle with its content checksum recomputed."""
+    content = {k: bundle[k] for k in ("statistics", "table1", "flow", "status")}
+    bundle["manifest"]["content_sha256"] = sha256_json(content)
+    return bundle
+
+
+def problems_of(setting, edit) -> list[str]:
+    analysis, bundle, schema = setting
+    edited = copy.deepcopy(bundle)
+    edit(edited)
+    return check_bundle(resealed(edited), FILE, "SE", schema, analysis, __version__)
+
+
+def design(bundle: dict) -> dict:
+    return bundle["statistics"]["outcomes"]["functioning"]["designs"]["ips/primary"]
+
+
+def test_the_bundle_as_written_passes(setting):
+    analysis, bundle, schema = setting
+    assert check_bundle(bundle, FILE, "SE", schema, analysis, __version__) == []
+    assert refused_designs(bundle, FILE, "SE", analysis) == {}
+
+
+def test_a_negative_n_is_refused(setting):
+    problems = problems_of(setting, lambda b: design(b).update(n=-5))
+    assert problems == [f"{WHERE}, field {DESIGN}.n: -5 fails the bundle schema (minimum: minimum 0)"]
+
+
+def test_an_n_that_disagrees_with_the_matrix_is_refused(setting):
+    n = design(setting[1])["n"]
+    problems = problems_of(setting, lambda b: design(b).update(n=n - 5))
+    assert problems == [f"{WHERE}, field {DESIGN}.n: {n - 5} disagrees with the count in its products[0][0] ({n})"]
+
+
+def test_a_number_written_as_text_is_refused(setting):
+    value = design(setting[1])["products"][1][2]
+
+    def edit(b):
+        design(b)["products"][1][2] = str(value)
+
+    assert problems_of(setting, edit) == [
+        f'{WHERE}, field {DESIGN}.products.1.2: {json.dumps(str(value))} fails the bundle schema (type: type "number")'
+    ]
+
+
+def test_a_count_written_as_a_float_is_refused(setting):
+    n = design(setting[1])["n"]
+    problems = problems_of(setting, lambda b: design(b).update(n=float(n)))
+    assert problems == [f'{WHERE}, field {DESIGN}.n: {float(n)} fails the bundle schema (type: type "integer")']
+
+
+def test_an_asymmetric_matrix_is_refused(setting):
+    def edit(b):
+        design(b)["products"][1][2] += 1.0
+
+    (problem,) = problems_of(setting, edit)
+    assert problem.startswith(f"{WHERE}, field {DESIGN}.products: not symmetric (entries [1][2] and [2][1] differ by")
+
+
+def test_a_negative_sum_of_squares_is_refused(setting):
+    def edit(b):
+        design(b)["products"][3][3] = -1.0
+
+    assert problems_of(setting, edit) == [f"{WHERE}, field {DESIGN}.products[3][3]: a sum of squares is negative"]
+
+
+def test_cross_products_no_data_can_give_are_refused(setting):
+    def edit(b):  # symmetric, positive diagonal, but a correlation above 1
+        matrix = design(b)["products"]
+        matrix[1][2] = matrix[2][1] = 2 * (matrix[1][1] * matrix[2][2]) ** 0.5
+
+    (problem,) = problems_of(setting, edit)
+    assert problem.startswith(f"{WHERE}, field {DESIGN}.products: not positive semi-definite")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.floats(-1e4, 1e4), min_size=3, max_size=3),
+    st.lists(st.sampled_from([1e-3, 1.0, 60.0, 1e3]), min_size=3, max_size=3),
+)
+def test_cross_products_in_other_units_or_about_a_reference_pass(setting, shift, scale):
+    """The engine's coming format: products about a reference (0 for the intercept), here with
+    columns also in other units (a large offset and scale is what cancels digits in raw products)."""
+
+    def edit(b):
+        entry = design(b)
+        units = np.diag([1.0, *scale])
+        raw = units @ np.asarray(entry["products"]) @ units
+        reference = np.array([0.0, *shift])
+        # sum (w - r)(w - r)' = W'W - r s' - s r' + n r r', with s = W'1 (the first column)
+        s = raw[:, 0]
+        centred = raw - np.outer(reference, s) - np.outer(s, reference) + entry["n"] * np.outer(reference, reference)
+        entry.update(products=centred.tolist(), reference=reference.tolist())
+
+    assert problems_of(setting, edit) == []
+
+
+def test_a_reference_must_have_one_number_per_column_and_0_first(setting):
+    def edit(b):
+        design(b)["reference"] = [1.0, 0.0, 0.0, 0.0]
+
+    assert problems_of(setting, edit) == [
+        f"{WHERE}, field {DESIGN}.reference: needs 4 numbers, the first (intercept) 0"
+    ]
+
+
+def test_a_deleted_model_refuses_the_study_for_that_model_by_name(setting):
+    analysis, bundle, _ = setting
+    edited = copy.deepcopy(bundle)
+    del edited["statistics"]["outcomes"]["functioning"]["designs"]["ips/primary"]
+    assert (
+        problems_of(setting, lambda b: b["statistics"]["outcomes"]["functioning"]["designs"].pop("ips/primary")) == []
+    )
+    assert refused_designs(edited, FILE, "SE", analysis) == {
+        "functioning": {
+            "ips/primary": f"study SE refused for model ips/primary of outcome functioning (bundle {FILE}): "
+            "missing from the bundle"
+        }
+    }
+
+
+def test_strict_json_refuses_nan_and_duplicate_keys():
+    with pytest.raises(BundleError, match=f"{WHERE}: not strict JSON: NaN is not a number"):
+        strict_json('{"n": NaN}', WHERE)
+    with pytest.raises(BundleError, match=f"{WHERE}: not strict JSON: key 'n' appears twice in one object"):
+        strict_json('{"n": 1, "n": 2}', WHERE)
+
+
+def leaves(value, path=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from leaves(item, (*path, index))
+    yield path
+
+
+BREAKING = {
+    "text": lambda v: "12" if not isinstance(v, str) else None,
+    "list": lambda v: [v],
+    "object": lambda v: {"value": v},
+    "bool": lambda v: True,
+    "negative": lambda v: -3 if isinstance(v, int) and not isinstance(v, bool) else None,
+    "fraction": lambda v: v + 0.5 if isinstance(v, int) and not isinstance(v, bool) else None,
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_random_edits_are_refused_in_sentences_naming_study_file_and_field(setting, data):
+    """Fuzz: a random leaf (or object) gets a value of another type, a negative or fractional count,
+    or is deleted; the checksum is recomputed. Every such edit is refused, without an exception,
+    in one-line sentences that each name study, file and field."""
+    analysis, bundle, schema = setting
+    paths = [p for p in leaves(bundle) if p and p[0] != "manifest" or p[:1] == ("manifest",) and len(p) == 2]
+    path = data.draw(st.sampled_from(paths))
+    edited = copy.deepcopy(bundle)
+    parent = edited
+    for step in path[:-1]:
+        parent = parent[step]
+    old = parent[path[-1]]
+    kind = data.draw(st.sampled_from(["delete", *BREAKING]))
+    if kind == "delete":
+        if isinstance(parent, list) or path[-2:-1] in (("designs",), ("outcomes",), ("withheld",), ("harmonized",)):
+            return  # a list item or a whole design/outcome: refused per model instead (test above)
+        if path[-2:-1] in (("sex",), ("diagnosis",), ("employed",)) and path[-1] != "missing":
+            return  # a level with no participants is simply absent
+        del parent[path[-1]]
+    else:
+        new = BREAKING[kind](old)
+        if new is None or (kind == "negative" and old == -3):
+            return
+        parent[path[-1]] = new
+    if path[0] != "manifest" or path[-1] == "content_sha256":
+        resealed(edited) if path[-1] != "content_sha256" else None
+    problems = check_bundle(edited, FILE, "SE", schema, analysis, __version__)
+    assert problems, (path, kind)
+    for problem in problems:
+        assert "\n" not in problem and problem.startswith(f"{WHERE}, field "), problem
+
+
+# ------------------------------------------------------------------ signatures
+
+
+def ssh_key(folder, name: str) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / name)], check=True)
+    return (folder / f"{name}.pub").read_text().strip()
+
+
+@pytest.fixture
+def signed(setting, tmp_path):
+    """SE's bundle signed with a key pair made here; the centre's allowed_signers holds its public key."""
+    _, bundle, _ = setting
+    public = ssh_key(tmp_path, "se_key")
+    ssh_key(tmp_path, "other_key")
+    (tmp_path / "allowed_signers").write_text(f"SE {public}\n")
+    path = tmp_path / "SE.bundle.json"
+    path.write_text(json.dumps(bundle, sort_keys=True, indent=1) + "\n")
+    sign_bundle(path, tmp_path / "se_key")
+    return path, {"signatures": {"allowed_signers": str(tmp_path / "allowed_signers")}}
+
+
+def test_a_valid_signature_is_accepted(signed):
+    path, federated = signed
+    assert verify_signature(path, "SE", federated).startswith("signed by SE, verified with ssh-keygen -Y")
+
+
+def test_a_signature_by_another_key_is_refused(signed, tmp_path):
+    path, federated = signed
+    sign_bundle(path, tmp_path / "other_key")
+    with pytest.raises(BundleError, match=f"study SE: bundle {path}: signature SE.bundle.json.sig is not a valid"):
+        verify_signature(path, "SE", federated)
+
+
+def test_a_signature_for_another_study_is_refused(signed):
+    path, federated = signed
+    with pytest.raises(BundleError, match="is not a valid signature by NL"):
+        verify_signature(path, "NL", federated)
+
+
+def test_a_bundle_edited_after_signing_is_refused(signed, setting):
+    path, federated = signed
+    bundle = json.loads(path.read_text())
+    bundle["statistics"]["outcomes"]["functioning"]["designs"]["ips/primary"]["n"] = 80
+    path.write_text(json.dumps(resealed(bundle), sort_keys=True, indent=1) + "\n")
+    with pytest.raises(BundleError, match="is not a valid signature by SE"):
+        verify_signature(path, "SE", federated)
+
+
+def test_unsigned_bundles_are_refused_unless_acknowledged_with_a_reason(signed):
+    path, federated = signed
+    path.with_name(path.name + ".sig").unlink()
+    with pytest.raises(BundleError, match="has no detached signature SE.bundle.json.sig beside it"):
+        verify_signature(path, "SE", federated)
+    with pytest.raises(BundleError, match="unsigned bundles are refused unless federated.unsigned is 'acknowledged'"):
+        verify_signature(path, "SE", {})
+    acknowledged = {"unsigned": "acknowledged", "unsigned_reason": "pilot; keys exchanged next month"}
+    assert verify_signature(path, "SE", acknowledged) == (
+        "UNSIGNED, accepted because federated.unsigned is acknowledged: pilot; keys exchanged next month"
+    )
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG is not installed")
+def test_gnupg_signatures_are_verified_against_the_keyring_and_the_study_fingerprint(signed, tmp_path, monkeypatch):
+    path, _ = signed
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    for who in ("se", "other"):
+        subprocess.run(
+            [*gpg, "--quick-gen-key", f"{who} <{who}@example.invalid>", "ed25519", "sign", "never"], check=True
+        )
+    listing = subprocess.run(["gpg", "--with-colons", "--list-keys"], capture_output=True, text=True, check=True).stdout
+    fingerprints = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")]
+    keyring = tmp_path / "sites.kbx"
+    exported = subprocess.run(["gpg", "--export"], capture_output=True, check=True).stdout
+    subprocess.run(
+        ["gpg", "--batch", "--no-default-keyring", "--keyring", str(keyring), "--import"], input=exported, check=True
+    )
+    settings_ = {"signatures": {"gpg_keyring": str(keyring), "gpg_fingerprints": {"SE": fingerprints[0]}}}
+    sig = path.with_name(path.name + ".sig")
+    sig.unlink()
+    subprocess.run([*gpg, "--local-user", fingerprints[0], "--detach-sign", "-o", str(sig), str(path)], check=True)
+    assert verify_signature(path, "SE", settings_).startswith("signed by SE, verified with GnuPG")
+    sig.unlink()
+    subprocess.run([*gpg, "--local-user", fingerprints[1], "--detach-sign", "-o", str(sig), str(path)], check=True)
+    with pytest.raises(BundleError, match="is not a valid GnuPG signature by SE's key"):
+        verify_signature(path, "SE", settings_)
+    assert os.environ["GNUPGHOME"] == str(home)
+
+
+def test_read_bundle_refuses_with_every_sentence(setting, tmp_path):
+    analysis, bundle, schema = setting
+    edited = copy.deepcopy(bundle)
+    design(edited)["n"] = 81
+    design(edited)["products"][3][3] = -2.0
+    path = tmp_path / "SE.bundle.json"
+    path.write_text(json.dumps(resealed(edited)))
+    with pytest.raises(BundleError) as refused:
+        read_bundle(path, "SE", schema, analysis, __version__)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "study SE: bundle refused:" and len(lines) == 2
+    assert lines[1] == f"study SE: bundle {path}, field {DESIGN}.products[3][3]: a sum of squares is negative"
+
+
+def test_a_refused_study_is_named_in_the_warnings_of_exactly_the_rows_of_its_model(setting):
+    analysis, bundle, _ = setting
+    edited = copy.deepcopy(bundle)
+    outcome = edited["statistics"]["outcomes"]["functioning"]
+    del outcome["designs"]["ips/covariates"]
+    outcome.setdefault("withheld", {})["ips/covariates"] = "withheld: differs from ips/primary by 2 and 0"
+    statistics = {"SE": {**edited["statistics"], "outcomes": {}}}
+    statistics["SE"]["outcomes"]["functioning"] = {
+        **outcome,
+        "refused": refused_designs(edited, FILE, "SE", analysis)["functioning"],
+    }
+    table = pd.DataFrame(
+        {
+            "contrast": ["ips", "ips", "ips", "employed"],
+            "model": ["random_intercept", "covariates", "ml", "covariates"],
+            "warnings": ["", "singular fit", None, ""],
+        }
+    )
+    out = annotate_refusals(table, refusal_notes(statistics, "functioning"))
+    message = (
+        f"study SE refused for model ips/covariates of outcome functioning (bundle {FILE}): "
+        "withheld: differs from ips/primary by 2 and 0"
+    )
+    assert out["warnings"].tolist() == ["", f"singular fit; {message}", "", ""]
+    assert annotate_refusals(table, refusal_notes(statistics, "depression")).equals(table)

@@ -1,0 +1,193 @@
+"""lmer's result methods against lme4 and lmerTest, computed live by R on R datasets no other test
+uses: nlme's Machines, lmerTest's ham and carrots, MASS's oats (also unbalanced by dropping rows),
+and datasets' ChickWeight (random slope).
+
+- anova: lmerTest's anova(type = 3), Satterthwaite and Kenward-Roger: F, NumDF, DenDF to 1e-6
+  relative; p to 1e-6 relative, or its logarithm to 1e-6 relative where p is tiny (a p of 1e-16
+  moves by 1e-6 relative when F moves by 4e-8, which is the precision of the fit itself);
+- ranef: lme4's ranef(condVar = TRUE) modes (1e-6 of their largest) and conditional variances (1e-5:
+  they scale with the variance components, which the engine matches to about 1e-6 on slope models);
+- predict (1e-6 of the largest prediction): lme4's predict on new rows, group-level, population-level
+  (re.form = NA) and with a new group (allow.new.levels = TRUE), and the fitted values;
+- confint: lme4's confint(method = "Wald").
+lme4 is refitted with tight optimizer tolerances, as in test_lmm_reference.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from rscript import run_r
+
+import ipdpool
+
+R_SCRIPT = r"""
+suppressPackageStartupMessages({library(lmerTest); library(nlme); library(MASS)})
+tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
+                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
+plain <- function(d) { for (n in names(d)) if (is.factor(d[[n]])) d[[n]] <- as.character(d[[n]]); as.data.frame(d) }
+factors <- function(d) { for (n in names(d)) if (is.character(d[[n]])) d[[n]] <- factor(d[[n]]); d }
+machines <- plain(Machines)
+hamd <- plain(ham)[, c("Consumer", "Product", "Information", "Informed.liking")]
+carrotsd <- plain(carrots)[, c("Consumer", "Preference", "sens1", "sens2", "Homesize", "Age")]
+oatsd <- plain(MASS::oats)
+oats_unbalanced <- oatsd[-c(2, 9, 23, 40, 41, 66), ]
+chick <- plain(ChickWeight)
+out <- list(data = list(machines = machines, ham = hamd, carrots = carrotsd, oats = oatsd,
+                        oats_unbalanced = oats_unbalanced, chick = chick), anova = list(), methods = list())
+anova_list <- function(a) list(terms = rownames(a), F = a[["F value"]], NumDF = a$NumDF, DenDF = a$DenDF,
+                               p = a[["Pr(>F)"]])
+for (case in names(CASES)) {
+  cs <- CASES[[case]]
+  m <- lmer(as.formula(cs$formula), factors(out$data[[cs$data]]), REML = cs$reml, control = tight)
+  res <- list(s = anova_list(anova(m, type = 3)))
+  if (cs$reml) res$kr <- anova_list(anova(m, type = 3, ddf = "Kenward-Roger"))
+  out$anova[[case]] <- res
+  if (!is.null(cs$new)) {
+    d <- factors(out$data[[cs$data]])
+    re <- ranef(m, condVar = TRUE)[[1]]
+    new <- d[cs$new, ]
+    new[[cs$group]] <- as.character(new[[cs$group]]); new[[cs$group]][1] <- "a new group"
+    ci <- confint(m, method = "Wald")
+    out$methods[[case]] <- list(
+      groups = rownames(re), modes = unname(as.matrix(re)), cond_var = as.vector(attr(re, "postVar")),
+      fitted = unname(predict(m)), rows = cs$new,
+      group_level = unname(predict(m, newdata = new, allow.new.levels = TRUE)),
+      population = unname(predict(m, newdata = new, re.form = NA)),
+      confint = unname(ci[names(fixef(m)), ]), scaled_residuals = unname(quantile(resid(m, scaled = TRUE))),
+      confint_90 = unname(confint(m, method = "Wald", level = 0.9)[names(fixef(m)), ]))
+  }
+}
+"""
+
+CASES = {
+    "machines": ("machines", "score ~ Machine + (1 | Worker)", True),
+    "ham": ("ham", "Informed.liking ~ Product * Information + (1 | Consumer)", True),
+    "carrots": ("carrots", "Preference ~ sens1 + sens2 + Homesize * Age + (1 | Consumer)", True),
+    "oats": ("oats", "Y ~ N * V + (1 | B)", True),
+    "oats_ml": ("oats", "Y ~ N * V + (1 | B)", False),
+    "oats_unbalanced": ("oats_unbalanced", "Y ~ N * V + (1 | B)", True),
+    "chick": ("chick", "weight ~ Time * Diet + (Time | Chick)", True),
+}
+# rows (1-based, as R) predicted on new data, the first given a group the fit has not seen
+METHOD_CASES = {"oats_unbalanced": ("B", [1, 5, 20, 33, 60]), "chick": ("Chick", [1, 2, 50, 300, 577])}
+
+
+def r_cases() -> str:
+    entries = []
+    for case, (data, formula, reml) in CASES.items():
+        extra = ""
+        if case in METHOD_CASES:
+            group, rows = METHOD_CASES[case]
+            extra = f', group = "{group}", new = c({", ".join(map(str, rows))})'
+        entries.append(f'{case} = list(data = "{data}", formula = "{formula}", reml = {str(reml).upper()}{extra})')
+    return "CASES <- list(" + ",\n".join(entries) + ")\n"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return run_r(r_cases() + R_SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def fits(reference):
+    return {
+        case: ipdpool.lmer(formula, pd.DataFrame(reference["data"][data]), reml=reml)
+        for case, (data, formula, reml) in CASES.items()
+    }
+
+
+def relative(ours, theirs) -> float:
+    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
+    return float(np.max(np.abs(ours - theirs) / np.abs(theirs)))
+
+
+def scaled(ours, theirs) -> float:
+    """Largest difference relative to the largest value (for predictions near zero)."""
+    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
+    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+
+
+def p_values_agree(ours, theirs, rel=1e-6) -> bool:
+    ours, theirs = np.asarray(ours, float), np.atleast_1d(np.asarray(theirs, float))
+    direct = np.abs(ours - theirs) <= rel * theirs
+    logarithmic = np.abs(np.log(ours) - np.log(theirs)) <= rel * np.abs(np.log(theirs))
+    return bool(np.all(direct | logarithmic))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("ddf", ["satterthwaite", "kenward_roger"])
+def test_anova_equals_lmertest_type3(case, ddf, reference, fits):
+    key = "s" if ddf == "satterthwaite" else "kr"
+    if key not in reference["anova"][case]:
+        with pytest.raises(ValueError, match="only available for REML"):
+            fits[case].anova(ddf)
+        return
+    theirs = reference["anova"][case][key]
+    ours = fits[case].anova(ddf)
+    assert list(ours.index) == list(np.atleast_1d(theirs["terms"]))
+    for column, name in (("F value", "F"), ("NumDF", "NumDF"), ("DenDF", "DenDF")):
+        assert relative(ours[column], np.atleast_1d(theirs[name])) < 1e-6, (column, ours[column].tolist(), theirs[name])
+    assert p_values_agree(ours["Pr(>F)"], theirs["p"]), (ours["Pr(>F)"].tolist(), theirs["p"])
+
+
+@pytest.mark.parametrize("case", list(METHOD_CASES))
+def test_ranef_equals_lme4_condvar(case, reference, fits):
+    theirs = reference["methods"][case]
+    effects = fits[case].ranef()
+    modes = np.asarray(theirs["modes"], float)
+    k, q = modes.shape
+    ours = effects.modes.loc[[str(g) for g in theirs["groups"]]].to_numpy()
+    scale = np.abs(modes).max(axis=0)
+    assert np.all(np.abs(ours - modes) <= 1e-6 * scale), np.max(np.abs(ours - modes) / scale)
+    cond_var = np.asarray(theirs["cond_var"], float).reshape((q, q, k), order="F").transpose(2, 0, 1)
+    order = [list(effects.modes.index).index(str(g)) for g in theirs["groups"]]
+    assert relative(effects.cond_var[order], cond_var) < 1e-5  # moves with the variance components (1e-6)
+    assert np.allclose(effects.cond_sd.to_numpy()[order] ** 2, np.diagonal(cond_var, axis1=1, axis2=2))
+
+
+@pytest.mark.parametrize("case", list(METHOD_CASES))
+def test_predict_equals_lme4(case, reference, fits):
+    theirs = reference["methods"][case]
+    fit = fits[case]
+    group, rows = METHOD_CASES[case]
+    new = pd.DataFrame(reference["data"][CASES[case][0]]).iloc[[r - 1 for r in rows]].copy()
+    new[group] = new[group].astype(str)
+    new.iloc[0, new.columns.get_loc(group)] = "a new group"
+    assert scaled(fit.predict(), theirs["fitted"]) < 1e-6
+    assert scaled(fit.predict(new, allow_new_levels=True), theirs["group_level"]) < 1e-6
+    assert scaled(fit.predict(new, re_form=None), theirs["population"]) < 1e-6
+    assert scaled(fit.predict(new, re_form="~0"), theirs["population"]) < 1e-6
+    random_part = "~" + CASES[case][1].split("+")[-1].strip()  # the model's own random part: group level
+    assert scaled(fit.predict(new, re_form=random_part, allow_new_levels=True), theirs["group_level"]) < 1e-6
+    with pytest.raises(ValueError, match="not in the fit"):
+        fit.predict(new)  # lme4's default refuses a new group too
+    assert scaled(fit.predict(new.iloc[1:]), theirs["group_level"][1:]) < 1e-6
+
+
+@pytest.mark.parametrize("case", list(METHOD_CASES))
+def test_confint_equals_lme4_wald(case, reference, fits):
+    theirs = reference["methods"][case]
+    assert relative(fits[case].confint(), theirs["confint"]) < 1e-6
+    ninety = fits[case].confint(0.9)
+    assert list(ninety.columns) == ["5 %", "95 %"]
+    assert relative(ninety, theirs["confint_90"]) < 1e-6
+
+
+@pytest.mark.parametrize("case", list(METHOD_CASES))
+def test_summary_scaled_residuals_equal_lme4(case, reference, fits):
+    lines = fits[case].summary().splitlines()
+    values = lines[lines.index("Scaled residuals:") + 2].split()
+    assert [float(v) for v in values] == pytest.approx(reference["methods"][case]["scaled_residuals"], abs=1e-4)
+
+
+def test_summary_reads_like_lmertest_with_no_nan(fits):
+    for fit in fits.values():
+        text = fit.summary()
+        assert "nan" not in text.lower()
+        for heading in ("Random effects:", "Groups", "Std.Dev.", "Fixed effects:", "Estimate", "Pr(>|t|)"):
+            assert heading in text
+        assert len(repr(fit)) < 300
+    chick = fits["chick"].summary()
+    assert "Corr" in chick and "Number of obs: 578, groups:  Chick, 50" in chick

@@ -1,0 +1,307 @@
+"""Differencing attacks on released statistics, tried as an adversary would, and the rules that
+stop them: the nested-subset rule inside one bundle and the release ledger across releases."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests_support import harmonized_pool
+
+from ipdpool.demo.files import write_raw_file
+from ipdpool.demo.generate import build_demo
+from ipdpool.harmonize.rulefile import load_rules
+from ipdpool.harmonize.schema import conform, load_schema
+from ipdpool.harmonize.study import harmonize_study
+from ipdpool.models.statistics import study_statistics
+from ipdpool.releases import (
+    ReleaseRefused,
+    design_participants,
+    record_release,
+    released_statistics,
+    resolve_nested,
+    small_differences,
+    summary_participants,
+)
+
+KEY = b"site-ledger-test-key-5f1d2c9a7b3e"
+LOG = logging.getLogger("test_releases")
+SUBSET = 3
+
+
+@pytest.fixture(scope="module")
+def setting(repo_root):
+    analysis = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())["analysis"]
+    levels = load_schema(repo_root / "config" / "schema.yaml")["variables"]["diagnosis"]["allowed"]
+    return analysis, levels, harmonized_pool(repo_root)
+
+
+def small_study(n: int = 30, seed: int = 7) -> pd.DataFrame:
+    """A complete study of n participants: every design has the same participants."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "study": "X",
+            "participant_id": [f"p{i:03d}" for i in range(n)],
+            "arm": np.where(np.arange(n) % 2 == 0, "IPS", "SAU"),
+            "employed": rng.integers(0, 2, n).astype(float),
+            "age": rng.normal(40, 10, n).round(),
+            "sex": np.where(rng.random(n) < 0.5, "female", "male"),
+            "diagnosis": rng.choice(["schizophrenia_spectrum", "bipolar"], n),
+            "functioning_bl": rng.normal(50, 10, n),
+            "functioning_bl_z": rng.normal(0, 1, n),
+            "functioning_fu": rng.normal(50, 10, n),
+            "functioning_fu_z": rng.normal(0, 1, n),
+            "functioning_instrument": "GAF",
+        }
+    )
+
+
+ANALYSIS = {
+    "outcomes": ["functioning"],
+    "models": {"employed": {"terms": ["employed"], "adjust": ["baseline"], "report": {"employed": {"employed": 1}}}},
+    "sensitivity": {"covariates": ["age", "sex", "diagnosis"]},
+}
+
+
+def about_zero(entry: dict) -> np.ndarray:
+    """[X y]'[X y] about 0 from products about the entry's reference (as an attacker would undo
+    it: sum (c + r)(c + r)' = C + s r' + r s' + n r r', with s = C[:, 0] the sums about r)."""
+    centred = np.asarray(entry["products"], float)
+    reference = np.asarray(entry.get("reference", np.zeros(len(centred))), float)
+    sums = centred[:, 0]
+    return centred + np.outer(sums, reference) + np.outer(reference, sums) + entry["n"] * np.outer(reference, reference)
+
+
+def products(statistics: dict, design: str) -> tuple[list[str], np.ndarray]:
+    entry = statistics["outcomes"]["functioning"]["designs"][design]
+    return entry["names"], about_zero(entry)
+
+
+# ------------------------------------------------------------------ one bundle
+
+
+def test_one_missing_baseline_gives_a_participant_away_without_the_rule_and_not_with_it():
+    """The minimal case: participant p005 misses only the baseline score."""
+    data = small_study()
+    data.loc[5, ["functioning_bl", "functioning_bl_z"]] = np.nan
+    victim = data.loc[5]
+    levels = ["schizophrenia_spectrum", "bipolar"]
+    # Without the rule (what bundles held before): the unadjusted design has 30 participants, the
+    # primary 29; on their shared columns (intercept, employed, y) the difference of the two
+    # cross-product matrices is p005's own [1, employed, y] outer product: employment and score exactly.
+    old = study_statistics(data, ANALYSIS, levels)
+    names_u, unadjusted = products(old, "employed/unadjusted")
+    names_p, primary = products(old, "employed/primary")
+    shared = [names_p.index(n) for n in names_u]
+    difference = unadjusted - primary[np.ix_(shared, shared)]
+    assert difference[0, 0] == 1  # one participant
+    assert difference[0, names_u.index("employed")] == victim["employed"]
+    assert difference[0, names_u.index("y")] == pytest.approx(victim["functioning_fu_z"], abs=1e-12)
+    # harmonize: both designs use the 29 common complete cases, and differencing gives nothing
+    new, reasons, sets = released_statistics(data, ANALYSIS, levels, SUBSET, "harmonize")
+    names_u, unadjusted = products(new, "employed/unadjusted")
+    names_p, primary = products(new, "employed/primary")
+    assert np.allclose(unadjusted - primary[np.ix_(shared, shared)], 0, atol=1e-12)
+    assert "employed/unadjusted" in new["outcomes"]["functioning"]["harmonized"]
+    assert reasons and small_differences(sets, SUBSET) == []
+    # the harmonized design is exactly the pooled-IPD statistics of those 29 participants
+    expected = study_statistics(data.drop(index=5), ANALYSIS, levels)["outcomes"]["functioning"]["designs"]
+    np.testing.assert_array_equal(unadjusted, about_zero(expected["employed/unadjusted"]))
+    # withhold: the smaller design (primary, 29) is not released, with its reason
+    kept, _, sets = released_statistics(data, ANALYSIS, levels, SUBSET, "withhold")
+    assert "employed/primary" not in kept["outcomes"]["functioning"]["designs"]
+    assert "withheld" in kept["outcomes"]["functioning"]["withheld"]["employed/primary"]
+    assert small_differences(sets, SUBSET) == []
+
+
+def test_a_difference_of_nfilter_subset_or_more_is_left_alone():
+    data = small_study()
+    data.loc[[3, 5, 8], ["functioning_bl", "functioning_bl_z"]] = np.nan
+    new, reasons, _ = released_statistics(data, ANALYSIS, ["schizophrenia_spectrum", "bipolar"], SUBSET, "harmonize")
+    assert reasons == {}
+    assert new["outcomes"]["functioning"]["designs"]["employed/unadjusted"]["n"] == 30
+
+
+def test_on_the_demo_no_two_released_designs_differ_by_one_or_two(setting):
+    """Before the rule, designs of the demo differ by 1 or 2 participants (NL, SE, US); after it,
+    none does, every released design's n is the size of its participant set, and a harmonized
+    design holds the pooled-IPD statistics of its participants."""
+    analysis, levels, pooled = setting
+    before = after = 0
+    for study in ("NL", "SE"):
+        part = pooled[pooled["study"] == study]
+        before += len(small_differences(design_participants(part, analysis), SUBSET))
+        statistics, reasons, sets = released_statistics(part, analysis, levels, SUBSET, "harmonize")
+        after += len(small_differences(sets, SUBSET))
+        for key, ids in sets.items():
+            outcome, design = key.split(":", 1)
+            assert statistics["outcomes"][outcome]["designs"][design]["n"] == len(ids), key
+        key = sorted(reasons)[0]
+        outcome, design = key.split(":", 1)
+        alone = study_statistics(part[part["participant_id"].isin(sets[key])], analysis, levels)
+        ours, theirs = statistics["outcomes"][outcome]["designs"][design], alone["outcomes"][outcome]["designs"][design]
+        assert ours["names"] == theirs["names"] and ours["n"] == theirs["n"]
+        np.testing.assert_array_equal(np.asarray(ours["products"]), np.asarray(theirs["products"]))
+    assert before > 100 and after == 0
+
+
+def test_at_another_seed_of_the_demo_no_two_released_designs_differ_by_one_or_two(setting, tmp_path):
+    """The demo drawn with seed 1 (bench/bench_release_rule.py runs five seeds), study SE, both choices."""
+    analysis, levels, _ = setting
+    for raw in build_demo(1).exports["SE"].files:
+        write_raw_file(raw, tmp_path / "resources" / "demo" / "raw" / "SE")
+    repo = Path(__file__).resolve().parents[1]
+    schema = load_schema(repo / "config" / "schema.yaml")
+    part = harmonize_study(load_rules(repo / "config" / "studies" / "SE.yaml"), schema, KEY, tmp_path).data
+    part = conform(part, schema)
+    assert len(small_differences(design_participants(part, analysis), SUBSET)) > 100
+    for choice in ("harmonize", "withhold"):
+        statistics, reasons, sets = released_statistics(part, analysis, levels, SUBSET, choice)
+        assert reasons and small_differences(sets, SUBSET) == []
+        for key, ids in sets.items():
+            outcome, design = key.split(":", 1)
+            assert statistics["outcomes"][outcome]["designs"][design]["n"] == len(ids), (choice, key)
+
+
+def test_on_the_demo_the_old_bundles_gave_participants_away(setting):
+    """The attack on the statistics as they were sent before the rule: wherever a model's
+    unadjusted design has exactly one participant more than its primary design, the difference of
+    their cross-products on the unadjusted columns is that participant's row, arm, employment and
+    follow-up score exactly. The rule leaves no such pair (previous test)."""
+    analysis, levels, pooled = setting
+    recovered = 0
+    for study in ("NL", "SE", "US"):
+        part = pooled[pooled["study"] == study]
+        sets = design_participants(part, analysis)
+        old = study_statistics(part, analysis, levels)
+        for outcome in analysis["outcomes"]:
+            for model in analysis["models"]:
+                wide, narrow = sets[f"{outcome}:{model}/unadjusted"], sets[f"{outcome}:{model}/primary"]
+                if len(wide - narrow) != 1 or narrow - wide:
+                    continue
+                (victim,) = part[part["participant_id"].isin(wide - narrow)].to_dict("records")
+                designs = old["outcomes"][outcome]["designs"]
+                names = designs[f"{model}/unadjusted"]["names"]
+                columns = [designs[f"{model}/primary"]["names"].index(name) for name in names]
+                wide_products = about_zero(designs[f"{model}/unadjusted"])
+                gap = wide_products - about_zero(designs[f"{model}/primary"])[np.ix_(columns, columns)]
+                row = dict(zip(names, gap[0]))
+                assert row["Intercept"] == 1 and row["y"] == pytest.approx(victim[f"{outcome}_fu_z"], abs=1e-9)
+                if "ips" in row:
+                    assert row["ips"] == (victim["arm"] == "IPS")
+                if "employed" in row:
+                    assert row["employed"] == victim["employed"]
+                recovered += 1
+    assert recovered >= 3
+
+
+family = st.dictionaries(
+    st.sampled_from([f"o{i}:m/d" for i in range(8)]),
+    st.frozensets(st.integers(0, 25), max_size=25),
+    min_size=2,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(family, st.sampled_from(["harmonize", "withhold"]), st.permutations(list(range(26))))
+def test_the_rule_leaves_no_small_difference_only_shrinks_and_ignores_who_is_who(sets, choice, relabel):
+    kept, reasons = resolve_nested(sets, SUBSET, choice)
+    assert small_differences(kept, SUBSET) == []
+    assert all(kept[k] <= sets[k] for k in kept)
+    assert set(sets) - set(kept) <= set(reasons) and set(reasons) <= set(sets)
+    # the same sets with participants relabelled: the same designs changed, by the same sizes
+    renamed = {k: frozenset(relabel[i] for i in v) for k, v in sets.items()}
+    kept_renamed, reasons_renamed = resolve_nested(renamed, SUBSET, choice)
+    assert reasons_renamed == reasons
+    assert {k: len(v) for k, v in kept_renamed.items()} == {k: len(v) for k, v in kept.items()}
+
+
+# ------------------------------------------------------------------ across releases
+
+
+def released_sets(part: pd.DataFrame, analysis: dict) -> dict:
+    return {**design_participants(part, analysis), **summary_participants(part, analysis["outcomes"])}
+
+
+def test_a_withdrawal_then_re_export_is_refused_and_names_no_one(setting, tmp_path):
+    analysis, levels, pooled = setting
+    part = pooled[pooled["study"] == "SE"].reset_index(drop=True)
+    ledger = tmp_path / "ledger" / "SE.json"
+    record_release(ledger, KEY, "SE", released_sets(part, analysis), SUBSET, None, LOG)
+    withdrawn = part.drop(index=10)
+    victim = part.loc[10]
+    # The attack, had the second bundle been written: the first bundle's statistics minus the
+    # second's are the withdrawn participant's values, e.g. their follow-up score and arm.
+    first = study_statistics(part, analysis, levels)["outcomes"]["functioning"]["designs"]["ips/unadjusted"]
+    second = study_statistics(withdrawn, analysis, levels)["outcomes"]["functioning"]["designs"]["ips/unadjusted"]
+    gap = about_zero(first) - about_zero(second)
+    names = first["names"]
+    assert gap[0, 0] == 1 and gap[0, names.index("ips")] == (victim["arm"] == "IPS")
+    assert gap[0, names.index("y")] == pytest.approx(victim["functioning_fu_z"], abs=1e-9)
+    # The ledger refuses the second release, naming statistics and sizes, not the participant.
+    with pytest.raises(ReleaseRefused) as refused:
+        record_release(ledger, KEY, "SE", released_sets(withdrawn, analysis), SUBSET, None, LOG)
+    message = str(refused.value)
+    assert "statistic functioning:ips/unadjusted would differ from the release of" in message
+    assert "by 1 participant(s) removed and 0 added" in message
+    assert "statistic table1/" + victim["arm"] + " would differ" in message
+    text = ledger.read_text()
+    assert victim["participant_id"] not in message and not [p for p in part["participant_id"] if p in text]
+    assert len(json.loads(text)["releases"]) == 1  # the refused release is not recorded
+
+
+def test_a_change_of_nfilter_subset_participants_is_allowed_and_a_new_line_is_explicit(setting, tmp_path, caplog):
+    analysis, _, pooled = setting
+    part = pooled[pooled["study"] == "SE"].reset_index(drop=True)
+    ledger = tmp_path / "SE.json"
+    record_release(ledger, KEY, "SE", released_sets(part, analysis), SUBSET, None, LOG)
+    # the same data again: nothing differs, nothing new recorded
+    record_release(ledger, KEY, "SE", released_sets(part, analysis), SUBSET, None, LOG)
+    assert len(json.loads(ledger.read_text())["releases"]) == 1
+    # three participants of one arm with the same missing values: every statistic loses 0 or 3
+    pattern = part.notna().astype(int).astype(str).agg("".join, axis=1) + part["arm"]
+    trio = next(list(rows[:3]) for rows in pattern.groupby(pattern).groups.values() if len(rows) >= 3)
+    record_release(ledger, KEY, "SE", released_sets(part.drop(index=trio), analysis), SUBSET, None, LOG)
+    # one more withdrawal is refused in this line; a new, named line with a reason accepts it, logged
+    fewer = part.drop(index=[*trio, 0])
+    with pytest.raises(ReleaseRefused):
+        record_release(ledger, KEY, "SE", released_sets(fewer, analysis), SUBSET, None, LOG)
+    with pytest.raises(ReleaseRefused, match="needs federated.release_line.reason"):
+        record_release(ledger, KEY, "SE", released_sets(fewer, analysis), SUBSET, {"name": "2"}, LOG)
+    line = {"name": "2", "reason": "participant withdrew; the centre deleted release line 1"}
+    with caplog.at_level(logging.WARNING):
+        entry = record_release(ledger, KEY, "SE", released_sets(fewer, analysis), SUBSET, line, LOG)
+    assert entry["release_line"] == "2" and "release line '2' started" in caplog.text
+    assert json.loads(ledger.read_text())["lines"][-1]["reason"] == line["reason"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.frozensets(st.integers(0, 40), min_size=5, max_size=40),
+    st.frozensets(st.integers(0, 40), max_size=6),
+    st.frozensets(st.integers(41, 60), max_size=6),
+    st.binary(min_size=16, max_size=32),
+)
+def test_the_ledger_refuses_exactly_differences_of_one_to_nfilter_subset_minus_one(first, removed, added, key):
+    """Whatever the key, a release is refused iff the statistic lost or gained 1 to 2 participants."""
+    import tempfile
+
+    second = (first - removed) | added
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = Path(folder) / "X.json"
+        record_release(ledger, key, "X", {"s": frozenset(map(str, first))}, SUBSET, None, LOG)
+        lost, gained = len(first & removed), len(added)
+        refused = 0 < lost < SUBSET or 0 < gained < SUBSET
+        try:
+            record_release(ledger, key, "X", {"s": frozenset(map(str, second))}, SUBSET, None, LOG)
+            assert not refused
+        except ReleaseRefused as error:
+            assert refused and f"by {lost} participant(s) removed and {gained} added" in str(error)
