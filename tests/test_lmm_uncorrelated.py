@@ -1,8 +1,8 @@
 """Uncorrelated random effects, lme4's `(x || g)` (a diagonal relative covariance factor),
 in the engine: checked live against lme4, lmerTest and pbkrtest on R datasets.
 
-The engine is called with the random-term structure directly (crossprod.cross_products's
-random_terms); the formula front end is ipdpool.lmer's.
+Each case is fitted twice: through ipdpool.lmer with lme4's formula, and with the engine
+called directly (crossprod.cross_products's random_terms).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from rscript import run_r
 
+import ipdpool
 from ipdpool.models.crossprod import cross_products
 from ipdpool.models.lmm import fit_lmm
 
@@ -44,6 +45,11 @@ CASES = {
     "sleep_ml": ("sleep", "Reaction", ["Days"], "Subject", False),
     "ortho_reml": ("ortho", "distance", ["age", "female"], "Subject", True),
 }
+FORMULAS = {
+    "sleep_reml": "Reaction ~ Days + (Days || Subject)",
+    "sleep_ml": "Reaction ~ Days + (Days || Subject)",
+    "ortho_reml": "distance ~ age + female + (age || Subject)",
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +57,9 @@ def reference():
     return run_r(R_FITS)
 
 
+@pytest.mark.parametrize("route", ["lmer", "engine"])
 @pytest.mark.parametrize("case", CASES)
-def test_uncorrelated_random_intercept_and_slope_equal_lme4(case, reference):
+def test_uncorrelated_random_intercept_and_slope_equal_lme4(case, route, reference):
     data, response, covariates, group, reml = CASES[case]
     frame = pd.DataFrame(reference["data"][data])
     theirs = reference["fits"][case]
@@ -61,7 +68,12 @@ def test_uncorrelated_random_intercept_and_slope_equal_lme4(case, reference):
     cp = cross_products(
         x, x[:, :2], frame[response].to_numpy(float), frame[group], names, names[:2], random_terms=(((0, 1), False),)
     )
-    fit = fit_lmm(cp, reml=reml)
+    if route == "lmer":
+        result = ipdpool.lmer(FORMULAS[case], frame, reml=reml)
+        assert "nan" not in result.summary().lower()
+        fit = result.fit
+    else:
+        fit = fit_lmm(cp, reml=reml)
     assert fit.deviance <= theirs["criterion"] + 1e-9
     assert fit.deviance == pytest.approx(theirs["criterion"], abs=1e-6)
     se = np.sqrt(np.diag(fit.vcov))

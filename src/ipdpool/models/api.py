@@ -11,7 +11,7 @@
 
 The fixed part is parsed by formulaic (a maintained formula library: factors, interactions,
 transforms) with lme4's semantics (see formula.py: `^` inside a call is power, unused levels and
-aliased columns dropped, lme4's refusals); the random part is limited to one `(terms | group)`
+aliased columns dropped, lme4's refusals); the random part is limited to one `(terms | group)` or `(terms || group)`
 with up to three terms, which is what the engine fits. Rows with a missing value in any
 variable used are dropped (and counted in the warnings), as lme4 does by default.
 """
@@ -62,15 +62,13 @@ POPULATION = (None, "NA", "~0", "~ 0")
 
 
 def one_random_part(formula: str) -> tuple[str, RandomPart]:
-    """The fixed part and the one correlated `(terms | group)` the engine fits."""
+    """The fixed part and the one `(terms | group)` or uncorrelated `(terms || group)` the engine fits."""
     fixed, parts = split_random(formula)
     if len(parts) != 1:
         raise NotEstimable(
             f"formula {formula!r} has {len(parts)} random parts after expanding '/'; the engine fits one "
             "'(terms | group)'"
         )
-    if not parts[0].correlated:
-        raise NotEstimable(f"formula {formula!r}: uncorrelated random effects '||' are not fitted yet; use '|'")
     return fixed, parts[0]
 
 
@@ -350,7 +348,7 @@ def lmer(
         raise NotEstimable(f"{z.shape[1]} random-effect terms; the engine fits at most {MAX_RANDOM_TERMS}")
     cp = cross_products(
         design.x.to_numpy(float), np.asarray(z, float), y, labels.to_numpy(), list(design.x.columns),
-        list(z.columns),
+        list(z.columns), random_terms=((tuple(range(z.shape[1])), part.correlated),),
     )  # fmt: skip
     fit = fit_lmm(cp, reml=reml)
     random_variables = required_variables(random_terms, data.columns)

@@ -10,10 +10,11 @@ never rows) all start from this object.
 
 The products are taken about a reference value per column (0 for the column of ones), not
 about 0: raw X'X and y'y of a column carrying a large offset (a calendar year, a Unix time,
-a currency amount) cancel most of their digits when the model centres them again. The
-reference is the column's mean rounded to a power-of-two grid no finer than needed
-(`reference_value`): it has few significant bits, so w - r is exact for data near it, and
-products about it keep every digit the data have. Products about one reference move to
+a currency amount) cancel most of their digits when the model centres them again. From
+rows (`cross_products`) the reference is the column's mean; in statistics entries that are
+released (models.statistics) it is the mean rounded to a power-of-two grid no finer than
+the SD (`reference_value`): few significant bits, so w - r is exact for data near it and
+the products keep every digit the data have. Products about one reference move to
 another exactly by the parallel-axis formula (`move_reference`), which is how studies and
 sites with their own references are combined.
 """
@@ -153,8 +154,11 @@ def _distinct_columns(x: np.ndarray, z: np.ndarray) -> tuple[list[np.ndarray], t
     """Columns of [1 X Z] with a column equal to an earlier one stored once."""
     columns = [np.ones(len(x))]
 
+    def equal(a: np.ndarray, b: np.ndarray) -> bool:
+        return a[0] == b[0] and a[-1] == b[-1] and np.array_equal(a, b)  # most differ at an end: no pass
+
     def position(column: np.ndarray) -> int:
-        same = next((i for i, c in enumerate(columns) if np.array_equal(c, column)), None)
+        same = next((i for i, c in enumerate(columns) if len(c) and equal(c, column)), None)
         if same is None:
             columns.append(column)
             same = len(columns) - 1
@@ -170,6 +174,11 @@ def _group_codes(groups) -> tuple[np.ndarray, np.ndarray]:
     other labels) costs a fit on a few thousand rows more than the fit itself."""
     values = np.asarray(groups)
     if values.dtype.kind in "iub":
+        if len(values) > 1 and np.all(values[1:] >= values[:-1]):  # already in group order: one pass
+            change = np.flatnonzero(values[1:] != values[:-1]) + 1
+            codes = np.zeros(len(values), np.intp)
+            codes[change] = 1
+            return np.cumsum(codes), values[np.r_[0, change]]
         labels, codes = np.unique(values, return_inverse=True)
         return codes.ravel(), labels
     import pandas as pd
@@ -183,26 +192,30 @@ def _group_codes(groups) -> tuple[np.ndarray, np.ndarray]:
 def cross_products(
     x: np.ndarray, z: np.ndarray, y: np.ndarray, groups, x_names, z_names, random_terms: tuple[RandomTerm, ...] = ()
 ) -> CrossProducts:
-    """Per-group cross-products about the columns' references, linear in rows: one weighted
-    bincount per pair of columns.
-
-    No (rows x m x m) intermediate and no sorted copy of the data are made, so the extra
-    memory is a few columns whatever the number of groups.
-    """
+    """Per-group cross-products about the columns' references: the centred columns once, then
+    one small matrix product per group on rows in group order (sorted first when they are not),
+    which is the one-pass floor of this computation."""
     x, z, y = np.asarray(x, float), np.asarray(z, float), np.asarray(y, float)
     codes, labels = _group_codes(groups)
     k = len(labels)
     columns, x_index, z_index = _distinct_columns(x, z)
     columns.append(y)
     m = len(columns)
-    reference = np.array([0.0] + [reference_value(float(c.mean()), float(c.std())) for c in columns[1:]])
-    centred = [columns[0]] + [c - r for c, r in zip(columns[1:], reference[1:])]
+    # The mean itself is a good enough reference here: w - mean is exact wherever the offset is
+    # large (Sterbenz), and these products are not released (statistics entries round it).
+    reference = np.array([0.0] + [float(c.mean()) for c in columns[1:]])
+    if len(codes) > 1 and np.any(codes[1:] < codes[:-1]):
+        order = np.argsort(codes, kind="stable")
+        codes, columns = codes[order], [c[order] for c in columns]
+    centred = np.empty((len(codes), m))
+    centred[:, 0] = 1.0
+    for j in range(1, m):
+        np.subtract(columns[j], reference[j], out=centred[:, j])
+    bounds = np.searchsorted(codes, np.arange(k + 1))
     products = np.empty((k, m, m))
-    products[:, 0, 0] = np.bincount(codes, minlength=k)
-    for a in range(m):
-        for b in range(max(a, 1), m):
-            weights = centred[b] if a == 0 else centred[a] * centred[b]
-            products[:, a, b] = products[:, b, a] = np.bincount(codes, weights=weights, minlength=k)
+    for g in range(k):
+        rows = centred[bounds[g] : bounds[g + 1]]
+        products[g] = rows.T @ rows
     return CrossProducts(
         tuple(str(label) for label in labels), products, reference, x_index, z_index, m - 1, tuple(x_names),
         tuple(z_names), tuple(random_terms),
