@@ -366,3 +366,27 @@ def test_a_flipped_workbook_byte_is_refused_or_harmless_and_never_quoted(formats
             continue
         assert frame.equals(whole), f"{name}: byte {at} flipped changed cells without an error"
     assert refused > 0
+
+
+@pytest.mark.parametrize("name", ["haven.xpt", "haven_v8.xpt"])
+def test_a_transport_file_cut_on_a_record_boundary_is_refused_unless_it_ends_on_a_row(formats, tmp_path, name):
+    """A SAS transport file has no row count, so a cut on an 80-byte record boundary is caught only where it
+    falls inside a row (the partial row's bytes stand where only padding blanks may); at a row boundary
+    the shorter file is valid and holds exactly the first rows."""
+    import pyreadstat
+
+    data = (formats / name).read_bytes()
+    whole = read_table("C", "t", {"file": name, "format": "sas", "id": "id"}, formats).frame
+    width = sum(pyreadstat.read_xport(str(formats / name), metadataonly=True)[1].variable_storage_width.values())
+    start = max(data.rfind(b"HEADER RECORD*******OBS     HEADER RECORD"), data.rfind(b"HEADER RECORD*******OBSV8")) + 80
+    spec = {"file": "cut.xpt", "format": "sas", "id": "id"}
+    inside_a_row = 0
+    for cut in range(start + 80, len(data), 80):
+        (tmp_path / "cut.xpt").write_bytes(data[:cut])
+        if (cut - start) % width == 0:
+            assert read_table("C", "t", spec, tmp_path).frame.equals(whole.iloc[: (cut - start) // width])
+        else:
+            inside_a_row += 1
+            with pytest.raises(RawDataError, match="damaged"):
+                read_table("C", "t", spec, tmp_path)
+    assert inside_a_row >= 5

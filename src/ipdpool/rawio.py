@@ -318,6 +318,20 @@ def _structure_holds(path: Path, suffix: str, size: int) -> bool:
     return whole
 
 
+def _xport_rows_fill_data(path: Path, rows: int, meta) -> bool:
+    """A SAS transport file holds no row count: its data are whole rows, padded with blanks to the last
+    80-byte record. A cut on a record boundary that falls inside a row leaves that row's start where only
+    blanks may stand (the reader silently drops the partial row)."""
+    data = path.read_bytes()
+    start = max(data.rfind(b"HEADER RECORD*******OBS     HEADER RECORD"), data.rfind(b"HEADER RECORD*******OBSV8"))
+    width = sum(getattr(meta, "variable_storage_width", {}).values())
+    if start < 0 or width <= 0:
+        return False
+    body = data[start + 80 :]
+    used = rows * width
+    return len(body) == -(-used // 80) * 80 and body[used:].strip(b" ") == b""
+
+
 def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
     suffix = path.suffix.lower()
     reader = {
@@ -361,6 +375,8 @@ def _read_statistical(study: str, path: Path, spec: dict) -> RawTable:
             path.name,
             f"declares {declared} rows but {len(frame)} could be read; the file is truncated or damaged",
         )
+    if suffix == ".xpt" and not _xport_rows_fill_data(path, len(frame), meta):
+        raise RawDataError(study, path.name, DAMAGED)
     labels = dict(meta.variable_value_labels)
     missing = {
         column: [r["lo"] if r["lo"] == r["hi"] else (r["lo"], r["hi"]) for r in ranges]
