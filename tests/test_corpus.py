@@ -390,3 +390,19 @@ def test_a_transport_file_cut_on_a_record_boundary_is_refused_unless_it_ends_on_
             with pytest.raises(RawDataError, match="damaged"):
                 read_table("C", "t", spec, tmp_path)
     assert inside_a_row >= 5
+
+
+def test_a_workbook_holding_an_entry_twice_is_refused(formats, tmp_path):
+    """A zip may hold two entries of one name (appended by a zip tool): the reader would take one of
+    them and leave the other unread, so the workbook is refused whichever copy comes first."""
+    import zipfile
+
+    with zipfile.ZipFile(formats / "openxlsx.xlsx") as archive:
+        entries = [(info.filename, archive.read(info.filename)) for info in archive.infolist()]
+    sheet = next(item for item in entries if item[0].startswith("xl/worksheets/"))
+    for order in (entries + [sheet], [sheet] + entries):
+        with zipfile.ZipFile(tmp_path / "twice.xlsx", "w", zipfile.ZIP_DEFLATED) as out:
+            for name, data in order:
+                out.writestr(name, data)
+        with pytest.raises(RawDataError, match=r"file twice\.xlsx: is damaged: zip entries .* stand twice"):
+            read_table("C", "t", {"file": "twice.xlsx", "format": "excel", "id": "id"}, tmp_path)

@@ -599,9 +599,14 @@ def _zip_damage(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
+            names = archive.namelist()
     except Exception as error:  # BadZipFile, zlib errors, unsupported zip versions
         return f"is damaged or not a spreadsheet: its zip container cannot be read ({type(error).__name__})"
-    return f"is damaged: zip entry {bad!r} fails its checksum (ask for a new export)" if bad else None
+    if bad:
+        return f"is damaged: zip entry {bad!r} fails its checksum (ask for a new export)"
+    # Two entries of one name: readers take one of them, so part of what was written would go unread
+    twice = sorted({name for name in names if names.count(name) > 1})
+    return f"is damaged: zip entries {twice} stand twice (ask for a new export)" if twice else None
 
 
 def _read_spreadsheet(study: str, path: Path, spec: dict) -> RawTable:
