@@ -250,7 +250,10 @@ def test_a_withdrawal_then_re_export_is_refused_and_names_no_one(setting, tmp_pa
     with pytest.raises(ReleaseRefused) as refused:
         record_release(ledger, KEY, "SE", released_sets(withdrawn, analysis), SUBSET, None, LOG)
     message = str(refused.value)
-    assert "statistic functioning:ips/unadjusted would differ from the release of" in message
+    assert (
+        "statistic functioning:ips/unadjusted would differ from statistic functioning:ips/unadjusted of the release of"
+        in message
+    )
     assert "by 1 participant(s) removed and 0 added" in message
     assert "statistic table1/" + victim["arm"] + " would differ" in message
     text = ledger.read_text()
@@ -305,3 +308,47 @@ def test_the_ledger_refuses_exactly_differences_of_one_to_nfilter_subset_minus_o
             assert not refused
         except ReleaseRefused as error:
             assert refused and f"by {lost} participant(s) removed and {gained} added" in str(error)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("y:primary/adjusted", "y:main/adjusted"),  # the model renamed in the config
+        ("y:primary/adjusted", "y:primary/unadjusted"),  # its sums are a sub-block of the adjusted design's
+        ("table1/IPS", "y:arms/IPS"),
+    ],
+)
+def test_the_ledger_compares_every_new_set_with_every_earlier_one_whatever_its_name(first, second, tmp_path):
+    everyone = frozenset(f"p{i}" for i in range(20))
+    ledger = tmp_path / "X.json"
+    record_release(ledger, KEY, "X", {first: everyone}, SUBSET, None, LOG)
+    with pytest.raises(ReleaseRefused) as refused:
+        record_release(ledger, KEY, "X", {second: everyone - {"p7"}}, SUBSET, None, LOG)
+    assert f"statistic {second} would differ from statistic {first} of the release of" in str(refused.value)
+    assert "by 1 participant(s) removed and 0 added" in str(refused.value) and "p7" not in str(refused.value)
+    # a difference of nfilter_subset or more under another name is allowed, and so is the same set again
+    record_release(ledger, KEY, "X", {second: everyone - {"p7", "p8", "p9"}}, SUBSET, None, LOG)
+    record_release(ledger, KEY, "X", {"other": everyone}, SUBSET, None, LOG)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.frozensets(st.integers(0, 40), min_size=5, max_size=40),
+    st.frozensets(st.integers(0, 40), max_size=6),
+    st.frozensets(st.integers(41, 60), max_size=6),
+)
+def test_across_names_the_ledger_refuses_exactly_symmetric_differences_of_one_to_nfilter_subset_minus_one(
+    first, removed, added
+):
+    import tempfile
+
+    second = (first - removed) | added
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = Path(folder) / "X.json"
+        record_release(ledger, KEY, "X", {"a": frozenset(map(str, first))}, SUBSET, None, LOG)
+        refused = 0 < len(first & removed) + len(added) < SUBSET
+        try:
+            record_release(ledger, KEY, "X", {"b": frozenset(map(str, second))}, SUBSET, None, LOG)
+            assert not refused
+        except ReleaseRefused:
+            assert refused

@@ -11,7 +11,9 @@ either group holds 1 to nfilter_subset - 1 participants, that is a handful of pe
 - across releases, a site that re-exports after a withdrawal or a correction sends the same
   statistic over a set one participant smaller: the release ledger (`check_ledger`) keeps,
   at the site, a keyed tag of every participant of every released statistic, and refuses a
-  new release whose sets differ from an earlier one's by 1 to nfilter_subset - 1.
+  new release whose sets differ from ANY set released earlier in the line (whatever the
+  statistic's name: renamed models and sub-block designs carry the same sums) by 1 to
+  nfilter_subset - 1.
 
 The ledger never holds a pseudonym: each participant is an HMAC tag under the site's
 pseudonym key, so the ledger reveals nothing without the key, and refusals name the
@@ -213,24 +215,45 @@ def current_line(ledger: dict) -> str | None:
     return ledger["lines"][-1]["name"] if ledger["lines"] else None
 
 
+def pair_problem(new: set, old: set, same_name: bool, threshold: int) -> tuple[int, int] | None:
+    """(removed, added) when the two sets can be differenced down to 1 to threshold - 1 participants.
+
+    Any two sets whose symmetric difference is that small give those participants away
+    (the statistics of one design are often a sub-block of another's, and a model renamed in the
+    config releases the same sums under a new name); the same statistic released again is
+    held to the stricter rule that neither side of the difference may be that small."""
+    added, removed = len(new - old), len(old - new)
+    if 0 < added + removed < threshold or (same_name and (0 < added < threshold or 0 < removed < threshold)):
+        return removed, added
+    return None
+
+
 def ledger_problems(ledger: dict, entry: dict, threshold: int) -> list[str]:
-    """Statistics whose participants differ from an earlier release of the same line by 1 to threshold - 1."""
+    """Statistics of the new release whose participants differ from those of ANY statistic of an
+    earlier release of the same line (whatever its name) by 1 to threshold - 1. A new set equal to
+    one released before in the line adds nothing that could be differenced, so it is not compared."""
     study, problems = ledger["study"], []
-    for earlier in ledger["releases"]:
-        if earlier["release_line"] != entry["release_line"]:
+    earlier = [
+        (release["released"], name, frozenset(tags))
+        for release in ledger["releases"]
+        if release["release_line"] == entry["release_line"]
+        for name, tags in sorted(release["statistics"].items())
+    ]
+    seen = {tags for _, _, tags in earlier}
+    for name, tags in sorted(entry["statistics"].items()):
+        new = frozenset(tags)
+        if new in seen:
             continue
-        for name, tags in entry["statistics"].items():
-            before = earlier["statistics"].get(name)
-            if before is None:
+        for released, before_name, old in earlier:
+            found = pair_problem(new, old, name == before_name, threshold)
+            if found is None:
                 continue
-            new, old = set(tags), set(before)
-            added, removed = len(new - old), len(old - new)
-            if 0 < added < threshold or 0 < removed < threshold:
-                problems.append(
-                    f"study {study}: statistic {name} would differ from the release of {earlier['released']} "
-                    f"by {removed} participant(s) removed and {added} added (between 1 and nfilter_subset "
-                    f"{threshold} - 1): the two releases together would give those participants' values away"
-                )
+            removed, added = found
+            problems.append(
+                f"study {study}: statistic {name} would differ from statistic {before_name} of the release of "
+                f"{released} by {removed} participant(s) removed and {added} added (between 1 and nfilter_subset "
+                f"{threshold} - 1): the two releases together would give those participants' values away"
+            )
     return problems
 
 
