@@ -344,9 +344,56 @@ def test_gnupg_signatures_are_verified_against_the_keyring_and_the_study_fingerp
     assert verify_signature(path, "SE", settings_).startswith("signed by SE, verified with GnuPG")
     sig.unlink()
     subprocess.run([*gpg, "--local-user", fingerprints[1], "--detach-sign", "-o", str(sig), str(path)], check=True)
-    with pytest.raises(BundleError, match="is not a valid GnuPG signature by SE's key"):
+    with pytest.raises(BundleError, match="is not a valid GnuPG signature by SE's key .*made by another key"):
         verify_signature(path, "SE", settings_)
     assert os.environ["GNUPGHOME"] == str(home)
+
+
+def gnupg_signed(path, tmp_path, monkeypatch, expire: str, *when: str):
+    """A fresh GnuPG home with one key (expiring as asked, made and used at `when`'s faked time)
+    that signed `path`: gpg's command, its home and the key's fingerprint."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", *when]
+    subprocess.run([*gpg, "--quick-gen-key", "se <se@example.invalid>", "ed25519", "sign", expire], check=True)
+    listing = subprocess.run(["gpg", "--with-colons", "--list-keys"], capture_output=True, text=True, check=True).stdout
+    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    sig = path.with_name(path.name + ".sig")
+    sig.unlink(missing_ok=True)
+    subprocess.run([*gpg, "--local-user", fingerprint, "--detach-sign", "-o", str(sig), str(path)], check=True)
+    return gpg, home, fingerprint
+
+
+def export_keyring(tmp_path, fingerprint) -> dict:
+    keyring = tmp_path / "sites.kbx"
+    exported = subprocess.run(["gpg", "--export", fingerprint], capture_output=True, check=True).stdout
+    subprocess.run(
+        ["gpg", "--batch", "--no-default-keyring", "--keyring", str(keyring), "--import"], input=exported, check=True
+    )
+    return {"signatures": {"gpg_keyring": str(keyring), "gpg_fingerprints": {"SE": fingerprint}}}
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG is not installed")
+def test_a_gnupg_signature_by_a_revoked_key_is_refused(signed, tmp_path, monkeypatch):
+    path, _ = signed
+    gpg, home, fingerprint = gnupg_signed(path, tmp_path, monkeypatch, "never")
+    assert verify_signature(path, "SE", export_keyring(tmp_path, fingerprint)).startswith("signed by SE")
+    # the stolen-key answer of docs/privacy.md: the site publishes its revocation certificate
+    certificate = (home / "openpgp-revocs.d" / f"{fingerprint}.rev").read_text()
+    subprocess.run([*gpg, "--import"], input=certificate.replace(":-----BEGIN", "-----BEGIN"), text=True, check=True)
+    (tmp_path / "sites.kbx").unlink()
+    with pytest.raises(BundleError, match=r"the signing key is revoked \((REVKEYSIG|KEYREVOKED)\)"):
+        verify_signature(path, "SE", export_keyring(tmp_path, fingerprint))
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG is not installed")
+def test_a_gnupg_signature_by_an_expired_key_is_refused(signed, tmp_path, monkeypatch):
+    path, _ = signed
+    # a key made and used in 2020 that expired a day later
+    _, _, fingerprint = gnupg_signed(path, tmp_path, monkeypatch, "1d", "--faked-system-time", "20200101T000000")
+    with pytest.raises(BundleError, match=r"the signing key has expired \((EXPKEYSIG|KEYEXPIRED)\)"):
+        verify_signature(path, "SE", export_keyring(tmp_path, fingerprint))
 
 
 def test_read_bundle_refuses_with_every_sentence(setting, tmp_path):

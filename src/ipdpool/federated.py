@@ -422,6 +422,34 @@ def refused_designs(bundle: dict, path: Path, study: str, analysis: dict) -> dic
     return out
 
 
+# gpg exits 0 and prints VALIDSIG also for a signature by a revoked or expired key, so its
+# machine-readable status lines are read instead (GnuPG's doc/DETAILS).
+GPG_REFUSING_STATUS = {
+    "REVKEYSIG": "the signing key is revoked",
+    "KEYREVOKED": "the signing key is revoked",
+    "EXPKEYSIG": "the signing key has expired",
+    "KEYEXPIRED": "the signing key has expired",
+    "EXPSIG": "the signature has expired",
+    "BADSIG": "the bundle was changed after signing",
+    "ERRSIG": "the signature cannot be checked (key missing from the keyring or unusable)",
+}
+
+
+def gpg_status_problem(status: str, returncode: int, fingerprint: str) -> str | None:
+    """Why gpg's --status-fd output does not show a good, valid signature by `fingerprint`
+    (the signing key's or its primary key's, fields 1 and 10 of VALIDSIG), or None."""
+    lines = [line.split()[1:] for line in status.splitlines() if line.startswith("[GNUPG:] ")]
+    for fields in lines:
+        if fields and fields[0] in GPG_REFUSING_STATUS:
+            return f"{GPG_REFUSING_STATUS[fields[0]]} ({fields[0]})"
+    if returncode != 0 or not any(fields and fields[0] == "GOODSIG" for fields in lines):
+        return "no good signature (GOODSIG)"
+    valid = [fields for fields in lines if fields and fields[0] == "VALIDSIG"]
+    if not any(fingerprint in (fields[1], fields[10] if len(fields) > 10 else "") for fields in valid):
+        return "made by another key"
+    return None
+
+
 def verify_signature(path: Path, study: str, settings: dict) -> str:
     """How the bundle's authenticity was established, or BundleError. A detached signature
     `<bundle>.sig` is verified with `ssh-keygen -Y verify` against `allowed_signers` (principal: the
@@ -464,11 +492,11 @@ def verify_signature(path: Path, study: str, settings: dict) -> str:
          "--status-fd", "1", "--verify", str(signature), str(path)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    valid = [line.split()[2] for line in done.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG ")]
-    if done.returncode != 0 or expected.replace(" ", "").upper() not in valid:
+    problem = gpg_status_problem(done.stdout, done.returncode, expected.replace(" ", "").upper())
+    if problem:
         raise BundleError(
             f"{where}: signature {signature.name} is not a valid GnuPG signature by {study}'s key {expected} "
-            f"in {signers['gpg_keyring']}"
+            f"in {signers['gpg_keyring']}: {problem}"
         )
     return f"signed by {study}, verified with GnuPG against {signers['gpg_keyring']} (key {expected})"
 
