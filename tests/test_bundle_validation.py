@@ -28,6 +28,7 @@ from ipdpool.federated import (
     STATUS_COLUMNS,
     STATUS_COUNTS,
     BundleError,
+    accept_release,
     annotate_refusals,
     check_bundle,
     exact_records,
@@ -435,3 +436,59 @@ def test_a_refused_study_is_named_in_the_warnings_of_exactly_the_rows_of_its_mod
     )
     assert out["warnings"].tolist() == ["", f"singular fit; {message}", "", ""]
     assert annotate_refusals(table, refusal_notes(statistics, "depression")).equals(table)
+
+
+def test_a_superseded_signed_bundle_replayed_is_refused(setting, tmp_path):
+    """F2: the release sequence is signed in the manifest; the centre refuses one older than it accepted."""
+    analysis, bundle, schema = setting
+    public = ssh_key(tmp_path, "se_key")
+    (tmp_path / "allowed_signers").write_text(f"SE {public}\n")
+    federated = {"signatures": {"allowed_signers": str(tmp_path / "allowed_signers")}}
+    state = tmp_path / "centre" / "accepted_releases.json"
+    paths = {}
+    for sequence in (1, 2):
+        about = {**bundle["manifest"], "release_sequence": sequence, "released": f"2026-12-0{sequence}T10:00:00+00:00"}
+        path = tmp_path / f"release{sequence}" / "SE.bundle.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(resealed({**bundle, "manifest": about}), sort_keys=True, indent=1) + "\n")
+        sign_bundle(path, tmp_path / "se_key")
+        paths[sequence] = path
+    for path in (paths[2], paths[2], paths[1]):  # the newest (twice: a rerun), then the old one replayed
+        assert verify_signature(path, "SE", federated).startswith("signed by SE")
+        checked = read_bundle(path, "SE", schema, analysis, __version__)
+        if path == paths[1]:
+            with pytest.raises(BundleError, match="release 1 of 2026-12-01T10:00:00.*older than release 2, already"):
+                accept_release(state, "SE", checked["manifest"])
+        else:
+            assert accept_release(state, "SE", checked["manifest"]).startswith("release 2 of 2026-12-02")
+    assert json.loads(state.read_text()) == {"SE": 2}
+    # a fresh centre (no state) still refuses what is below the configured minimum
+    with pytest.raises(BundleError, match="older than the minimum release 2 configured for it"):
+        accept_release(
+            tmp_path / "fresh.json", "SE", read_bundle(paths[1], "SE", schema, analysis, __version__)["manifest"], 2
+        )
+    # the sequence and release time are required and signed (an edit breaks the signature)
+    edited = json.loads(paths[1].read_text())
+    edited["manifest"]["release_sequence"] = 3
+    paths[1].write_text(json.dumps(edited, sort_keys=True, indent=1) + "\n")
+    with pytest.raises(BundleError, match="is not a valid signature by SE"):
+        verify_signature(paths[1], "SE", federated)
+    del edited["manifest"]["release_sequence"]
+    paths[1].write_text(json.dumps(edited))
+    with pytest.raises(BundleError, match="release_sequence"):
+        read_bundle(paths[1], "SE", schema, analysis, __version__)
+
+
+@pytest.mark.parametrize("literal", ["1e999", "-1e999", "1E+400", "-2.5e308"])
+def test_a_number_too_large_to_be_finite_is_refused_naming_the_field(setting, tmp_path, literal):
+    """F11: json parses an overflowing literal to inf without calling parse_constant."""
+    assert strict_json('{"a": [1, {"b": -0.0}]}', "x") == {"a": [1, {"b": -0.0}]}
+    with pytest.raises(BundleError, match=r"^where, field a\[1\]\.b: not strict JSON: a number too large"):
+        strict_json(f'{{"a": [1, {{"b": {literal}}}]}}', "where")
+    analysis, bundle, schema = setting
+    path = tmp_path / "SE.bundle.json"
+    edited = json.loads(json.dumps(bundle))
+    edited["table1"]["IPS"]["age"]["mean"] = 12345.5
+    path.write_text(json.dumps(resealed(edited)).replace("12345.5", literal))
+    with pytest.raises(BundleError, match=f"study SE: bundle {path}, field table1.IPS.age.mean: not strict JSON"):
+        read_bundle(path, "SE", schema, analysis, __version__)

@@ -328,7 +328,8 @@ def test_the_ledger_compares_every_new_set_with_every_earlier_one_whatever_its_n
     assert "by 1 participant(s) removed and 0 added" in str(refused.value) and "p7" not in str(refused.value)
     # a difference of nfilter_subset or more under another name is allowed, and so is the same set again
     record_release(ledger, KEY, "X", {second: everyone - {"p7", "p8", "p9"}}, SUBSET, None, LOG)
-    record_release(ledger, KEY, "X", {"other": everyone}, SUBSET, None, LOG)
+    last = record_release(ledger, KEY, "X", {"other": everyone}, SUBSET, None, LOG)
+    assert last["sequence"] == 3  # every release written is numbered; the refused one is not
 
 
 @settings(max_examples=40, deadline=None)
@@ -352,3 +353,33 @@ def test_across_names_the_ledger_refuses_exactly_symmetric_differences_of_one_to
             assert not refused
         except ReleaseRefused:
             assert refused
+
+
+def test_an_edited_ledger_is_refused_and_a_lost_one_stops_a_site_that_released_before(tmp_path, caplog):
+    """F1: the ledger is keyed (HMAC under the site key); deleting it no longer turns the check off silently."""
+    everyone = frozenset(f"p{i}" for i in range(20))
+    ledger = tmp_path / "X.json"
+    with caplog.at_level(logging.WARNING):
+        record_release(ledger, KEY, "X", {"s": everyone}, SUBSET, None, LOG)
+    assert "no release ledger at" in caplog.text and "starting a new one" in caplog.text
+    kept = ledger.read_text()
+    # an edit that would make the check skip the earlier release (its release line renamed)
+    edited = json.loads(kept)
+    edited["releases"][0]["release_line"] = "0"
+    ledger.write_text(json.dumps(edited))
+    with pytest.raises(ReleaseRefused, match="was changed outside ipdpool .*MAC under the site's key"):
+        record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, None, LOG)
+    # the same file is refused under another key (the MAC is keyed, not a plain checksum)
+    ledger.write_text(kept)
+    with pytest.raises(ReleaseRefused, match="was changed outside ipdpool"):
+        record_release(ledger, b"another key", "X", {"s": everyone}, SUBSET, None, LOG)
+    # a lost ledger at a site that released before: refused, unless a new line is started explicitly
+    ledger.unlink()
+    with pytest.raises(ReleaseRefused, match="there is no release ledger at .* although this site has released"):
+        record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, None, LOG, released_before=True)
+    with pytest.raises(ReleaseRefused, match="there is no release ledger"):
+        record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, {"name": "2"}, LOG, released_before=True)
+    assert not ledger.exists()
+    line = {"name": "2", "reason": "ledger lost; the centre deleted the earlier bundles"}
+    entry = record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, line, LOG, released_before=True)
+    assert entry["release_line"] == "2" and json.loads(ledger.read_text())["lines"][0]["reason"] == line["reason"]

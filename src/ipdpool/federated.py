@@ -15,16 +15,19 @@ pooled tables are the same whichever way a study took part.
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
 import functools
 import hashlib
 import json
+import math
 import subprocess
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 
-BUNDLE_FORMAT = "ipdpool-bundle/2"
+BUNDLE_FORMAT = "ipdpool-bundle/3"
 BUNDLE_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "bundle.schema.json"
 DISCLOSURE_DEFAULTS = {"nfilter_tab": 3, "nfilter_glm": 0.33, "nfilter_subset": 3, "nested": "harmonize"}
 SIGNATURE_NAMESPACE = "ipdpool-bundle"
@@ -200,13 +203,55 @@ def disclosure_problems(statistics: dict, table1: dict, thresholds: dict) -> lis
 
 
 def manifest(
-    study: str, rule_file: Path, schema_file: Path, analysis: dict, version: str, release_line: str = "1"
+    study: str,
+    rule_file: Path,
+    schema_file: Path,
+    analysis: dict,
+    version: str,
+    release_line: str = "1",
+    release_sequence: int = 1,
+    released: str | None = None,
 ) -> dict:
+    """The bundle's manifest. `release_sequence` (the site ledger's count of releases) and the
+    release time are signed with the rest, so the centre can refuse an older bundle replayed."""
+    released = released or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return {
         "format": BUNDLE_FORMAT, "study": study, "ipdpool_version": version, "release_line": release_line,
+        "release_sequence": release_sequence, "released": released,
         "rule_file_sha256": sha256_file(rule_file), "schema_sha256": sha256_file(schema_file),
         "analysis_sha256": sha256_json(analysis),
     }  # fmt: skip
+
+
+def accept_release(state_file: Path, study: str, manifest_: dict, minimum: int = 1) -> str:
+    """Refuse a bundle older than the newest the centre has accepted for the study (kept in
+    `state_file`, study -> highest release_sequence) or than the configured minimum; otherwise
+    record its sequence. The same bundle again (equal sequence) is accepted: runs are repeatable.
+    The file is locked while read and written, since studies are imported in parallel jobs."""
+    sequence, where = manifest_["release_sequence"], f"study {study}: bundle"
+    state_file = Path(state_file)
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    with state_file.open("a+", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        text = handle.read()
+        accepted = strict_json(text, f"the centre's record of accepted releases {state_file}") if text else {}
+        highest = accepted.get(study, 0)
+        if sequence < minimum:
+            raise BundleError(
+                f"{where} release {sequence} of {manifest_['released']} is older than the minimum release "
+                f"{minimum} configured for it (federated.minimum_release): a superseded bundle is refused"
+            )
+        if sequence < highest:
+            raise BundleError(
+                f"{where} release {sequence} of {manifest_['released']} is older than release {highest}, already "
+                f"accepted for this study ({state_file}): a superseded bundle is refused"
+            )
+        accepted[study] = max(sequence, highest)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(accepted, indent=1, sort_keys=True) + "\n")
+    return f"release {sequence} of {manifest_['released']} (newest accepted before: {highest or 'none'})"
 
 
 def make_bundle(
@@ -219,8 +264,22 @@ def make_bundle(
     return {"manifest": {**manifest_, "content_sha256": sha256_json(plain(content))}, **content}
 
 
+def non_finite_field(value, field: str = "") -> str | None:
+    """The path of the first number that is not finite, or None. json turns an overflowing
+    literal such as 1e999 into inf without calling parse_constant, so this walks the result."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else field or "(top level)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = non_finite_field(item, f"{field}[{key}]" if isinstance(key, int) else f"{field}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
 def strict_json(text: str, where: str):
-    """JSON as written by write_json: no NaN or Infinity, no duplicate keys (json would keep the last)."""
+    """JSON as written by write_json: no NaN or Infinity (neither as literal nor as a number too
+    large for a float, e.g. 1e999), no duplicate keys (json would keep the last)."""
 
     def no_constant(name):
         raise BundleError(f"{where}: not strict JSON: {name} is not a number")
@@ -233,9 +292,13 @@ def strict_json(text: str, where: str):
         return dict(pairs)
 
     try:
-        return json.loads(text, parse_constant=no_constant, object_pairs_hook=unique)
+        parsed = json.loads(text, parse_constant=no_constant, object_pairs_hook=unique)
     except ValueError as error:
         raise BundleError(f"{where}: not valid JSON: {error}") from error
+    field = non_finite_field(parsed)
+    if field:
+        raise BundleError(f"{where}, field {field}: not strict JSON: a number too large to be finite")
+    return parsed
 
 
 def _exact_integer(checker, instance) -> bool:
@@ -539,7 +602,8 @@ def bundle_rows(statistics: dict[str, dict]) -> list[dict]:
         rows.append(
             {
                 "study": study, "file": about.get("file", ""), "authenticity": about.get("authenticity", ""),
-                "release_line": about.get("release_line", ""), "designs_harmonized": harmonized,
+                "release_line": about.get("release_line", ""), "release_sequence": about.get("release_sequence", ""),
+                "released": about.get("released", ""), "designs_harmonized": harmonized,
                 "designs_refused": len(refused), "refusals": "; ".join(refused),
             }
         )  # fmt: skip

@@ -202,13 +202,50 @@ def release_entry(key: bytes, study: str, sets: dict[str, frozenset], line: str,
     return {"released": when, "release_line": line, "digest": digest, "statistics": statistics}
 
 
-def read_ledger(path: Path, study: str) -> dict:
+def ledger_mac(key: bytes, ledger: dict) -> str:
+    """HMAC under the site's key over the ledger's content (all but the MAC itself): an unkeyed
+    checksum would be recomputed by whoever edits the file."""
+    content = json.dumps({k: v for k, v in ledger.items() if k != "mac"}, sort_keys=True).encode()
+    return hmac.new(key, b"ipdpool-ledger-file\x1f" + content, hashlib.sha256).hexdigest()
+
+
+def read_ledger(path: Path, study: str, key: bytes) -> dict | None:
+    """The study's ledger, None when there is none yet; ReleaseRefused when it is not this
+    study's or its MAC does not match (edited, or written under another key)."""
     if not Path(path).exists():
-        return {"format": LEDGER_FORMAT, "study": study, "lines": [], "releases": []}
-    ledger = json.loads(Path(path).read_text(encoding="utf-8"))
-    if ledger.get("format") != LEDGER_FORMAT or ledger.get("study") != study:
+        return None
+    try:
+        ledger = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ReleaseRefused(f"study {study}: release ledger {path} is not valid JSON ({error})") from None
+    if not isinstance(ledger, dict) or ledger.get("format") != LEDGER_FORMAT or ledger.get("study") != study:
         raise ReleaseRefused(f"study {study}: {path} is not this study's release ledger ({LEDGER_FORMAT})")
+    if not hmac.compare_digest(str(ledger.get("mac", "")), ledger_mac(key, ledger)):
+        raise ReleaseRefused(
+            f"study {study}: release ledger {path} was changed outside ipdpool (its MAC under the site's key does "
+            "not match): restore it from a backup; nothing written"
+        )
     return ledger
+
+
+def new_ledger(path: Path, study: str, line: dict | None, released_before: bool, log) -> dict:
+    """A ledger started from nothing, refused when the site has released before (per its config
+    or an earlier bundle) unless it starts a new release line explicitly: a lost or moved ledger
+    must not silently turn the differencing check off."""
+    if released_before and not ((line or {}).get("name") and (line or {}).get("reason")):
+        raise ReleaseRefused(
+            f"study {study}: there is no release ledger at {path} although this site has released bundles before "
+            "(federated.released_before, or an earlier bundle in results/site): restore the ledger from a backup, "
+            "or start a new release line with federated.release_line (name and reason); nothing written"
+        )
+    log.warning("study %s: no release ledger at %s; starting a new one", study, path)
+    return {"format": LEDGER_FORMAT, "study": study, "lines": [], "releases": []}
+
+
+def write_ledger(path: Path, key: bytes, ledger: dict) -> None:
+    ledger = {**ledger, "mac": ledger_mac(key, ledger)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def current_line(ledger: dict) -> str | None:
@@ -258,15 +295,25 @@ def ledger_problems(ledger: dict, entry: dict, threshold: int) -> list[str]:
 
 
 def record_release(
-    ledger_path: Path, key: bytes, study: str, sets: dict[str, frozenset], threshold: int, line: dict | None, log
+    ledger_path: Path,
+    key: bytes,
+    study: str,
+    sets: dict[str, frozenset],
+    threshold: int,
+    line: dict | None,
+    log,
+    released_before: bool = False,
 ) -> dict:
     """Check a release against the study's ledger and record it; ReleaseRefused if it differs
     from an earlier release of the current line by 1 to threshold - 1 participants in any statistic.
 
     `line` ({name, reason}) is the configured release line; naming a new one is the explicit act
     that starts a new line (logged and recorded with its reason); releases of earlier lines are
-    no longer compared."""
-    ledger = read_ledger(ledger_path, study)
+    no longer compared. The ledger is keyed (an edited one is refused); a missing one at a site
+    that `released_before` is refused unless `line` starts a new line with a reason."""
+    ledger = read_ledger(ledger_path, study, key)
+    if ledger is None:
+        ledger = new_ledger(ledger_path, study, line, released_before, log)
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     name = (line or {}).get("name") or current_line(ledger) or "1"
     if name != current_line(ledger):
@@ -291,6 +338,7 @@ def record_release(
         )
     if not any(e["digest"] == entry["digest"] and e["release_line"] == name for e in ledger["releases"]):
         ledger["releases"].append(entry)
-    Path(ledger_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(ledger_path).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return entry
+    # every bundle written gets the next number, signed in its manifest: the centre refuses older ones
+    ledger["last_sequence"] = ledger.get("last_sequence", 0) + 1
+    write_ledger(ledger_path, key, ledger)
+    return {**entry, "sequence": ledger["last_sequence"]}

@@ -48,6 +48,7 @@ with logged_to(snakemake.log[0]) as log:
             disclosure["nfilter_subset"],
             snakemake.params.release_line,
             log,
+            snakemake.params.released_before,
         )
         about = manifest(
             study,
@@ -56,6 +57,8 @@ with logged_to(snakemake.log[0]) as log:
             analysis,
             __version__,
             released["release_line"],
+            released["sequence"],
+            released["released"],
         )
         bundle = make_bundle(statistics, table1, flow, status, about, disclosure)
     except (BundleError, ReleaseRefused) as error:
@@ -65,10 +68,11 @@ with logged_to(snakemake.log[0]) as log:
     if snakemake.params.signing_key:
         sign_bundle(Path(snakemake.output.bundle), Path(snakemake.params.signing_key))
     log.info(
-        "study %s: bundle written (release line %s; %d designs harmonized, %d withheld by the nested-subset rule); "
-        "send %s and its signature to the coordinating centre",
+        "study %s: bundle written (release line %s, release %d; %d designs harmonized, %d withheld by the "
+        "nested-subset rule); send %s and its signature to the coordinating centre",
         study,
         released["release_line"],
+        released["sequence"],
         sum(r.startswith("harmonized") for r in changed.values()),
         sum(r.startswith("withheld") for r in changed.values()),
         snakemake.output.bundle,
