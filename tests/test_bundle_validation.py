@@ -25,8 +25,6 @@ from ipdpool.federated import (
     DISCLOSURE_DEFAULTS,
     FLOW_COLUMNS,
     FLOW_COUNTS,
-    STATUS_COLUMNS,
-    STATUS_COUNTS,
     BundleError,
     accept_release,
     annotate_refusals,
@@ -40,6 +38,7 @@ from ipdpool.federated import (
     refused_designs,
     sha256_json,
     sign_bundle,
+    status_records,
     strict_json,
     table1_aggregates,
     verify_signature,
@@ -68,7 +67,7 @@ def setting(repo_root, tmp_path_factory):
     write_table(audit.flow, folder / "flow.tsv")
     write_table(audit.rule_log, folder / "rule_log.tsv")
     flow = exact_records(read_table(folder / "flow.tsv"), FLOW_COLUMNS, FLOW_COUNTS)
-    status = exact_records(read_table(folder / "rule_log.tsv"), STATUS_COLUMNS, STATUS_COUNTS)
+    status = status_records(read_table(folder / "rule_log.tsv"))
     about = manifest(
         "SE", repo_root / "config/studies/SE.yaml", repo_root / "config/schema.yaml", analysis, __version__
     )
@@ -492,3 +491,11 @@ def test_a_number_too_large_to_be_finite_is_refused_naming_the_field(setting, tm
     path.write_text(json.dumps(resealed(edited)).replace("12345.5", literal))
     with pytest.raises(BundleError, match=f"study SE: bundle {path}, field table1.IPS.age.mean: not strict JSON"):
         read_bundle(path, "SE", schema, analysis, __version__)
+
+
+def test_a_constant_rule_s_value_is_not_in_the_bundle(setting):
+    """SE's rule file sets site to the constant 'Malmö': the status row says only 'constant'."""
+    _, bundle, _ = setting
+    (site,) = [row for row in bundle["status"] if row["variable"] == "site"]
+    assert site["rule"] == "constant" and site["source"] == "constant"
+    assert "Malm" not in json.dumps(bundle, ensure_ascii=False)

@@ -57,6 +57,16 @@ FLOW_COUNTS = ["IPS", "SAU", "total"]
 STATUS_COUNTS = ["rows_in", "nonmissing_in", "nonmissing_out", "values_recoded"]
 
 
+def status_records(frame) -> list[dict]:
+    """The harmonization status as a bundle carries it: a constant rule's value (in the demo, a
+    site's name such as a town) is the rule file's text, not an aggregate, so only 'constant' is kept."""
+    records = exact_records(frame, STATUS_COLUMNS, STATUS_COUNTS)
+    for row in records:
+        if row["rule"] == "constant" or str(row["source"] or "").startswith("constant "):
+            row["source"] = "constant"
+    return records
+
+
 def exact_records(frame, columns: list[str], counts: list[str]) -> list[dict]:
     """Rows as the bundle schema types them: counts as integers (a table read back from TSV holds
     them as floats where a cell is empty), empty cells as null."""

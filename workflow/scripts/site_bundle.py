@@ -6,14 +6,13 @@ from ipdpool import __version__
 from ipdpool.federated import (
     FLOW_COLUMNS,
     FLOW_COUNTS,
-    STATUS_COLUMNS,
-    STATUS_COUNTS,
     BundleError,
     disclosure_problems,
     exact_records,
     make_bundle,
     manifest,
     sign_bundle,
+    status_records,
     table1_aggregates,
     write_json,
 )
@@ -35,7 +34,7 @@ with logged_to(snakemake.log[0]) as log:
         log.warning("study %s: design %s %s", study, key, reason)
     table1 = table1_aggregates(data)
     flow = exact_records(read_table(snakemake.input.flow), FLOW_COLUMNS, FLOW_COUNTS)
-    status = exact_records(read_table(snakemake.input.rule_log), STATUS_COLUMNS, STATUS_COUNTS)
+    status = status_records(read_table(snakemake.input.rule_log))
     try:
         problems = disclosure_problems(statistics, table1, disclosure)
         if problems:
