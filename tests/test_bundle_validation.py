@@ -25,9 +25,8 @@ from ipdpool.federated import (
     DISCLOSURE_DEFAULTS,
     FLOW_COLUMNS,
     FLOW_COUNTS,
-    STATUS_COLUMNS,
-    STATUS_COUNTS,
     BundleError,
+    accept_release,
     annotate_refusals,
     check_bundle,
     exact_records,
@@ -39,6 +38,7 @@ from ipdpool.federated import (
     refused_designs,
     sha256_json,
     sign_bundle,
+    status_records,
     strict_json,
     table1_aggregates,
     verify_signature,
@@ -67,7 +67,7 @@ def setting(repo_root, tmp_path_factory):
     write_table(audit.flow, folder / "flow.tsv")
     write_table(audit.rule_log, folder / "rule_log.tsv")
     flow = exact_records(read_table(folder / "flow.tsv"), FLOW_COLUMNS, FLOW_COUNTS)
-    status = exact_records(read_table(folder / "rule_log.tsv"), STATUS_COLUMNS, STATUS_COUNTS)
+    status = status_records(read_table(folder / "rule_log.tsv"))
     about = manifest(
         "SE", repo_root / "config/studies/SE.yaml", repo_root / "config/schema.yaml", analysis, __version__
     )
@@ -344,9 +344,56 @@ def test_gnupg_signatures_are_verified_against_the_keyring_and_the_study_fingerp
     assert verify_signature(path, "SE", settings_).startswith("signed by SE, verified with GnuPG")
     sig.unlink()
     subprocess.run([*gpg, "--local-user", fingerprints[1], "--detach-sign", "-o", str(sig), str(path)], check=True)
-    with pytest.raises(BundleError, match="is not a valid GnuPG signature by SE's key"):
+    with pytest.raises(BundleError, match="is not a valid GnuPG signature by SE's key .*made by another key"):
         verify_signature(path, "SE", settings_)
     assert os.environ["GNUPGHOME"] == str(home)
+
+
+def gnupg_signed(path, tmp_path, monkeypatch, expire: str, *when: str):
+    """A fresh GnuPG home with one key (expiring as asked, made and used at `when`'s faked time)
+    that signed `path`: gpg's command, its home and the key's fingerprint."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", *when]
+    subprocess.run([*gpg, "--quick-gen-key", "se <se@example.invalid>", "ed25519", "sign", expire], check=True)
+    listing = subprocess.run(["gpg", "--with-colons", "--list-keys"], capture_output=True, text=True, check=True).stdout
+    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    sig = path.with_name(path.name + ".sig")
+    sig.unlink(missing_ok=True)
+    subprocess.run([*gpg, "--local-user", fingerprint, "--detach-sign", "-o", str(sig), str(path)], check=True)
+    return gpg, home, fingerprint
+
+
+def export_keyring(tmp_path, fingerprint) -> dict:
+    keyring = tmp_path / "sites.kbx"
+    exported = subprocess.run(["gpg", "--export", fingerprint], capture_output=True, check=True).stdout
+    subprocess.run(
+        ["gpg", "--batch", "--no-default-keyring", "--keyring", str(keyring), "--import"], input=exported, check=True
+    )
+    return {"signatures": {"gpg_keyring": str(keyring), "gpg_fingerprints": {"SE": fingerprint}}}
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG is not installed")
+def test_a_gnupg_signature_by_a_revoked_key_is_refused(signed, tmp_path, monkeypatch):
+    path, _ = signed
+    gpg, home, fingerprint = gnupg_signed(path, tmp_path, monkeypatch, "never")
+    assert verify_signature(path, "SE", export_keyring(tmp_path, fingerprint)).startswith("signed by SE")
+    # the stolen-key answer of docs/privacy.md: the site publishes its revocation certificate
+    certificate = (home / "openpgp-revocs.d" / f"{fingerprint}.rev").read_text()
+    subprocess.run([*gpg, "--import"], input=certificate.replace(":-----BEGIN", "-----BEGIN"), text=True, check=True)
+    (tmp_path / "sites.kbx").unlink()
+    with pytest.raises(BundleError, match=r"the signing key is revoked \((REVKEYSIG|KEYREVOKED)\)"):
+        verify_signature(path, "SE", export_keyring(tmp_path, fingerprint))
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG is not installed")
+def test_a_gnupg_signature_by_an_expired_key_is_refused(signed, tmp_path, monkeypatch):
+    path, _ = signed
+    # a key made and used in 2020 that expired a day later
+    _, _, fingerprint = gnupg_signed(path, tmp_path, monkeypatch, "1d", "--faked-system-time", "20200101T000000")
+    with pytest.raises(BundleError, match=r"the signing key has expired \((EXPKEYSIG|KEYEXPIRED)\)"):
+        verify_signature(path, "SE", export_keyring(tmp_path, fingerprint))
 
 
 def test_read_bundle_refuses_with_every_sentence(setting, tmp_path):
@@ -388,3 +435,67 @@ def test_a_refused_study_is_named_in_the_warnings_of_exactly_the_rows_of_its_mod
     )
     assert out["warnings"].tolist() == ["", f"singular fit; {message}", "", ""]
     assert annotate_refusals(table, refusal_notes(statistics, "depression")).equals(table)
+
+
+def test_a_superseded_signed_bundle_replayed_is_refused(setting, tmp_path):
+    """F2: the release sequence is signed in the manifest; the centre refuses one older than it accepted."""
+    analysis, bundle, schema = setting
+    public = ssh_key(tmp_path, "se_key")
+    (tmp_path / "allowed_signers").write_text(f"SE {public}\n")
+    federated = {"signatures": {"allowed_signers": str(tmp_path / "allowed_signers")}}
+    state = tmp_path / "centre" / "accepted_releases.json"
+    paths = {}
+    for sequence in (1, 2):
+        about = {**bundle["manifest"], "release_sequence": sequence, "released": f"2026-12-0{sequence}T10:00:00+00:00"}
+        path = tmp_path / f"release{sequence}" / "SE.bundle.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(resealed({**bundle, "manifest": about}), sort_keys=True, indent=1) + "\n")
+        sign_bundle(path, tmp_path / "se_key")
+        paths[sequence] = path
+    for path in (paths[2], paths[2], paths[1]):  # the newest (twice: a rerun), then the old one replayed
+        assert verify_signature(path, "SE", federated).startswith("signed by SE")
+        checked = read_bundle(path, "SE", schema, analysis, __version__)
+        if path == paths[1]:
+            with pytest.raises(BundleError, match="release 1 of 2026-12-01T10:00:00.*older than release 2, already"):
+                accept_release(state, "SE", checked["manifest"])
+        else:
+            assert accept_release(state, "SE", checked["manifest"]).startswith("release 2 of 2026-12-02")
+    assert json.loads(state.read_text()) == {"SE": 2}
+    # a fresh centre (no state) still refuses what is below the configured minimum
+    with pytest.raises(BundleError, match="older than the minimum release 2 configured for it"):
+        accept_release(
+            tmp_path / "fresh.json", "SE", read_bundle(paths[1], "SE", schema, analysis, __version__)["manifest"], 2
+        )
+    # the sequence and release time are required and signed (an edit breaks the signature)
+    edited = json.loads(paths[1].read_text())
+    edited["manifest"]["release_sequence"] = 3
+    paths[1].write_text(json.dumps(edited, sort_keys=True, indent=1) + "\n")
+    with pytest.raises(BundleError, match="is not a valid signature by SE"):
+        verify_signature(paths[1], "SE", federated)
+    del edited["manifest"]["release_sequence"]
+    paths[1].write_text(json.dumps(edited))
+    with pytest.raises(BundleError, match="release_sequence"):
+        read_bundle(paths[1], "SE", schema, analysis, __version__)
+
+
+@pytest.mark.parametrize("literal", ["1e999", "-1e999", "1E+400", "-2.5e308"])
+def test_a_number_too_large_to_be_finite_is_refused_naming_the_field(setting, tmp_path, literal):
+    """F11: json parses an overflowing literal to inf without calling parse_constant."""
+    assert strict_json('{"a": [1, {"b": -0.0}]}', "x") == {"a": [1, {"b": -0.0}]}
+    with pytest.raises(BundleError, match=r"^where, field a\[1\]\.b: not strict JSON: a number too large"):
+        strict_json(f'{{"a": [1, {{"b": {literal}}}]}}', "where")
+    analysis, bundle, schema = setting
+    path = tmp_path / "SE.bundle.json"
+    edited = json.loads(json.dumps(bundle))
+    edited["table1"]["IPS"]["age"]["mean"] = 12345.5
+    path.write_text(json.dumps(resealed(edited)).replace("12345.5", literal))
+    with pytest.raises(BundleError, match=f"study SE: bundle {path}, field table1.IPS.age.mean: not strict JSON"):
+        read_bundle(path, "SE", schema, analysis, __version__)
+
+
+def test_a_constant_rule_s_value_is_not_in_the_bundle(setting):
+    """SE's rule file sets site to the constant 'Malmö': the status row says only 'constant'."""
+    _, bundle, _ = setting
+    (site,) = [row for row in bundle["status"] if row["variable"] == "site"]
+    assert site["rule"] == "constant" and site["source"] == "constant"
+    assert "Malm" not in json.dumps(bundle, ensure_ascii=False)

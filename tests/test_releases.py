@@ -250,7 +250,10 @@ def test_a_withdrawal_then_re_export_is_refused_and_names_no_one(setting, tmp_pa
     with pytest.raises(ReleaseRefused) as refused:
         record_release(ledger, KEY, "SE", released_sets(withdrawn, analysis), SUBSET, None, LOG)
     message = str(refused.value)
-    assert "statistic functioning:ips/unadjusted would differ from the release of" in message
+    assert (
+        "statistic functioning:ips/unadjusted would differ from statistic functioning:ips/unadjusted of the release of"
+        in message
+    )
     assert "by 1 participant(s) removed and 0 added" in message
     assert "statistic table1/" + victim["arm"] + " would differ" in message
     text = ledger.read_text()
@@ -305,3 +308,78 @@ def test_the_ledger_refuses_exactly_differences_of_one_to_nfilter_subset_minus_o
             assert not refused
         except ReleaseRefused as error:
             assert refused and f"by {lost} participant(s) removed and {gained} added" in str(error)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("y:primary/adjusted", "y:main/adjusted"),  # the model renamed in the config
+        ("y:primary/adjusted", "y:primary/unadjusted"),  # its sums are a sub-block of the adjusted design's
+        ("table1/IPS", "y:arms/IPS"),
+    ],
+)
+def test_the_ledger_compares_every_new_set_with_every_earlier_one_whatever_its_name(first, second, tmp_path):
+    everyone = frozenset(f"p{i}" for i in range(20))
+    ledger = tmp_path / "X.json"
+    record_release(ledger, KEY, "X", {first: everyone}, SUBSET, None, LOG)
+    with pytest.raises(ReleaseRefused) as refused:
+        record_release(ledger, KEY, "X", {second: everyone - {"p7"}}, SUBSET, None, LOG)
+    assert f"statistic {second} would differ from statistic {first} of the release of" in str(refused.value)
+    assert "by 1 participant(s) removed and 0 added" in str(refused.value) and "p7" not in str(refused.value)
+    # a difference of nfilter_subset or more under another name is allowed, and so is the same set again
+    record_release(ledger, KEY, "X", {second: everyone - {"p7", "p8", "p9"}}, SUBSET, None, LOG)
+    last = record_release(ledger, KEY, "X", {"other": everyone}, SUBSET, None, LOG)
+    assert last["sequence"] == 3  # every release written is numbered; the refused one is not
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.frozensets(st.integers(0, 40), min_size=5, max_size=40),
+    st.frozensets(st.integers(0, 40), max_size=6),
+    st.frozensets(st.integers(41, 60), max_size=6),
+)
+def test_across_names_the_ledger_refuses_exactly_symmetric_differences_of_one_to_nfilter_subset_minus_one(
+    first, removed, added
+):
+    import tempfile
+
+    second = (first - removed) | added
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = Path(folder) / "X.json"
+        record_release(ledger, KEY, "X", {"a": frozenset(map(str, first))}, SUBSET, None, LOG)
+        refused = 0 < len(first & removed) + len(added) < SUBSET
+        try:
+            record_release(ledger, KEY, "X", {"b": frozenset(map(str, second))}, SUBSET, None, LOG)
+            assert not refused
+        except ReleaseRefused:
+            assert refused
+
+
+def test_an_edited_ledger_is_refused_and_a_lost_one_stops_a_site_that_released_before(tmp_path, caplog):
+    """F1: the ledger is keyed (HMAC under the site key); deleting it no longer turns the check off silently."""
+    everyone = frozenset(f"p{i}" for i in range(20))
+    ledger = tmp_path / "X.json"
+    with caplog.at_level(logging.WARNING):
+        record_release(ledger, KEY, "X", {"s": everyone}, SUBSET, None, LOG)
+    assert "no release ledger at" in caplog.text and "starting a new one" in caplog.text
+    kept = ledger.read_text()
+    # an edit that would make the check skip the earlier release (its release line renamed)
+    edited = json.loads(kept)
+    edited["releases"][0]["release_line"] = "0"
+    ledger.write_text(json.dumps(edited))
+    with pytest.raises(ReleaseRefused, match="was changed outside ipdpool .*MAC under the site's key"):
+        record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, None, LOG)
+    # the same file is refused under another key (the MAC is keyed, not a plain checksum)
+    ledger.write_text(kept)
+    with pytest.raises(ReleaseRefused, match="was changed outside ipdpool"):
+        record_release(ledger, b"another key", "X", {"s": everyone}, SUBSET, None, LOG)
+    # a lost ledger at a site that released before: refused, unless a new line is started explicitly
+    ledger.unlink()
+    with pytest.raises(ReleaseRefused, match="there is no release ledger at .* although this site has released"):
+        record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, None, LOG, released_before=True)
+    with pytest.raises(ReleaseRefused, match="there is no release ledger"):
+        record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, {"name": "2"}, LOG, released_before=True)
+    assert not ledger.exists()
+    line = {"name": "2", "reason": "ledger lost; the centre deleted the earlier bundles"}
+    entry = record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, line, LOG, released_before=True)
+    assert entry["release_line"] == "2" and json.loads(ledger.read_text())["lines"][0]["reason"] == line["reason"]

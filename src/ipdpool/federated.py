@@ -15,16 +15,19 @@ pooled tables are the same whichever way a study took part.
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
 import functools
 import hashlib
 import json
+import math
 import subprocess
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 
-BUNDLE_FORMAT = "ipdpool-bundle/2"
+BUNDLE_FORMAT = "ipdpool-bundle/3"
 BUNDLE_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "bundle.schema.json"
 DISCLOSURE_DEFAULTS = {"nfilter_tab": 3, "nfilter_glm": 0.33, "nfilter_subset": 3, "nested": "harmonize"}
 SIGNATURE_NAMESPACE = "ipdpool-bundle"
@@ -52,6 +55,16 @@ STATUS_COLUMNS = [
 
 FLOW_COUNTS = ["IPS", "SAU", "total"]
 STATUS_COUNTS = ["rows_in", "nonmissing_in", "nonmissing_out", "values_recoded"]
+
+
+def status_records(frame) -> list[dict]:
+    """The harmonization status as a bundle carries it: a constant rule's value (in the demo, a
+    site's name such as a town) is the rule file's text, not an aggregate, so only 'constant' is kept."""
+    records = exact_records(frame, STATUS_COLUMNS, STATUS_COUNTS)
+    for row in records:
+        if row["rule"] == "constant" or str(row["source"] or "").startswith("constant "):
+            row["source"] = "constant"
+    return records
 
 
 def exact_records(frame, columns: list[str], counts: list[str]) -> list[dict]:
@@ -200,10 +213,21 @@ def disclosure_problems(statistics: dict, table1: dict, thresholds: dict) -> lis
 
 
 def manifest(
-    study: str, rule_file: Path, schema_file: Path, analysis: dict, version: str, release_line: str = "1"
+    study: str,
+    rule_file: Path,
+    schema_file: Path,
+    analysis: dict,
+    version: str,
+    release_line: str = "1",
+    release_sequence: int = 1,
+    released: str | None = None,
 ) -> dict:
+    """The bundle's manifest. `release_sequence` (the site ledger's count of releases) and the
+    release time are signed with the rest, so the centre can refuse an older bundle replayed."""
+    released = released or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return {
         "format": BUNDLE_FORMAT, "study": study, "ipdpool_version": version, "release_line": release_line,
+        "release_sequence": release_sequence, "released": released,
         "rule_file_sha256": sha256_file(rule_file), "schema_sha256": sha256_file(schema_file),
         "analysis_sha256": sha256_json(analysis),
     }  # fmt: skip
@@ -217,6 +241,37 @@ def imputation_problems(imputations: dict, thresholds: dict) -> list[str]:
             found = disclosure_problems({"study": entry["study"], "outcomes": entry["outcomes"]}, {}, thresholds)
             problems += [f"{problem} (completed data set {number})" for problem in found]
     return problems
+
+
+def accept_release(state_file: Path, study: str, manifest_: dict, minimum: int = 1) -> str:
+    """Refuse a bundle older than the newest the centre has accepted for the study (kept in
+    `state_file`, study -> highest release_sequence) or than the configured minimum; otherwise
+    record its sequence. The same bundle again (equal sequence) is accepted: runs are repeatable.
+    The file is locked while read and written, since studies are imported in parallel jobs."""
+    sequence, where = manifest_["release_sequence"], f"study {study}: bundle"
+    state_file = Path(state_file)
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    with state_file.open("a+", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        text = handle.read()
+        accepted = strict_json(text, f"the centre's record of accepted releases {state_file}") if text else {}
+        highest = accepted.get(study, 0)
+        if sequence < minimum:
+            raise BundleError(
+                f"{where} release {sequence} of {manifest_['released']} is older than the minimum release "
+                f"{minimum} configured for it (federated.minimum_release): a superseded bundle is refused"
+            )
+        if sequence < highest:
+            raise BundleError(
+                f"{where} release {sequence} of {manifest_['released']} is older than release {highest}, already "
+                f"accepted for this study ({state_file}): a superseded bundle is refused"
+            )
+        accepted[study] = max(sequence, highest)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(accepted, indent=1, sort_keys=True) + "\n")
+    return f"release {sequence} of {manifest_['released']} (newest accepted before: {highest or 'none'})"
 
 
 def make_bundle(
@@ -240,8 +295,22 @@ def make_bundle(
     return {"manifest": {**manifest_, "content_sha256": sha256_json(plain(content))}, **content}
 
 
+def non_finite_field(value, field: str = "") -> str | None:
+    """The path of the first number that is not finite, or None. json turns an overflowing
+    literal such as 1e999 into inf without calling parse_constant, so this walks the result."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else field or "(top level)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = non_finite_field(item, f"{field}[{key}]" if isinstance(key, int) else f"{field}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
 def strict_json(text: str, where: str):
-    """JSON as written by write_json: no NaN or Infinity, no duplicate keys (json would keep the last)."""
+    """JSON as written by write_json: no NaN or Infinity (neither as literal nor as a number too
+    large for a float, e.g. 1e999), no duplicate keys (json would keep the last)."""
 
     def no_constant(name):
         raise BundleError(f"{where}: not strict JSON: {name} is not a number")
@@ -254,9 +323,13 @@ def strict_json(text: str, where: str):
         return dict(pairs)
 
     try:
-        return json.loads(text, parse_constant=no_constant, object_pairs_hook=unique)
+        parsed = json.loads(text, parse_constant=no_constant, object_pairs_hook=unique)
     except ValueError as error:
         raise BundleError(f"{where}: not valid JSON: {error}") from error
+    field = non_finite_field(parsed)
+    if field:
+        raise BundleError(f"{where}, field {field}: not strict JSON: a number too large to be finite")
+    return parsed
 
 
 def _exact_integer(checker, instance) -> bool:
@@ -449,6 +522,34 @@ def refused_designs(bundle: dict, path: Path, study: str, analysis: dict) -> dic
     return out
 
 
+# gpg exits 0 and prints VALIDSIG also for a signature by a revoked or expired key, so its
+# machine-readable status lines are read instead (GnuPG's doc/DETAILS).
+GPG_REFUSING_STATUS = {
+    "REVKEYSIG": "the signing key is revoked",
+    "KEYREVOKED": "the signing key is revoked",
+    "EXPKEYSIG": "the signing key has expired",
+    "KEYEXPIRED": "the signing key has expired",
+    "EXPSIG": "the signature has expired",
+    "BADSIG": "the bundle was changed after signing",
+    "ERRSIG": "the signature cannot be checked (key missing from the keyring or unusable)",
+}
+
+
+def gpg_status_problem(status: str, returncode: int, fingerprint: str) -> str | None:
+    """Why gpg's --status-fd output does not show a good, valid signature by `fingerprint`
+    (the signing key's or its primary key's, fields 1 and 10 of VALIDSIG), or None."""
+    lines = [line.split()[1:] for line in status.splitlines() if line.startswith("[GNUPG:] ")]
+    for fields in lines:
+        if fields and fields[0] in GPG_REFUSING_STATUS:
+            return f"{GPG_REFUSING_STATUS[fields[0]]} ({fields[0]})"
+    if returncode != 0 or not any(fields and fields[0] == "GOODSIG" for fields in lines):
+        return "no good signature (GOODSIG)"
+    valid = [fields for fields in lines if fields and fields[0] == "VALIDSIG"]
+    if not any(fingerprint in (fields[1], fields[10] if len(fields) > 10 else "") for fields in valid):
+        return "made by another key"
+    return None
+
+
 def verify_signature(path: Path, study: str, settings: dict) -> str:
     """How the bundle's authenticity was established, or BundleError. A detached signature
     `<bundle>.sig` is verified with `ssh-keygen -Y verify` against `allowed_signers` (principal: the
@@ -491,11 +592,11 @@ def verify_signature(path: Path, study: str, settings: dict) -> str:
          "--status-fd", "1", "--verify", str(signature), str(path)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    valid = [line.split()[2] for line in done.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG ")]
-    if done.returncode != 0 or expected.replace(" ", "").upper() not in valid:
+    problem = gpg_status_problem(done.stdout, done.returncode, expected.replace(" ", "").upper())
+    if problem:
         raise BundleError(
             f"{where}: signature {signature.name} is not a valid GnuPG signature by {study}'s key {expected} "
-            f"in {signers['gpg_keyring']}"
+            f"in {signers['gpg_keyring']}: {problem}"
         )
     return f"signed by {study}, verified with GnuPG against {signers['gpg_keyring']} (key {expected})"
 
@@ -538,7 +639,8 @@ def bundle_rows(statistics: dict[str, dict]) -> list[dict]:
         rows.append(
             {
                 "study": study, "file": about.get("file", ""), "authenticity": about.get("authenticity", ""),
-                "release_line": about.get("release_line", ""), "designs_harmonized": harmonized,
+                "release_line": about.get("release_line", ""), "release_sequence": about.get("release_sequence", ""),
+                "released": about.get("released", ""), "designs_harmonized": harmonized,
                 "designs_refused": len(refused), "refusals": "; ".join(refused),
             }
         )  # fmt: skip

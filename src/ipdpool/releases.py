@@ -11,7 +11,9 @@ either group holds 1 to nfilter_subset - 1 participants, that is a handful of pe
 - across releases, a site that re-exports after a withdrawal or a correction sends the same
   statistic over a set one participant smaller: the release ledger (`check_ledger`) keeps,
   at the site, a keyed tag of every participant of every released statistic, and refuses a
-  new release whose sets differ from an earlier one's by 1 to nfilter_subset - 1.
+  new release whose sets differ from ANY set released earlier in the line (whatever the
+  statistic's name: renamed models and sub-block designs carry the same sums) by 1 to
+  nfilter_subset - 1.
 
 The ledger never holds a pseudonym: each participant is an HMAC tag under the site's
 pseudonym key, so the ledger reveals nothing without the key, and refusals name the
@@ -200,50 +202,118 @@ def release_entry(key: bytes, study: str, sets: dict[str, frozenset], line: str,
     return {"released": when, "release_line": line, "digest": digest, "statistics": statistics}
 
 
-def read_ledger(path: Path, study: str) -> dict:
+def ledger_mac(key: bytes, ledger: dict) -> str:
+    """HMAC under the site's key over the ledger's content (all but the MAC itself): an unkeyed
+    checksum would be recomputed by whoever edits the file."""
+    content = json.dumps({k: v for k, v in ledger.items() if k != "mac"}, sort_keys=True).encode()
+    return hmac.new(key, b"ipdpool-ledger-file\x1f" + content, hashlib.sha256).hexdigest()
+
+
+def read_ledger(path: Path, study: str, key: bytes) -> dict | None:
+    """The study's ledger, None when there is none yet; ReleaseRefused when it is not this
+    study's or its MAC does not match (edited, or written under another key)."""
     if not Path(path).exists():
-        return {"format": LEDGER_FORMAT, "study": study, "lines": [], "releases": []}
-    ledger = json.loads(Path(path).read_text(encoding="utf-8"))
-    if ledger.get("format") != LEDGER_FORMAT or ledger.get("study") != study:
+        return None
+    try:
+        ledger = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ReleaseRefused(f"study {study}: release ledger {path} is not valid JSON ({error})") from None
+    if not isinstance(ledger, dict) or ledger.get("format") != LEDGER_FORMAT or ledger.get("study") != study:
         raise ReleaseRefused(f"study {study}: {path} is not this study's release ledger ({LEDGER_FORMAT})")
+    if not hmac.compare_digest(str(ledger.get("mac", "")), ledger_mac(key, ledger)):
+        raise ReleaseRefused(
+            f"study {study}: release ledger {path} was changed outside ipdpool (its MAC under the site's key does "
+            "not match): restore it from a backup; nothing written"
+        )
     return ledger
+
+
+def new_ledger(path: Path, study: str, line: dict | None, released_before: bool, log) -> dict:
+    """A ledger started from nothing, refused when the site has released before (per its config
+    or an earlier bundle) unless it starts a new release line explicitly: a lost or moved ledger
+    must not silently turn the differencing check off."""
+    if released_before and not ((line or {}).get("name") and (line or {}).get("reason")):
+        raise ReleaseRefused(
+            f"study {study}: there is no release ledger at {path} although this site has released bundles before "
+            "(federated.released_before, or an earlier bundle in results/site): restore the ledger from a backup, "
+            "or start a new release line with federated.release_line (name and reason); nothing written"
+        )
+    log.warning("study %s: no release ledger at %s; starting a new one", study, path)
+    return {"format": LEDGER_FORMAT, "study": study, "lines": [], "releases": []}
+
+
+def write_ledger(path: Path, key: bytes, ledger: dict) -> None:
+    ledger = {**ledger, "mac": ledger_mac(key, ledger)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def current_line(ledger: dict) -> str | None:
     return ledger["lines"][-1]["name"] if ledger["lines"] else None
 
 
+def pair_problem(new: set, old: set, same_name: bool, threshold: int) -> tuple[int, int] | None:
+    """(removed, added) when the two sets can be differenced down to 1 to threshold - 1 participants.
+
+    Any two sets whose symmetric difference is that small give those participants away
+    (the statistics of one design are often a sub-block of another's, and a model renamed in the
+    config releases the same sums under a new name); the same statistic released again is
+    held to the stricter rule that neither side of the difference may be that small."""
+    added, removed = len(new - old), len(old - new)
+    if 0 < added + removed < threshold or (same_name and (0 < added < threshold or 0 < removed < threshold)):
+        return removed, added
+    return None
+
+
 def ledger_problems(ledger: dict, entry: dict, threshold: int) -> list[str]:
-    """Statistics whose participants differ from an earlier release of the same line by 1 to threshold - 1."""
+    """Statistics of the new release whose participants differ from those of ANY statistic of an
+    earlier release of the same line (whatever its name) by 1 to threshold - 1. A new set equal to
+    one released before in the line adds nothing that could be differenced, so it is not compared."""
     study, problems = ledger["study"], []
-    for earlier in ledger["releases"]:
-        if earlier["release_line"] != entry["release_line"]:
+    earlier = [
+        (release["released"], name, frozenset(tags))
+        for release in ledger["releases"]
+        if release["release_line"] == entry["release_line"]
+        for name, tags in sorted(release["statistics"].items())
+    ]
+    seen = {tags for _, _, tags in earlier}
+    for name, tags in sorted(entry["statistics"].items()):
+        new = frozenset(tags)
+        if new in seen:
             continue
-        for name, tags in entry["statistics"].items():
-            before = earlier["statistics"].get(name)
-            if before is None:
+        for released, before_name, old in earlier:
+            found = pair_problem(new, old, name == before_name, threshold)
+            if found is None:
                 continue
-            new, old = set(tags), set(before)
-            added, removed = len(new - old), len(old - new)
-            if 0 < added < threshold or 0 < removed < threshold:
-                problems.append(
-                    f"study {study}: statistic {name} would differ from the release of {earlier['released']} "
-                    f"by {removed} participant(s) removed and {added} added (between 1 and nfilter_subset "
-                    f"{threshold} - 1): the two releases together would give those participants' values away"
-                )
+            removed, added = found
+            problems.append(
+                f"study {study}: statistic {name} would differ from statistic {before_name} of the release of "
+                f"{released} by {removed} participant(s) removed and {added} added (between 1 and nfilter_subset "
+                f"{threshold} - 1): the two releases together would give those participants' values away"
+            )
     return problems
 
 
 def record_release(
-    ledger_path: Path, key: bytes, study: str, sets: dict[str, frozenset], threshold: int, line: dict | None, log
+    ledger_path: Path,
+    key: bytes,
+    study: str,
+    sets: dict[str, frozenset],
+    threshold: int,
+    line: dict | None,
+    log,
+    released_before: bool = False,
 ) -> dict:
     """Check a release against the study's ledger and record it; ReleaseRefused if it differs
     from an earlier release of the current line by 1 to threshold - 1 participants in any statistic.
 
     `line` ({name, reason}) is the configured release line; naming a new one is the explicit act
     that starts a new line (logged and recorded with its reason); releases of earlier lines are
-    no longer compared."""
-    ledger = read_ledger(ledger_path, study)
+    no longer compared. The ledger is keyed (an edited one is refused); a missing one at a site
+    that `released_before` is refused unless `line` starts a new line with a reason."""
+    ledger = read_ledger(ledger_path, study, key)
+    if ledger is None:
+        ledger = new_ledger(ledger_path, study, line, released_before, log)
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     name = (line or {}).get("name") or current_line(ledger) or "1"
     if name != current_line(ledger):
@@ -268,6 +338,7 @@ def record_release(
         )
     if not any(e["digest"] == entry["digest"] and e["release_line"] == name for e in ledger["releases"]):
         ledger["releases"].append(entry)
-    Path(ledger_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(ledger_path).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return entry
+    # every bundle written gets the next number, signed in its manifest: the centre refuses older ones
+    ledger["last_sequence"] = ledger.get("last_sequence", 0) + 1
+    write_ledger(ledger_path, key, ledger)
+    return {**entry, "sequence": ledger["last_sequence"]}

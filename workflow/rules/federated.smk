@@ -57,6 +57,11 @@ rule site_bundle_study:
         disclosure=config["federated"]["disclosure"],
         ledger=config["federated"]["ledger"],
         release_line=config["federated"].get("release_line", {}),
+        # evaluated before Snakemake removes the old output: an earlier bundle means releases were made
+        released_before=lambda wildcards: (
+            config["federated"].get("released_before", False)
+            or os.path.exists(f"results/site/{wildcards.study}.bundle.json")
+        ),
         signing_key=config["federated"].get("signing_key", ""),
     script:
         "../scripts/site_bundle.py"

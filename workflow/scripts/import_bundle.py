@@ -7,6 +7,7 @@ from ipdpool.federated import (
     FLOW_COLUMNS,
     STATUS_COLUMNS,
     BundleError,
+    accept_release,
     read_bundle,
     refused_designs,
     verify_signature,
@@ -28,10 +29,17 @@ with logged_to(snakemake.log[0]) as log:
             __version__,
             Path(snakemake.input.bundle_schema),
         )
+        settings = snakemake.params.federated
+        release = accept_release(
+            Path(settings["accepted_releases"]),
+            study,
+            bundle["manifest"],
+            settings.get("minimum_release", {}).get(study, 1),
+        )
     except BundleError as error:
         log.error("%s", error)
         raise SystemExit(1) from None
-    log.info("study %s: %s", study, authenticity)
+    log.info("study %s: %s; %s", study, authenticity, release)
     statistics = {**bundle["statistics"], "source": BUNDLE}
     refused = refused_designs(bundle, path, study, snakemake.params.analysis)
     for outcome, messages in refused.items():
@@ -42,6 +50,8 @@ with logged_to(snakemake.log[0]) as log:
         "file": str(path),
         "authenticity": authenticity,
         "release_line": bundle["manifest"]["release_line"],
+        "release_sequence": bundle["manifest"]["release_sequence"],
+        "released": bundle["manifest"]["released"],
     }
     released = {"imputations": bundle["imputations"]} if "imputations" in bundle else {}
     write_json({"statistics": statistics, "table1": bundle["table1"], **released}, snakemake.output.statistics)

@@ -7,14 +7,13 @@ from ipdpool import __version__
 from ipdpool.federated import (
     FLOW_COLUMNS,
     FLOW_COUNTS,
-    STATUS_COLUMNS,
-    STATUS_COUNTS,
     BundleError,
     disclosure_problems,
     exact_records,
     make_bundle,
     manifest,
     sign_bundle,
+    status_records,
     table1_aggregates,
     write_json,
 )
@@ -36,7 +35,7 @@ with logged_to(snakemake.log[0]) as log:
         log.warning("study %s: design %s %s", study, key, reason)
     table1 = table1_aggregates(data)
     flow = exact_records(read_table(snakemake.input.flow), FLOW_COLUMNS, FLOW_COUNTS)
-    status = exact_records(read_table(snakemake.input.rule_log), STATUS_COLUMNS, STATUS_COUNTS)
+    status = status_records(read_table(snakemake.input.rule_log))
     try:
         problems = disclosure_problems(statistics, table1, disclosure)
         if problems:
@@ -49,6 +48,7 @@ with logged_to(snakemake.log[0]) as log:
             disclosure["nfilter_subset"],
             snakemake.params.release_line,
             log,
+            snakemake.params.released_before,
         )
         about = manifest(
             study,
@@ -57,6 +57,8 @@ with logged_to(snakemake.log[0]) as log:
             analysis,
             __version__,
             released["release_line"],
+            released["sequence"],
+            released["released"],
         )
         imputations = (
             json.loads(Path(snakemake.input.imputations[0]).read_text(encoding="utf-8"))
@@ -71,10 +73,11 @@ with logged_to(snakemake.log[0]) as log:
     if snakemake.params.signing_key:
         sign_bundle(Path(snakemake.output.bundle), Path(snakemake.params.signing_key))
     log.info(
-        "study %s: bundle written (release line %s; %d designs harmonized, %d withheld by the nested-subset rule); "
-        "send %s and its signature to the coordinating centre",
+        "study %s: bundle written (release line %s, release %d; %d designs harmonized, %d withheld by the "
+        "nested-subset rule); send %s and its signature to the coordinating centre",
         study,
         released["release_line"],
+        released["sequence"],
         sum(r.startswith("harmonized") for r in changed.values()),
         sum(r.startswith("withheld") for r in changed.values()),
         snakemake.output.bundle,
