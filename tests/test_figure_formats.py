@@ -57,7 +57,9 @@ def test_the_plot_has_a_panel_per_variable(tmp_path):
     assert titles == ["age", "sex"] and len(figure.axes) == 4 * math.ceil(2 / 4)
     save(figure, tmp_path / "distributions", formats=("png", "svg"))
     assert (tmp_path / "distributions.png").read_bytes()[:4] == b"\x89PNG"
-    assert "XX: raw (grey) and harmonized (blue)" in (tmp_path / "distributions.svg").read_text()
+    drawn = (tmp_path / "distributions.svg").read_text()
+    assert "XX: raw and harmonized values" in drawn
+    assert "raw, as delivered" in drawn and "harmonized" in drawn  # the legend names both sides
 
 
 @pytest.mark.parametrize("formats", [["png", "svg"], ["svg"]])
