@@ -125,6 +125,7 @@ def first_stage_forest(first: pd.DataFrame):
     """Forest plot of the odds ratio of employment, IPS vs usual services: each study's 2x2
     table, then the two-stage and one-stage pooled estimates (log axis)."""
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     shown = first[np.isfinite(first["log_or"])].reset_index(drop=True)
     figure, axis = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.6))
@@ -139,6 +140,10 @@ def first_stage_forest(first: pd.DataFrame):
         axis.text(-0.02, y, label, transform=axis.get_yaxis_transform(), ha="right", va="center", fontsize=9)
     axis.axvline(1.0, color="grey", lw=0.8, ls="--")
     axis.set_xscale("log")
+    # plain numbers at the log axis's ticks: the default 10^k labels set their exponents below 8 pt
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axis.tick_params(labelsize=9)
     axis.set_yticks([])
     axis.set_ylim(0.3, len(shown) + 0.7)
     axis.set_xlabel("Odds ratio of work during follow-up, IPS vs usual services (95% CI)")

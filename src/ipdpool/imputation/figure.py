@@ -39,14 +39,14 @@ def tipping_point_figure(pooled: pd.DataFrame, summary: pd.DataFrame, stem: Path
                     axis.axvline(value, color=color, lw=0.8, ls=":")
         axis.axhline(0, color="grey", lw=0.8)
         axis.set_title(f"{outcome.replace('_', ' ')}: {contrast_label(term)}", fontsize=8)
-        axis.tick_params(labelsize=7)
+        axis.tick_params(labelsize=8)
     for axis in axes[-1]:
-        axis.set_xlabel("delta added to imputed follow-ups (SD units)", fontsize=7)
+        axis.set_xlabel("delta added to imputed follow-ups (SD units)", fontsize=8)
     for axis in axes[:, 0]:
-        axis.set_ylabel("SMD (95% CI)", fontsize=7)
+        axis.set_ylabel("SMD (95% CI)", fontsize=8)
     if panels:
         handles, labels = axes[0, 0].get_legend_handles_labels()
-        figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
+        figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     else:
         axes[0, 0].text(0.5, 0.5, "no tipping-point analysis (no participant data held here)", ha="center")
         axes[0, 0].set_axis_off()
