@@ -81,8 +81,10 @@ def test_malformed_files_keep_their_messages(tmp_path, monkeypatch):
         return read(tmp_path, content, False, monkeypatch, **spec)
 
     assert message("short_row").endswith("line 3 has 2 fields but the header has 3; lines 3")
+    # a file whose last line has no line break is refused as cut short before its fields are counted
     assert message("ends_mid_row").endswith(
-        "line 3 has 2 fields but the header has 3 (the file ends mid-row: truncated?); lines 3"
+        "is damaged: its last line (line 3) has no line break, so the file is cut short; "
+        "if it is whole, ask for a new export or add the line break"
     )
     assert message("long_row").endswith("line 3 has 3 fields but the header has 2; lines 3")
     assert message("repeated_header").endswith(
