@@ -155,6 +155,13 @@ def landing_html(headline: pd.DataFrame, introduction: list[str], flow_figure: P
         "<h2>Results</h2>",
         f'<p class="note">{html.escape(" ".join(introduction))}</p>',
     ]
+    if headline["MI one-stage (FMI)"].ne("").any():
+        # the MI column would push the table past a laptop's width: summary.md and the MI page carry it
+        headline = headline.assign(**{"MI one-stage (FMI)": ""})
+        parts.append(
+            '<p class="note">Estimates after multiple imputation, with their FMI: results/summary.md and '
+            "the Sensitivity pages (multiple imputation, tipping point).</p>"
+        )
     for number, (contrast, rows) in enumerate(headline.groupby("contrast", sort=False)):
         parts.append(headline_fragment(rows, contrast[0].upper() + contrast[1:], f"headline-{number}"))
     width = flow_width(flow_figure)
