@@ -23,6 +23,7 @@ localrules:
     all,
     result_tables,
     mi_pool,
+    report_pages,
 
 
 include: "workflow/rules/common.smk"
