@@ -99,14 +99,16 @@ def first_stage_table(tables: dict[str, dict], nfilter_tab: int, n_agq: int = 1,
     return out.drop(columns=["study"], errors="ignore")
 
 
-def iv_table(pooled: pd.DataFrame, outcomes: list[str], level: float = 0.95) -> pd.DataFrame:
+def iv_table(
+    pooled: pd.DataFrame, outcomes: list[str], level: float = 0.95, interaction_min_f: float = 10.0
+) -> pd.DataFrame:
     """The IV analysis of every outcome with data in at least one study (models.iv)."""
     from .models.iv import iv_by_study_and_pooled
 
     rows = []
     for outcome in outcomes:
         if pooled[f"{outcome}_fu_z"].notna().any():
-            rows += [r.as_row() for r in iv_by_study_and_pooled(pooled, outcome, level)]
+            rows += [r.as_row() for r in iv_by_study_and_pooled(pooled, outcome, level, interaction_min_f)]
     return pd.DataFrame(rows)
 
 

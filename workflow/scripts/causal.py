@@ -20,7 +20,7 @@ with logged_to(snakemake.log[0]) as log:
     save(first_stage_forest(first), stem, formats=snakemake.params.formats, dpi=snakemake.params.dpi)
     if snakemake.input.pooled:
         pooled = pd.read_parquet(snakemake.input.pooled[0])
-        iv = iv_table(pooled, snakemake.params.outcomes, settings["level"])
+        iv = iv_table(pooled, snakemake.params.outcomes, settings["level"], settings["interaction_min_f"])
     else:
         iv = pd.DataFrame({"notes": ["IV needs participant data (per-study cross-products are not in bundles)"]})
     write_table(iv, snakemake.output.iv)
