@@ -18,8 +18,9 @@ variables, so they too are exact from per-study fourth-order moment sums, which 
 released here: the robust figures need participant data.
 
 Instruments: IPS arm; and, in a second pooled row, IPS within each study (IPS and its
-interactions with study) when every study's own first stage is strong (effective F >=
-`interaction_min_f`, default 10: the documented rule; with weak per-study first stages the
+interactions with study) when every study's own first stage is strong (classical first-stage
+F >= `interaction_min_f`, default 10: the documented rule, on the classical F because site
+bundles give it too; with weak per-study first stages the
 extra instruments would bias 2SLS towards OLS). Within a study, ips:study[S] is ips, so the
 interacted fit needs no further cross-products.
 
@@ -56,7 +57,7 @@ from ..probabilities import chi2_quantile, chi2_sf, norm_quantile, t_quantile, t
 
 Y, E, Z = "y", "employed", "ips"
 # The pooled fit adds IPS x study instruments when every study's own first stage has at least
-# this effective F (config causal.interaction_min_f): with weaker ones the extra instruments
+# this classical first-stage F (config causal.interaction_min_f): with weaker ones the extra instruments
 # pull 2SLS towards OLS (many-weak-instrument bias) and one pooled instrument is kept.
 INTERACTION_MIN_F = 10.0
 AR_GRID = 4001  # points on arctan(beta) where the Anderson-Rubin test is evaluated (then refined)
@@ -94,38 +95,49 @@ def design(frame: pd.DataFrame, outcome: str, by_study: bool = True, interaction
     return out
 
 
-def full_rank(matrix: pd.DataFrame, columns: list[str]) -> bool:
-    # columns scaled to unit length: an offset or a unit does not make a column "collinear"
-    values = matrix[columns].to_numpy(float)
-    norms = np.linalg.norm(values, axis=0)
-    if (norms == 0).any():
+# eigenvalues of the cross-products scaled to unit diagonal below this fraction of the largest
+# count as zero: a singular-value ratio of 1e-6, far beyond what rounding gives on centred columns
+RANK_TOLERANCE = 1e-12
+
+
+def full_rank(cp: np.ndarray, names: list[str], columns: list[str]) -> bool:
+    index = indices(names, columns)
+    gram = cp[np.ix_(index, index)]
+    scale = np.sqrt(np.diag(gram))
+    if (scale == 0).any():
         return False
-    return np.linalg.matrix_rank(values / norms) == len(columns)
+    eigenvalues = np.linalg.eigvalsh(gram / np.outer(scale, scale))
+    return eigenvalues[0] > RANK_TOLERANCE * eigenvalues[-1]
 
 
-def estimability_problem(matrix: pd.DataFrame) -> str | None:
-    """Why 2SLS cannot be fitted on these rows (None when it can): the variable that is
-    constant or collinear, named."""
-    names = list(matrix.columns)
+def estimability_problem(cp: np.ndarray, n: int, names: list[str]) -> str | None:
+    """Why 2SLS cannot be fitted (None when it can), from the cross-products of the design (so
+    the same check serves participant data and site bundles): the variable that is constant
+    within the study (or within every study) or collinear, named."""
     instruments, controls = instruments_of(names), controls_of(names)
-    if len(matrix) <= len(controls) + 1:
-        return f"{len(matrix)} complete rows for {len(controls) + 1} coefficients"
-    if np.ptp(matrix[E].to_numpy()) == 0:
-        who = "nobody" if matrix[E].iloc[0] == 0 else "everybody"
-        return f"employed is constant ({who} worked during follow-up): no first stage"
-    for column in instruments:
-        if np.ptp(matrix[column].to_numpy()) == 0:
-            return f"the instrument {column} is constant (one arm only)"
-    # the study dummies (or intercept) first, so that a baseline constant within a study is named
-    ordered = [c for c in controls if c != "baseline"] + ["baseline"]
-    for j, column in enumerate(ordered):
-        if not full_rank(matrix, ordered[: j + 1]):
-            return f"{column} is constant within a study (collinear with {', '.join(ordered[:j])})"
-    if not full_rank(matrix, instruments + controls):
-        return "an instrument is collinear with the controls"
-    if not full_rank(matrix, [E] + controls):
+    dummies = [c for c in controls if c != "baseline"]
+    if n <= len(controls) + 1:
+        return f"{n} complete rows for {len(controls) + 1} coefficients"
+    if not full_rank(cp, names, [E] + dummies):
+        return "employed is constant (nobody or everybody worked during follow-up): no first stage"
+    if not full_rank(cp, names, instruments + dummies):
+        return "the instrument is constant (one arm only)"
+    if not full_rank(cp, names, dummies + ["baseline"]):
+        return "baseline is constant within a study (collinear with its intercept)"
+    if not full_rank(cp, names, instruments + controls):
+        return "the instrument is collinear with the controls"
+    if not full_rank(cp, names, [E] + controls):
         return "employed is collinear with the controls"
     return None
+
+
+def centred(matrix: pd.DataFrame) -> pd.DataFrame:
+    """y, employed, the instruments and baseline centred at their means. A constant shift of a
+    column lies in the span of the intercept (or the study dummies), so the 2SLS coefficients of
+    employed and baseline, the residuals and every test are unchanged (only the intercepts
+    move), and no digits cancel in the cross-products when a column carries a large offset."""
+    shifted = [c for c in matrix.columns if c == "baseline" or c in (Y, E) or c.startswith(Z)]
+    return matrix.assign(**{c: matrix[c] - matrix[c].mean() for c in shifted})
 
 
 def crossproducts(matrix: pd.DataFrame) -> tuple[np.ndarray, int, list[str]]:
@@ -374,7 +386,14 @@ def instruments_label(names) -> str:
 
 def classical_result(cp: np.ndarray, n: int, names: list[str], outcome: str, scope: str, level: float) -> IvResult:
     """Everything that the cross-products give (estimate, classical SE and t interval, first-stage
-    F, OLS, Wu-Hausman): the federated fit and the start of the participant-data fit."""
+    F, OLS, Wu-Hausman): the federated fit and the start of the participant-data fit. A design
+    that cannot be fitted gives a row that says why (`estimability_problem`) instead of an error."""
+    problem = estimability_problem(cp, n, names)
+    if problem:
+        where = "pooled" if scope == "pooled" else f"study {scope}"
+        return IvResult(
+            outcome, scope, instruments_label(names), n, f"not estimable: {where}, outcome {outcome}: {problem}"
+        )
     fit = two_sls(cp, n, names)
     diagnostics = classical_diagnostics(cp, n, names)
     t_crit = t_quantile(0.5 + level / 2, n - fit.k)
@@ -406,15 +425,12 @@ def classical_result(cp: np.ndarray, n: int, names: list[str], outcome: str, sco
 
 
 def iv_analysis(matrix: pd.DataFrame, outcome: str, scope: str, level: float = 0.95) -> IvResult:
-    """2SLS of one design (see `design`) with every diagnostic; a design that cannot be fitted
-    gives a row that says why (`estimability_problem`) instead of an error."""
-    problem = estimability_problem(matrix)
-    if problem:
-        where = "pooled" if scope == "pooled" else f"study {scope}"
-        return IvResult(outcome, scope, instruments_label(matrix.columns), len(matrix),
-                        f"not estimable: {where}, outcome {outcome}: {problem}")  # fmt: skip
+    """2SLS of one design (see `design`) with every diagnostic."""
+    matrix = centred(matrix)
     cp, n, names = crossproducts(matrix)
     result = classical_result(cp, n, names, outcome, scope, level)
+    if result.status != "estimated":
+        return result
     fit = two_sls(cp, n, names)
     result.se_robust = float(np.sqrt(hc1_2sls(matrix, fit)[0, 0]))
     z_crit = norm_quantile(0.5 + level / 2)
@@ -430,8 +446,8 @@ def iv_analysis(matrix: pd.DataFrame, outcome: str, scope: str, level: float = 0
 
 def interactions_allowed(per_study: list[IvResult], min_f: float) -> bool:
     """The documented rule for IPS x study instruments: at least two studies, each estimated with
-    its own first stage's effective F >= min_f."""
-    return len(per_study) >= 2 and all(r.status == "estimated" and r.effective_f >= min_f for r in per_study)
+    its own first stage's classical F >= min_f."""
+    return len(per_study) >= 2 and all(r.status == "estimated" and r.first_stage_f >= min_f for r in per_study)
 
 
 def iv_by_study_and_pooled(
