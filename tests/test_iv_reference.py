@@ -114,7 +114,7 @@ def check_against_r(results, reference):
 def test_iv_equals_aer_ivreg_with_sandwich_on_confounded_data():
     pooled = synthetic_pooled()
     reference = run_r('outcomes <- "qol"\n' + R_IV, {"pooled": pooled})["qol"]
-    results = iv_by_study_and_pooled(pooled, "qol")
+    results = iv_by_study_and_pooled(pooled, "qol", implication=False)
     # every study's first stage is strong: IPS x study instruments are added (over-identified)
     assert [(r.scope, r.instruments) for r in results] == [
         ("A", "ips"),
@@ -167,7 +167,7 @@ def test_iv_on_the_demo_equals_aer_ivreg(completed_run):
         f"outcomes <- c({', '.join(repr(o) for o in outcomes)})\n" + R_IV.replace("'", '"'), {"pooled": frame}
     )
     for outcome in outcomes:
-        check_against_r(iv_by_study_and_pooled(frame, outcome), reference[outcome])
+        check_against_r(iv_by_study_and_pooled(frame, outcome, implication=False), reference[outcome])
 
 
 def test_iv_equals_linearmodels_iv2sls():
@@ -180,7 +180,11 @@ def test_iv_equals_linearmodels_iv2sls():
     model = IV2SLS(matrix["y"], matrix[controls], matrix[["employed"]], matrix[["ips"]])
     classical = model.fit(cov_type="unadjusted", debiased=True)
     robust = model.fit(cov_type="robust", debiased=True)
-    ours = next(r for r in iv_by_study_and_pooled(pooled, "qol") if (r.scope, r.instruments) == ("pooled", "ips"))
+    ours = next(
+        r
+        for r in iv_by_study_and_pooled(pooled, "qol", implication=False)
+        if (r.scope, r.instruments) == ("pooled", "ips")
+    )
     assert ours.estimate == pytest.approx(classical.params["employed"], rel=1e-10)
     assert ours.se == pytest.approx(classical.std_errors["employed"], rel=1e-10)
     assert ours.se_robust == pytest.approx(robust.std_errors["employed"], rel=1e-10)
@@ -217,7 +221,7 @@ def test_a_study_that_cannot_be_fitted_is_named_and_the_pool_still_equals_aer():
     )
     reasons = {"nobody_worked": "employed is constant", "constant_baseline": "baseline is constant within a study"}
     for case, frame in cases.items():
-        results = {r.scope: r for r in iv_by_study_and_pooled(frame, "y")}
+        results = {r.scope: r for r in iv_by_study_and_pooled(frame, "y", implication=False)}
         assert reference[case]["b_has_na"]
         assert results["A"].status == "estimated"
         assert results["B"].status.startswith("not estimable: study B, outcome y:")
@@ -255,7 +259,7 @@ def test_the_iv_table_from_released_statistics_equals_the_participant_data_table
     for frame, interacted in ((pooled, False), (strong, True)):
         statistics = statistics_by_study(frame, analysis, [])
         federated = federated_iv_table(statistics, ["qol"])
-        assert_federated_equals_pooled(federated, iv_table(frame, ["qol"]))
+        assert_federated_equals_pooled(federated, iv_table(frame, ["qol"], implication=False))
         assert ("ips x study" in set(federated["instruments"])) == interacted
     assert (
         federated_iv_table(statistics_by_study(pooled, analysis, []), ["qol"])["status"]
@@ -274,4 +278,6 @@ def test_the_demo_iv_table_from_the_studies_statistics_equals_the_pooled_run(com
         statistics[content["study"]] = content
     outcomes = ["quality_of_life", "negative_symptoms", "functioning"]
     pooled = pd.read_parquet(completed_run / "results" / "harmonized" / "pooled.parquet")
-    assert_federated_equals_pooled(federated_iv_table(statistics, outcomes), iv_table(pooled, outcomes))
+    assert_federated_equals_pooled(
+        federated_iv_table(statistics, outcomes), iv_table(pooled, outcomes, implication=False)
+    )

@@ -100,7 +100,11 @@ def first_stage_table(tables: dict[str, dict], nfilter_tab: int, n_agq: int = 1,
 
 
 def iv_table(
-    pooled: pd.DataFrame, outcomes: list[str], level: float = 0.95, interaction_min_f: float = 10.0
+    pooled: pd.DataFrame,
+    outcomes: list[str],
+    level: float = 0.95,
+    interaction_min_f: float = 10.0,
+    implication: bool = True,
 ) -> pd.DataFrame:
     """The IV analysis of every outcome with data in at least one study (models.iv)."""
     from .models.iv import iv_by_study_and_pooled
@@ -108,7 +112,8 @@ def iv_table(
     rows = []
     for outcome in outcomes:
         if pooled[f"{outcome}_fu_z"].notna().any():
-            rows += [r.as_row() for r in iv_by_study_and_pooled(pooled, outcome, level, interaction_min_f)]
+            fits = iv_by_study_and_pooled(pooled, outcome, level, interaction_min_f, implication)
+            rows += [r.as_row() for r in fits]
     return pd.DataFrame(rows)
 
 

@@ -369,6 +369,8 @@ class IvResult:
     wu_hausman_p: float = np.nan
     sargan: float = np.nan
     sargan_p: float = np.nan
+    kitagawa_stat: float = np.nan  # the never-taker/always-taker implication (models.instrument_check)
+    kitagawa_p: float = np.nan
     ols_estimate: float = np.nan
     ols_ci_low: float = np.nan
     ols_ci_high: float = np.nan
@@ -424,13 +426,19 @@ def classical_result(cp: np.ndarray, n: int, names: list[str], outcome: str, sco
     )
 
 
-def iv_analysis(matrix: pd.DataFrame, outcome: str, scope: str, level: float = 0.95) -> IvResult:
-    """2SLS of one design (see `design`) with every diagnostic."""
+def iv_analysis(
+    matrix: pd.DataFrame, outcome: str, scope: str, level: float = 0.95, implication: bool = False
+) -> IvResult:
+    """2SLS of one design (see `design`) with every diagnostic; with `implication`, also the
+    bootstrap test of the never-taker implication (off in simulations: it is the slow part)."""
+    raw = matrix
     matrix = centred(matrix)
     cp, n, names = crossproducts(matrix)
     result = classical_result(cp, n, names, outcome, scope, level)
     if result.status != "estimated":
         return result
+    if implication:
+        result.kitagawa_stat, result.kitagawa_p = never_taker_check(raw)
     fit = two_sls(cp, n, names)
     result.se_robust = float(np.sqrt(hc1_2sls(matrix, fit)[0, 0]))
     z_crit = norm_quantile(0.5 + level / 2)
@@ -444,6 +452,17 @@ def iv_analysis(matrix: pd.DataFrame, outcome: str, scope: str, level: float = 0
     return result
 
 
+def never_taker_check(matrix: pd.DataFrame) -> tuple[float, float]:
+    """Kitagawa's test of the IV assumptions' testable implication on the design's rows, within
+    study strata (models.instrument_check)."""
+    from .instrument_check import kitagawa_test
+
+    dummies = [c for c in controls_of(matrix.columns) if c != "baseline"]
+    strata = matrix[dummies].to_numpy().argmax(axis=1)
+    ips = matrix[instruments_of(matrix.columns)].to_numpy().sum(axis=1)
+    return kitagawa_test(matrix[Y].to_numpy(float), matrix[E].to_numpy(float), ips, strata)
+
+
 def interactions_allowed(per_study: list[IvResult], min_f: float) -> bool:
     """The documented rule for IPS x study instruments: at least two studies, each estimated with
     its own first stage's classical F >= min_f."""
@@ -451,17 +470,26 @@ def interactions_allowed(per_study: list[IvResult], min_f: float) -> bool:
 
 
 def iv_by_study_and_pooled(
-    pooled: pd.DataFrame, outcome: str, level: float = 0.95, interaction_min_f: float = INTERACTION_MIN_F
+    pooled: pd.DataFrame,
+    outcome: str,
+    level: float = 0.95,
+    interaction_min_f: float = INTERACTION_MIN_F,
+    implication: bool = True,
 ) -> list[IvResult]:
     """One result per study with the outcome, then the pooled fit with study fixed effects and
-    IPS as the instrument, then (when `interactions_allowed`) the pooled fit with IPS x study."""
+    IPS as the instrument, then (when `interactions_allowed`) the pooled fit with IPS x study;
+    `implication`: with the never-taker check (`iv_analysis`)."""
     results = []
     studies = sorted(pooled.loc[pooled[f"{outcome}_fu_z"].notna(), "study"].unique())
     for study in studies:
-        results.append(iv_analysis(design(pooled[pooled["study"] == study], outcome), outcome, study, level))
-    results.append(iv_analysis(design(pooled, outcome), outcome, "pooled", level))
+        part = design(pooled[pooled["study"] == study], outcome)
+        results.append(iv_analysis(part, outcome, study, level, implication))
+    results.append(iv_analysis(design(pooled, outcome), outcome, "pooled", level, implication))
     if interactions_allowed(results[:-1], interaction_min_f):
-        results.append(iv_analysis(design(pooled, outcome, interactions=True), outcome, "pooled", level))
+        interacted = iv_analysis(design(pooled, outcome, interactions=True), outcome, "pooled", level)
+        # the same rows as the one-instrument pooled fit: the same test
+        interacted.kitagawa_stat, interacted.kitagawa_p = results[-1].kitagawa_stat, results[-1].kitagawa_p
+        results.append(interacted)
     return results
 
 
