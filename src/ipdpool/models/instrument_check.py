@@ -29,14 +29,18 @@ BOOTSTRAP = 999
 SEED = 26
 
 
-def largest_interval_sum(y_sorted: np.ndarray, mass_sorted: np.ndarray) -> float:
-    """max over intervals [a, b] of the summed mass of the y inside (0 for the empty interval);
-    tied y values are in or out together. Kadane's rule on the cumulative sums at the end of
-    each run of ties."""
-    cumulative = np.cumsum(mass_sorted)
-    ends = np.append(np.flatnonzero(np.diff(y_sorted)), len(y_sorted) - 1)
-    at_ends = np.concatenate([[0.0], cumulative[ends]])
-    return float(np.max(at_ends - np.minimum.accumulate(at_ends)))
+BATCH = 200  # bootstrap samples evaluated at once (arrays of BATCH x rows)
+
+
+def largest_interval_sums(y_sorted: np.ndarray, mass_sorted: np.ndarray) -> np.ndarray:
+    """Per row: max over intervals [a, b] of the summed mass of the y inside (0 for the empty
+    interval); tied y values are in or out together. Kadane's rule on the cumulative sums, taken
+    only at the end of each run of ties."""
+    cumulative = np.cumsum(mass_sorted, axis=1)
+    end = np.ones(y_sorted.shape, bool)
+    end[:, :-1] = y_sorted[:, 1:] != y_sorted[:, :-1]
+    lowest = np.minimum(np.minimum.accumulate(np.where(end, cumulative, np.inf), axis=1), 0.0)
+    return np.maximum(np.max(np.where(end, cumulative, -np.inf) - lowest, axis=1), 0.0)
 
 
 def masses(z: np.ndarray, strata: np.ndarray) -> np.ndarray:
@@ -52,14 +56,19 @@ def masses(z: np.ndarray, strata: np.ndarray) -> np.ndarray:
     return out
 
 
-def statistic(y: np.ndarray, d: np.ndarray, z: np.ndarray, mass: np.ndarray) -> float:
-    order = np.argsort(y, kind="stable")
-    y, d, z, mass = y[order], d[order], z[order], mass[order]
-    signed = np.where(z == 1, mass, -mass)  # P(. | Z = 1) - P(. | Z = 0)
-    never = largest_interval_sum(y, np.where(d == 0, signed, 0.0))
-    always = largest_interval_sum(y, np.where(d == 1, -signed, 0.0))
+def statistics(y: np.ndarray, d: np.ndarray, z: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """The statistic of each row of y and d (samples x participants; z and mass per column)."""
+    order = np.argsort(y, axis=1, kind="stable")
+    y_sorted, d_sorted = np.take_along_axis(y, order, axis=1), np.take_along_axis(d, order, axis=1)
+    signed = np.where(z == 1, mass, -mass)[order]  # P(. | Z = 1) - P(. | Z = 0)
+    never = largest_interval_sums(y_sorted, np.where(d_sorted == 0, signed, 0.0))
+    always = largest_interval_sums(y_sorted, np.where(d_sorted == 1, -signed, 0.0))
     m, n = int((z == 1).sum()), int((z == 0).sum())
-    return float(np.sqrt(m * n / (m + n)) * max(never, always))
+    return np.sqrt(m * n / (m + n)) * np.maximum(never, always)
+
+
+def statistic(y: np.ndarray, d: np.ndarray, z: np.ndarray, mass: np.ndarray) -> float:
+    return float(statistics(np.asarray(y)[None, :], np.asarray(d)[None, :], z, mass)[0])
 
 
 def kitagawa_test(y, d, z, strata, bootstrap: int = BOOTSTRAP, seed: int = SEED) -> tuple[float, float]:
@@ -74,10 +83,11 @@ def kitagawa_test(y, d, z, strata, bootstrap: int = BOOTSTRAP, seed: int = SEED)
     observed = statistic(y, d, z, mass)
     rng = np.random.default_rng(seed)
     exceed = 0
-    drawn = np.arange(len(y))
-    for _ in range(bootstrap):
+    for start in range(0, bootstrap, BATCH):
+        size = min(BATCH, bootstrap - start)
         # each study's rows keep their arm labels and take (y, d) drawn from the study's pool
+        drawn = np.empty((size, len(y)), int)
         for rows in groups:
-            drawn[rows] = rng.choice(rows, size=len(rows))
-        exceed += statistic(y[drawn], d[drawn], z, mass) >= observed - 1e-12
+            drawn[:, rows] = rng.choice(rows, size=(size, len(rows)))
+        exceed += int(np.sum(statistics(y[drawn], d[drawn], z, mass) >= observed - 1e-12))
     return observed, (exceed + 1) / (bootstrap + 1)
