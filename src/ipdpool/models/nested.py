@@ -347,3 +347,22 @@ def nested_cross_products(
     cp = cross_products(x, z, y, codes, x_names, z_names, random_terms)
     chosen = [labels[int(code)] for code in cp.groups]
     return replace(cp, groups=tuple(c for _, c in chosen)), tuple(s for s, _ in chosen)
+
+
+def conditional_modes(fit: NestedFit) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """lme4's ranef(condVar = TRUE) from the blocks: (study modes (studies, q_s), their conditional
+    covariances, centre modes (centres,), their conditional variances) in the data's units, in the
+    order of fit.layout.studies and fit.layout.centres. Per study b = A Z'(y - X beta) and
+    cov(b | y) = sigma2 A with A = Lambda M^-1 Lambda' (M = Lambda'Z'Z Lambda + I); studies are
+    independent, so these are the blocks of lme4's joint conditional covariance."""
+    padded, layout, scaled = fit.padded, fit.layout, fit.scaled
+    pieces = evaluate(padded, fit.lam_internal)
+    modes = np.einsum("kqr,kr->kq", pieces.a, padded.zty - padded.ztx @ pieces.beta)
+    covariance = fit.sigma2_internal * pieces.a
+    q, inverse, unit = layout.q_study, np.linalg.inv(scaled.z_map), scaled.y_scale
+    study = unit * modes[:, :q] @ inverse.T
+    study_covariance = unit**2 * inverse @ covariance[:, :q, :q] @ inverse.T
+    slots = q + layout.slot
+    centre = unit * modes[layout.study_of, slots]
+    centre_variance = unit**2 * covariance[layout.study_of, slots, slots]
+    return study, study_covariance, centre, centre_variance
