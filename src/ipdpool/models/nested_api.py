@@ -112,36 +112,36 @@ class NestedLmerResult(LmerResult):
 
     def ranef(self) -> dict[str, RandomEffects]:
         """Conditional modes and conditional covariances per grouping factor, in lme4's order
-        (lme4's ranef(condVar = TRUE) is a list by factor the same way)."""
+        (lme4's ranef(condVar = TRUE) is a list by factor the same way), levels in the order of
+        lme4's factors (an interaction's levels by its columns' levels, numbers as numbers)."""
         fit = self.nested_fit
         study, study_covariance, centre, centre_variance = conditional_modes(fit)
-        labels = self._centre_labels()
+        study_index, study_order = self._levels(self.group, [(s,) for s in fit.layout.studies])
+        centre_index, centre_order = self._levels(self.centre, list(fit.layout.centres))
         out = {
             self.group: RandomEffects(
-                self.group,
-                pd.DataFrame(study, index=pd.Index(fit.layout.studies, name=self.group), columns=self.random_terms),
-                study_covariance,
+                self.group, pd.DataFrame(study[study_order], index=study_index, columns=self.random_terms),
+                study_covariance[study_order],
             ),
             self.centre: RandomEffects(
-                self.centre,
-                pd.DataFrame(
-                    centre[:, None], index=pd.Index([labels[c] for c in fit.layout.centres], name=self.centre),
-                    columns=CENTRE_TERMS,
-                ),
-                centre_variance[:, None, None],
+                self.centre, pd.DataFrame(centre[centre_order, None], index=centre_index, columns=CENTRE_TERMS),
+                centre_variance[centre_order, None, None],
             ),
         }  # fmt: skip
-        order = np.argsort(out[self.centre].modes.index.to_numpy(str), kind="stable")  # lme4: the levels sorted
-        out[self.centre] = RandomEffects(
-            self.centre, out[self.centre].modes.iloc[order], out[self.centre].cond_var[order]
-        )
         return {group: out[group] for group, _, _ in self.random_blocks()}
 
-    def _centre_labels(self) -> dict[tuple[str, str], str]:
-        """(study, centre) -> the centre factor's label (as lme4 names its levels)."""
+    def _levels(self, factor: str, keys: list[tuple]) -> tuple[pd.Index, np.ndarray]:
+        """(labels in lme4's order, positions in that order of `keys`: the layout's (study,) or
+        (study, centre)). A level's label and sort key come from its rows' values of the factor's columns."""
+        columns = factor.split(":")
+        frame = self.frame[columns].copy()
         studies = label_strings(group_labels(self.frame, self.group))
-        centres = label_strings(group_labels(self.frame, self.centre))
-        return {(s, c): c for s, c in zip(studies, centres)}
+        labels = label_strings(group_labels(self.frame, factor))
+        frame["_label"] = labels
+        frame["_key"] = list(zip(studies, labels)) if len(keys[0]) == 2 else [(s,) for s in studies]
+        levels = frame.drop_duplicates("_key").sort_values(columns, kind="stable")
+        position = {key: i for i, key in enumerate(keys)}
+        return pd.Index(levels["_label"].to_list(), name=factor), np.array([position[k] for k in levels["_key"]])
 
     def _group_part(self, rows: pd.DataFrame, allow_new_levels: bool) -> np.ndarray:
         effects = self.ranef()

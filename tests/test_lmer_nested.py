@@ -1,0 +1,137 @@
+"""Nested random effects, `(1 | study/centre)` and `(terms | study) + (1 | study:centre)`, checked
+live against lme4, lmerTest and pbkrtest: lme4's Pastes, nlme's Oats and Pixel (a random slope by
+dog with a random intercept by side within dog, Pinheiro & Bates 2000, section 4.3) and the demo's
+harmonized data with its centres (`site`; EU6 has six), with the primary models' fixed part.
+
+The data come back from R (so both fit the same numbers); each is fitted through ipdpool.lmer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rscript import run_r
+
+import ipdpool
+from ipdpool.demo.design import TRIALS
+from ipdpool.harmonize.rulefile import load_rules
+from ipdpool.harmonize.schema import load_schema
+from ipdpool.harmonize.study import harmonize_study
+
+R_FITS = r"""
+suppressPackageStartupMessages({library(lmerTest); library(nlme)})
+tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
+                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
+characters <- function(d) { d[] <- lapply(d, function(v) if (is.factor(v)) as.character(v) else v); d }
+pastes <- characters(as.data.frame(lme4::Pastes)[, c("strength", "batch", "cask")])
+oats <- characters(as.data.frame(Oats)[, c("yield", "nitro", "Block", "Variety")])
+names(oats)[1] <- "grain"  # yield is a Python keyword
+pixel <- characters(as.data.frame(Pixel)[, c("pixel", "day", "Dog", "Side")])
+data <- list(pastes = pastes, oats = oats, pixel = pixel, demo = demo)
+one <- function(formula, d, reml) {
+  m <- lmer(as.formula(formula), d, REML = reml, control = tight)
+  s <- summary(m)$coefficients
+  re <- ranef(m, condVar = TRUE)
+  modes <- lapply(re, function(r) list(levels = rownames(r), values = unname(as.matrix(r)),
+                                       sd = t(apply(attr(r, "postVar"), 3, function(v) sqrt(diag(as.matrix(v)))))))
+  res <- list(beta = unname(fixef(m)), se = unname(s[, 2]), df = unname(s[, 3]), sigma2 = sigma(m)^2,
+              theta = unname(getME(m, "theta")), criterion = if (reml) REMLcrit(m) else deviance(m),
+              singular = isSingular(m), ranef = modes, groups = names(re), predict = unname(predict(m)),
+              anova_f = unname(anova(m)[["F value"]]), anova_df = unname(anova(m)[["DenDF"]]))
+  if (reml) { k <- summary(m, ddf = "Kenward-Roger")$coefficients; res$kr_se <- unname(k[, 2])
+              res$kr_df <- unname(k[, 3]); res$kr_anova_df <- unname(anova(m, ddf = "Kenward-Roger")[["DenDF"]]) }
+  res
+}
+out <- list(data = data, fits = lapply(cases, function(c) one(c$formula, data[[c$data]], c$reml)))
+"""
+
+CASES = {
+    "pastes": ("pastes", "strength ~ 1 + (1 | batch/cask)", True),
+    "pastes_ml": ("pastes", "strength ~ 1 + (1 | batch/cask)", False),
+    "oats": ("oats", "grain ~ nitro + (1 | Block/Variety)", True),
+    "pixel": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", True),
+    "pixel_ml": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", False),
+    "demo_employed": ("demo", "self_esteem_fu_z ~ employed + self_esteem_bl_z + (1 | study/site)", True),
+    "demo_interaction": (
+        "demo",
+        "depression_fu_z ~ ips + employed + ips:employed + depression_bl_z + (1 | study/site)",
+        True,
+    ),
+}
+
+
+def harmonized_demo(repo: Path) -> pd.DataFrame:
+    """The demo harmonized by its rule files (site: each study's centre, constant in SE and US)."""
+    schema = load_schema(repo / "config" / "schema.yaml")
+    frames = []
+    for study in TRIALS:
+        rules = load_rules(repo / "config" / "studies" / f"{study}.yaml")
+        frames.append(harmonize_study(rules, schema, b"test-key-0123456789abcdef", base_dir=repo).data)
+    data = pd.concat(frames, ignore_index=True)
+    data["ips"] = (data["arm"] == "IPS").astype(float)
+    columns = ["study", "site", "ips", "employed", "self_esteem_bl_z", "self_esteem_fu_z"]
+    return data[columns + ["depression_bl_z", "depression_fu_z"]].astype({"employed": float})
+
+
+@pytest.fixture(scope="module")
+def reference(repo_root):
+    cases = {name: {"data": d, "formula": f, "reml": r} for name, (d, f, r) in CASES.items()}
+    script = "cases <- fromJSON(cases_json, simplifyVector = FALSE)\n" + R_FITS
+    return run_r(f"cases_json <- {json.dumps(json.dumps(cases))}\n" + script, {"demo": harmonized_demo(repo_root)})
+
+
+def relative(ours, theirs) -> float:
+    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
+    return float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-300)))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_nested_fits_equal_lme4_lmertest_and_pbkrtest(case, reference):
+    data, formula, reml = CASES[case]
+    frame = pd.DataFrame(reference["data"][data])
+    theirs = reference["fits"][case]
+    result = ipdpool.lmer(formula, frame, reml=reml)
+    fit = result.fit
+    assert "nan" not in result.summary().lower()
+    assert fit.deviance <= theirs["criterion"] + 1e-9
+    assert fit.deviance == pytest.approx(theirs["criterion"], rel=1e-9)
+    np.testing.assert_allclose(fit.theta, theirs["theta"], rtol=1e-6, atol=1e-7)
+    fixed = result.fixed
+    np.testing.assert_allclose(fixed["estimate"], theirs["beta"], rtol=1e-6, atol=1e-8 * fixed["se"].min())
+    np.testing.assert_allclose(fixed["se"], theirs["se"], rtol=1e-6)
+    np.testing.assert_allclose(fixed["df"], theirs["df"], rtol=1e-6)
+    assert fit.sigma2 == pytest.approx(theirs["sigma2"], rel=1e-6)
+    assert fit.is_singular == theirs["singular"]
+    predicted = result.predict().to_numpy()
+    np.testing.assert_allclose(predicted, theirs["predict"], rtol=1e-6, atol=1e-7 * np.std(predicted))
+    anova = result.anova()
+    np.testing.assert_allclose(anova["F value"].to_numpy(float), theirs["anova_f"] or [], rtol=1e-6)
+    np.testing.assert_allclose(anova["DenDF"].to_numpy(float), theirs["anova_df"] or [], rtol=1e-6)
+    ranef = result.ranef()
+    assert list(ranef) == theirs["groups"]
+    for group, effects in ranef.items():
+        expected = theirs["ranef"][group]
+        assert list(effects.modes.index) == expected["levels"]
+        np.testing.assert_allclose(effects.modes.to_numpy(), np.array(expected["values"]), rtol=1e-5, atol=1e-7)
+        sd = np.array(expected["sd"]).reshape(effects.cond_sd.shape)
+        np.testing.assert_allclose(effects.cond_sd.to_numpy(), sd, rtol=1e-6)
+    if reml:
+        kr = ipdpool.lmer(formula, frame, reml=True, ddf="kenward_roger")
+        np.testing.assert_allclose(kr.fixed["se"], theirs["kr_se"], rtol=1e-6)
+        np.testing.assert_allclose(kr.fixed["df"], theirs["kr_df"], rtol=1e-6)
+        np.testing.assert_allclose(kr.anova()["DenDF"].to_numpy(float), theirs["kr_anova_df"] or [], rtol=1e-6)
+
+
+def test_the_demo_centres_are_those_of_the_rule_files(reference):
+    """EU6 names six centres, DK three, NL four; SE and US give a constant site (one centre each)."""
+    demo = pd.DataFrame(reference["data"]["demo"])
+    centres = demo.groupby("study")["site"].nunique().to_dict()
+    assert centres == {"DK": 3, "EU6": 6, "NL": 4, "SE": 1, "US": 1}
+    measured = demo[demo["self_esteem_fu_z"].notna()]
+    result = ipdpool.lmer(CASES["demo_employed"][1], demo)
+    assert result.n_groups == measured["study"].nunique() >= 3
+    assert result.n_centres == len(measured.groupby(["study", "site"])) > result.n_groups + 3
