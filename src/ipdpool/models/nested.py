@@ -366,3 +366,33 @@ def conditional_modes(fit: NestedFit) -> tuple[np.ndarray, np.ndarray, np.ndarra
     centre = unit * modes[layout.study_of, slots]
     centre_variance = unit**2 * covariance[layout.study_of, slots, slots]
     return study, study_covariance, centre, centre_variance
+
+
+# ------------------------------------------------------------------ from statistics entries (sites, bundles)
+
+
+def centre_blocks(parts, random_slope: str | None = None) -> tuple[CrossProducts, tuple[str, ...]]:
+    """Per-centre blocks from statistics entries: `parts` is a list of (study, centre, entry), each
+    entry in models.statistics' format ({"names", "n", "reference", "products"}, the products of
+    [X y] about the reference, X's first column the intercept); entries of the same (study, centre)
+    (a centre's rows in two files or at two sites) are merged exactly (statistics.merge_entries),
+    then every block is moved to one reference (statistics.combine). Returns the blocks (groups:
+    the centres) and the study of each block."""
+    from .statistics import combine, merge_entries
+
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for study, centre, entry in parts:
+        grouped.setdefault((str(study), str(centre)), []).append(entry)
+    keys = sorted(grouped)
+    entries = [grouped[key][0] if len(grouped[key]) == 1 else merge_entries(grouped[key]) for key in keys]
+    blocks = combine([(centre, entry) for (_, centre), entry in zip(keys, entries)], random_slope)
+    return blocks, tuple(study for study, _ in keys)
+
+
+def fit_nested_entries(
+    parts, random_slope: str | None = None, reml: bool = True, singular_tolerance: float = SINGULAR_TOLERANCE
+) -> NestedFit:
+    """`(1 | study/centre)` (or with `(1 + random_slope | study)`) from per-centre statistics
+    entries (see centre_blocks): the federated route's entry point for nested models."""
+    blocks, studies = centre_blocks(parts, random_slope)
+    return fit_nested(blocks, studies, reml=reml, singular_tolerance=singular_tolerance)
