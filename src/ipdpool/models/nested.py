@@ -162,10 +162,11 @@ def study_blocks(cp: CrossProducts, layout: NestedLayout) -> CrossProducts:
     )  # fmt: skip
 
 
-def _minimize_nested(objective, pattern: np.ndarray) -> np.ndarray:
-    """lmm._minimize_many's search (quasi-Newton from Lambda = I; other starts and every face of
-    zero diagonal elements only when the optimum is on or near the boundary; Newton to finish)
-    over an objective that is not lmm._objective's (this model's theta is mapped first)."""
+def _minimize_nested(objective, pattern: np.ndarray, resolution: float) -> np.ndarray:
+    """lmm._minimize_many's search over an objective that is not lmm._objective's (this model's
+    theta is mapped first): quasi-Newton from Lambda = I; only when that optimum is on or near
+    the boundary, two other starts and the faces where the diagonal elements near 0 are 0
+    (lme4 itself makes one local search); Newton to finish."""
     size, diagonal = int(pattern.sum()), diagonal_positions(pattern)
     bounds = [(0.0, None) if i in diagonal else (None, None) for i in range(size)]
 
@@ -181,14 +182,49 @@ def _minimize_nested(objective, pattern: np.ndarray) -> np.ndarray:
     identity = np.zeros(size)
     identity[diagonal] = 1.0
     best = search(identity)
-    if any(best[1][i] < NEAR_BOUNDARY for i in diagonal) or not np.isfinite(best[0]):
+    near = [i for i in diagonal if best[1][i] < NEAR_BOUNDARY]
+    if near or not np.isfinite(best[0]):
         candidates = [best, search(0.1 * identity), search(3.0 * identity)]
-        for count in range(1, len(diagonal) + 1):
-            candidates += [search(identity, zero) for zero in itertools.combinations(diagonal, count)]
+        faces = near if np.isfinite(best[0]) else diagonal  # the faces next to the optimum found
+        for count in range(1, len(faces) + 1):
+            candidates += [search(identity, zero) for zero in itertools.combinations(faces, count)]
         best = min(candidates, key=lambda c: c[0])
         candidates = [best] + [search(start) for start in _off_the_face(best[1], pattern, diagonal)]
         best = min(candidates, key=lambda c: c[0])
-    return _newton_finish(objective, best, diagonal)
+    return _gradient_newton(objective, _newton_finish(objective, best, diagonal), diagonal, resolution)
+
+
+def _gradient_newton(objective, theta: np.ndarray, diagonal: list[int], resolution: float) -> np.ndarray:
+    """Newton steps that go on while the gradient shrinks and the deviance stays within its
+    rounding, `resolution` (about 1e-13 of the sum of its terms' sizes, which is n log r2 and not the
+    criterion itself: the two can differ by orders of magnitude, and lmm._newton_finish measures
+    against the criterion). Off the bounds only; the Hessian from central differences of the
+    analytic gradient."""
+    value, gradient = objective(theta)
+    for _ in range(4):
+        free = [i for i in range(len(theta)) if i not in diagonal or theta[i] > 0]
+        if not free or np.linalg.norm(gradient[free]) == 0:
+            break
+        hessian = np.empty((len(free), len(free)))
+        for column, i in enumerate(free):
+            h = 1e-5 * max(abs(theta[i]), 1e-2)
+            up, down = theta.copy(), theta.copy()
+            up[i] += h
+            down[i] = max(theta[i] - h, 0.0) if i in diagonal else theta[i] - h
+            hessian[:, column] = (objective(up)[1][free] - objective(down)[1][free]) / (up[i] - down[i])
+        hessian = (hessian + hessian.T) / 2
+        if not np.all(np.isfinite(hessian)) or np.linalg.eigvalsh(hessian).min() <= 0:
+            break
+        trial = theta.copy()
+        trial[free] -= np.linalg.solve(hessian, gradient[free])
+        trial[diagonal] = np.maximum(trial[diagonal], 0.0)
+        trial_value, trial_gradient = objective(trial)
+        if not (
+            np.linalg.norm(trial_gradient[free]) < np.linalg.norm(gradient[free]) and trial_value <= value + resolution
+        ):
+            break
+        theta, value, gradient = trial, min(value, trial_value), trial_gradient
+    return theta
 
 
 @dataclass
@@ -305,7 +341,7 @@ def fit_nested(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # trial points with a non-finite deviance are rejected
-        theta = _minimize_nested(objective, layout.compact_pattern)
+        theta = _minimize_nested(objective, layout.compact_pattern, 1e-13 * (blocks.n_total + len(layout.centres)))
     return _nested_fit(blocks, scaled, layout, padded, theta, reml, singular_tolerance)
 
 
