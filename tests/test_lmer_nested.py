@@ -17,6 +17,7 @@ import pytest
 from rscript import run_r
 
 import ipdpool
+from ipdpool.models.onestage import fit_outcome
 from ipdpool.demo.design import TRIALS
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.harmonize.schema import load_schema
@@ -38,7 +39,8 @@ one <- function(formula, d, reml) {
   re <- ranef(m, condVar = TRUE)
   modes <- lapply(re, function(r) list(levels = rownames(r), values = unname(as.matrix(r)),
                                        sd = t(apply(attr(r, "postVar"), 3, function(v) sqrt(diag(as.matrix(v)))))))
-  res <- list(beta = unname(fixef(m)), se = unname(s[, 2]), df = unname(s[, 3]), sigma2 = sigma(m)^2,
+  res <- list(beta = unname(fixef(m)), names = names(fixef(m)),
+              variances = lapply(VarCorr(m), function(v) unname(diag(as.matrix(v)))), se = unname(s[, 2]), df = unname(s[, 3]), sigma2 = sigma(m)^2,
               theta = unname(getME(m, "theta")), criterion = if (reml) REMLcrit(m) else deviance(m),
               singular = isSingular(m), ranef = modes, groups = names(re), predict = unname(predict(m)),
               anova_f = unname(anova(m)[["F value"]]), anova_df = unname(anova(m)[["DenDF"]]))
@@ -73,7 +75,7 @@ def harmonized_demo(repo: Path) -> pd.DataFrame:
         frames.append(harmonize_study(rules, schema, b"test-key-0123456789abcdef", base_dir=repo).data)
     data = pd.concat(frames, ignore_index=True)
     data["ips"] = (data["arm"] == "IPS").astype(float)
-    columns = ["study", "site", "ips", "employed", "self_esteem_bl_z", "self_esteem_fu_z"]
+    columns = ["study", "site", "arm", "ips", "employed", "self_esteem_bl_z", "self_esteem_fu_z"]
     return data[columns + ["depression_bl_z", "depression_fu_z"]].astype({"employed": float})
 
 
@@ -135,3 +137,42 @@ def test_the_demo_centres_are_those_of_the_rule_files(reference):
     result = ipdpool.lmer(CASES["demo_employed"][1], demo)
     assert result.n_groups == measured["study"].nunique() >= 3
     assert result.n_centres == len(measured.groupby(["study", "site"])) > result.n_groups + 3
+
+
+MODELS = {  # config/config.yaml's models whose primary design the demo cases above fit with (1 | study/site)
+    "employed": {"terms": ["employed"], "adjust": ["baseline"], "report": {"employed": {"employed": 1}}},
+    "ips_x_employed": {
+        "terms": ["ips", "employed", "ips:employed"],
+        "adjust": ["baseline"],
+        "report": {"ips:employed": {"ips:employed": 1}, "ips_in_not_employed": {"ips": 1}},
+    },
+}
+WORKFLOW_CASES = [  # (case, outcome, model, term, R's coefficient)
+    ("demo_employed", "self_esteem", "employed", "employed", "employed"),
+    ("demo_interaction", "depression", "ips_x_employed", "ips:employed", "ips:employed"),
+    ("demo_interaction", "depression", "ips_x_employed", "ips_in_not_employed", "ips"),
+]
+
+
+def test_centre_within_study_sensitivity_rows_equal_lme4(reference):
+    """The workflow's `centre_within_study` variant (per-centre statistics of the harmonized demo,
+    the primary model with (1 | study/site)) gives lmerTest's estimate, SE and df and lme4's
+    variance components."""
+    demo = pd.DataFrame(reference["data"]["demo"])
+    analysis = {"models": MODELS, "sensitivity": {"variants": ["centre_within_study"]}}
+    for case, outcome, model, term, coefficient in WORKFLOW_CASES:
+        _, sensitivity = fit_outcome(demo, outcome, {**analysis, "outcomes": [outcome]})
+        row = sensitivity.set_index(["variant", "contrast", "term"]).loc[("centre_within_study", model, term)]
+        theirs = reference["fits"][case]
+        j = theirs["names"].index(coefficient)
+        assert row["status"] == "estimated" and "centres per study" in row["warnings"]
+        assert row["estimate"] == pytest.approx(theirs["beta"][j], rel=1e-6, abs=1e-8 * theirs["se"][j])
+        assert row["se"] == pytest.approx(theirs["se"][j], rel=1e-6)
+        assert row["df"] == pytest.approx(theirs["df"][j], rel=1e-6)
+        assert row["sigma2"] == pytest.approx(theirs["sigma2"], rel=1e-6)
+        scale = 1e-7 * theirs["sigma2"]
+        assert row["tau2"] == pytest.approx(np.atleast_1d(theirs["variances"]["study"])[0], rel=1e-6, abs=scale)
+        assert row["centre_variance"] == pytest.approx(
+            np.atleast_1d(theirs["variances"]["site:study"])[0], rel=1e-6, abs=scale
+        )
+        assert row["n_participants"] == len(demo[["employed", f"{outcome}_bl_z", f"{outcome}_fu_z"]].dropna())
