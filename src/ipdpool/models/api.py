@@ -11,8 +11,9 @@
 
 The fixed part is parsed by formulaic (a maintained formula library: factors, interactions,
 transforms) with lme4's semantics (see formula.py: `^` inside a call is power, unused levels and
-aliased columns dropped, lme4's refusals); the random part is limited to one `(terms | group)` or `(terms || group)`
-with up to three terms, which is what the engine fits. Rows with a missing value in any
+aliased columns dropped, lme4's refusals); the random part is one `(terms | group)` or `(terms || group)`
+with up to three terms, or that and a random intercept of a factor nested in the group (`(1 | a/b)`,
+`(terms | a) + (1 | a:b)`; nested_api.py), which is what the engine fits. Rows with a missing value in any
 variable used are dropped (and counted in the warnings), as lme4 does by default.
 """
 
@@ -60,18 +61,6 @@ from .results import (
 
 MAX_RANDOM_TERMS = 3
 POPULATION = (None, "NA", "~0", "~ 0")
-
-
-def one_random_part(formula: str) -> tuple[str, RandomPart]:
-    """The fixed part and the one `(terms | group)` or uncorrelated `(terms || group)` of a formula
-    with one grouping factor."""
-    fixed, parts = split_random(formula)
-    if len(parts) != 1:
-        raise NotEstimable(
-            f"formula {formula!r} has {len(parts)} random parts after expanding '/'; one '(terms | group)' is "
-            "needed here"
-        )
-    return fixed, parts[0]
 
 
 @dataclass(frozen=True)
