@@ -190,8 +190,24 @@ def _minimize_nested(objective, pattern: np.ndarray, resolution: float) -> np.nd
             candidates += [search(identity, zero) for zero in itertools.combinations(faces, count)]
         best = min(candidates, key=lambda c: c[0])
         candidates = [best] + [search(start) for start in _off_the_face(best[1], pattern, diagonal)]
+        candidates += [search(start) for start in _lifted(best[1], diagonal)]
         best = min(candidates, key=lambda c: c[0])
     return _gradient_newton(objective, _newton_finish(objective, best, diagonal), diagonal, resolution)
+
+
+def _lifted(theta: np.ndarray, diagonal: list[int]) -> list[np.ndarray]:
+    """Starts with one diagonal element at 0 lifted off its face. The deviance is even in each
+    diagonal element of Lambda, so its derivative there is 0 on the face and quasi-Newton that
+    reaches the face stays on it even where the deviance falls off it (seen with the centre's
+    theta: 0 from every start of the search, 0.32 and a lower REML criterion from these)."""
+    starts = []
+    for position in diagonal:
+        if theta[position] < NEAR_BOUNDARY:
+            for value in (0.1, 0.5):
+                start = theta.copy()
+                start[position] = value
+                starts.append(start)
+    return starts
 
 
 def _gradient_newton(objective, theta: np.ndarray, diagonal: list[int], resolution: float) -> np.ndarray:
