@@ -17,18 +17,20 @@ import pytest
 from rscript import run_r
 
 import ipdpool
-from ipdpool.models.onestage import fit_outcome
 from ipdpool.demo.design import TRIALS
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.harmonize.study import harmonize_study
+from ipdpool.models import NotEstimable
+from ipdpool.models.formula import FormulaError
+from ipdpool.models.onestage import fit_outcome
 
 R_FITS = r"""
 suppressPackageStartupMessages({library(lmerTest); library(nlme)})
 tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
                      xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 characters <- function(d) { d[] <- lapply(d, function(v) if (is.factor(v)) as.character(v) else v); d }
-pastes <- characters(as.data.frame(lme4::Pastes)[, c("strength", "batch", "cask")])
+pastes <- characters(as.data.frame(lme4::Pastes)[, c("strength", "batch", "cask", "sample")])
 oats <- characters(as.data.frame(Oats)[, c("yield", "nitro", "Block", "Variety")])
 names(oats)[1] <- "grain"  # yield is a Python keyword
 pixel <- characters(as.data.frame(Pixel)[, c("pixel", "day", "Dog", "Side")])
@@ -40,7 +42,8 @@ one <- function(formula, d, reml) {
   modes <- lapply(re, function(r) list(levels = rownames(r), values = unname(as.matrix(r)),
                                        sd = t(apply(attr(r, "postVar"), 3, function(v) sqrt(diag(as.matrix(v)))))))
   res <- list(beta = unname(fixef(m)), names = names(fixef(m)),
-              variances = lapply(VarCorr(m), function(v) unname(diag(as.matrix(v)))), se = unname(s[, 2]), df = unname(s[, 3]), sigma2 = sigma(m)^2,
+              variances = lapply(VarCorr(m), function(v) unname(diag(as.matrix(v)))),
+              se = unname(s[, 2]), df = unname(s[, 3]), sigma2 = sigma(m)^2,
               theta = unname(getME(m, "theta")), criterion = if (reml) REMLcrit(m) else deviance(m),
               singular = isSingular(m), ranef = modes, groups = names(re), predict = unname(predict(m)),
               anova_f = unname(anova(m)[["F value"]]), anova_df = unname(anova(m)[["DenDF"]]))
@@ -126,6 +129,37 @@ def test_nested_fits_equal_lme4_lmertest_and_pbkrtest(case, reference):
         np.testing.assert_allclose(kr.fixed["se"], theirs["kr_se"], rtol=1e-6)
         np.testing.assert_allclose(kr.fixed["df"], theirs["kr_df"], rtol=1e-6)
         np.testing.assert_allclose(kr.anova()["DenDF"].to_numpy(float), theirs["kr_anova_df"] or [], rtol=1e-6)
+
+
+def test_nested_coding_and_the_explicit_interaction_give_lme4s_nested_fit(reference):
+    """Pastes' `sample` labels each cask uniquely (batch:cask), so (1 | batch) + (1 | sample) is the
+    nested model as lme4 fits it; (1 | batch) + (1 | batch:cask) likewise, with lme4's names."""
+    frame = pd.DataFrame(reference["data"]["pastes"])
+    theirs = reference["fits"]["pastes"]
+    for formula, centre in [
+        ("strength ~ 1 + (1 | batch) + (1 | sample)", "sample"),
+        ("strength ~ 1 + (1 | batch) + (1 | batch:cask)", "batch:cask"),
+        ("strength ~ 1 + (1 | batch:cask) + (1 | batch)", "batch:cask"),
+    ]:
+        result = ipdpool.lmer(formula, frame)
+        assert list(result.ranef()) == [centre, "batch"]
+        assert result.fit.deviance == pytest.approx(theirs["criterion"], rel=1e-9)
+        np.testing.assert_allclose(result.fit.theta, theirs["theta"], rtol=1e-6)
+        assert f"groups:  {centre}, 30; batch, 10" in result.summary()
+
+
+@pytest.mark.parametrize(
+    "formula, message",
+    [
+        ("strength ~ 1 + (1 | batch) + (1 | cask)", "crossed"),  # cask a, b, c recur in every batch
+        ("strength ~ 1 + (1 | batch/cask/sample)", "deeper nesting"),
+        ("strength ~ 1 + (1 + cask | batch/sample)", "random intercept"),
+    ],
+)
+def test_crossed_and_other_multi_part_forms_are_refused_in_one_sentence(formula, message, reference):
+    with pytest.raises((FormulaError, NotEstimable), match=message) as refused:
+        ipdpool.lmer(formula, pd.DataFrame(reference["data"]["pastes"]))
+    assert str(refused.value).count(". ") == 0
 
 
 def test_the_demo_centres_are_those_of_the_rule_files(reference):

@@ -40,7 +40,6 @@ from .lmm import (
     Scaled,
     _criterion,
     _indicators,
-    _newton_finish,
     _objective,
     _off_the_face,
     deviance_at_gradient,
@@ -192,7 +191,7 @@ def _minimize_nested(objective, pattern: np.ndarray, resolution: float) -> np.nd
         candidates = [best] + [search(start) for start in _off_the_face(best[1], pattern, diagonal)]
         candidates += [search(start) for start in _lifted(best[1], diagonal)]
         best = min(candidates, key=lambda c: c[0])
-    return _gradient_newton(objective, _newton_finish(objective, best, diagonal), diagonal, resolution)
+    return _gradient_newton(objective, best[1], diagonal, resolution)
 
 
 def _lifted(theta: np.ndarray, diagonal: list[int]) -> list[np.ndarray]:
@@ -211,13 +210,13 @@ def _lifted(theta: np.ndarray, diagonal: list[int]) -> list[np.ndarray]:
 
 
 def _gradient_newton(objective, theta: np.ndarray, diagonal: list[int], resolution: float) -> np.ndarray:
-    """Newton steps that go on while the gradient shrinks and the deviance stays within its
-    rounding, `resolution` (about 1e-13 of the sum of its terms' sizes, which is n log r2 and not the
-    criterion itself: the two can differ by orders of magnitude, and lmm._newton_finish measures
-    against the criterion). Off the bounds only; the Hessian from central differences of the
-    analytic gradient."""
+    """lmm._newton_finish's Newton steps (off the bounds; the Hessian from central differences of
+    the analytic gradient), going on while the gradient shrinks and the deviance stays within its
+    rounding, `resolution`: about 1e-13 of the size of its terms (n log r2), not of the criterion
+    itself, which can be orders of magnitude smaller (_newton_finish measures against the latter
+    and stopped short of the optimum in a property test)."""
     value, gradient = objective(theta)
-    for _ in range(4):
+    for _ in range(6):
         free = [i for i in range(len(theta)) if i not in diagonal or theta[i] > 0]
         if not free or np.linalg.norm(gradient[free]) == 0:
             break
