@@ -56,7 +56,6 @@ out <- list(data = data, fits = lapply(cases, function(c) one(c$formula, data[[c
 
 CASES = {
     "pastes": ("pastes", "strength ~ 1 + (1 | batch/cask)", True),
-    "pastes_ml": ("pastes", "strength ~ 1 + (1 | batch/cask)", False),
     "oats": ("oats", "grain ~ nitro + (1 | Block/Variety)", True),
     "pixel": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", True),
     "pixel_ml": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", False),

@@ -164,7 +164,7 @@ def study_blocks(cp: CrossProducts, layout: NestedLayout) -> CrossProducts:
 def _minimize_nested(objective, pattern: np.ndarray, resolution: float) -> np.ndarray:
     """lmm._minimize_many's search over an objective that is not lmm._objective's (this model's
     theta is mapped first): quasi-Newton from Lambda = I; only when that optimum is on or near
-    the boundary, two other starts and the faces where the diagonal elements near 0 are 0
+    the boundary, the faces where the diagonal elements near 0 are 0, and starts just off them
     (lme4 itself makes one local search); Newton to finish."""
     size, diagonal = int(pattern.sum()), diagonal_positions(pattern)
     bounds = [(0.0, None) if i in diagonal else (None, None) for i in range(size)]
@@ -183,7 +183,7 @@ def _minimize_nested(objective, pattern: np.ndarray, resolution: float) -> np.nd
     best = search(identity)
     near = [i for i in diagonal if best[1][i] < NEAR_BOUNDARY]
     if near or not np.isfinite(best[0]):
-        candidates = [best, search(0.1 * identity), search(3.0 * identity)]
+        candidates = [best]
         faces = near if np.isfinite(best[0]) else diagonal  # the faces next to the optimum found
         for count in range(1, len(faces) + 1):
             candidates += [search(identity, zero) for zero in itertools.combinations(faces, count)]
