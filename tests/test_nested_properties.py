@@ -27,6 +27,8 @@ from rscript import run_r
 from test_lmm_properties import GRID, NAMES, PROPERTY, affine, assert_close, assert_same_inference, shifts
 
 from ipdpool.federated import plain
+from ipdpool.models.crossprod import cross_products
+from ipdpool.models.lmm import fit_lmm
 from ipdpool.models.nested import fit_nested, fit_nested_entries, nested_cross_products
 from ipdpool.models.statistics import entry_from_rows
 
@@ -222,3 +224,19 @@ def test_generated_nested_cases_equal_lme4(number, lme4_fits):
     assert_close(ours.sigma2, theirs["sigma2"], 1e-6, what="sigma2")
     assert_close(ours.theta, theirs["theta"], 1e-6, 1e-1, "theta")
     assert_close([ours.satterthwaite_df(e) for e in np.eye(3)], theirs["df"], 1e-6, what="df")
+
+
+@pytest.mark.parametrize("seed", [31, 32, 33])
+def test_one_centre_per_study_is_the_one_factor_model(seed):
+    """With one centre per study the two variances are not told apart, only their sum: the REML
+    criterion, estimates and SEs are those of (1 | study) (lmm.fit_lmm, whose q = 1 search brackets
+    the optimum on a grid), whatever the split (a start at the face, where the deviance's
+    derivative vanishes, once stopped there above the optimum)."""
+    x, y, study, _ = generate(seed, 5, False)
+    nested = fit(x, y, study, study, False, True)
+    single = fit_lmm(cross_products(x, x[:, :1], y, study, NAMES, NAMES[:1]), reml=True)
+    assert nested.deviance == pytest.approx(single.deviance, rel=1e-12)
+    assert_close(nested.beta, single.beta, 1e-8, np.sqrt(np.diag(single.vcov)), "beta")
+    assert_close(np.diag(nested.vcov), np.diag(single.vcov), 1e-7, what="vcov")
+    total = nested.centre_variance + nested.study_covariance[0, 0]
+    assert_close(total, single.random_covariance[0, 0], 1e-7, single.sigma2, "variance")
