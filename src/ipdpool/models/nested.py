@@ -12,10 +12,12 @@ a site releases are all the fit needs, and blocks of the same centre from two fi
 Each study is padded to the largest number of centres with empty centres (zero columns:
 they add log|I| = 0 and nothing else), so the study-level model is the one-factor model of
 lmm.py with a q_s + J-column Z and the centre's theta repeated on J diagonal elements. The
-profiled deviance, its analytic gradient, the quasi-Newton and Newton steps, the scaled
-coordinates, Satterthwaite and Kenward-Roger are therefore lmm.py's, applied to that padded
-model through the linear map theta (lme4's) -> the padded Lambda's free elements (`expand`):
-the gradient in theta is the map's transpose times the padded gradient (chain rule, exact).
+profiled deviance, its analytic gradient, the scaled coordinates, Satterthwaite and
+Kenward-Roger are therefore lmm.py's, applied to that padded model through the linear map
+theta (lme4's) -> the padded Lambda's free elements (`expand`): the gradient in theta is the
+map's transpose times the padded gradient (chain rule, exact). The search (`_minimize_nested`)
+follows lmm's, with extra care at the faces where a variance is 0. Padding costs
+O(studies x (q_s + J)^3) per evaluation, J the most centres in one study.
 
 theta is in lme4's order: the term whose grouping factor has more levels first (mkReTrms's
 reorder.terms), i.e. the centre's theta first whenever there are more centres than studies.
