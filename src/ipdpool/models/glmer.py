@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..probabilities import chi2_sf, norm_quantile, norm_sf
 from . import NotEstimable
-from .api import check_grouping, check_identifiable, group_labels, one_random_part, used_rows
+from .api import check_grouping, check_identifiable, group_labels, random_structure, used_rows
 from .formula import (
     CONTEXT,
     FormulaError,
@@ -35,7 +35,6 @@ from .formula import (
     numeric_columns,
     polynomial_coded,
     quote_dotted,
-    r_power,
     rank_warning,
     required_variables,
 )
@@ -245,7 +244,10 @@ def glmer(
 
     if family != "binomial":
         raise ValueError(f"family must be 'binomial' (logit link), not {family!r}")
-    fixed, part = one_random_part(r_power(formula))
+    structure = random_structure(formula, data.columns)
+    if structure.centre is not None:
+        raise NotEstimable(f"formula {formula!r}: glmer fits one '(terms | group)', not nested random effects")
+    fixed, part = structure.fixed, structure.study
     if not part.correlated:
         raise NotEstimable("'||' (uncorrelated random effects) is not fitted by glmer; write '|'")
     fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(part.terms, data.columns)
