@@ -23,10 +23,9 @@ from ipdpool.federated import (
     manifest,
     plain,
     sha256_json,
-    table1_aggregates,
 )
 from ipdpool.harmonize.schema import load_schema
-from ipdpool.releases import released_statistics
+from ipdpool.releases import release
 from ipdpool.tables import read_table
 
 STUDIES = ("DK", "EU6", "NL", "SE", "US")
@@ -48,8 +47,8 @@ def bundle_of(part: pd.DataFrame, analysis: dict, levels, repo_root, thresholds=
         analysis,
         __version__,
     )
-    statistics, _, _ = released_statistics(part, analysis, levels, thresholds["nfilter_subset"], thresholds["nested"])
-    return plain(make_bundle(statistics, table1_aggregates(part), [], [], about, thresholds))
+    released = release(part, analysis, levels, thresholds["nfilter_subset"], thresholds["nested"])
+    return plain(make_bundle(released.statistics, released.table1, [], [], about, thresholds))
 
 
 def numbers(value) -> int:

@@ -23,12 +23,14 @@ from ipdpool.harmonize.study import harmonize_study
 from ipdpool.models.statistics import study_statistics
 from ipdpool.releases import (
     ReleaseRefused,
+    design_keys,
     design_participants,
     record_release,
-    released_statistics,
+    release,
+    released_sets,
     resolve_nested,
     small_differences,
-    summary_participants,
+    statistic_values,
 )
 
 KEY = b"site-ledger-test-key-5f1d2c9a7b3e"
@@ -85,6 +87,17 @@ def products(statistics: dict, design: str) -> tuple[list[str], np.ndarray]:
     return entry["names"], about_zero(entry)
 
 
+def shared_small_differences(sets: dict, analysis: dict = ANALYSIS) -> list:
+    """Pairs of released statistics that sum a value in common and differ by 1 to SUBSET - 1."""
+    return small_differences(sets, SUBSET, {name: statistic_values(name, analysis) for name in sets})
+
+
+def design_items(mapping: dict, analysis: dict) -> list:
+    """The (name, value) items of `mapping` that are designs ('outcome:model/design')."""
+    designs = {f"{outcome}:{key}" for outcome, key, _ in design_keys(analysis)}
+    return [(k, v) for k, v in mapping.items() if k in designs]
+
+
 # ------------------------------------------------------------------ one bundle
 
 
@@ -106,31 +119,44 @@ def test_one_missing_baseline_gives_a_participant_away_without_the_rule_and_not_
     assert difference[0, names_u.index("employed")] == victim["employed"]
     assert difference[0, names_u.index("y")] == pytest.approx(victim["functioning_fu_z"], abs=1e-12)
     # harmonize: both designs use the 29 common complete cases, and differencing gives nothing
-    new, reasons, sets = released_statistics(data, ANALYSIS, levels, SUBSET, "harmonize")
+    released = release(data, ANALYSIS, levels, SUBSET, "harmonize")
+    new, reasons, sets = released.statistics, released.reasons, released.sets
     names_u, unadjusted = products(new, "employed/unadjusted")
     names_p, primary = products(new, "employed/primary")
     assert np.allclose(unadjusted - primary[np.ix_(shared, shared)], 0, atol=1e-12)
     assert "employed/unadjusted" in new["outcomes"]["functioning"]["harmonized"]
-    assert reasons and small_differences(sets, SUBSET) == []
+    assert reasons and shared_small_differences(sets) == []
     # the harmonized design is exactly the pooled-IPD statistics of those 29 participants
     expected = study_statistics(data.drop(index=5), ANALYSIS, levels)["outcomes"]["functioning"]["designs"]
     np.testing.assert_array_equal(unadjusted, about_zero(expected["employed/unadjusted"]))
     # withhold: the smaller design (primary, 29) is not released, with its reason
-    kept, _, sets = released_statistics(data, ANALYSIS, levels, SUBSET, "withhold")
+    withheld = release(data, ANALYSIS, levels, SUBSET, "withhold")
+    kept = withheld.statistics
     assert "employed/primary" not in kept["outcomes"]["functioning"]["designs"]
     assert "withheld" in kept["outcomes"]["functioning"]["withheld"]["employed/primary"]
-    assert small_differences(sets, SUBSET) == []
+    assert shared_small_differences(withheld.sets) == []
 
 
 def test_a_difference_of_nfilter_subset_or_more_is_left_alone():
+    """Three participants without a baseline: the designs differ by 3 and are left alone. But one
+    of the three is in IPS and two in SAU, so the follow-up summary of each arm and Table 1's age,
+    sex, diagnosis and employment of each arm hold 1 (IPS) or 2 (SAU) participants more than the
+    covariate-adjusted design holds of that arm: those are harmonized to the design's participants,
+    and Table 1's baseline summary (the same participants as the design's) is left alone."""
     data = small_study()
     data.loc[[3, 5, 8], ["functioning_bl", "functioning_bl_z"]] = np.nan
-    new, reasons, _ = released_statistics(data, ANALYSIS, ["schizophrenia_spectrum", "bipolar"], SUBSET, "harmonize")
-    assert reasons == {}
-    assert new["outcomes"]["functioning"]["designs"]["employed/unadjusted"]["n"] == 30
+    released = release(data, ANALYSIS, ["schizophrenia_spectrum", "bipolar"], SUBSET, "harmonize")
+    summaries = [f"table1/{arm}/{c}" for arm in ("IPS", "SAU") for c in ("age", "diagnosis", "employed", "sex")]
+    assert sorted(released.reasons) == ["functioning:arms/IPS", "functioning:arms/SAU", *summaries]
+    assert released.statistics["outcomes"]["functioning"]["designs"]["employed/unadjusted"]["n"] == 30
+    arms = released.statistics["outcomes"]["functioning"]["arms"]
+    assert (arms["IPS"]["n"], arms["SAU"]["n"]) == (14, 13)
+    table1 = released.table1
+    assert (table1["IPS"]["n"], table1["IPS"]["age"]["n"], sum(table1["SAU"]["sex"].values())) == (15, 14, 13)
+    assert table1["SAU"]["outcomes"]["functioning"]["baseline_n"] == 13 and "harmonized" not in arms["IPS"]
 
 
-def test_on_the_demo_no_two_released_designs_differ_by_one_or_two(setting):
+def test_on_the_demo_no_two_released_statistics_summing_a_common_value_differ_by_one_or_two(setting):
     """Before the rule, designs of the demo differ by 1 or 2 participants (NL, SE, US); after it,
     none does, every released design's n is the size of its participant set, and a harmonized
     design holds the pooled-IPD statistics of its participants."""
@@ -139,12 +165,13 @@ def test_on_the_demo_no_two_released_designs_differ_by_one_or_two(setting):
     for study in ("NL", "SE"):
         part = pooled[pooled["study"] == study]
         before += len(small_differences(design_participants(part, analysis), SUBSET))
-        statistics, reasons, sets = released_statistics(part, analysis, levels, SUBSET, "harmonize")
-        after += len(small_differences(sets, SUBSET))
-        for key, ids in sets.items():
+        released = release(part, analysis, levels, SUBSET, "harmonize")
+        statistics, reasons, sets = released.statistics, released.reasons, released.sets
+        after += len(shared_small_differences(sets, analysis))
+        for key, ids in design_items(sets, analysis):
             outcome, design = key.split(":", 1)
             assert statistics["outcomes"][outcome]["designs"][design]["n"] == len(ids), key
-        key = sorted(reasons)[0]
+        key = sorted(k for k, _ in design_items(reasons, analysis))[0]
         outcome, design = key.split(":", 1)
         alone = study_statistics(part[part["participant_id"].isin(sets[key])], analysis, levels)
         ours, theirs = statistics["outcomes"][outcome]["designs"][design], alone["outcomes"][outcome]["designs"][design]
@@ -153,7 +180,7 @@ def test_on_the_demo_no_two_released_designs_differ_by_one_or_two(setting):
     assert before > 100 and after == 0
 
 
-def test_at_another_seed_of_the_demo_no_two_released_designs_differ_by_one_or_two(setting, tmp_path):
+def test_at_another_seed_of_the_demo_no_two_released_statistics_differ_by_one_or_two(setting, tmp_path):
     """The demo drawn with seed 1 (bench/bench_release_rule.py runs five seeds), study SE, both choices."""
     analysis, levels, _ = setting
     for raw in build_demo(1).exports["SE"].files:
@@ -164,9 +191,10 @@ def test_at_another_seed_of_the_demo_no_two_released_designs_differ_by_one_or_tw
     part = conform(part, schema)
     assert len(small_differences(design_participants(part, analysis), SUBSET)) > 100
     for choice in ("harmonize", "withhold"):
-        statistics, reasons, sets = released_statistics(part, analysis, levels, SUBSET, choice)
-        assert reasons and small_differences(sets, SUBSET) == []
-        for key, ids in sets.items():
+        released = release(part, analysis, levels, SUBSET, choice)
+        statistics, reasons, sets = released.statistics, released.reasons, released.sets
+        assert reasons and shared_small_differences(sets, analysis) == []
+        for key, ids in design_items(sets, analysis):
             outcome, design = key.split(":", 1)
             assert statistics["outcomes"][outcome]["designs"][design]["n"] == len(ids), (choice, key)
 
@@ -225,10 +253,6 @@ def test_the_rule_leaves_no_small_difference_only_shrinks_and_ignores_who_is_who
 
 
 # ------------------------------------------------------------------ across releases
-
-
-def released_sets(part: pd.DataFrame, analysis: dict) -> dict:
-    return {**design_participants(part, analysis), **summary_participants(part, analysis["outcomes"])}
 
 
 def test_a_withdrawal_then_re_export_is_refused_and_names_no_one(setting, tmp_path):

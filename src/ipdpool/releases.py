@@ -22,16 +22,27 @@ statistic and the size of the difference, never who.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import hmac
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .models.statistics import DESIGNS, ModelSpec, design_terms, required_columns, study_statistics
+from .models.statistics import (
+    DESIGNS,
+    ModelSpec,
+    arm_summaries,
+    complete_cases,
+    design_statistics,
+    design_terms,
+    required_columns,
+    study_statistics,
+)
 
 NESTED_CHOICES = ("harmonize", "withhold")
 LEDGER_FORMAT = "ipdpool-ledger/1"
@@ -43,6 +54,23 @@ class ReleaseRefused(Exception):
 
 
 # ------------------------------------------------------------------ participant sets
+
+# The values a statistic sums, by the harmonized columns they come from: two statistics can be
+# subtracted to isolate participants only on a value both sum. Arm is not one: a statistic by arm
+# sums over its arm's participants (its set), and a design's IPS column counts them.
+VALUE_OF_COLUMN = {"employed": "employed", "age": "age", "sex": "sex", "diagnosis": "diagnosis"}
+
+
+def value_of(column: str, outcome: str) -> str | None:
+    if column == f"{outcome}_fu_z" or column == f"{outcome}_fu":
+        return f"{outcome}:followup"
+    if column == f"{outcome}_bl_z" or column == f"{outcome}_bl":
+        return f"{outcome}:baseline"
+    return VALUE_OF_COLUMN.get(column)
+
+
+def design_values(outcome: str, terms: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(v for c in required_columns(outcome, terms) if (v := value_of(c, outcome)))
 
 
 def design_keys(analysis: dict) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -70,14 +98,16 @@ def design_participants(part: pd.DataFrame, analysis: dict) -> dict[str, frozens
 
 
 def summary_participants(part: pd.DataFrame, outcomes) -> dict[str, frozenset[str]]:
-    """Participant sets of the other released numbers: Table 1 by arm (all, with age, with each
-    baseline score), follow-up scores by arm and each outcome's count of follow-up scores."""
+    """Participant sets of the other released numbers: Table 1 by arm (its n; age; sex, diagnosis
+    and employment, whose counts by arm are also the causal first stage's 2x2 tables; each baseline
+    score), follow-up scores by arm and each outcome's count of follow-up scores."""
     ids = part["participant_id"]
     out = {}
     for arm in ("IPS", "SAU"):
         in_arm = part["arm"] == arm
         out[f"table1/{arm}"] = frozenset(ids[in_arm])
-        out[f"table1/{arm}/age"] = frozenset(ids[in_arm & part["age"].notna()])
+        for column in ("age", *CATEGORICAL_SUMMARIES):
+            out[f"table1/{arm}/{column}"] = frozenset(ids[in_arm & part[column].notna()])
         for outcome in outcomes:
             if f"{outcome}_bl" in part:
                 out[f"table1/{arm}/{outcome}_baseline"] = frozenset(ids[in_arm & part[f"{outcome}_bl"].notna()])
@@ -88,13 +118,60 @@ def summary_participants(part: pd.DataFrame, outcomes) -> dict[str, frozenset[st
     return out
 
 
+CATEGORICAL_SUMMARIES = ("sex", "diagnosis", "employed")
+IMPUTED = "imputations/"
+
+
+def summary_values(name: str) -> frozenset[str]:
+    """The values a Table 1, arm or count statistic sums (none for a count: set sizes only)."""
+    if name.startswith("table1/"):
+        parts = name.split("/")
+        if len(parts) == 2:
+            return frozenset()
+        column = parts[2]
+        if column.endswith("_baseline"):
+            return frozenset({f"{column[: -len('_baseline')]}:baseline"})
+        return frozenset({column})
+    outcome, rest = name.split(":", 1)
+    return frozenset({f"{outcome}:followup"}) if rest.startswith("arms/") else frozenset()
+
+
+def imputation_participants(completed: dict[str, pd.DataFrame], analysis: dict) -> dict[str, frozenset[str]]:
+    """'imputations/outcome:model/primary' -> the complete cases of the completed data (outcome ->
+    one completed data set with participant_id): the same in every completed data set, which
+    differ only in the imputed values."""
+    out = {}
+    for outcome, frame in completed.items():
+        ids, present = frame["participant_id"].to_numpy(), frame.notna()
+        for name, spec in analysis["models"].items():
+            terms = design_terms(ModelSpec.from_config(name, spec), "primary")
+            rows = present[required_columns(outcome, terms)].all(axis=1).to_numpy()
+            out[f"{IMPUTED}{outcome}:{name}/primary"] = frozenset(ids[rows])
+    return out
+
+
+def statistic_values(name: str, analysis: dict) -> frozenset[str]:
+    """What the released statistic `name` sums (see released_sets for the names)."""
+    key = name[len(IMPUTED) :] if name.startswith(IMPUTED) else name
+    outcome, _, design = key.partition(":")
+    terms = {f"{o}:{k}": t for o, k, t in design_keys(analysis)}.get(key)
+    if terms is not None:
+        return design_values(outcome, terms)
+    return summary_values(name)
+
+
 # ------------------------------------------------------------------ one bundle
 
 
-def small_differences(sets: dict[str, frozenset], threshold: int) -> list[tuple[str, str, int, int]]:
-    """(a, b, |a - b|, |b - a|) of every pair where either difference holds 1 to threshold - 1 participants."""
+def small_differences(
+    sets: dict[str, frozenset], threshold: int, values: dict[str, frozenset] | None = None
+) -> list[tuple[str, str, int, int]]:
+    """(a, b, |a - b|, |b - a|) of every pair where either difference holds 1 to threshold - 1
+    participants and, when `values` (name -> what it sums) is given, the two sum a value in common."""
     out = []
     for a, b in itertools.combinations(sorted(sets), 2):
+        if values is not None and not values[a] & values[b]:
+            continue
         only_a, only_b = len(sets[a] - sets[b]), len(sets[b] - sets[a])
         if 0 < only_a < threshold or 0 < only_b < threshold:
             out.append((a, b, only_a, only_b))
@@ -102,53 +179,68 @@ def small_differences(sets: dict[str, frozenset], threshold: int) -> list[tuple[
 
 
 def resolve_nested(
-    sets: dict[str, frozenset], threshold: int, choice: str
+    sets: dict[str, frozenset], threshold: int, choice: str, values: dict[str, frozenset] | None = None
 ) -> tuple[dict[str, frozenset], dict[str, str]]:
-    """Sets after the rule, and key -> reason for each design changed or withheld.
+    """Sets after the rule, and key -> reason for each statistic changed or withheld.
 
-    harmonize: the designs of a pair of participant sets that differ by 1 to threshold - 1
-    participants use their common complete cases (the intersection), repeated until no pair
-    does (sets only shrink, so it ends); an empty common set withholds them. withhold: the
-    designs with the smaller set of such a pair are not released, repeated likewise. Designs
-    with the same participants share one set, so pairs are compared once per distinct set."""
+    Two statistics are a pair when they sum a value in common (`values`: name -> values; None:
+    every two are). harmonize: where a pair's sets differ on one side by 1 to threshold - 1
+    participants, that side leaves them out (the statistic is computed over the intersection),
+    repeated until no pair does (sets only shrink, so it ends); an empty set is withheld.
+    withhold: the statistic with the smaller set of such a pair is not released, repeated likewise.
+    Statistics with the same participants and values are compared once."""
     if choice not in NESTED_CHOICES:
         raise ValueError(f"federated.disclosure.nested must be one of {NESTED_CHOICES}, not {choice!r}")
+    values = values if values is not None else {key: frozenset({"*"}) for key in sets}
     current, reasons = dict(sets), {}
     while True:
-        groups: dict[frozenset, list[str]] = {}
+        groups: dict[tuple, list[str]] = {}
         for key in sorted(current):
-            groups.setdefault(current[key], []).append(key)
+            groups.setdefault((current[key], values[key]), []).append(key)
         labels = {members[0]: group for group, members in groups.items()}
-        pairs = small_differences(labels, threshold)
+        pairs = small_differences({k: g[0] for k, g in labels.items()}, threshold, {k: g[1] for k, g in labels.items()})
         if not pairs:
             return current, reasons
-        a, b, only_a, only_b = pairs[0]
-        first, second = labels[a], labels[b]
         if choice == "withhold":
-            smaller, other = (first, b) if (len(first), b) < (len(second), a) else (second, a)
+            a, b, _, _ = pairs[0]
+            first, second = labels[a][0], labels[b][0]
+            smaller, other = (labels[a], b) if (len(first), b) < (len(second), a) else (labels[b], a)
             for key in groups[smaller]:
                 reasons[key] = (
                     f"withheld: its participants differ from those of {other} by "
-                    f"{len(smaller - current[other])} and {len(current[other] - smaller)} (nfilter_subset {threshold})"
+                    f"{len(smaller[0] - current[other])} and {len(current[other] - smaller[0])} "
+                    f"(nfilter_subset {threshold})"
                 )
                 del current[key]
             continue
-        common = first & second
-        for group, partner in ((first, b), (second, a)):
-            if group == common:
-                continue
-            for key in groups[group]:
-                if common:
-                    reasons[key] = (
-                        f"harmonized with {partner} to their {len(common)} common complete cases "
-                        f"(the two differed by {only_a} and {only_b}, nfilter_subset {threshold})"
-                    )
-                    current[key] = common
-                else:
-                    reasons[key] = (
-                        f"withheld: no complete cases in common with {partner}, which differs by fewer than {threshold}"
-                    )
-                    del current[key]
+        shrink_sides(groups, labels, pairs, current, reasons, threshold)
+
+
+def shrink_sides(groups, labels, pairs, current, reasons, threshold) -> None:
+    """One round of harmonize: every side of a flagged pair holding 1 to threshold - 1 participants
+    the other lacks leaves them out (all such pairs of the round at once: the result does not
+    depend on the order of the pairs)."""
+    narrowed: dict[tuple, tuple[frozenset, list[str]]] = {}
+    for a, b, only_a, only_b in pairs:
+        for mine, partner, extra, missing in ((a, b, only_a, only_b), (b, a, only_b, only_a)):
+            if 0 < extra < threshold:
+                group = labels[mine]
+                kept, notes = narrowed.get(group, (group[0], []))
+                narrowed[group] = (
+                    kept & labels[partner][0],
+                    [*notes, f"{partner} (the sets differ by {extra} and {missing})"],
+                )
+    for group, (kept, notes) in narrowed.items():
+        for key in groups[group]:
+            if kept:
+                reasons[key] = (
+                    f"harmonized to {len(kept)} participants: {len(group[0]) - len(kept)} left out that "
+                    f"{', '.join(notes)} lacked (differences below nfilter_subset {threshold})"
+                )
+                current[key] = kept
+            else:
+                reasons[key] = f"withheld: no participants in common with {', '.join(notes)}"
+                del current[key]
 
 
 def one_model(analysis: dict, outcome: str, design: str) -> dict:
@@ -157,28 +249,146 @@ def one_model(analysis: dict, outcome: str, design: str) -> dict:
     return {**analysis, "outcomes": [outcome], "models": {model: analysis["models"][model]}}
 
 
-def released_statistics(
-    part: pd.DataFrame, analysis: dict, diagnosis_levels, threshold: int, choice: str
-) -> tuple[dict, dict[str, str], dict[str, frozenset]]:
-    """The study's statistics with the nested-subset rule applied, the reason per design changed
-    or withheld ('outcome:model/design' -> reason), and the participant set of every released design.
-    A harmonized design is computed by study_statistics from the rows of its common complete cases,
-    so it is exactly what the pooled-IPD code would give for those participants."""
+@dataclass
+class Release:
+    """What a site releases after the nested-subset rule: the statistics, Table 1 aggregates and the
+    completed data sets' statistics (None without federated MI), the reason for every statistic
+    the rule changed or withheld (name -> reason), and every released statistic's participants."""
+
+    statistics: dict
+    table1: dict
+    imputations: dict | None
+    reasons: dict[str, str]
+    sets: dict[str, frozenset]
+
+
+def released_sets(part: pd.DataFrame, analysis: dict, completed: dict | None = None) -> dict[str, frozenset]:
+    """Every released statistic's participants, by name: 'outcome:model/design', 'table1/ARM[/...]',
+    'outcome:arms/ARM', 'outcome:n_followup' and 'imputations/outcome:model/primary'."""
+    sets = {**design_participants(part, analysis), **summary_participants(part, analysis["outcomes"])}
+    return {**sets, **imputation_participants(completed or {}, analysis)}
+
+
+def release(
+    part: pd.DataFrame,
+    analysis: dict,
+    diagnosis_levels,
+    threshold: int,
+    choice: str,
+    imputations: dict | None = None,
+) -> Release:
+    """The study's release with the nested-subset rule applied to EVERY pair of released
+    statistics that sum a value in common (designs, Table 1 and its 2x2 employment tables by arm,
+    follow-up scores by arm, and the completed data sets' statistics in `imputations`, as
+    site_imputations writes them, for federated MI). A harmonized
+    statistic is computed by the same code from the rows of its participants, so it is exactly what
+    the pooled-IPD code gives for them; a withheld one is released empty with its reason."""
+    from .federated import table1_aggregates
+
+    imputations = copy.deepcopy(imputations)
+    mi = imputations["settings"] if imputations is not None else None
+    completed = completed_data(part, analysis, mi, 0) if mi is not None else None
+    sets = released_sets(part, analysis, completed)
+    values = {name: statistic_values(name, analysis) for name in sets}
+    final, reasons = resolve_nested(sets, threshold, choice, values)
     statistics = study_statistics(part, analysis, diagnosis_levels)
-    sets = design_participants(part, analysis)
-    final, reasons = resolve_nested(sets, threshold, choice)
-    for key, reason in sorted(reasons.items()):
-        outcome, design = key.split(":", 1)
-        content = statistics["outcomes"][outcome]
-        if key not in final:
+    table1 = table1_aggregates(part)
+    for name, reason in sorted(reasons.items()):
+        rows = part[part["participant_id"].isin(final.get(name, ()))]
+        if name.startswith(IMPUTED):
+            narrow_imputations(imputations, name, final.get(name), part, analysis, mi, reason)
+        elif name.startswith("table1/"):
+            narrow_table1(table1, name, rows, reason)
+        elif ":arms/" in name:
+            narrow_arms(statistics, name, rows, reason)
+        else:
+            narrow_design(statistics, name, rows, analysis, diagnosis_levels, reason, name in final)
+    return Release(statistics, table1, imputations, reasons, final)
+
+
+def narrow_design(statistics, name, rows, analysis, diagnosis_levels, reason, kept: bool) -> None:
+    outcome, design = name.split(":", 1)
+    content = statistics["outcomes"][outcome]
+    if not kept:
+        del content["designs"][design]
+        content.setdefault("withheld", {})[design] = reason
+        return
+    narrowed = study_statistics(rows, one_model(analysis, outcome, design), diagnosis_levels)
+    content["designs"][design] = narrowed["outcomes"][outcome]["designs"][design]
+    content.setdefault("harmonized", {})[design] = reason
+
+
+def narrow_table1(table1: dict, name: str, rows: pd.DataFrame, reason: str) -> None:
+    """A Table 1 statistic recomputed over its participants (withheld: no rows, so n 0 and no
+    moments or level counts); the count of missing values stays that of the whole arm."""
+    from .federated import table1_aggregates
+
+    _, arm, column = name.split("/")
+    entry, fresh = table1[arm], table1_aggregates(rows)[arm] if len(rows) else empty_table1_arm(table1[arm])
+    if column.endswith("_baseline"):
+        outcome = column[: -len("_baseline")]
+        for field in ("baseline_n", "baseline_mean", "baseline_sd"):
+            entry["outcomes"][outcome][field] = fresh["outcomes"].get(outcome, {}).get(field)
+        entry["outcomes"][outcome]["baseline_n"] = entry["outcomes"][outcome]["baseline_n"] or 0
+    elif column == "age":
+        entry["age"] = fresh["age"]
+    else:
+        entry[column] = {
+            **{k: v for k, v in fresh[column].items() if k != "missing"},
+            "missing": entry[column]["missing"],
+        }
+    kind = "withheld" if reason.startswith("withheld") else "harmonized"
+    entry.setdefault(kind, {})[column] = reason
+
+
+def empty_table1_arm(entry: dict) -> dict:
+    return {
+        "age": {"n": 0, "mean": None, "sd": None},
+        **{column: {} for column in CATEGORICAL_SUMMARIES},
+        "outcomes": {o: {"baseline_n": 0, "baseline_mean": None, "baseline_sd": None} for o in entry["outcomes"]},
+    }
+
+
+def narrow_arms(statistics: dict, name: str, rows: pd.DataFrame, reason: str) -> None:
+    outcome, arm = name.split(":arms/")
+    arms = statistics["outcomes"][outcome]["arms"]
+    arms[arm] = arm_summaries(rows, outcome)[arm] if len(rows) else {"n": 0, "mean": None, "sd": None}
+    kind = "withheld" if reason.startswith("withheld") else "harmonized"
+    arms.setdefault(kind, {})[arm] = reason
+
+
+def completed_data(part: pd.DataFrame, analysis: dict, mi: dict, imputation: int) -> dict[str, pd.DataFrame]:
+    """outcome -> completed data set number `imputation` of the study, with participant_id."""
+    from .imputation.analysis import settings_of
+    from .imputation.chained import impute
+
+    mi = settings_of(mi)
+    out = {}
+    for outcome in analysis["outcomes"]:
+        frame = impute(part, outcome, imputation, mi["seed"], mi["method"], mi["iterations"])
+        out[outcome] = frame.assign(participant_id=part["participant_id"].to_numpy())
+    return out
+
+
+def narrow_imputations(imputations, name, kept, part, analysis, mi, reason) -> None:
+    """Every completed data set's statistics of one design recomputed over the participants the
+    rule left it (or removed from each, with the reason)."""
+    from .imputation.analysis import settings_of
+
+    outcome, design = name[len(IMPUTED) :].split(":", 1)
+    terms = design_terms(
+        ModelSpec.from_config(design.split("/")[0], analysis["models"][design.split("/")[0]]), "primary"
+    )
+    kind = "withheld" if kept is None else "harmonized"
+    for number, entry in enumerate(imputations["outcomes"][outcome]):
+        content = entry["outcomes"][outcome]
+        content.setdefault(kind, {})[design] = reason
+        if kept is None:
             del content["designs"][design]
-            content.setdefault("withheld", {})[design] = reason
             continue
-        rows = part[part["participant_id"].isin(final[key])]
-        narrowed = study_statistics(rows, one_model(analysis, outcome, design), diagnosis_levels)
-        content["designs"][design] = narrowed["outcomes"][outcome]["designs"][design]
-        content.setdefault("harmonized", {})[design] = reason
-    return statistics, reasons, final
+        frame = completed_data(part, {**analysis, "outcomes": [outcome]}, settings_of(mi), number)[outcome]
+        rows = frame[frame["participant_id"].isin(kept)]
+        content["designs"][design] = design_statistics(complete_cases(rows, outcome, terms), outcome, terms, [])
 
 
 # ------------------------------------------------------------------ the ledger
