@@ -316,7 +316,7 @@ def test_a_site_with_the_rule_on_harmonizes_and_an_unsigned_bundle_needs_acknowl
         for outcome, content in json.loads(target.read_text())["statistics"]["outcomes"].items()
     }
     assert sum(map(len, harmonized.values())) > 0
-    assert "harmonized with" in (completed_run / "logs" / "site" / "SE.log").read_text()
+    assert "harmonized from" in (completed_run / "logs" / "site" / "SE.log").read_text()
     ledger = (completed_run / "ledger_rule_on" / "SE.json").read_text()
     pseudonyms = pd.read_parquet(completed_run / "results" / "harmonized" / "SE.parquet")["participant_id"]
     assert not [p for p in pseudonyms if p in ledger]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +28,16 @@ from ipdpool.releases import (
     design_participants,
     record_release,
     release,
+    release_scope,
     released_sets,
     resolve_nested,
     small_differences,
-    statistic_values,
 )
 
 KEY = b"site-ledger-test-key-5f1d2c9a7b3e"
 LOG = logging.getLogger("test_releases")
 SUBSET = 3
+LEVELS = ["schizophrenia_spectrum", "bipolar"]
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +89,10 @@ def products(statistics: dict, design: str) -> tuple[list[str], np.ndarray]:
     return entry["names"], about_zero(entry)
 
 
-def shared_small_differences(sets: dict, analysis: dict = ANALYSIS) -> list:
-    """Pairs of released statistics that sum a value in common and differ by 1 to SUBSET - 1."""
-    return small_differences(sets, SUBSET, {name: statistic_values(name, analysis) for name in sets})
+def shared_small_differences(sets: dict, part: pd.DataFrame, analysis: dict = ANALYSIS, levels=LEVELS) -> list:
+    """Pairs of released statistics (whole or over a subgroup an indicator column marks) that sum a
+    value in common and differ by 1 to SUBSET - 1."""
+    return small_differences(sets, SUBSET, release_scope(part, analysis, sets, levels))
 
 
 def design_items(mapping: dict, analysis: dict) -> list:
@@ -125,7 +128,7 @@ def test_one_missing_baseline_gives_a_participant_away_without_the_rule_and_not_
     names_p, primary = products(new, "employed/primary")
     assert np.allclose(unadjusted - primary[np.ix_(shared, shared)], 0, atol=1e-12)
     assert "employed/unadjusted" in new["outcomes"]["functioning"]["harmonized"]
-    assert reasons and shared_small_differences(sets) == []
+    assert reasons and shared_small_differences(sets, data) == []
     # the harmonized design is exactly the pooled-IPD statistics of those 29 participants
     expected = study_statistics(data.drop(index=5), ANALYSIS, levels)["outcomes"]["functioning"]["designs"]
     np.testing.assert_array_equal(unadjusted, about_zero(expected["employed/unadjusted"]))
@@ -134,43 +137,61 @@ def test_one_missing_baseline_gives_a_participant_away_without_the_rule_and_not_
     kept = withheld.statistics
     assert "employed/primary" not in kept["outcomes"]["functioning"]["designs"]
     assert "withheld" in kept["outcomes"]["functioning"]["withheld"]["employed/primary"]
-    assert shared_small_differences(withheld.sets) == []
+    assert shared_small_differences(withheld.sets, data) == []
 
 
 def test_a_difference_of_nfilter_subset_or_more_is_left_alone():
-    """Three participants without a baseline: the designs differ by 3 and are left alone. But one
-    of the three is in IPS and two in SAU, so the follow-up summary of each arm and Table 1's age,
-    sex, diagnosis and employment of each arm hold 1 (IPS) or 2 (SAU) participants more than the
-    covariate-adjusted design holds of that arm: those are harmonized to the design's participants,
-    and Table 1's baseline summary (the same participants as the design's) is left alone."""
+    """Three participants of one arm, employment status, sex and diagnosis without a baseline: every
+    design, and every subgroup of a design, differs from the others by 0 or 3, so nothing changes."""
     data = small_study()
-    data.loc[[3, 5, 8], ["functioning_bl", "functioning_bl_z"]] = np.nan
-    released = release(data, ANALYSIS, ["schizophrenia_spectrum", "bipolar"], SUBSET, "harmonize")
-    summaries = [f"table1/{arm}/{c}" for arm in ("IPS", "SAU") for c in ("age", "diagnosis", "employed", "sex")]
-    assert sorted(released.reasons) == ["functioning:arms/IPS", "functioning:arms/SAU", *summaries]
+    cells = data.groupby(["arm", "employed", "sex", "diagnosis"]).groups.values()
+    trio = next(list(rows[:3]) for rows in cells if len(rows) >= 3)
+    data.loc[trio, ["functioning_bl", "functioning_bl_z"]] = np.nan
+    released = release(data, ANALYSIS, LEVELS, SUBSET, "harmonize")
+    assert released.reasons == {}
     assert released.statistics["outcomes"]["functioning"]["designs"]["employed/unadjusted"]["n"] == 30
+
+
+def test_a_difference_of_three_split_two_to_one_between_the_employed_and_the_others_is_not():
+    """Three participants without a baseline, two employed and one not: the designs differ by 3,
+    but by 2 among the employed and 1 among the others, and the employment column's
+    cross-products are sums over exactly those: the unadjusted design is harmonized to the primary
+    design's 27. The follow-up summaries by arm and Table 1 stay whole: no design of this model
+    has the arm column, so none gives sums by arm to subtract them from."""
+    data = small_study()
+    assert data.loc[[3, 5, 8], "employed"].tolist() == [1, 1, 0]
+    data.loc[[3, 5, 8], ["functioning_bl", "functioning_bl_z"]] = np.nan
+    released = release(data, ANALYSIS, LEVELS, SUBSET, "harmonize")
+    assert set(released.reasons) == {"functioning:employed/unadjusted"}
+    assert "count of employed" in released.reasons["functioning:employed/unadjusted"]
+    designs = released.statistics["outcomes"]["functioning"]["designs"]
+    assert designs["employed/unadjusted"]["n"] == designs["employed/primary"]["n"] == 27
     arms = released.statistics["outcomes"]["functioning"]["arms"]
-    assert (arms["IPS"]["n"], arms["SAU"]["n"]) == (14, 13)
-    table1 = released.table1
-    assert (table1["IPS"]["n"], table1["IPS"]["age"]["n"], sum(table1["SAU"]["sex"].values())) == (15, 14, 13)
-    assert table1["SAU"]["outcomes"]["functioning"]["baseline_n"] == 13 and "harmonized" not in arms["IPS"]
+    assert (arms["IPS"]["n"], arms["SAU"]["n"], released.table1["SAU"]["age"]["n"]) == (15, 15, 15)
+    assert shared_small_differences(released.sets, data) == []
 
 
 def test_on_the_demo_no_two_released_statistics_summing_a_common_value_differ_by_one_or_two(setting):
-    """Before the rule, designs of the demo differ by 1 or 2 participants (NL, SE, US); after it,
-    none does, every released design's n is the size of its participant set, and a harmonized
+    """Before the rule, released statistics of the demo (designs, Table 1, follow-up scores by arm,
+    and their subgroups) differ by 1 or 2 participants (NL, SE, US); after it, none does, every
+    released design's and arm summary's n is the size of its participant set, and a harmonized
     design holds the pooled-IPD statistics of its participants."""
     analysis, levels, pooled = setting
     before = after = 0
     for study in ("NL", "SE"):
         part = pooled[pooled["study"] == study]
-        before += len(small_differences(design_participants(part, analysis), SUBSET))
+        before += len(shared_small_differences(released_sets(part, analysis), part, analysis, levels))
         released = release(part, analysis, levels, SUBSET, "harmonize")
         statistics, reasons, sets = released.statistics, released.reasons, released.sets
-        after += len(shared_small_differences(sets, analysis))
+        after += len(shared_small_differences(sets, part, analysis, levels))
         for key, ids in design_items(sets, analysis):
             outcome, design = key.split(":", 1)
             assert statistics["outcomes"][outcome]["designs"][design]["n"] == len(ids), key
+        for outcome in analysis["outcomes"]:
+            for arm in ("IPS", "SAU"):
+                summary = statistics["outcomes"][outcome]["arms"][arm]
+                assert summary["n"] == len(sets[f"{outcome}:arms/{arm}"]), (outcome, arm)
+                assert released.table1[arm]["age"]["n"] == len(sets[f"table1/{arm}/age"])
         key = sorted(k for k, _ in design_items(reasons, analysis))[0]
         outcome, design = key.split(":", 1)
         alone = study_statistics(part[part["participant_id"].isin(sets[key])], analysis, levels)
@@ -189,11 +210,11 @@ def test_at_another_seed_of_the_demo_no_two_released_statistics_differ_by_one_or
     schema = load_schema(repo / "config" / "schema.yaml")
     part = harmonize_study(load_rules(repo / "config" / "studies" / "SE.yaml"), schema, KEY, tmp_path).data
     part = conform(part, schema)
-    assert len(small_differences(design_participants(part, analysis), SUBSET)) > 100
+    assert len(shared_small_differences(released_sets(part, analysis), part, analysis, levels)) > 100
     for choice in ("harmonize", "withhold"):
         released = release(part, analysis, levels, SUBSET, choice)
         statistics, reasons, sets = released.statistics, released.reasons, released.sets
-        assert reasons and shared_small_differences(sets, analysis) == []
+        assert reasons and shared_small_differences(sets, part, analysis, levels) == []
         for key, ids in design_items(sets, analysis):
             outcome, design = key.split(":", 1)
             assert statistics["outcomes"][outcome]["designs"][design]["n"] == len(ids), (choice, key)
@@ -274,12 +295,15 @@ def test_a_withdrawal_then_re_export_is_refused_and_names_no_one(setting, tmp_pa
     with pytest.raises(ReleaseRefused) as refused:
         record_release(ledger, KEY, "SE", released_sets(withdrawn, analysis), SUBSET, None, LOG)
     message = str(refused.value)
-    assert (
-        "statistic functioning:ips/unadjusted would differ from statistic functioning:ips/unadjusted of the release of"
-        in message
-    )
-    assert "by 1 participant(s) removed and 0 added" in message
-    assert "statistic table1/" + victim["arm"] + " would differ" in message
+    design = "functioning:ips/unadjusted"  # named with every statistic of the same participants
+    assert [
+        line
+        for line in message.splitlines()
+        if design in line.split(" would differ")[0]
+        and design in line.split(" would differ")[1]
+        and "by 1 participant(s) removed and 0 added" in line
+    ]
+    assert re.search(rf"study SE: statistic [^\n]*table1/{victim['arm']}\b(?!/)[^\n]* would differ", message)
     text = ledger.read_text()
     assert victim["participant_id"] not in message and not [p for p in part["participant_id"] if p in text]
     assert len(json.loads(text)["releases"]) == 1  # the refused release is not recorded

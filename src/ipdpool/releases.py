@@ -26,15 +26,15 @@ import copy
 import datetime as dt
 import hashlib
 import hmac
-import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .models.statistics import (
     DESIGNS,
+    DIAGNOSIS_REFERENCE,
     ModelSpec,
     arm_summaries,
     complete_cases,
@@ -136,23 +136,55 @@ def summary_values(name: str) -> frozenset[str]:
     return frozenset({f"{outcome}:followup"}) if rest.startswith("arms/") else frozenset()
 
 
-def imputation_participants(completed: dict[str, pd.DataFrame], analysis: dict) -> dict[str, frozenset[str]]:
-    """'imputations/outcome:model/primary' -> the complete cases of the completed data (outcome ->
-    one completed data set with participant_id): the same in every completed data set, which
-    differ only in the imputed values."""
+def imputation_participants(completed: dict[int, dict[str, pd.DataFrame]], analysis: dict) -> dict[str, frozenset[str]]:
+    """'imputations/outcome:model/primary#j' -> the complete cases of completed data set j
+    (`completed`: j -> outcome -> completed data with participant_id)."""
     out = {}
-    for outcome, frame in completed.items():
-        ids, present = frame["participant_id"].to_numpy(), frame.notna()
-        for name, spec in analysis["models"].items():
-            terms = design_terms(ModelSpec.from_config(name, spec), "primary")
-            rows = present[required_columns(outcome, terms)].all(axis=1).to_numpy()
-            out[f"{IMPUTED}{outcome}:{name}/primary"] = frozenset(ids[rows])
+    for number, frames in completed.items():
+        for outcome, frame in frames.items():
+            ids, present = frame["participant_id"].to_numpy(), frame.notna()
+            for name, spec in analysis["models"].items():
+                terms = design_terms(ModelSpec.from_config(name, spec), "primary")
+                rows = present[required_columns(outcome, terms)].all(axis=1).to_numpy()
+                out[f"{IMPUTED}{outcome}:{name}/primary#{number}"] = frozenset(ids[rows])
     return out
+
+
+def imputed_subgroups(completed: dict[int, dict[str, pd.DataFrame]]) -> dict[str, frozenset]:
+    """The employment subgroups of each completed data set (employment is imputed too)."""
+    out = {}
+    for number, frames in completed.items():
+        for outcome, frame in frames.items():
+            employed, ips = frame["employed"] == 1, frame["arm"] == "IPS"
+            out[f"employed, {outcome} #{number}"] = frozenset(frame["participant_id"][employed])
+            out[f"IPS and employed, {outcome} #{number}"] = frozenset(frame["participant_id"][employed & ips])
+    return out
+
+
+def ledger_sets(sets: dict[str, frozenset]) -> dict[str, frozenset]:
+    """The sets the ledger keeps: a completed-data design whose participants are the same in every
+    completed data set once, without its number (the ledger holds one tag list per name)."""
+    out, by_design = {}, {}
+    for name, ids in sets.items():
+        if name.startswith(IMPUTED):
+            by_design.setdefault(name.rsplit("#", 1)[0], {})[name] = ids
+        else:
+            out[name] = ids
+    for design, members in by_design.items():
+        out.update({design: next(iter(members.values()))} if len(set(members.values())) == 1 else members)
+    return out
+
+
+def imputed_design(name: str) -> tuple[str, str, int]:
+    """(outcome, model/design, completed data set number) of 'imputations/outcome:model/primary#j'."""
+    key, number = name[len(IMPUTED) :].rsplit("#", 1)
+    outcome, design = key.split(":", 1)
+    return outcome, design, int(number)
 
 
 def statistic_values(name: str, analysis: dict) -> frozenset[str]:
     """What the released statistic `name` sums (see released_sets for the names)."""
-    key = name[len(IMPUTED) :] if name.startswith(IMPUTED) else name
+    key = name[len(IMPUTED) :].rsplit("#", 1)[0] if name.startswith(IMPUTED) else name
     outcome, _, design = key.partition(":")
     terms = {f"{o}:{k}": t for o, k, t in design_keys(analysis)}.get(key)
     if terms is not None:
@@ -162,85 +194,349 @@ def statistic_values(name: str, analysis: dict) -> frozenset[str]:
 
 # ------------------------------------------------------------------ one bundle
 
+# A statistic's sums are also sums over subgroups: a design's cross-product of an indicator
+# column with any other column is that column's sum over the participants the indicator marks
+# (and, subtracted from the column's total, over the others). Those subgroups are compared too:
+# two designs whose participants differ by 4, of whom 1 is in IPS, give that one away through
+# their IPS column.
+SPLITS_OF_TERM = {
+    "ips": ("IPS",), "employed": ("employed",), "employed_within": ("employed",), "employed_between": ("employed",),
+    "ips:employed": ("IPS and employed",), "sex": ("female",),
+}  # fmt: skip
 
-def small_differences(
-    sets: dict[str, frozenset], threshold: int, values: dict[str, frozenset] | None = None
-) -> list[tuple[str, str, int, int]]:
-    """(a, b, |a - b|, |b - a|) of every pair where either difference holds 1 to threshold - 1
-    participants and, when `values` (name -> what it sums) is given, the two sum a value in common."""
-    out = []
-    for a, b in itertools.combinations(sorted(sets), 2):
-        if values is not None and not values[a] & values[b]:
-            continue
-        only_a, only_b = len(sets[a] - sets[b]), len(sets[b] - sets[a])
-        if 0 < only_a < threshold or 0 < only_b < threshold:
-            out.append((a, b, only_a, only_b))
+
+def subgroups(part: pd.DataFrame, diagnosis_levels=()) -> dict[str, frozenset]:
+    """label -> participants of each subgroup an indicator column of a design marks."""
+    ids = part["participant_id"]
+    ips, employed = part["arm"] == "IPS", part["employed"] == 1
+    out = {
+        "IPS": frozenset(ids[ips]),
+        "employed": frozenset(ids[employed]),
+        "IPS and employed": frozenset(ids[ips & employed]),
+        "female": frozenset(ids[part["sex"] == "female"]),
+    }
+    for level in diagnosis_levels:
+        out[f"diagnosis {level}"] = frozenset(ids[part["diagnosis"] == level])
     return out
 
 
-def resolve_nested(
-    sets: dict[str, frozenset], threshold: int, choice: str, values: dict[str, frozenset] | None = None
-) -> tuple[dict[str, frozenset], dict[str, str]]:
-    """Sets after the rule, and key -> reason for each statistic changed or withheld.
+def statistic_splits(name: str, analysis: dict, diagnosis_levels=()) -> tuple[str, ...]:
+    """The subgroups (labels of `subgroups`) whose sums the statistic `name` gives: a design's
+    indicator columns; Table 1's counts of sex, diagnosis and employment by level (within its arm)."""
+    if name.startswith("table1/"):
+        column = name.split("/")[-1]
+        levels = {"sex": ("female",), "employed": ("employed",)}
+        return levels.get(column, tuple(f"diagnosis {lv}" for lv in diagnosis_levels) if column == "diagnosis" else ())
+    key = name[len(IMPUTED) :].rsplit("#", 1)[0] if name.startswith(IMPUTED) else name
+    terms = {f"{o}:{k}": t for o, k, t in design_keys(analysis)}.get(key, ())
+    labels = [label for term in terms for label in SPLITS_OF_TERM.get(term, ())]
+    if "diagnosis" in terms:
+        labels += [f"diagnosis {level}" for level in diagnosis_levels]
+    if name.startswith(IMPUTED):  # employment is imputed: its subgroups are the completed data set's
+        outcome, _, number = imputed_design(name)
+        labels = [f"{label}, {outcome} #{number}" if "employed" in label else label for label in labels]
+    return tuple(dict.fromkeys(labels))
 
-    Two statistics are a pair when they sum a value in common (`values`: name -> values; None:
-    every two are). harmonize: where a pair's sets differ on one side by 1 to threshold - 1
-    participants, that side leaves them out (the statistic is computed over the intersection),
-    repeated until no pair does (sets only shrink, so it ends); an empty set is withheld.
-    withhold: the statistic with the smaller set of such a pair is not released, repeated likewise.
-    Statistics with the same participants and values are compared once."""
+
+def label_value(label: str) -> str | None:
+    """The value an indicator's subgroup is defined by (None for the arm, which is not a value)."""
+    if label.startswith("diagnosis "):
+        return "diagnosis"
+    if "employed" in label:
+        return "employed"
+    return {"female": "sex"}.get(label)
+
+
+def design_columns(outcome: str, terms: tuple[str, ...], diagnosis_levels=()) -> list[tuple[frozenset, tuple]]:
+    """Each column of a design as (indicators it is the product of, values it carries)."""
+    fixed = {
+        "ips": ({"IPS"}, ()), "employed": ({"employed"}, ()), "employed_within": ({"employed"}, ()),
+        "ips:employed": ({"IPS", "employed"}, ()), "sex": ({"female"}, ()),
+        "baseline": (set(), (f"{outcome}:baseline",)), "age": (set(), ("age",)),
+    }  # fmt: skip
+    columns = [(frozenset(), ())]
+    for term in terms:
+        if term in fixed:
+            columns.append((frozenset(fixed[term][0]), fixed[term][1]))
+        elif term == "diagnosis":
+            columns += [(frozenset({f"diagnosis {lv}"}), ()) for lv in diagnosis_levels if lv != DIAGNOSIS_REFERENCE]
+        # employed_between is the study's share employed: constant in a study, a multiple of the intercept
+    return [*columns, (frozenset(), (f"{outcome}:followup",))]
+
+
+def design_quantities(columns: list[tuple[frozenset, tuple]]) -> set[tuple[frozenset, tuple]]:
+    """The sums a design's cross-products give: every product of two columns (a sum of their
+    values over the participants all their indicators mark) and, by subtracting one from
+    another, the same over the participants an indicator does not mark (e.g. the SAU arm)."""
+    direct = set()
+    for i, (ind_a, val_a) in enumerate(columns):
+        for ind_b, val_b in columns[i:]:
+            direct.add((frozenset((g, True) for g in ind_a | ind_b), tuple(sorted(val_a + val_b))))
+    derived = {
+        (restrictions - {(g, True)} | {(g, False)}, values)
+        for restrictions, values in direct
+        for g, _ in restrictions
+        if (restrictions - {(g, True)}, values) in direct
+    }
+    return {q for q in direct | derived if not is_count_by_arm(q)}
+
+
+def is_count_by_arm(quantity) -> bool:
+    """A count of participants, in all or by arm: how many a set difference holds, not a value."""
+    restrictions, values = quantity
+    return not values and all(g == "IPS" for g, _ in restrictions)
+
+
+def summary_quantities(name: str, diagnosis_levels=()) -> set[tuple[frozenset, tuple]]:
+    """The sums Table 1 and the follow-up scores by arm give (n, mean and SD: sum and sum of squares)."""
+    if name.startswith("table1/") and name.count("/") == 2:
+        _, arm, column = name.split("/")
+        in_arm = (("IPS", arm == "IPS"),)
+        indicator = {"sex": ["female"], "employed": ["employed"]}.get(column)
+        if column == "diagnosis":
+            return {(frozenset({*in_arm, (f"diagnosis {lv}", True)}), ()) for lv in diagnosis_levels}
+        if indicator:
+            return {(frozenset({*in_arm, (indicator[0], member)}), ()) for member in (True, False)}
+        value = "age" if column == "age" else f"{column[: -len('_baseline')]}:baseline"
+        return {(frozenset(in_arm), (value,)), (frozenset(in_arm), (value, value))}
+    if ":arms/" in name:
+        outcome, arm = name.split(":arms/")
+        in_arm, value = frozenset({("IPS", arm == "IPS")}), f"{outcome}:followup"
+        return {(in_arm, (value,)), (in_arm, (value, value))}
+    return set()  # counts: a study's or arm's n, an outcome's number of follow-up scores
+
+
+def statistic_quantities(name: str, analysis: dict, diagnosis_levels=()) -> set[tuple[frozenset, tuple]]:
+    key = name[len(IMPUTED) :].rsplit("#", 1)[0] if name.startswith(IMPUTED) else name
+    terms = {f"{o}:{k}": t for o, k, t in design_keys(analysis)}.get(key)
+    if terms is None:
+        return summary_quantities(name, diagnosis_levels)
+    return design_quantities(design_columns(key.split(":", 1)[0], terms, diagnosis_levels))
+
+
+def statistic_relabel(name: str) -> dict[str, str]:
+    """A completed data set's statistic marks employment by its imputed values."""
+    if not name.startswith(IMPUTED):
+        return {}
+    outcome, _, number = imputed_design(name)
+    return {"employed": f"employed, {outcome} #{number}"}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """How statistics are compared: what each sums (name -> values; a name missing sums one
+    value shared by all) and which subgroups each splits into (name -> labels of `groups`)."""
+
+    values: dict = field(default_factory=dict)
+    splits: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
+    # name -> the sums it releases, each (restrictions, values): restrictions a frozenset of
+    # (indicator, True for its members / False for the others), values the summed product
+    quantities: dict = field(default_factory=dict)
+    # name -> {indicator: label in groups} where a statistic's indicator is not the observed one
+    # (employment in a completed data set)
+    relabel: dict = field(default_factory=dict)
+
+
+class Masks:
+    """Participant sets as bit masks over one index (set differences of a few hundred
+    participants by the ten thousand: bit operations on ints are ~50x faster than frozensets)."""
+
+    def __init__(self, sets: dict[str, frozenset], scope: Scope):
+        self.ids = sorted(set().union(*sets.values(), *scope.groups.values()))
+        self.index = {pid: i for i, pid in enumerate(self.ids)}
+        names = sorted({v for values in scope.values.values() for v in values} | {"*", "employed", "sex", "diagnosis"})
+        self.value_bit = {v: 1 << i for i, v in enumerate(names)}
+        self.groups = {label: self.mask(members) for label, members in scope.groups.items()}
+
+    def mask(self, members) -> int:
+        return sum(1 << self.index[pid] for pid in members)
+
+    def members(self, mask: int) -> frozenset:
+        return frozenset(pid for i, pid in enumerate(self.ids) if mask >> i & 1)
+
+    def values(self, name: str, scope: Scope) -> int:
+        return sum(self.value_bit[v] for v in scope.values.get(name, {"*"}))
+
+
+def views(current: dict[str, int], masks: Masks, scope: Scope) -> dict[tuple[int, int], list[tuple[str, str]]]:
+    """(participants, values) -> [(statistic, subgroup label)]: each statistic whole (''), its
+    subgroups and their complements, and for a design split by arm the counts of every other
+    subgroup within each arm (the cross-product of the IPS column with an indicator: the same
+    counts Table 1 gives by arm); identical views listed once."""
+    out: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    for name in sorted(current):
+        mask, values = current[name], masks.values(name, scope)
+        out.setdefault((mask, values), []).append((name, ""))
+        labels = scope.splits.get(name, ())
+        for label in labels:
+            group = masks.groups[label]
+            out.setdefault((mask & group, values), []).append((name, label))
+            out.setdefault((mask & ~group, values), []).append((name, f"not {label}"))
+        if "IPS" not in labels:
+            continue
+        ips = masks.groups["IPS"]
+        for label in labels:
+            if label_value(label) is None:
+                continue
+            group, value = masks.groups[label], masks.value_bit[label_value(label)]
+            for arm, arm_mask in (("IPS", ips), ("SAU", ~ips)):
+                out.setdefault((mask & arm_mask & group, value), []).append((name, f"{arm}, {label}"))
+                out.setdefault((mask & arm_mask & ~group, value), []).append((name, f"{arm}, not {label}"))
+    return out
+
+
+def flagged_pairs(current: dict[str, int], masks: Masks, scope: Scope, threshold: int) -> list[tuple]:
+    """(view a, view b, |a - b|, |b - a|) for every two views of different statistics that sum a
+    value in common and differ on either side by 1 to threshold - 1 participants. Views are
+    compared within each value's bucket, a pair only in the bucket of the lowest value they share."""
+    found = views(current, masks, scope)
+    keys = list(found)
+    buckets: dict[int, list[int]] = {}
+    for index, (_, values) in enumerate(keys):
+        bit = values
+        while bit:
+            low = bit & -bit
+            buckets.setdefault(low, []).append(index)
+            bit ^= low
+    out = []
+    for low, members in sorted(buckets.items()):
+        for position, i in enumerate(members):
+            mask_a, values_a = keys[i]
+            for j in members[position + 1 :]:
+                mask_b, values_b = keys[j]
+                shared = values_a & values_b
+                if shared & -shared != low:
+                    continue
+                only_a, only_b = (mask_a & ~mask_b).bit_count(), (mask_b & ~mask_a).bit_count()
+                if not (0 < only_a < threshold or 0 < only_b < threshold):
+                    continue
+                view_a, view_b = found[keys[i]], found[keys[j]]
+                if len({name for name, _ in view_a} | {name for name, _ in view_b}) > 1:
+                    out.append((view_a, view_b, only_a, only_b, mask_a, mask_b))
+    return sorted(out, key=lambda pair: (view_name(pair[0][0]), view_name(pair[1][0])))
+
+
+def quantity_pairs(current: dict[str, int], masks: Masks, scope: Scope, threshold: int) -> list[tuple]:
+    """Like flagged_pairs, for statistics described by the sums they release (scope.quantities):
+    two sums of one quantity by different statistics, over participants differing on either side
+    by 1 to threshold - 1. The views are (statistic, quantity described)."""
+    buckets: dict[tuple, dict[int, list[tuple[str, str]]]] = {}
+    for name in sorted(current):
+        relabel = scope.relabel.get(name, {})
+        for quantity in scope.quantities.get(name, ()):
+            mask = current[name]
+            for indicator, member in quantity[0]:
+                group = masks.groups[relabel.get(indicator, indicator)]
+                mask &= group if member else ~group
+            buckets.setdefault(quantity, {}).setdefault(mask, []).append((name, describe(quantity)))
+    out = []
+    for found in buckets.values():
+        keys = list(found)
+        for i, mask_a in enumerate(keys):
+            for mask_b in keys[i + 1 :]:
+                only_a, only_b = (mask_a & ~mask_b).bit_count(), (mask_b & ~mask_a).bit_count()
+                if not (0 < only_a < threshold or 0 < only_b < threshold):
+                    continue
+                if len({name for name, _ in found[mask_a] + found[mask_b]}) > 1:
+                    out.append((found[mask_a], found[mask_b], only_a, only_b, mask_a, mask_b))
+    return sorted(out, key=lambda pair: (view_name(pair[0][0]), view_name(pair[1][0])))
+
+
+def describe(quantity) -> str:
+    restrictions, values = quantity
+    where = ", ".join(g if member else f"not {g}" for g, member in sorted(restrictions))
+    what = " x ".join(values) or "count"
+    return f"{what} of {where}" if where else what
+
+
+def view_name(view: tuple[str, str]) -> str:
+    name, label = view
+    return f"{name} ({label})" if label else name
+
+
+def small_differences(sets: dict[str, frozenset], threshold: int, scope: Scope | None = None) -> list[tuple]:
+    """(view a, view b, |a - b|, |b - a|) of every pair of statistics' views (whole or subgroup)
+    that sum a value in common and differ on either side by 1 to threshold - 1 participants."""
+    scope = scope or Scope()
+    if not sets:
+        return []
+    masks = Masks(sets, scope)
+    current = {name: masks.mask(ids) for name, ids in sets.items()}
+    return [
+        (view_name(a[0]), view_name(b[0]), only_a, only_b)
+        for a, b, only_a, only_b, _, _ in (quantity_pairs if scope.quantities else flagged_pairs)(
+            current, masks, scope, threshold
+        )
+    ]
+
+
+def resolve_nested(
+    sets: dict[str, frozenset], threshold: int, choice: str, scope: Scope | None = None
+) -> tuple[dict[str, frozenset], dict[str, str]]:
+    """Sets after the rule, and name -> reason for each statistic changed or withheld.
+
+    Two views (a statistic whole, or its sums over a subgroup, see `views`) of different
+    statistics are compared when the statistics sum a value in common. harmonize: where one side
+    holds 1 to threshold - 1 participants the other lacks, its statistic leaves them out; all
+    such pairs of a round at once (the result does not depend on their order), repeated until no
+    pair is left (sets only shrink, so it ends); an emptied statistic is withheld. withhold: the
+    statistics of the smaller view of the first such pair are not released, repeated likewise."""
     if choice not in NESTED_CHOICES:
         raise ValueError(f"federated.disclosure.nested must be one of {NESTED_CHOICES}, not {choice!r}")
-    values = values if values is not None else {key: frozenset({"*"}) for key in sets}
-    current, reasons = dict(sets), {}
-    while True:
-        groups: dict[tuple, list[str]] = {}
-        for key in sorted(current):
-            groups.setdefault((current[key], values[key]), []).append(key)
-        labels = {members[0]: group for group, members in groups.items()}
-        pairs = small_differences({k: g[0] for k, g in labels.items()}, threshold, {k: g[1] for k, g in labels.items()})
-        if not pairs:
-            return current, reasons
+    scope = scope or Scope()
+    masks = Masks(sets, scope)
+    current = {name: masks.mask(ids) for name, ids in sets.items()}
+    partners: dict[str, list[str]] = {}
+    withheld: dict[str, str] = {}
+    compare = quantity_pairs if scope.quantities else flagged_pairs
+    while pairs := compare(current, masks, scope, threshold):
         if choice == "withhold":
-            a, b, _, _ = pairs[0]
-            first, second = labels[a][0], labels[b][0]
-            smaller, other = (labels[a], b) if (len(first), b) < (len(second), a) else (labels[b], a)
-            for key in groups[smaller]:
-                reasons[key] = (
-                    f"withheld: its participants differ from those of {other} by "
-                    f"{len(smaller[0] - current[other])} and {len(current[other] - smaller[0])} "
+            a, b, only_a, only_b, mask_a, mask_b = pairs[0]
+            smaller, other = (
+                (a, b) if (mask_a.bit_count(), view_name(b[0])) < (mask_b.bit_count(), view_name(a[0])) else (b, a)
+            )
+            for name, label in smaller:
+                where = f"its {label} participants" if label else "its participants"
+                withheld[name] = (
+                    f"withheld: {where} differ from those of {view_name(other[0])} by {only_a} and {only_b} "
                     f"(nfilter_subset {threshold})"
                 )
-                del current[key]
+                current.pop(name, None)
             continue
-        shrink_sides(groups, labels, pairs, current, reasons, threshold)
+        drops: dict[str, int] = {}
+        for a, b, only_a, only_b, mask_a, mask_b in pairs:
+            for side, other, extra, missing, mask, other_mask in (
+                (a, b, only_a, only_b, mask_a, mask_b),
+                (b, a, only_b, only_a, mask_b, mask_a),
+            ):
+                if 0 < extra < threshold:
+                    for name, _label in side:
+                        drops[name] = drops.get(name, 0) | (mask & ~other_mask)
+                        partners.setdefault(name, []).append(
+                            f"{view_name(other[0])} (differing by {extra} and {missing})"
+                        )
+        for name, drop in drops.items():
+            current[name] &= ~drop
+            if not current[name]:
+                withheld[name] = f"withheld: no participants left after leaving out those {partners[name][0]} lacks"
+                del current[name]
+    reasons = {
+        name: harmonized_reason(len(sets[name]), current[name].bit_count(), partners[name], threshold)
+        for name in current
+        if name in partners
+    }
+    return {name: masks.members(mask) for name, mask in current.items()}, {**reasons, **withheld}
 
 
-def shrink_sides(groups, labels, pairs, current, reasons, threshold) -> None:
-    """One round of harmonize: every side of a flagged pair holding 1 to threshold - 1 participants
-    the other lacks leaves them out (all such pairs of the round at once: the result does not
-    depend on the order of the pairs)."""
-    narrowed: dict[tuple, tuple[frozenset, list[str]]] = {}
-    for a, b, only_a, only_b in pairs:
-        for mine, partner, extra, missing in ((a, b, only_a, only_b), (b, a, only_b, only_a)):
-            if 0 < extra < threshold:
-                group = labels[mine]
-                kept, notes = narrowed.get(group, (group[0], []))
-                narrowed[group] = (
-                    kept & labels[partner][0],
-                    [*notes, f"{partner} (the sets differ by {extra} and {missing})"],
-                )
-    for group, (kept, notes) in narrowed.items():
-        for key in groups[group]:
-            if kept:
-                reasons[key] = (
-                    f"harmonized to {len(kept)} participants: {len(group[0]) - len(kept)} left out that "
-                    f"{', '.join(notes)} lacked (differences below nfilter_subset {threshold})"
-                )
-                current[key] = kept
-            else:
-                reasons[key] = f"withheld: no participants in common with {', '.join(notes)}"
-                del current[key]
+def harmonized_reason(before: int, after: int, partners: list[str], threshold: int) -> str:
+    listed = ", ".join(sorted(set(partners))[:3]) + (
+        f" and {len(set(partners)) - 3} more" if len(set(partners)) > 3 else ""
+    )
+    return (
+        f"harmonized from {before} to {after} participants: left out those that {listed} lacked "
+        f"(statistics whose participants differ by 1 to {threshold - 1} can be subtracted; nfilter_subset {threshold})"
+    )
 
 
 def one_model(analysis: dict, outcome: str, design: str) -> dict:
@@ -260,13 +556,27 @@ class Release:
     imputations: dict | None
     reasons: dict[str, str]
     sets: dict[str, frozenset]
+    scope: Scope = field(default_factory=Scope)
 
 
 def released_sets(part: pd.DataFrame, analysis: dict, completed: dict | None = None) -> dict[str, frozenset]:
     """Every released statistic's participants, by name: 'outcome:model/design', 'table1/ARM[/...]',
-    'outcome:arms/ARM', 'outcome:n_followup' and 'imputations/outcome:model/primary'."""
+    'outcome:arms/ARM', 'outcome:n_followup' and 'imputations/outcome:model/primary#j' (`completed`:
+    j -> outcome -> completed data set)."""
     sets = {**design_participants(part, analysis), **summary_participants(part, analysis["outcomes"])}
     return {**sets, **imputation_participants(completed or {}, analysis)}
+
+
+def release_scope(part: pd.DataFrame, analysis: dict, sets: dict, diagnosis_levels=(), completed=None) -> Scope:
+    """How the study's released statistics are compared: the sums each gives (within a bundle), the
+    subgroups each splits into (across releases) and those subgroups' participants."""
+    return Scope(
+        {name: statistic_values(name, analysis) for name in sets},
+        {name: statistic_splits(name, analysis, diagnosis_levels) for name in sets},
+        {**subgroups(part, diagnosis_levels), **imputed_subgroups(completed or {})},
+        {name: statistic_quantities(name, analysis, diagnosis_levels) for name in sets},
+        {name: relabel for name in sets if (relabel := statistic_relabel(name))},
+    )
 
 
 def release(
@@ -287,23 +597,23 @@ def release(
 
     imputations = copy.deepcopy(imputations)
     mi = imputations["settings"] if imputations is not None else None
-    completed = completed_data(part, analysis, mi, 0) if mi is not None else None
+    completed = {j: completed_data(part, analysis, mi, j) for j in range(mi["imputations"])} if mi else {}
     sets = released_sets(part, analysis, completed)
-    values = {name: statistic_values(name, analysis) for name in sets}
-    final, reasons = resolve_nested(sets, threshold, choice, values)
+    scope = release_scope(part, analysis, sets, diagnosis_levels, completed)
+    final, reasons = resolve_nested(sets, threshold, choice, scope)
     statistics = study_statistics(part, analysis, diagnosis_levels)
     table1 = table1_aggregates(part)
     for name, reason in sorted(reasons.items()):
         rows = part[part["participant_id"].isin(final.get(name, ()))]
         if name.startswith(IMPUTED):
-            narrow_imputations(imputations, name, final.get(name), part, analysis, mi, reason)
+            narrow_imputations(imputations, name, final.get(name), completed, analysis, reason)
         elif name.startswith("table1/"):
             narrow_table1(table1, name, rows, reason)
         elif ":arms/" in name:
             narrow_arms(statistics, name, rows, reason)
         else:
             narrow_design(statistics, name, rows, analysis, diagnosis_levels, reason, name in final)
-    return Release(statistics, table1, imputations, reasons, final)
+    return Release(statistics, table1, imputations, reasons, final, scope)
 
 
 def narrow_design(statistics, name, rows, analysis, diagnosis_levels, reason, kept: bool) -> None:
@@ -370,25 +680,20 @@ def completed_data(part: pd.DataFrame, analysis: dict, mi: dict, imputation: int
     return out
 
 
-def narrow_imputations(imputations, name, kept, part, analysis, mi, reason) -> None:
-    """Every completed data set's statistics of one design recomputed over the participants the
-    rule left it (or removed from each, with the reason)."""
-    from .imputation.analysis import settings_of
-
-    outcome, design = name[len(IMPUTED) :].split(":", 1)
-    terms = design_terms(
-        ModelSpec.from_config(design.split("/")[0], analysis["models"][design.split("/")[0]]), "primary"
-    )
-    kind = "withheld" if kept is None else "harmonized"
-    for number, entry in enumerate(imputations["outcomes"][outcome]):
-        content = entry["outcomes"][outcome]
-        content.setdefault(kind, {})[design] = reason
-        if kept is None:
-            del content["designs"][design]
-            continue
-        frame = completed_data(part, {**analysis, "outcomes": [outcome]}, settings_of(mi), number)[outcome]
-        rows = frame[frame["participant_id"].isin(kept)]
-        content["designs"][design] = design_statistics(complete_cases(rows, outcome, terms), outcome, terms, [])
+def narrow_imputations(imputations: dict, name: str, kept, completed: dict, analysis: dict, reason: str) -> None:
+    """One completed data set's statistics of one design recomputed over the participants the rule
+    left it (or removed, with the reason)."""
+    outcome, design, number = imputed_design(name)
+    model = design.split("/")[0]
+    terms = design_terms(ModelSpec.from_config(model, analysis["models"][model]), "primary")
+    content = imputations["outcomes"][outcome][number]["outcomes"][outcome]
+    content.setdefault("withheld" if kept is None else "harmonized", {})[design] = reason
+    if kept is None:
+        del content["designs"][design]
+        return
+    frame = completed[number][outcome]
+    rows = frame[frame["participant_id"].isin(kept)]
+    content["designs"][design] = design_statistics(complete_cases(rows, outcome, terms), outcome, terms, [])
 
 
 # ------------------------------------------------------------------ the ledger
@@ -406,10 +711,18 @@ def participant_tags(key: bytes, study: str, ids) -> list[str]:
     return sorted(one(pid) for pid in ids)
 
 
-def release_entry(key: bytes, study: str, sets: dict[str, frozenset], line: str, when: str) -> dict:
+def release_entry(key: bytes, study: str, sets: dict[str, frozenset], line: str, when: str, scope=None) -> dict:
+    """The ledger's record of one release: the tags of every statistic's participants and, so that
+    the subgroups a statistic's sums run over can be compared too, of every subgroup, and which
+    subgroups each statistic splits into."""
+    scope = scope or Scope()
     statistics = {name: participant_tags(key, study, ids) for name, ids in sorted(sets.items())}
-    digest = hashlib.sha256(json.dumps(statistics, sort_keys=True).encode()).hexdigest()
-    return {"released": when, "release_line": line, "digest": digest, "statistics": statistics}
+    splits = {name: list(scope.splits[name]) for name in sorted(sets) if scope.splits.get(name)}
+    used = {label for labels in splits.values() for label in labels}
+    groups = {label: participant_tags(key, study, ids) for label, ids in sorted(scope.groups.items()) if label in used}
+    digest = hashlib.sha256(json.dumps([statistics, groups, splits], sort_keys=True).encode()).hexdigest()
+    entry = {"released": when, "release_line": line, "digest": digest, "statistics": statistics}
+    return {**entry, "subgroups": groups, "splits": splits} if groups else entry
 
 
 def ledger_mac(key: bytes, ledger: dict) -> str:
@@ -462,46 +775,65 @@ def current_line(ledger: dict) -> str | None:
     return ledger["lines"][-1]["name"] if ledger["lines"] else None
 
 
-def pair_problem(new: set, old: set, same_name: bool, threshold: int) -> tuple[int, int] | None:
-    """(removed, added) when the two sets can be differenced down to 1 to threshold - 1 participants.
+def entry_views(entry: dict, masks: Masks) -> dict[int, list[tuple[str, str]]]:
+    """participants -> [(statistic, subgroup)] of a ledger entry (see `views`); entries written
+    before subgroups were recorded give their statistics whole."""
+    scope = Scope({}, entry.get("splits", {}), {})
+    masks.groups = {label: masks.mask(tags) for label, tags in entry.get("subgroups", {}).items()}
+    current = {name: masks.mask(tags) for name, tags in entry["statistics"].items()}
+    out: dict[int, list[tuple[str, str]]] = {}
+    for (mask, _), members in views(current, masks, scope).items():
+        out.setdefault(mask, []).extend(members)
+    return {mask: sorted(members, key=lambda view: (view[1] != "", view)) for mask, members in out.items()}
 
-    Any two sets whose symmetric difference is that small give those participants away
-    (the statistics of one design are often a sub-block of another's, and a model renamed in the
-    config releases the same sums under a new name); the same statistic released again is
-    held to the stricter rule that neither side of the difference may be that small."""
-    added, removed = len(new - old), len(old - new)
-    if 0 < added + removed < threshold or (same_name and (0 < added < threshold or 0 < removed < threshold)):
-        return removed, added
-    return None
+
+def same_participants(views_: list[tuple[str, str]]) -> str:
+    """The first statistic (or subgroup) of these with the same participants, and the others' names."""
+    whole = [view_name(v) for v in views_ if not v[1]]
+    first, others = (whole[0], whole[1:]) if whole else (view_name(views_[0]), [])
+    return f"{first} (and {', '.join(others)}: the same participants)" if others else first
 
 
-def ledger_problems(ledger: dict, entry: dict, threshold: int) -> list[str]:
-    """Statistics of the new release whose participants differ from those of ANY statistic of an
-    earlier release of the same line (whatever its name) by 1 to threshold - 1. A new set equal to
-    one released before in the line adds nothing that could be differenced, so it is not compared."""
-    study, problems = ledger["study"], []
-    earlier = [
-        (release["released"], name, frozenset(tags))
-        for release in ledger["releases"]
-        if release["release_line"] == entry["release_line"]
-        for name, tags in sorted(release["statistics"].items())
-    ]
-    seen = {tags for _, _, tags in earlier}
-    for name, tags in sorted(entry["statistics"].items()):
-        new = frozenset(tags)
-        if new in seen:
+def ledger_problems(ledger: dict, entry: dict, threshold: int, shown: int = 40) -> list[str]:
+    """Statistics of the new release, or their subgroups, whose participants differ from those of
+    ANY statistic or subgroup of an earlier release of the same line (whatever its name) by 1 to
+    threshold - 1. A new set equal to one released before in the line adds nothing that could be
+    differenced, so it is not compared. Whole statistics are all listed, subgroups the first `shown`."""
+    study = ledger["study"]
+    earlier = [r for r in ledger["releases"] if r["release_line"] == entry["release_line"]]
+    tags = {
+        t
+        for r in [*earlier, entry]
+        for members in [*r["statistics"].values(), *r.get("subgroups", {}).values()]
+        for t in members
+    }
+    masks = Masks({"": frozenset(tags)}, Scope())
+    new = entry_views(entry, masks)
+    old = [(r["released"], entry_views(r, masks)) for r in earlier]
+    seen = {mask for _, views_ in old for mask in views_}
+    problems = []
+    for mask, names in new.items():
+        if mask in seen:
             continue
-        for released, before_name, old in earlier:
-            found = pair_problem(new, old, name == before_name, threshold)
-            if found is None:
-                continue
-            removed, added = found
-            problems.append(
-                f"study {study}: statistic {name} would differ from statistic {before_name} of the release of "
-                f"{released} by {removed} participant(s) removed and {added} added (between 1 and nfilter_subset "
-                f"{threshold} - 1): the two releases together would give those participants' values away"
-            )
-    return problems
+        for released, views_ in old:
+            for before, before_names in views_.items():
+                added, removed = (mask & ~before).bit_count(), (before & ~mask).bit_count()
+                same = bool(set(names) & set(before_names))
+                if not (
+                    0 < added + removed < threshold or (same and (0 < added < threshold or 0 < removed < threshold))
+                ):
+                    continue
+                problems.append(
+                    f"study {study}: statistic {same_participants(names)} would differ from statistic "
+                    f"{same_participants(before_names)} of the release of {released} by {removed} participant(s) "
+                    f"removed and {added} added (between 1 and nfilter_subset {threshold} - 1): the two releases "
+                    "together would give those participants' values away"
+                )
+    # every whole statistic is listed; of differences in subgroups only the first `shown`
+    whole = sorted(p for p in problems if "participants)" in p or "(" not in p.split(" would differ")[0])
+    parts = sorted(set(problems) - set(whole))
+    more = [f"... and {len(parts) - shown} more in subgroups of statistics"] if len(parts) > shown else []
+    return whole + parts[:shown] + more
 
 
 def record_release(
@@ -513,6 +845,7 @@ def record_release(
     line: dict | None,
     log,
     released_before: bool = False,
+    scope: Scope | None = None,
 ) -> dict:
     """Check a release against the study's ledger and record it; ReleaseRefused if it differs
     from an earlier release of the current line by 1 to threshold - 1 participants in any statistic.
@@ -539,7 +872,7 @@ def record_release(
                 "study %s: release line %r started (%s); earlier releases are no longer compared", study, name, reason
             )
         ledger["lines"].append({"name": name, "started": when, "reason": reason})
-    entry = release_entry(key, study, sets, name, when)
+    entry = release_entry(key, study, sets, name, when, scope)
     problems = ledger_problems(ledger, entry, threshold)
     if problems:
         raise ReleaseRefused(

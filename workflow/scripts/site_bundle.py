@@ -19,7 +19,7 @@ from ipdpool.federated import (
 from ipdpool.harmonize.pseudonym import load_key
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.logutil import logged_to
-from ipdpool.releases import ReleaseRefused, record_release, release
+from ipdpool.releases import ReleaseRefused, ledger_sets, record_release, release
 from ipdpool.tables import read_table
 
 with logged_to(snakemake.log[0]) as log:
@@ -45,11 +45,12 @@ with logged_to(snakemake.log[0]) as log:
             Path(snakemake.params.ledger) / f"{study}.json",
             load_key(snakemake.config),
             study,
-            released.sets,
+            ledger_sets(released.sets),
             disclosure["nfilter_subset"],
             snakemake.params.release_line,
             log,
             snakemake.params.released_before,
+            released.scope,
         )
         about = manifest(
             study,
