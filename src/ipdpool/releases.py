@@ -5,15 +5,20 @@ the statistic of the participants in A but not B, minus that of those in B but n
 either group holds 1 to nfilter_subset - 1 participants, that is a handful of people's values
 (one person's whole record when it is one). Two places where this happens are controlled here:
 
-- inside one bundle, the designs of a model use nested complete-case sets (unadjusted,
-  baseline-adjusted, covariate-adjusted) and the outcomes' sets overlap: `resolve_nested`
-  either harmonizes such designs to their common complete-case set or withholds the smaller;
+- inside one bundle (`release`, `resolve_nested`): every released number is a sum of one
+  quantity over some participants (a design's cross-product of two columns: their product over
+  its complete cases, or over those an indicator column marks, e.g. the IPS arm or the employed;
+  Table 1's counts and moments by arm, which include the causal first stage's 2x2 tables; the
+  follow-up scores by arm; each completed data set's statistics for federated MI). Any two sums
+  of one quantity by different statistics over participants differing on either side by 1 to
+  nfilter_subset - 1 are harmonized (the statistic with the extra participants leaves them out)
+  or the smaller is withheld;
 - across releases, a site that re-exports after a withdrawal or a correction sends the same
-  statistic over a set one participant smaller: the release ledger (`check_ledger`) keeps,
-  at the site, a keyed tag of every participant of every released statistic, and refuses a
-  new release whose sets differ from ANY set released earlier in the line (whatever the
-  statistic's name: renamed models and sub-block designs carry the same sums) by 1 to
-  nfilter_subset - 1.
+  statistic over a set one participant smaller: the release ledger (`record_release`) keeps,
+  at the site, a keyed tag of every participant of every released statistic and of the
+  subgroups it splits into, and refuses a new release whose statistics or subgroups differ
+  from ANY released earlier in the line (whatever the statistic's name: renamed models and
+  sub-block designs carry the same sums) by 1 to nfilter_subset - 1.
 
 The ledger never holds a pseudonym: each participant is an HMAC tag under the site's
 pseudonym key, so the ledger reveals nothing without the key, and refusals name the
@@ -54,23 +59,6 @@ class ReleaseRefused(Exception):
 
 
 # ------------------------------------------------------------------ participant sets
-
-# The values a statistic sums, by the harmonized columns they come from: two statistics can be
-# subtracted to isolate participants only on a value both sum. Arm is not one: a statistic by arm
-# sums over its arm's participants (its set), and a design's IPS column counts them.
-VALUE_OF_COLUMN = {"employed": "employed", "age": "age", "sex": "sex", "diagnosis": "diagnosis"}
-
-
-def value_of(column: str, outcome: str) -> str | None:
-    if column == f"{outcome}_fu_z" or column == f"{outcome}_fu":
-        return f"{outcome}:followup"
-    if column == f"{outcome}_bl_z" or column == f"{outcome}_bl":
-        return f"{outcome}:baseline"
-    return VALUE_OF_COLUMN.get(column)
-
-
-def design_values(outcome: str, terms: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(v for c in required_columns(outcome, terms) if (v := value_of(c, outcome)))
 
 
 def design_keys(analysis: dict) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -122,20 +110,6 @@ CATEGORICAL_SUMMARIES = ("sex", "diagnosis", "employed")
 IMPUTED = "imputations/"
 
 
-def summary_values(name: str) -> frozenset[str]:
-    """The values a Table 1, arm or count statistic sums (none for a count: set sizes only)."""
-    if name.startswith("table1/"):
-        parts = name.split("/")
-        if len(parts) == 2:
-            return frozenset()
-        column = parts[2]
-        if column.endswith("_baseline"):
-            return frozenset({f"{column[: -len('_baseline')]}:baseline"})
-        return frozenset({column})
-    outcome, rest = name.split(":", 1)
-    return frozenset({f"{outcome}:followup"}) if rest.startswith("arms/") else frozenset()
-
-
 def imputation_participants(completed: dict[int, dict[str, pd.DataFrame]], analysis: dict) -> dict[str, frozenset[str]]:
     """'imputations/outcome:model/primary#j' -> the complete cases of completed data set j
     (`completed`: j -> outcome -> completed data with participant_id)."""
@@ -182,16 +156,6 @@ def imputed_design(name: str) -> tuple[str, str, int]:
     return outcome, design, int(number)
 
 
-def statistic_values(name: str, analysis: dict) -> frozenset[str]:
-    """What the released statistic `name` sums (see released_sets for the names)."""
-    key = name[len(IMPUTED) :].rsplit("#", 1)[0] if name.startswith(IMPUTED) else name
-    outcome, _, design = key.partition(":")
-    terms = {f"{o}:{k}": t for o, k, t in design_keys(analysis)}.get(key)
-    if terms is not None:
-        return design_values(outcome, terms)
-    return summary_values(name)
-
-
 # ------------------------------------------------------------------ one bundle
 
 # A statistic's sums are also sums over subgroups: a design's cross-product of an indicator
@@ -236,15 +200,6 @@ def statistic_splits(name: str, analysis: dict, diagnosis_levels=()) -> tuple[st
         outcome, _, number = imputed_design(name)
         labels = [f"{label}, {outcome} #{number}" if "employed" in label else label for label in labels]
     return tuple(dict.fromkeys(labels))
-
-
-def label_value(label: str) -> str | None:
-    """The value an indicator's subgroup is defined by (None for the arm, which is not a value)."""
-    if label.startswith("diagnosis "):
-        return "diagnosis"
-    if "employed" in label:
-        return "employed"
-    return {"female": "sex"}.get(label)
 
 
 def design_columns(outcome: str, terms: tuple[str, ...], diagnosis_levels=()) -> list[tuple[frozenset, tuple]]:
@@ -324,10 +279,10 @@ def statistic_relabel(name: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Scope:
-    """How statistics are compared: what each sums (name -> values; a name missing sums one
-    value shared by all) and which subgroups each splits into (name -> labels of `groups`)."""
+    """How statistics are compared: the sums each releases (within a bundle; a name missing
+    releases one sum, over its whole set) and the subgroups each splits into (across releases;
+    name -> labels of `groups`)."""
 
-    values: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict)
     groups: dict = field(default_factory=dict)
     # name -> the sums it releases, each (restrictions, values): restrictions a frozenset of
@@ -345,8 +300,6 @@ class Masks:
     def __init__(self, sets: dict[str, frozenset], scope: Scope):
         self.ids = sorted(set().union(*sets.values(), *scope.groups.values()))
         self.index = {pid: i for i, pid in enumerate(self.ids)}
-        names = sorted({v for values in scope.values.values() for v in values} | {"*", "employed", "sex", "diagnosis"})
-        self.value_bit = {v: 1 << i for i, v in enumerate(names)}
         self.groups = {label: self.mask(members) for label, members in scope.groups.items()}
 
     def mask(self, members) -> int:
@@ -355,76 +308,42 @@ class Masks:
     def members(self, mask: int) -> frozenset:
         return frozenset(pid for i, pid in enumerate(self.ids) if mask >> i & 1)
 
-    def values(self, name: str, scope: Scope) -> int:
-        return sum(self.value_bit[v] for v in scope.values.get(name, {"*"}))
 
-
-def views(current: dict[str, int], masks: Masks, scope: Scope) -> dict[tuple[int, int], list[tuple[str, str]]]:
-    """(participants, values) -> [(statistic, subgroup label)]: each statistic whole (''), its
-    subgroups and their complements, and for a design split by arm the counts of every other
-    subgroup within each arm (the cross-product of the IPS column with an indicator: the same
-    counts Table 1 gives by arm); identical views listed once."""
-    out: dict[tuple[int, int], list[tuple[str, str]]] = {}
+def views(current: dict[str, int], masks: Masks, scope: Scope) -> dict[int, list[tuple[str, str]]]:
+    """participants -> [(statistic, subgroup label)]: each statistic whole (''), its subgroups and
+    their complements, and for one split by arm the other subgroups within each arm (the
+    cross-product of the IPS column with an indicator; Table 1 gives the same counts by arm)."""
+    out: dict[int, list[tuple[str, str]]] = {}
     for name in sorted(current):
-        mask, values = current[name], masks.values(name, scope)
-        out.setdefault((mask, values), []).append((name, ""))
+        mask = current[name]
+        out.setdefault(mask, []).append((name, ""))
         labels = scope.splits.get(name, ())
         for label in labels:
             group = masks.groups[label]
-            out.setdefault((mask & group, values), []).append((name, label))
-            out.setdefault((mask & ~group, values), []).append((name, f"not {label}"))
+            out.setdefault(mask & group, []).append((name, label))
+            out.setdefault(mask & ~group, []).append((name, f"not {label}"))
         if "IPS" not in labels:
             continue
         ips = masks.groups["IPS"]
-        for label in labels:
-            if label_value(label) is None:
-                continue
-            group, value = masks.groups[label], masks.value_bit[label_value(label)]
+        for label in [lb for lb in labels if lb != "IPS"]:
+            group = masks.groups[label]
             for arm, arm_mask in (("IPS", ips), ("SAU", ~ips)):
-                out.setdefault((mask & arm_mask & group, value), []).append((name, f"{arm}, {label}"))
-                out.setdefault((mask & arm_mask & ~group, value), []).append((name, f"{arm}, not {label}"))
+                out.setdefault(mask & arm_mask & group, []).append((name, f"{arm}, {label}"))
+                out.setdefault(mask & arm_mask & ~group, []).append((name, f"{arm}, not {label}"))
     return out
 
 
-def flagged_pairs(current: dict[str, int], masks: Masks, scope: Scope, threshold: int) -> list[tuple]:
-    """(view a, view b, |a - b|, |b - a|) for every two views of different statistics that sum a
-    value in common and differ on either side by 1 to threshold - 1 participants. Views are
-    compared within each value's bucket, a pair only in the bucket of the lowest value they share."""
-    found = views(current, masks, scope)
-    keys = list(found)
-    buckets: dict[int, list[int]] = {}
-    for index, (_, values) in enumerate(keys):
-        bit = values
-        while bit:
-            low = bit & -bit
-            buckets.setdefault(low, []).append(index)
-            bit ^= low
-    out = []
-    for low, members in sorted(buckets.items()):
-        for position, i in enumerate(members):
-            mask_a, values_a = keys[i]
-            for j in members[position + 1 :]:
-                mask_b, values_b = keys[j]
-                shared = values_a & values_b
-                if shared & -shared != low:
-                    continue
-                only_a, only_b = (mask_a & ~mask_b).bit_count(), (mask_b & ~mask_a).bit_count()
-                if not (0 < only_a < threshold or 0 < only_b < threshold):
-                    continue
-                view_a, view_b = found[keys[i]], found[keys[j]]
-                if len({name for name, _ in view_a} | {name for name, _ in view_b}) > 1:
-                    out.append((view_a, view_b, only_a, only_b, mask_a, mask_b))
-    return sorted(out, key=lambda pair: (view_name(pair[0][0]), view_name(pair[1][0])))
+WHOLE = (frozenset(), ("all values",))  # one sum over the statistic's whole set
 
 
 def quantity_pairs(current: dict[str, int], masks: Masks, scope: Scope, threshold: int) -> list[tuple]:
-    """Like flagged_pairs, for statistics described by the sums they release (scope.quantities):
-    two sums of one quantity by different statistics, over participants differing on either side
-    by 1 to threshold - 1. The views are (statistic, quantity described)."""
+    """(views a, views b, |a - b|, |b - a|, mask a, mask b) for every two sums of one quantity
+    (scope.quantities) released by different statistics over participants differing on either
+    side by 1 to threshold - 1; a view is (statistic, quantity described)."""
     buckets: dict[tuple, dict[int, list[tuple[str, str]]]] = {}
     for name in sorted(current):
         relabel = scope.relabel.get(name, {})
-        for quantity in scope.quantities.get(name, ()):
+        for quantity in scope.quantities.get(name, (WHOLE,)):
             mask = current[name]
             for indicator, member in quantity[0]:
                 group = masks.groups[relabel.get(indicator, indicator)]
@@ -465,9 +384,7 @@ def small_differences(sets: dict[str, frozenset], threshold: int, scope: Scope |
     current = {name: masks.mask(ids) for name, ids in sets.items()}
     return [
         (view_name(a[0]), view_name(b[0]), only_a, only_b)
-        for a, b, only_a, only_b, _, _ in (quantity_pairs if scope.quantities else flagged_pairs)(
-            current, masks, scope, threshold
-        )
+        for a, b, only_a, only_b, _, _ in quantity_pairs(current, masks, scope, threshold)
     ]
 
 
@@ -489,8 +406,7 @@ def resolve_nested(
     current = {name: masks.mask(ids) for name, ids in sets.items()}
     partners: dict[str, list[str]] = {}
     withheld: dict[str, str] = {}
-    compare = quantity_pairs if scope.quantities else flagged_pairs
-    while pairs := compare(current, masks, scope, threshold):
+    while pairs := quantity_pairs(current, masks, scope, threshold):
         if choice == "withhold":
             a, b, only_a, only_b, mask_a, mask_b = pairs[0]
             smaller, other = (
@@ -571,7 +487,6 @@ def release_scope(part: pd.DataFrame, analysis: dict, sets: dict, diagnosis_leve
     """How the study's released statistics are compared: the sums each gives (within a bundle), the
     subgroups each splits into (across releases) and those subgroups' participants."""
     return Scope(
-        {name: statistic_values(name, analysis) for name in sets},
         {name: statistic_splits(name, analysis, diagnosis_levels) for name in sets},
         {**subgroups(part, diagnosis_levels), **imputed_subgroups(completed or {})},
         {name: statistic_quantities(name, analysis, diagnosis_levels) for name in sets},
@@ -778,11 +693,11 @@ def current_line(ledger: dict) -> str | None:
 def entry_views(entry: dict, masks: Masks) -> dict[int, list[tuple[str, str]]]:
     """participants -> [(statistic, subgroup)] of a ledger entry (see `views`); entries written
     before subgroups were recorded give their statistics whole."""
-    scope = Scope({}, entry.get("splits", {}), {})
+    scope = Scope(entry.get("splits", {}), {})
     masks.groups = {label: masks.mask(tags) for label, tags in entry.get("subgroups", {}).items()}
     current = {name: masks.mask(tags) for name, tags in entry["statistics"].items()}
     out: dict[int, list[tuple[str, str]]] = {}
-    for (mask, _), members in views(current, masks, scope).items():
+    for mask, members in views(current, masks, scope).items():
         out.setdefault(mask, []).extend(members)
     return {mask: sorted(members, key=lambda view: (view[1] != "", view)) for mask, members in out.items()}
 
