@@ -23,6 +23,7 @@ from ipdpool.federated import (
     manifest,
     plain,
     sha256_json,
+    table1_aggregates,
 )
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.releases import release
@@ -48,7 +49,8 @@ def bundle_of(part: pd.DataFrame, analysis: dict, levels, repo_root, thresholds=
         __version__,
     )
     released = release(part, analysis, levels, thresholds["nfilter_subset"], thresholds["nested"])
-    return plain(make_bundle(released.statistics, released.table1, [], [], about, thresholds))
+    whole = table1_aggregates(part)
+    return plain(make_bundle(released.statistics, released.table1, [], [], about, thresholds, whole_table1=whole))
 
 
 def numbers(value) -> int:

@@ -558,10 +558,8 @@ def narrow_table1(table1: dict, name: str, rows: pd.DataFrame, reason: str) -> N
     elif column == "age":
         entry["age"] = fresh["age"]
     else:
-        entry[column] = {
-            **{k: v for k, v in fresh[column].items() if k != "missing"},
-            "missing": entry[column]["missing"],
-        }
+        levels = [level for level in entry[column] if level != "missing"]  # the whole arm's, 0 where none is left
+        entry[column] = {**{k: fresh[column].get(k, 0) for k in levels}, "missing": entry[column]["missing"]}
     kind = "withheld" if reason.startswith("withheld") else "harmonized"
     entry.setdefault(kind, {})[column] = reason
 

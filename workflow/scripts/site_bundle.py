@@ -14,6 +14,7 @@ from ipdpool.federated import (
     manifest,
     sign_bundle,
     status_records,
+    table1_aggregates,
     write_json,
 )
 from ipdpool.harmonize.pseudonym import load_key
@@ -38,8 +39,11 @@ with logged_to(snakemake.log[0]) as log:
     flow = exact_records(read_table(snakemake.input.flow), FLOW_COLUMNS, FLOW_COUNTS)
     status = status_records(read_table(snakemake.input.rule_log))
     try:
+        # the checks before anything is recorded in the ledger (make_bundle repeats them)
         problems = disclosure_problems(released.statistics, released.table1, disclosure)
+        problems += disclosure_problems({"study": study, "outcomes": {}}, table1_aggregates(data), disclosure)
         if problems:
+            problems = list(dict.fromkeys(problems))
             raise BundleError("bundle refused by disclosure control, nothing written:\n" + "\n".join(problems))
         recorded = record_release(
             Path(snakemake.params.ledger) / f"{study}.json",
@@ -63,7 +67,14 @@ with logged_to(snakemake.log[0]) as log:
             recorded["released"],
         )
         bundle = make_bundle(
-            released.statistics, released.table1, flow, status, about, disclosure, released.imputations
+            released.statistics,
+            released.table1,
+            flow,
+            status,
+            about,
+            disclosure,
+            released.imputations,
+            table1_aggregates(data),
         )
     except (BundleError, ReleaseRefused) as error:
         log.error("%s", error)
