@@ -455,12 +455,6 @@ def harmonized_reason(before: int, after: int, partners: list[str], threshold: i
     )
 
 
-def one_model(analysis: dict, outcome: str, design: str) -> dict:
-    """The analysis configuration narrowed to one outcome and model (to recompute one design)."""
-    model = design.split("/", 1)[0]
-    return {**analysis, "outcomes": [outcome], "models": {model: analysis["models"][model]}}
-
-
 @dataclass
 class Release:
     """What a site releases after the nested-subset rule: the statistics, Table 1 aggregates and the
@@ -538,8 +532,11 @@ def narrow_design(statistics, name, rows, analysis, diagnosis_levels, reason, ke
         del content["designs"][design]
         content.setdefault("withheld", {})[design] = reason
         return
-    narrowed = study_statistics(rows, one_model(analysis, outcome, design), diagnosis_levels)
-    content["designs"][design] = narrowed["outcomes"][outcome]["designs"][design]
+    # the design as study_statistics computes it, for these participants' rows
+    terms = {(o, key): t for o, key, t in design_keys(analysis)}[(outcome, design)]
+    content["designs"][design] = design_statistics(
+        complete_cases(rows, outcome, terms), outcome, terms, diagnosis_levels
+    )
     content.setdefault("harmonized", {})[design] = reason
 
 
