@@ -6,7 +6,7 @@ import pandas as pd
 from ipdpool.federated import table1_aggregates, write_json
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.logutil import logged_to
-from ipdpool.models.statistics import study_statistics
+from ipdpool.models.statistics import study_statistics, wants_centres
 from ipdpool.releases import release
 
 with logged_to(snakemake.log[0]) as log:
@@ -15,14 +15,16 @@ with logged_to(snakemake.log[0]) as log:
     imputations = dict(zip(snakemake.input.data, snakemake.input.imputations))
     for source, target in zip(snakemake.input.data, snakemake.output):
         data = pd.read_parquet(source)
+        analysis = snakemake.params.analysis
         if disclosure is None:
-            statistics = study_statistics(data, snakemake.params.analysis, levels)
+            statistics = study_statistics(data, analysis, levels, centres=wants_centres(analysis))
             write_json({"statistics": statistics, "table1": table1_aggregates(data)}, target)
         else:
-            # the participants a site bundle would release (federated.disclosure.apply_to_pooled_ipd)
+            # the participants a site bundle would release (federated.disclosure.apply_to_pooled_ipd);
+            # like a bundle, without per-centre blocks (not released yet)
             released = release(
                 data,
-                snakemake.params.analysis,
+                analysis,
                 levels,
                 disclosure["nfilter_subset"],
                 disclosure["nested"],
