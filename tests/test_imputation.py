@@ -182,7 +182,8 @@ def test_delta_shifts_the_imputed_follow_up_of_its_group_only():
 def test_small_missing_at_random_simulation_mi_is_unbiased():
     """CI's small version of the missing-data simulation (docs/validation.md has 1,000 replicates):
     MAR on baseline, arm and employment (the scenario mar_employment, where complete-case is biased);
-    MI within 3 Monte Carlo SEs of the truth, and its intervals cover in most replicates."""
+    MI within 3 Monte Carlo SEs of the truth and of the full data before deletion, its intervals cover
+    in most replicates, and complete-case falls short of the full data's IPS effect."""
     scenario = {"name": "mar", "studies": 5, "participants": [150, 300], "tau2": 0.02, "employment_rate": 0.4,
                 "smd": 0.5, "attrition": 0, "imputations": 5,
                 "missingness": {"intercept": -1.5, "baseline": -0.5, "ips": 0.5, "employed": 2.0}}  # fmt: skip
@@ -190,5 +191,8 @@ def test_small_missing_at_random_simulation_mi_is_unbiased():
     for method in ("MI one-stage: ips", "MI one-stage: employed"):
         row = summary.loc[method]
         assert abs(row["bias"]) < 3 * row["bias_mcse"], (method, row["bias"], row["bias_mcse"])
+        assert abs(row["difference_from_full"]) < 3 * row["difference_from_full_mcse"], method
         assert row["coverage"] >= 0.8
+    complete_case = summary.loc["complete-case one-stage: ips"]
+    assert complete_case["difference_from_full"] < -2 * complete_case["difference_from_full_mcse"]
     assert 0.3 < summary["missing_share"].iloc[0] < 0.5
