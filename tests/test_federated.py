@@ -243,6 +243,12 @@ def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_b
     assert all(
         a.startswith(f"signed by {s}, verified with ssh-keygen -Y") for s, a in zip(STUDIES, bundles["authenticity"])
     )
+    # the IV table from the bundles' cross-products: the classical columns of the pooled-IPD run
+    classical = ["outcome", "scope", "instruments", "n", "status", "estimate", "se", "ci_low", "ci_high"]
+    classical += ["first_stage_f", "wu_hausman_f", "wu_hausman_p", "ols_estimate", "ols_ci_low", "ols_ci_high"]
+    iv_bundles, iv_pooled = (read_table(w / "results" / "tables" / "iv.tsv") for w in (workdir, completed_run))
+    assert_same_table(iv_bundles[classical], iv_pooled[classical], "iv")
+    assert iv_bundles["se_robust"].isna().all() and iv_pooled["se_robust"].notna().all()
     one_stage = read_table(workdir / "results" / "tables" / "one_stage.tsv")
     assert len(one_stage) == 48 and (one_stage["status"] == "estimated").sum() >= 40
     assert (workdir / "results" / "summary.md").read_text() == (completed_run / "results" / "summary.md").read_text()
