@@ -95,12 +95,13 @@ def row_order(frame: pd.DataFrame, outcome: str) -> np.ndarray:
 
 def rows_key(frame: pd.DataFrame, outcome: str) -> str:
     """A study's stream name from its rows' values in row_order, not from its label: relabelling
-    or reordering the studies leaves every study's draws as they were."""
+    or reordering the studies leaves every study's draws as they were. Values enter with 10
+    significant digits, so scores that differ only in their last bits (computed in another order
+    of summation, say) still give the same stream."""
     digest = hashlib.sha256()
     order = row_order(frame, outcome)
     for column in draw_columns(frame, outcome):
-        values = column[order] + 0.0  # -0.0 -> 0.0
-        digest.update(np.where(np.isnan(values), np.nan, values).tobytes())  # one NaN bit pattern
+        digest.update(" ".join(f"{value:.10g}" for value in column[order] + 0.0).encode())  # + 0.0: no "-0"
     return digest.hexdigest()
 
 
