@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipdpool.imputation.analysis import fit_imputations, imputed_statistics, pool_estimates
-from ipdpool.imputation.chained import METHODS, Delta, ImputationError, delta_adjusted, impute
+from ipdpool.imputation.chained import Delta, ImputationError, delta_adjusted, impute
 from ipdpool.imputation.draws import logreg_draw, norm_draw
 from ipdpool.simulation import run_chunk, simulate_trials, summarize
 
@@ -89,7 +89,11 @@ EMPLOYED_MODEL = {
 
 
 @settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 10_000), method=st.sampled_from(METHODS), labels=st.permutations(["P", "Q", "S01", "A"]))
+@given(
+    seed=st.integers(0, 10_000),
+    method=st.sampled_from(("stratified", "fixed_effects")),
+    labels=st.permutations(["P", "Q", "S01", "A"]),
+)
 def test_row_order_and_study_labels_do_not_change_the_imputations_or_pooled_results(seed, method, labels):
     """A site re-exporting its file with rows in another order, or the studies relabelled (which
     reorders them), give the same completed values per participant and the same pooled results."""

@@ -16,13 +16,17 @@ Methods (`method`):
     of a variable for its model is refused with a message naming it (use "fixed_effects").
   - "fixed_effects": one model over all studies with study indicators (main effects only, one
     residual variance): for studies too small to be imputed alone; not possible across sites.
+  - "two_level": one model over all studies in which the scores have a random study intercept
+    and a residual variance per study (twolevel.py, mice's 2l.norm with only the intercept
+    random); employment is drawn as in "fixed_effects" (logreg with study indicators). Needs at
+    least twolevel.MINIMUM_STUDIES studies that observed the variable; not possible across sites.
 
 Systematically missing variables (never observed in a study) are not imputed: they are left
 missing and dropped from that study's imputation models, and the analysis leaves the study out
 of what needs them, as complete-case analysis does. Not implemented, with their assumptions
-documented in docs/multiple_imputation.md: mice's two-level heteroscedastic `2l.norm` and
-micemd's two-stage `2l.2stage.*`, which can impute systematically missing variables by
-borrowing across studies under a random-effects model for the imputation model's coefficients.
+documented in docs/multiple_imputation.md: micemd's two-stage `2l.2stage.*`, which can impute
+systematically missing variables by borrowing across studies under a random-effects model for the
+imputation model's coefficients.
 
 Delta adjustment (NMAR sensitivity, as rbmi's `delta`): after imputation, each imputed follow-up
 value is shifted by the delta of its participant's arm and employment group (delta_adjusted), so
@@ -38,8 +42,9 @@ import numpy as np
 import pandas as pd
 
 from .draws import logreg_draw, norm_draw
+from .twolevel import MINIMUM_STUDIES, two_level_draw
 
-METHODS = ("stratified", "fixed_effects")
+METHODS = ("stratified", "fixed_effects", "two_level")
 
 
 @dataclass(frozen=True)
@@ -154,9 +159,16 @@ def check_estimable(frame: pd.DataFrame, outcome: str, study: str, minimum_extra
 
 
 def chain(
-    frame: pd.DataFrame, outcome: str, rng: np.random.Generator, iterations: int, extra: np.ndarray
+    frame: pd.DataFrame,
+    outcome: str,
+    rng: np.random.Generator,
+    iterations: int,
+    extra: np.ndarray,
+    studies: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One completed copy of `frame` (rows of one stratum) by `iterations` rounds of chained equations."""
+    """One completed copy of `frame` (rows of one stratum) by `iterations` rounds of chained equations.
+    With `studies` (integer study codes) the scores are drawn from the two-level model, without the
+    `extra` study indicators, which only employment's model keeps."""
     ips = (frame["arm"] == "IPS").to_numpy(float)
     strata = np.zeros(len(frame))
     missing = {v: frame[v].isna().to_numpy() for v in variables(outcome)}
@@ -168,10 +180,16 @@ def chain(
     # with one incomplete variable its predictors never change: one round is the converged chain
     for _ in range(0 if not todo else 1 if len(todo) == 1 else iterations):
         for target in todo:
-            x = np.column_stack(predictors(values, target, outcome, ips, extra))
             rows = missing[target]
-            draw = logreg_draw if target == "employed" else norm_draw
             values[target] = values[target].copy()
+            if studies is not None and target != "employed":
+                x = np.column_stack(predictors(values, target, outcome, ips, extra[:, :0]))
+                values[target][rows] = two_level_draw(
+                    rng, x[~rows], values[target][~rows], studies[~rows], x[rows], studies[rows]
+                )
+                continue
+            x = np.column_stack(predictors(values, target, outcome, ips, extra))
+            draw = logreg_draw if target == "employed" else norm_draw
             values[target][rows] = draw(rng, x[~rows], values[target][~rows], x[rows])
     completed = frame.copy()
     for v in variables(outcome):
@@ -199,27 +217,30 @@ def impute(
             rng = generator(seed, imputation, outcome, rows_key(part, outcome))
             parts.append(chain(part, outcome, rng, iterations, np.empty((len(part), 0))))
         return pd.concat(parts).loc[frame.index]
-    if method == "fixed_effects":
-        return pooled_fixed_effects(frame, outcome, imputation, seed, iterations)
+    if method in ("fixed_effects", "two_level"):
+        return pooled_fixed_effects(frame, outcome, imputation, seed, iterations, method == "two_level")
     raise ValueError(f"unknown imputation method {method!r}; methods are {METHODS}")
 
 
 def pooled_fixed_effects(
-    frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int
+    frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int, two_level: bool = False
 ) -> pd.DataFrame:
-    """One chain over the studies that measured the outcome, with study indicators; studies that
-    never measured it are returned as they are (not imputed)."""
+    """One chain over the studies that measured the outcome, with study indicators (or, `two_level`,
+    the scores' two-level model); studies that never measured it are returned as they are (not imputed)."""
     measured = frame.groupby("study")[f"{outcome}_fu_z"].transform(lambda c: c.notna().any()).astype(bool)
     kept = frame[measured]
+    model = "two-level" if two_level else "fixed-effects"
     for v in variables(outcome):
         never = sorted(str(s) for s, c in kept.groupby("study")[v] if c.isna().all())
         if never:
             raise ImputationError(
-                f"studies {', '.join(never)}: {v} never observed, which the fixed-effects imputation model "
+                f"studies {', '.join(never)}: {v} never observed, which the {model} imputation model "
                 "cannot leave out; use multiple_imputation.method: stratified"
             )
     if kept.empty:
         return frame
+    if two_level:
+        check_two_level(kept, outcome)
     # studies in the order of their rows_key and rows in row_order: labels and row order do not matter
     parts = sorted((part.iloc[row_order(part, outcome)] for _, part in kept.groupby("study")),
                    key=lambda part: rows_key(part, outcome))  # fmt: skip
@@ -228,8 +249,21 @@ def pooled_fixed_effects(
     # indicators of all studies but the first (none when one study measured the outcome)
     indicators = np.repeat(np.eye(len(parts)), sizes, axis=0)[:, 1:]
     rng = generator(seed, imputation, outcome, "all studies")
-    completed = chain(kept, outcome, rng, iterations, indicators)
+    codes = np.repeat(np.arange(len(parts)), sizes) if two_level else None
+    completed = chain(kept, outcome, rng, iterations, indicators, codes)
     return pd.concat([completed, frame[~measured]]).loc[frame.index]
+
+
+def check_two_level(kept: pd.DataFrame, outcome: str) -> None:
+    """The two-level model's variance steps need MINIMUM_STUDIES studies for each incomplete score."""
+    studies = kept["study"].nunique()
+    for v in variables(outcome)[1:]:
+        if kept[v].isna().any() and studies < MINIMUM_STUDIES:
+            raise ImputationError(
+                f"{v} is measured in {studies} studies only, too few for the two-level imputation model's "
+                f"between-study variance (at least {MINIMUM_STUDIES}); use multiple_imputation.method: "
+                "stratified or fixed_effects"
+            )
 
 
 def delta_adjusted(completed: pd.DataFrame, observed: pd.DataFrame, outcome: str, delta: Delta) -> pd.DataFrame:
