@@ -26,21 +26,29 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=300)
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--imputations", type=int, default=5)
+    parser.add_argument("--studies", type=int, default=8)
+    parser.add_argument("--methods", default="two_level,fixed_effects")
+    parser.add_argument("--no-mice", action="store_true", help="skip the mice comparison")
     arguments = parser.parse_args()
+    if not arguments.no_mice:
+        compare_with_mice(arguments.draws)
+    for method in arguments.methods.split(","):
+        start = time.perf_counter()
+        summary = simulation_summary(range(arguments.replicates), arguments.imputations, method, arguments.studies)
+        print(f"simulation, {method}, {arguments.studies} studies, {arguments.replicates} replicates, "
+              f"m = {arguments.imputations} ({time.perf_counter() - start:.0f} s)")  # fmt: skip
+        print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def compare_with_mice(draws: int) -> None:
     start = time.perf_counter()
     data = clustered(11)
-    python = python_moments(data, arguments.draws, seed=12)
-    reference = np.asarray(run_r(r_script(arguments.draws, 13), {"data": data}), float)
+    python = python_moments(data, draws, seed=12)
+    reference = np.asarray(run_r(r_script(draws, 13), {"data": data}), float)
     elapsed = time.perf_counter() - start
-    print(f"mice 2l.norm comparison, 20 clusters, {arguments.draws} draws per side ({elapsed:.0f} s)")
+    print(f"mice 2l.norm comparison, 20 clusters, {draws} draws per side ({elapsed:.0f} s)")
     for name, z in moment_z(python, reference).items():
         print(f"  {name:32s} z = {z:+.2f}")
-    for method in ("two_level", "fixed_effects"):
-        start = time.perf_counter()
-        summary = simulation_summary(range(arguments.replicates), arguments.imputations, method)
-        print(f"simulation, {method}, {arguments.replicates} replicates, m = {arguments.imputations} "
-              f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
-        print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
 
 
 if __name__ == "__main__":
