@@ -149,8 +149,10 @@ import json, sys
 import numpy as np
 from ipdpool.models.crossprod import cross_products
 from ipdpool.models.lmm import fit_lmm
-imported = time.perf_counter()
 kind, folder = sys.argv[1], sys.argv[2]
+if kind != "intercept":  # the optimizer of q > 1, which lmm imports on first use: start-up, not fit
+    import scipy.optimize
+imported = time.perf_counter()
 employed, baseline = np.fromfile(folder + "/employed.bin"), np.fromfile(folder + "/baseline.bin")
 y, groups = np.fromfile(folder + "/y.bin"), np.fromfile(folder + "/groups.bin", dtype="int32")
 x = np.column_stack([np.ones(len(y)), employed, baseline])

@@ -449,9 +449,9 @@ def _minimize_many(cp: CrossProducts, pattern: np.ndarray, reml: bool) -> np.nda
     best point is near r zero diagonal elements, the other faces with r zero diagonal elements
     (a covariance of the same rank written with other columns of Lambda), each searched from
     Lambda = I with its elements fixed at 0; and the starts just off the faces of the best
-    point. The best point is finished by
-    Newton steps on the free parameters. Until issue 21 every face was searched, most of the
-    time of a boundary fit; bench/bench_lmm_starts.py compares the two on generated data."""
+    point. The best point is finished by Newton steps on the free parameters. Until issue 21
+    every face was searched, most of the time of a boundary fit; bench/bench_lmm_starts.py
+    compares the two on generated data."""
     from scipy import optimize  # here: a fit with one random effect does not need its import (0.5 s)
 
     size, diagonal = int(pattern.sum()), diagonal_positions(pattern)
