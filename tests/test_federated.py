@@ -197,7 +197,20 @@ def coordinator(tmp_path, inbox, studies, unsigned: bool = False) -> tuple:
     return workdir, ("--configfile", "federated.yaml")
 
 
+# Site bundles do not carry per-centre statistics yet (models/nested.py's centre blocks): there the
+# studies enter the centre_within_study sensitivity model as one centre each, so its rows are
+# compared once bundles carry the blocks.
+CENTRE_ROWS = "centre_within_study"
+
+
+def without_centre_rows(table: pd.DataFrame) -> pd.DataFrame:
+    if "variant" not in table:
+        return table
+    return table[table["variant"] != CENTRE_ROWS].reset_index(drop=True)
+
+
 def assert_same_table(ours: pd.DataFrame, theirs: pd.DataFrame, name: str) -> None:
+    ours, theirs = without_centre_rows(ours), without_centre_rows(theirs)
     assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs), name
     for column in ours.columns:
         if column == "data_source":
@@ -243,6 +256,12 @@ def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_b
     assert all(
         a.startswith(f"signed by {s}, verified with ssh-keygen -Y") for s, a in zip(STUDIES, bundles["authenticity"])
     )
+    # the IV table from the bundles' cross-products: the classical columns of the pooled-IPD run
+    classical = ["outcome", "scope", "instruments", "n", "status", "estimate", "se", "ci_low", "ci_high"]
+    classical += ["first_stage_f", "wu_hausman_f", "wu_hausman_p", "ols_estimate", "ols_ci_low", "ols_ci_high"]
+    iv_bundles, iv_pooled = (read_table(w / "results" / "tables" / "iv.tsv") for w in (workdir, completed_run))
+    assert_same_table(iv_bundles[classical], iv_pooled[classical], "iv")
+    assert iv_bundles["se_robust"].isna().all() and iv_pooled["se_robust"].notna().all()
     one_stage = read_table(workdir / "results" / "tables" / "one_stage.tsv")
     assert len(one_stage) == 48 and (one_stage["status"] == "estimated").sum() >= 40
     assert (workdir / "results" / "summary.md").read_text() == (completed_run / "results" / "summary.md").read_text()

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import ipdpool
+from ipdpool.models import NotEstimable
 from ipdpool.models.formula import FormulaError
 
 
@@ -34,3 +35,17 @@ def test_calls_outside_lme4s_usual_transforms_are_refused(years):
 
 def test_the_repr_is_short(years):
     assert len(repr(ipdpool.glmer("y ~ year + (1 | g)", years))) < 400
+
+
+def test_lmers_formula_layer_drops_aliased_columns_and_refuses_what_lme4_refuses(years):
+    data = years.assign(**{"year.twice": 2.0 * years["year"], "one": 1})
+    with pytest.warns(UserWarning, match=r"dropping 1 column / coefficient: year\.twice"):
+        aliased = ipdpool.glmer("y ~ year + year.twice + (1 | g)", data)
+    plain = ipdpool.glmer("y ~ year + (1 | g)", data)
+    np.testing.assert_allclose(aliased.fixed["estimate"], plain.fixed["estimate"], rtol=1e-8)
+    with pytest.raises(FormulaError, match="must have > 1 sampled level"):
+        ipdpool.glmer("y ~ year + (1 | one)", data)
+    with pytest.raises(FormulaError, match="response is constant"):
+        ipdpool.glmer("one ~ year + (1 | g)", data)
+    with pytest.raises(NotEstimable, match=r"'\|\|'"):
+        ipdpool.glmer("y ~ year + (1 + year || g)", data)

@@ -12,8 +12,10 @@ lme4's criterion differentiated by numDeriv's Richardson extrapolation, and lme4
 SEs are checked to 1e-4. lme4's PIRLS cannot be made tighter (tolPwrss below 1e-12 fails its
 step halving), and its criterion carries ~1e-8 of noise, which puts ~1e-5 into any second
 difference of it (cbpp's intercept-only model: numDeriv 0.2423672, deriv12 0.2423645, ours
-0.2423648 by either stencil): SEs, z and Wald limits are held to 2e-5. Tolerance (issue 26):
-1e-5 relative on estimates, theta and the log-likelihood (the criterion lme4 calls dev), AIC, BIC.
+0.2423648 by either stencil). The noise rarely hits both of lme4's Hessians at once, so SEs, z
+and Wald limits are held to 1e-5 against the closer of the two (measured: at most 3e-6, the
+random-slope model; lme4's printed SEs alone are within 1e-4). Tolerance (issue 26): 1e-5
+relative on estimates, theta and the log-likelihood (the criterion lme4 calls dev), AIC, BIC.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from rscript import run_r
+from scipy.stats import norm
 
 import ipdpool
 from ipdpool.models.glmer import likelihood_ratio_test
@@ -97,25 +100,36 @@ def assert_close(ours, theirs, rel, what):
     assert error <= rel, (what, ours.tolist(), theirs.tolist(), error)
 
 
-def assert_equal_to_lme4(result, ref, rel=1e-5, se_rel=2e-5):
+def closest_se(ours, ref: dict) -> np.ndarray:
+    """lme4's two Hessians of its criterion: deriv12 (its own SEs) and numDeriv's Richardson
+    extrapolation; each carries the criterion's PIRLS noise (~1e-8, ~1e-5 in a second difference,
+    see the module docstring), rarely both at once: the one closer to ours."""
+    ours = np.asarray(ours, float)
+    candidates = [np.asarray(ref[k], float) for k in ("se", "lme4_se")]
+    return min(candidates, key=lambda c: np.max(np.abs(ours - c) / c))
+
+
+def assert_equal_to_lme4(result, ref, rel=1e-5, se_rel=1e-5):
     table = result.fixed
     r_names = [n.replace("Intercept", "(Intercept)").replace("[T.", "").replace("]", "") for n in table.index]
     assert r_names == list(ref["names"])
     assert_close(table["estimate"], ref["beta"], rel, "beta")
-    assert_close(table["se"], ref["se"], se_rel, "se")
+    se = closest_se(table["se"], ref)
+    assert_close(table["se"], se, se_rel, "se")
     assert_close(table["se"], ref["lme4_se"], max(se_rel, 1e-4), "lme4's printed se")
     assert_close(result.theta, ref["theta"], rel, "theta")
     assert_close(result.loglik, ref["loglik"], rel, "logLik")
     assert_close(result.aic, ref["aic"], rel, "AIC")
     assert_close(result.bic, ref["bic"], rel, "BIC")
-    assert_close(table["z"], ref["z"], se_rel, "z")
+    z = np.asarray(ref["beta"], float) / se
+    assert_close(table["z"], z, se_rel, "z")
     # a tiny p moves by z^2 times the relative change in z: compared on the log scale
-    assert_close(np.log(table["p_value"]), np.log(ref["p"]), 10 * se_rel, "log p")
-    ci = np.asarray(ref["ci"], float).reshape(2, -1).T if np.ndim(ref["ci"]) == 1 else np.asarray(ref["ci"], float)
-    # a limit near 0 is held relative to the half-width (1.96 se) it is made of
-    half = 1.96 * np.asarray(ref["se"], float)[:, None]
+    assert_close(np.log(table["p_value"]), np.log(2 * norm.sf(np.abs(z))), 10 * se_rel, "log p")
+    half = norm.ppf(0.975) * se
+    ci = np.column_stack([ref["beta"] - half, ref["beta"] + half])
+    # a limit near 0 is held relative to the half-width it is made of
     gap = np.abs(table[["ci_low", "ci_high"]].to_numpy() - ci)
-    assert np.all(gap <= rel * np.abs(ci) + se_rel * half), ("Wald CI", gap.tolist())
+    assert np.all(gap <= rel * np.abs(ci) + se_rel * half[:, None]), ("Wald CI", gap.tolist())
     assert_close(table["odds_ratio"], np.exp(ref["beta"]), rel, "odds ratio")
     assert result.is_singular == ref["singular"]
 
@@ -167,8 +181,9 @@ def test_glmer_on_the_demo_employment_equals_lme4(completed_run):
     """On the demo's 1,405 rows lme4's criterion differs from ours by ~1e-7 (1841.29365062 vs
     1841.29365050 at the same point: its PIRLS tolerance) and its SEs move by 2e-4 with the
     differencing step (numDeriv step 0.1: 0.1456174, step 0.01: 0.1456423, deriv12: 0.1456412),
-    while ours agree to 2e-7 across those steps (0.1456462): SEs are held to 3e-4 here, the
-    estimates, theta and log-likelihood to 1e-5."""
+    while ours agree to 2e-7 across those steps (0.1456462). The same likelihood as binomial
+    counts per study and arm (10 rows) does not help: there lme4's two Hessians differ from
+    each other by 4e-4. SEs are held to 3e-4 here; estimates, theta and log-likelihood to 1e-5."""
     pooled = pd.read_parquet(completed_run / "results" / "harmonized" / "pooled.parquet")
     frame = pooled[["study", "arm", "employed"]].astype({"employed": float})
     reference = {case: vectors(fit) for case, fit in run_r(R_FIT + R_DEMO, {"pooled": frame}).items()}

@@ -99,15 +99,93 @@ def first_stage_table(tables: dict[str, dict], nfilter_tab: int, n_agq: int = 1,
     return out.drop(columns=["study"], errors="ignore")
 
 
-def iv_table(pooled: pd.DataFrame, outcomes: list[str], level: float = 0.95) -> pd.DataFrame:
+def iv_table(
+    pooled: pd.DataFrame,
+    outcomes: list[str],
+    level: float = 0.95,
+    interaction_min_f: float = 10.0,
+    implication: bool = True,
+) -> pd.DataFrame:
     """The IV analysis of every outcome with data in at least one study (models.iv)."""
     from .models.iv import iv_by_study_and_pooled
 
     rows = []
     for outcome in outcomes:
         if pooled[f"{outcome}_fu_z"].notna().any():
-            rows += [r.as_row() for r in iv_by_study_and_pooled(pooled, outcome, level)]
+            fits = iv_by_study_and_pooled(pooled, outcome, level, interaction_min_f, implication)
+            rows += [r.as_row() for r in fits]
     return pd.DataFrame(rows)
+
+
+# The columns a released design must hold for the IV: with them, its cross-products (about each
+# column's reference: a shift within a study moves only that study's intercept) are the study's
+# cross-products of [y, employed, ips, baseline, 1]. The default config's model ips_x_employed
+# (terms ips, employed, ips:employed, adjusted for baseline) releases them, on the IV's rows.
+IV_DESIGN_COLUMNS = ("y", "employed", "ips", "baseline", "Intercept")
+FEDERATED_IV_NOTE = "from site statistics: classical inference (HC1, effective F, Anderson-Rubin need participant data)"
+
+
+def iv_design_entry(content: dict) -> tuple[str, dict] | None:
+    """The released design of one outcome that holds the IV's columns (and at most ips:employed
+    besides, so that its complete cases are the IV's rows); one not narrowed by the
+    nested-subset rule first."""
+    candidates = []
+    harmonized = content.get("harmonized", {})
+    for name, entry in sorted(content.get("designs", {}).items()):
+        columns = set(entry["names"])
+        if set(IV_DESIGN_COLUMNS) <= columns and columns - set(IV_DESIGN_COLUMNS) <= {"ips:employed"}:
+            candidates.append((name in harmonized, name))
+    if not candidates:
+        return None
+    name = min(candidates)[1]
+    return name, content["designs"][name]
+
+
+def iv_crossproducts(entry: dict) -> tuple[np.ndarray, int]:
+    """A design entry's products in the order [y, employed, ips, baseline, 1]."""
+    index = [entry["names"].index(c) for c in IV_DESIGN_COLUMNS]
+    return np.asarray(entry["products"], float)[np.ix_(index, index)], int(entry["n"])
+
+
+def federated_iv_rows(statistics: dict[str, dict], outcome: str, level: float, interaction_min_f: float) -> list:
+    """Per study and pooled 2SLS of one outcome from the studies' released statistics alone
+    (participant data or site bundles alike): exactly the classical part of the participant-data
+    fit (models.iv: estimate, classical SE and interval, first-stage F, Wu-Hausman, OLS)."""
+    from .models.iv import E, IvResult, Y, Z, classical_result, interactions_allowed, pooled_crossproducts
+
+    study_rows, parts = [], {}
+    for study, content in sorted((s, v["outcomes"].get(outcome)) for s, v in statistics.items()):
+        if not content or not content.get("n_followup"):
+            continue
+        found = iv_design_entry(content)
+        if found is None:
+            why = "no released design holds ips, employed and baseline (model ips_x_employed)"
+            study_rows.append(IvResult(outcome, study, Z, 0, f"not estimable: study {study}, outcome {outcome}: {why}"))
+            continue
+        cp, n = iv_crossproducts(found[1])
+        row = classical_result(cp, n, [Y, E, Z, "baseline", "intercept"], outcome, study, level)
+        if found[0] in content.get("harmonized", {}):
+            row.notes.append(f"design {found[0]} narrowed by the nested-subset rule: {content['harmonized'][found[0]]}")
+        study_rows.append(row)
+        if n:
+            parts[study] = (cp, n)
+    if not study_rows:
+        return []
+    pooled = [classical_result(*pooled_crossproducts(parts), outcome, "pooled", level)] if parts else []
+    if interactions_allowed(study_rows, interaction_min_f):
+        pooled.append(classical_result(*pooled_crossproducts(parts, True), outcome, "pooled", level))
+    for row in study_rows + pooled:
+        row.notes.append(FEDERATED_IV_NOTE)
+    return study_rows + pooled
+
+
+def federated_iv_table(
+    statistics: dict[str, dict], outcomes: list[str], level: float = 0.95, interaction_min_f: float = 10.0
+) -> pd.DataFrame:
+    """The IV table from the studies' statistics (`federated_iv_rows` for every outcome)."""
+    return pd.DataFrame(
+        [r.as_row() for outcome in outcomes for r in federated_iv_rows(statistics, outcome, level, interaction_min_f)]
+    )
 
 
 def evalue_table(one_stage: pd.DataFrame, contrast: str = "employed") -> pd.DataFrame:

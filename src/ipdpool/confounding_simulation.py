@@ -64,8 +64,8 @@ def replicate_rows(data: pd.DataFrame, truth: float) -> list[dict]:
         covered = result.ar_low <= truth <= result.ar_high
     elif result.ar_kind == "outside":
         covered = truth <= result.ar_low or truth >= result.ar_high
-    else:
-        covered = True
+    else:  # unbounded (an empty set cannot occur with one instrument: AR(rho / pi) = 0)
+        covered = result.ar_kind == "unbounded"
     rows.append(
         {"method": METHODS[2], "estimate": result.estimate, "se": result.se, "ci_low": result.ar_low,
          "ci_high": result.ar_high, "ar_kind": result.ar_kind, "covered": covered}

@@ -6,14 +6,17 @@
     likelihood_ratio_test(smaller, larger)                                     # as lme4's anova
 
 The response is a 0/1 (or boolean) column, or cbind(successes, failures) of two count
-expressions. Parsing follows `lmer` (ipdpool.models.api: formulaic for the fixed part, one
-`(terms | group)` random part, here with at most two terms). Rows with a missing value in a
-variable used are dropped and counted in the warnings, as lme4 does by default.
+expressions. The formula goes through lmer's formula layer (ipdpool.models.api and formula.py:
+the random part, `^` as R's power, the allowed calls, dotted names, unused levels, aliased
+columns dropped, polynomial contrasts of ordered factors, lme4's refusals), here with one
+`(terms | group)` of at most two terms; only the cbind() response is glmer's own. Rows with a
+missing value in a variable used are dropped and counted in the warnings, as lme4 does.
 """
 
 from __future__ import annotations
 
 import re
+import warnings as pywarnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,30 +24,25 @@ import pandas as pd
 
 from ..probabilities import chi2_sf, norm_quantile, norm_sf
 from . import NotEstimable
-from .formula import check_formula_text, r_power
+from .api import check_grouping, check_identifiable, group_labels, one_random_part, used_rows
+from .formula import (
+    CONTEXT,
+    FormulaError,
+    check_columns,
+    check_finite,
+    check_formula_text,
+    fixed_design,
+    numeric_columns,
+    polynomial_coded,
+    quote_dotted,
+    r_power,
+    rank_warning,
+    required_variables,
+)
 from .glmm import BinomialData, GlmmFit, fit_glmm
 
 MAX_RANDOM_TERMS = 2
 CBIND = re.compile(r"\s*cbind\s*\((.*)\)\s*")
-RANDOM_PART = re.compile(r"\(\s*([^()|]+?)\s*\|\s*([^()|]+?)\s*\)")
-
-
-def split_formula(formula: str) -> tuple[str, str, str]:
-    """'y ~ x + (1 + x | g)' -> ('y ~ x', '1 + x', 'g'). Parsed here, not by lmer's parser
-    (models.api), which is being extended to several random parts that glmer does not fit."""
-    if formula.count("~") != 1:
-        raise ValueError(f"formula {formula!r} needs exactly one '~'")
-    found = RANDOM_PART.findall(formula)
-    if len(found) != 1:
-        raise ValueError(f"formula {formula!r} needs exactly one random part '(terms | group)'; found {len(found)}")
-    terms, group = found[0]
-    if not re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_.]*", group):
-        raise ValueError(f"grouping factor {group!r} must be a column name")
-    fixed = RANDOM_PART.sub("", formula)
-    fixed = re.sub(r"\+\s*(?=\+|$)", "", re.sub(r"~\s*\+", "~ ", fixed)).strip()
-    if fixed.rstrip().endswith("~"):
-        fixed += " 1"
-    return fixed, terms, group
 
 
 def _split_arguments(text: str) -> list[str]:
@@ -64,34 +62,34 @@ def _split_arguments(text: str) -> list[str]:
 def _expression(expr: str, frame: pd.DataFrame) -> np.ndarray:
     import formulaic
 
-    matrix = formulaic.model_matrix(f"0 + I({expr})" if not expr.isidentifier() else f"0 + {expr}", frame)
-    return np.asarray(matrix, float)[:, 0]
+    return np.asarray(formulaic.model_matrix(f"0 + I({expr})", frame, context=CONTEXT), float)[:, 0]
 
 
-def response(lhs: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(share of successes, trials) per row, checked: counts whole and >= 0, trials > 0, or 0/1."""
+def response(lhs: str, frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(share of successes, trials) per row, checked: counts whole and >= 0, trials > 0, or 0/1.
+    `rows`: the data's row numbers (from 1) of the frame's rows, for messages."""
     found = CBIND.fullmatch(lhs)
     if found:
         arguments = _split_arguments(found.group(1))
-        if len(arguments) != 2:
-            raise ValueError(f"cbind() needs two arguments (successes, failures), got {len(arguments)}")
         successes, failures = (_expression(a, frame) for a in arguments)
         for name, values in zip(arguments, (successes, failures)):
+            check_finite({name: values}, rows, "response count")
             bad = np.flatnonzero((values < 0) | (values != np.round(values)))
             if bad.size:
-                raise ValueError(
-                    f"{name}: {bad.size} rows are not whole non-negative counts (first at row {frame.index[bad[0]]})"
+                raise FormulaError(
+                    f"{name}: {bad.size} rows are not whole non-negative counts (first at row {rows[bad[0]]})"
                 )
         trials = successes + failures
         if (trials == 0).any():
-            first = frame.index[np.flatnonzero(trials == 0)[0]]
-            raise ValueError(f"{int((trials == 0).sum())} rows have no trials (first at row {first})")
+            first = rows[np.flatnonzero(trials == 0)[0]]
+            raise FormulaError(f"{int((trials == 0).sum())} rows have no trials (first at row {first})")
         return successes / trials, trials
     values = _expression(lhs.strip(), frame)
+    check_finite({lhs.strip(): values}, rows, "response")
     bad = np.flatnonzero((values != 0) & (values != 1))
     if bad.size:
-        raise ValueError(
-            f"response {lhs.strip()!r}: {bad.size} rows are not 0/1 (first at row {frame.index[bad[0]]}); "
+        raise FormulaError(
+            f"response {lhs.strip()!r}: {bad.size} rows are not 0/1 (first at row {rows[bad[0]]}); "
             "use cbind(successes, failures) for counts"
         )
     return values, np.ones_like(values)
@@ -218,6 +216,27 @@ def likelihood_ratio_test(smaller: GlmerResult, larger: GlmerResult) -> dict:
     return {"chisq": chisq, "df": df, "p_value": float(chi2_sf(chisq, df))}
 
 
+def response_sources(lhs: str) -> list[str]:
+    """The expressions of the response: the column (or expression), or cbind()'s two."""
+    if not lhs.strip():
+        raise FormulaError("the formula needs a response left of '~'")
+    found = CBIND.fullmatch(lhs)
+    if not found:
+        return [lhs.strip()]
+    arguments = _split_arguments(found.group(1))
+    if len(arguments) != 2:
+        raise FormulaError(f"cbind() needs two arguments (successes, failures), got {len(arguments)}")
+    return arguments
+
+
+def placeholder(columns) -> str:
+    """A column name not in the data, for the response of the fixed design."""
+    name = "glmer_response"
+    while name in columns:
+        name += "_"
+    return name
+
+
 def glmer(
     formula: str, data: pd.DataFrame, family: str = "binomial", nAGQ: int = 1, level: float = 0.95
 ) -> GlmerResult:
@@ -226,33 +245,40 @@ def glmer(
 
     if family != "binomial":
         raise ValueError(f"family must be 'binomial' (logit link), not {family!r}")
-    # lmer's guards: only lme4's usual calls are evaluated, and `^` inside a call is R's power
-    # (formulaic would read it as Python's XOR)
-    fixed, random_terms, group = split_formula(r_power(formula))
-    lhs, rhs = fixed.split("~")
-    found = CBIND.fullmatch(lhs)
-    lhs_sources = _split_arguments(found.group(1)) if found else [lhs.strip()]
-    for text in [rhs, random_terms, *lhs_sources]:
+    fixed, part = one_random_part(r_power(formula))
+    if not part.correlated:
+        raise NotEstimable("'||' (uncorrelated random effects) is not fitted by glmer; write '|'")
+    fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(part.terms, data.columns)
+    lhs, rhs = fixed.split("~", 1)
+    sources = response_sources(lhs)
+    for text in [rhs, random_terms, *sources]:
         check_formula_text(text)
-    used = set(formulaic.Formula(rhs).required_variables) | set(formulaic.Formula(random_terms).required_variables)
-    for source in lhs_sources:
-        used |= set(formulaic.Formula(f"0 + I({source})").required_variables)
-    used |= {group}
-    missing = sorted(used - set(data.columns))
-    if missing:
-        raise KeyError(f"columns not in the data: {missing}")
-    complete = data.dropna(subset=sorted(used))
-    # formulaic treats only object and categorical columns as factors, not pandas' string dtype
-    strings = [c for c in used if isinstance(complete[c].dtype, pd.StringDtype)]
-    complete = complete.astype(dict.fromkeys(strings, object))
-    notes = [f"{len(data) - len(complete)} rows with missing values dropped"] if len(complete) < len(data) else []
-    y, trials = response(lhs, complete)
-    x = formulaic.model_matrix(rhs, complete, na_action="raise")
-    z = formulaic.model_matrix(random_terms, complete, na_action="raise")
+    used = required_variables(rhs, data.columns) | required_variables(random_terms, data.columns)
+    for source in sources:
+        used |= required_variables(source, data.columns)
+    used |= set(part.group.split(":"))
+    check_columns(used, data)
+    frame, rows, notes = used_rows(data, sorted(used))
+    check_finite(numeric_columns(frame, sorted(used)), rows, "column")
+    labels = group_labels(frame, part.group)
+    check_grouping(labels, len(frame))
+    y, trials = response(lhs, frame, rows)
+    if np.ptp(y) == 0 and y[0] in (0, 1):
+        raise FormulaError("the response is constant over the rows used (lme4 refuses it too)")
+    # the fixed part through lmer's design (the response computed above stands in for the left side)
+    name = placeholder(frame.columns)
+    _, design = fixed_design(polynomial_coded(f"{name} ~ {rhs}", frame), frame.assign(**{name: y}), rows)
+    if design.dropped:
+        notes.append(rank_warning(design.dropped))
+        pywarnings.warn(notes[-1], stacklevel=2)
+    z = formulaic.model_matrix(random_terms, frame, na_action="ignore", context=CONTEXT)
+    check_finite({column: z[column] for column in z.columns}, rows, "random-effect column")
+    check_identifiable(len(frame), labels.nunique(), z.shape[1], f"({part.terms} | {part.group})")
     if z.shape[1] > MAX_RANDOM_TERMS:
         raise NotEstimable(f"{z.shape[1]} random-effect terms; glmer here fits at most {MAX_RANDOM_TERMS}")
-    codes, levels = pd.factorize(complete[group], sort=True)
+    codes, levels = pd.factorize(labels, sort=True)
+    x = design.x
     model_data = BinomialData(
-        np.asarray(x, float), np.asarray(z, float), codes, len(levels), y, trials, list(x.columns), list(z.columns)
+        x.to_numpy(float), np.asarray(z, float), codes, len(levels), y, trials, list(x.columns), list(z.columns)
     )
-    return GlmerResult(formula, fit_glmm(model_data, nAGQ), level, group, list(levels), notes)
+    return GlmerResult(formula, fit_glmm(model_data, nAGQ), level, part.group, list(levels), notes)
