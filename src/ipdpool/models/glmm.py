@@ -280,20 +280,12 @@ def _newton_polish(func, params: np.ndarray, lower: np.ndarray) -> np.ndarray:
     return best
 
 
-def optimize_criterion(data: BinomialData, n_agq: int) -> np.ndarray:
-    nt = theta_size(data.q)
-    indicator = data.indicator
-    theta0 = np.zeros(nt)
-    theta0[diagonal_positions(data.q)] = 1.0
-    start = np.concatenate([theta0, glm_start(data)])
-    lower = np.full(len(start), -np.inf)
-    lower[diagonal_positions(data.q)] = 0.0
+INTERIOR_STARTS = (0.05, 0.2, 0.5)
 
-    def func(params):
-        return criterion(data, params, n_agq, indicator)
 
+def _minimize_from(func, start: np.ndarray, lower: np.ndarray):
     bounds = [(0.0 if np.isfinite(low) else None, None) for low in lower]
-    found = optimize.minimize(
+    return optimize.minimize(
         func,
         start,
         jac=lambda params: _central_gradient(func, params),
@@ -301,7 +293,38 @@ def optimize_criterion(data: BinomialData, n_agq: int) -> np.ndarray:
         bounds=bounds,
         options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000},
     )
-    return _newton_polish(func, found.x, lower)
+
+
+def optimize_criterion(data: BinomialData, n_agq: int) -> np.ndarray:
+    """Minimize the criterion over (theta, beta) from lme4's start (theta 1, the GLM's beta).
+
+    The criterion is even in each diagonal theta, so theta = 0 is always a stationary point:
+    a line search that overshoots onto the bound stops there although the optimum may be
+    interior. When the first run ends on the boundary, it is restarted from interior thetas
+    and the lowest criterion is kept (the boundary point stays if nothing beats it)."""
+    nt = theta_size(data.q)
+    indicator = data.indicator
+    diagonal = diagonal_positions(data.q)
+    theta0 = np.zeros(nt)
+    theta0[diagonal] = 1.0
+    start = np.concatenate([theta0, glm_start(data)])
+    lower = np.full(len(start), -np.inf)
+    lower[diagonal] = 0.0
+
+    def func(params):
+        return criterion(data, params, n_agq, indicator)
+
+    found = _minimize_from(func, start, lower)
+    best, best_value = found.x, func(found.x)
+    on_boundary = best[diagonal] < SINGULAR_TOLERANCE
+    for value in INTERIOR_STARTS if on_boundary.any() else ():
+        restart = best.copy()
+        restart[np.asarray(diagonal)[on_boundary]] = value
+        candidate = _minimize_from(func, restart, lower).x
+        candidate_value = func(candidate)
+        if candidate_value < best_value:
+            best, best_value = candidate, candidate_value
+    return _newton_polish(func, best, lower)
 
 
 @dataclass

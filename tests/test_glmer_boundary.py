@@ -1,0 +1,110 @@
+"""glmer's optimum when theta = 0 is a stationary point (attack 3, C13) and its refusals of
+responses lme4 does not model as ipdpool would (C6), checked live against lme4::glmer.
+
+The criterion is even in theta, so an optimizer that lands on the bound theta = 0 reports a
+false singular fit. Cases: small group SDs drawn here (several seeds end on the bound from
+lme4's start), and the one-stage first stage on five 2x2 tables (attack 3's seed 17)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from rscript import run_r
+
+import ipdpool
+from ipdpool.causal import first_stage_table
+
+R_FITS = r"""
+suppressPackageStartupMessages({library(lme4)})
+tight <- glmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e5), tolPwrss = 1e-12)
+fit <- function(d, formula) {
+  m <- glmer(as.formula(formula), d, family = binomial, control = tight)
+  list(criterion = -2 * as.numeric(logLik(m)), theta = unname(getME(m, "theta")),
+       beta = unname(fixef(m)), singular = isSingular(m))
+}
+out <- list(intercept = lapply(split(intercept, intercept$case), fit, formula = "y ~ x + (1 | g)"),
+            slope = lapply(split(slope, slope$case), fit, formula = "y ~ x + (0 + x | g)"),
+            cells = fit(cells, "cbind(e, ne) ~ ips + (1 | study)"))
+"""
+
+WELL_DETERMINED_THETA = 0.1
+SEEDS = (3, 5, 9, 10, 12)  # attack 3's seeds 100 + s: 12, 5 and 9 stopped on the bound before
+
+
+def small_variance_data(seed: int, slope: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(100 + seed)
+    groups, size = 8, 40
+    g = np.repeat(np.arange(groups), size)
+    x = (rng.random(groups * size) < 0.5).astype(float)
+    effect = rng.normal(scale=0.3 if not slope else 0.4, size=groups)[g]
+    eta = -0.5 + 0.8 * x + (effect * x if slope else effect)
+    y = (rng.random(groups * size) < 1 / (1 + np.exp(-eta))).astype(int)
+    return pd.DataFrame({"y": y, "x": x, "g": [f"s{k}" for k in g], "case": f"c{seed}"})
+
+
+def first_stage_tables(seed: int = 17) -> dict:
+    rng = np.random.default_rng(500 + seed)
+    tables = {}
+    for study in range(5):
+        n = int(rng.integers(60, 200))
+        base = -1.0 + rng.normal(scale=0.25)
+        ips = rng.random(n) < 0.5
+        employed = rng.random(n) < 1 / (1 + np.exp(-(base + 0.9 * ips)))
+        tables[f"S{study}"] = {
+            arm: {
+                "employed": {
+                    "1": int(employed[ips == (arm == "IPS")].sum()),
+                    "0": int((~employed[ips == (arm == "IPS")]).sum()),
+                }
+            }
+            for arm in ("IPS", "SAU")
+        }
+    return tables
+
+
+def cell_rows(tables: dict) -> pd.DataFrame:
+    rows = [
+        {"study": study, "ips": int(arm == "IPS"), "e": table[arm]["employed"]["1"], "ne": table[arm]["employed"]["0"]}
+        for study, table in tables.items()
+        for arm in ("IPS", "SAU")
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    intercept = pd.concat([small_variance_data(seed, slope=False) for seed in SEEDS], ignore_index=True)
+    slope = pd.concat([small_variance_data(seed, slope=True) for seed in SEEDS], ignore_index=True)
+    cells = cell_rows(first_stage_tables())
+    frames = {"intercept": intercept, "slope": slope, "cells": cells}
+    return frames, run_r(R_FITS, frames)
+
+
+def assert_as_good_as_lme4(fit, lme4):
+    ours = -2 * fit.loglik
+    assert ours <= lme4["criterion"] + 1e-6, (ours, lme4["criterion"])
+    if not lme4["singular"]:
+        assert not fit.is_singular
+        # near theta = 0 the criterion is flat to ~theta^4: there lme4's own stop is ~1e-5 off
+        tolerance = 1e-5 if lme4["theta"] > WELL_DETERMINED_THETA else 1e-3
+        np.testing.assert_allclose(fit.theta, lme4["theta"], rtol=tolerance, atol=1e-6)
+        np.testing.assert_allclose(fit.fixed["estimate"], lme4["beta"], rtol=tolerance, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["intercept", "slope"])
+def test_glmer_reaches_lme4s_optimum_when_theta_zero_is_a_stationary_point(reference, model):
+    frames, out = reference
+    formula = {"intercept": "y ~ x + (1 | g)", "slope": "y ~ x + (0 + x | g)"}[model]
+    for case, rows in frames[model].groupby("case"):
+        assert_as_good_as_lme4(ipdpool.glmer(formula, rows.drop(columns="case")), out[model][case])
+
+
+def test_one_stage_first_stage_equals_lme4_on_tables_where_the_bound_trapped_it(reference):
+    frames, out = reference
+    lme4 = out["cells"]
+    assert not lme4["singular"]  # the case is the one where lme4's tau2 > 0
+    table = first_stage_table(first_stage_tables(), nfilter_tab=3)
+    one_stage = table[table.method.str.startswith("one-stage")].iloc[0]
+    assert one_stage.log_or == pytest.approx(lme4["beta"][1], rel=1e-5)
+    assert one_stage.tau2 == pytest.approx(float(np.atleast_1d(lme4["theta"])[0]) ** 2, rel=1e-4)
