@@ -25,7 +25,12 @@ fit <- function(d, formula) {
 }
 out <- list(intercept = lapply(split(intercept, intercept$case), fit, formula = "y ~ x + (1 | g)"),
             slope = lapply(split(slope, slope$case), fit, formula = "y ~ x + (0 + x | g)"),
-            cells = fit(cells, "cbind(e, ne) ~ ips + (1 | study)"))
+            cells = fit(cells, "cbind(e, ne) ~ ips + (1 | study)"),
+            factor_yes_first = fixef(glmer(factor(ys, levels = c("yes", "no")) ~ x + (1 | g), text, binomial,
+                                           control = tight)),
+            factor_sorted = fixef(glmer(factor(ys) ~ x + (1 | g), text, binomial, control = tight)),
+            text_refused = tryCatch({glmer(ys ~ x + (1 | g), text, binomial); "fitted"},
+                                    error = function(e) conditionMessage(e)))
 """
 
 WELL_DETERMINED_THETA = 0.1
@@ -77,7 +82,9 @@ def reference():
     intercept = pd.concat([small_variance_data(seed, slope=False) for seed in SEEDS], ignore_index=True)
     slope = pd.concat([small_variance_data(seed, slope=True) for seed in SEEDS], ignore_index=True)
     cells = cell_rows(first_stage_tables())
-    frames = {"intercept": intercept, "slope": slope, "cells": cells}
+    text = small_variance_data(1, slope=False).drop(columns="case")
+    text["ys"] = np.where(text.pop("y") == 1, "yes", "no")
+    frames = {"intercept": intercept, "slope": slope, "cells": cells, "text": text}
     return frames, run_r(R_FITS, frames)
 
 
@@ -108,3 +115,15 @@ def test_one_stage_first_stage_equals_lme4_on_tables_where_the_bound_trapped_it(
     one_stage = table[table.method.str.startswith("one-stage")].iloc[0]
     assert one_stage.log_or == pytest.approx(lme4["beta"][1], rel=1e-5)
     assert one_stage.tau2 == pytest.approx(float(np.atleast_1d(lme4["theta"])[0]) ** 2, rel=1e-4)
+
+
+def test_text_response_is_refused_and_a_categorical_follows_lmes_factor_rule(reference):
+    frames, out = reference
+    text = frames["text"]
+    assert out["text_refused"] == "response must be numeric or factor"
+    with pytest.raises(ipdpool.models.formula.FormulaError, match="'ys' is not numeric: lme4 refuses it too"):
+        ipdpool.glmer("ys ~ x + (1 | g)", text)
+    for levels, key in ((["yes", "no"], "factor_yes_first"), (["no", "yes"], "factor_sorted")):
+        data = text.assign(ys=pd.Categorical(text["ys"], categories=levels))
+        estimate = ipdpool.glmer("ys ~ x + (1 | g)", data).fixed["estimate"]
+        np.testing.assert_allclose(estimate, out[key], rtol=1e-5)
