@@ -256,22 +256,37 @@ def drop_unused_levels(frame: pd.DataFrame) -> pd.DataFrame:
 def aliased_columns(x: np.ndarray) -> list[int]:
     """Columns that are (numerically) linear combinations of earlier columns, as R's LINPACK qr
     (dqrdc2) finds them: a column whose norm after removing the kept columns falls below
-    RANK_TOLERANCE times its own norm is moved to the end, the others keep their order."""
+    RANK_TOLERANCE times its own norm is moved to the end, the others keep their order.
+
+    Once the kept columns span the constant (an intercept, or a full set of dummies), a column
+    is centred before it is judged: its span with them is the same, and the check no longer
+    depends on an offset (R judges x + 1e8 on its uncentred norm and drops it as aliased with
+    the intercept, although it keeps eight digits of variation). The ratio of norms does not
+    depend on a column's scale."""
+    n = x.shape[0]
+    constant = np.full(n, 1 / np.sqrt(n)) if n else np.zeros(0)
     basis: list[np.ndarray] = []
     aliased = []
+    constant_spanned = False
     for j in range(x.shape[1]):
-        column = x[:, j]
+        column = x[:, j] - x[:, j].mean() if constant_spanned else x[:, j].copy()
         norm = float(np.linalg.norm(column))
-        residual = column.copy()
-        for _ in range(2):  # twice is enough (Kahan-Parlett) for an orthogonal residual
-            for b in basis:
-                residual -= (b @ residual) * b
+        residual = _residual(column, basis)
         rest = float(np.linalg.norm(residual))
         if norm == 0.0 or rest < RANK_TOLERANCE * norm:
             aliased.append(j)
-        else:
-            basis.append(residual / rest)
+            continue
+        basis.append(residual / rest)
+        constant_spanned = constant_spanned or np.linalg.norm(_residual(constant, basis)) < RANK_TOLERANCE
     return aliased
+
+
+def _residual(column: np.ndarray, basis: list[np.ndarray]) -> np.ndarray:
+    residual = column.copy()
+    for _ in range(2):  # twice is enough (Kahan-Parlett) for an orthogonal residual
+        for b in basis:
+            residual -= (b @ residual) * b
+    return residual
 
 
 @dataclass(frozen=True)

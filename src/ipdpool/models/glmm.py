@@ -400,9 +400,10 @@ def fit_glmm(data: BinomialData, n_agq: int = 1) -> GlmmFit:
     if n_agq > 1 and data.q != 1:
         raise ValueError("nAGQ > 1 needs a single scalar random effect (as lme4's glmer)")
     gauss_hermite_rule(n_agq)  # validates the order
-    if data.n <= data.p or np.linalg.matrix_rank(data.x) < data.p:
-        raise NotEstimable("fixed-effects design is not of full rank")
     to_beta = standardizing_map(data.x)
+    # judged on the centred and scaled columns: an offset of 1e8 does not make x aliased
+    if data.n <= data.p or np.linalg.matrix_rank(data.x @ to_beta) < data.p:
+        raise NotEstimable("fixed-effects design is not of full rank")
     work = replace(data, x=data.x @ to_beta)
     with np.errstate(over="ignore", invalid="ignore"):
         params = optimize_criterion(work, n_agq)
