@@ -29,6 +29,7 @@ out <- list(intercept = lapply(split(intercept, intercept$case), fit, formula = 
             factor_yes_first = fixef(glmer(factor(ys, levels = c("yes", "no")) ~ x + (1 | g), text, binomial,
                                            control = tight)),
             factor_sorted = fixef(glmer(factor(ys) ~ x + (1 | g), text, binomial, control = tight)),
+            separated = suppressWarnings(fit(separated, "y ~ x + s + (1 | g)")),
             text_refused = tryCatch({glmer(ys ~ x + (1 | g), text, binomial); "fitted"},
                                     error = function(e) conditionMessage(e)))
 """
@@ -84,7 +85,10 @@ def reference():
     cells = cell_rows(first_stage_tables())
     text = small_variance_data(1, slope=False).drop(columns="case")
     text["ys"] = np.where(text.pop("y") == 1, "yes", "no")
-    frames = {"intercept": intercept, "slope": slope, "cells": cells, "text": text}
+    separated = small_variance_data(2, slope=False).drop(columns="case")
+    separated["s"] = (np.random.default_rng(7).random(len(separated)) < 0.2).astype(int)
+    separated.loc[separated["s"] == 1, "y"] = 1  # every s == 1 row a success: complete separation
+    frames = {"intercept": intercept, "slope": slope, "cells": cells, "text": text, "separated": separated}
     return frames, run_r(R_FITS, frames)
 
 
@@ -127,3 +131,15 @@ def test_text_response_is_refused_and_a_categorical_follows_lmes_factor_rule(ref
         data = text.assign(ys=pd.Categorical(text["ys"], categories=levels))
         estimate = ipdpool.glmer("ys ~ x + (1 | g)", data).fixed["estimate"]
         np.testing.assert_allclose(estimate, out[key], rtol=1e-5)
+
+
+def test_a_separated_term_is_fitted_as_lme4_does_and_named_in_a_warning(reference):
+    frames, out = reference
+    fit = ipdpool.glmer("y ~ x + s + (1 | g)", frames["separated"])
+    lme4 = out["separated"]
+    assert -2 * fit.loglik <= lme4["criterion"] + 1e-6
+    # the separated term's direction is flat: the other estimates and theta agree loosely
+    np.testing.assert_allclose(fit.fixed["estimate"].iloc[:2], lme4["beta"][:2], rtol=2e-3, atol=1e-3)
+    assert fit.fixed.loc["s", "estimate"] > 15 and lme4["beta"][2] > 15
+    assert any("separation: every row with s has" in note for note in fit.fit.warnings)
+    assert not any("separation" in note for note in ipdpool.glmer("y ~ x + (1 | g)", frames["separated"]).fit.warnings)

@@ -174,6 +174,10 @@ class GlmerResult:
         beta, se = self.fit.beta, np.sqrt(np.diag(self.fit.vcov))
         z = beta / se
         half = norm_quantile(0.5 + self.level / 2) * se
+        with np.errstate(over="ignore"):  # a separated term's odds-ratio limit is inf
+            return self._fixed_frame(beta, se, z, half)
+
+    def _fixed_frame(self, beta, se, z, half) -> pd.DataFrame:
         frame = pd.DataFrame(
             {
                 "estimate": beta,

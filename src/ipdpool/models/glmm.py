@@ -244,15 +244,22 @@ def _central_gradient(func, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
 
 
 def glm_start(data: BinomialData) -> np.ndarray:
-    """Beta of the logistic GLM without random effects (IRLS), the optimizer's starting point."""
+    """Beta of the logistic GLM without random effects (IRLS), the optimizer's starting point.
+
+    Stops when the deviance settles, as R's glm does: under (quasi-)complete separation beta
+    grows without end and the weighted cross-product turns singular (least squares then)."""
     beta = np.zeros(data.p)
+    deviance = np.inf
     for _ in range(100):
         eta = data.x @ beta
         mu = special.expit(eta)
         w = data.trials * mu * (1 - mu)
-        step = np.linalg.solve(data.x.T @ (data.x * w[:, None]), data.x.T @ (data.trials * (data.y - mu)))
+        step = np.linalg.lstsq(data.x.T @ (data.x * w[:, None]), data.x.T @ (data.trials * (data.y - mu)), rcond=None)[
+            0
+        ]
         beta = beta + step
-        if np.abs(step).max() < 1e-10 * (1 + np.abs(beta).max()):
+        previous, deviance = deviance, -2 * log_binomial(data, data.x @ beta).sum()
+        if abs(previous - deviance) < 1e-10 * (abs(deviance) + 0.1):
             break
     return beta
 
@@ -394,6 +401,24 @@ def standardizing_map(x: np.ndarray) -> np.ndarray:
     return a
 
 
+SEPARATED_ETA = 15.0  # fitted probability within 3e-7 of 0 or 1
+
+
+def separation_notes(data: BinomialData, eta: np.ndarray) -> list[str]:
+    """lme4 and glm fit a separated design with a warning: the estimate of a term whose rows all
+    have fitted probabilities at 0 or 1 grows without end and its SE is meaningless. Named here."""
+    extreme = np.abs(eta) > SEPARATED_ETA
+    separating = [
+        name for j, name in enumerate(data.names) if (data.x[:, j] != 0).any() and extreme[data.x[:, j] != 0].all()
+    ]
+    if not separating:
+        return []
+    return [
+        f"complete or quasi-complete separation: every row with {', '.join(separating)} has a fitted probability "
+        "of 0 or 1; its estimate is not finite (shown: where the optimizer stopped) and its SE is meaningless"
+    ]
+
+
 def fit_glmm(data: BinomialData, n_agq: int = 1) -> GlmmFit:
     if n_agq < 1:
         raise ValueError(f"nAGQ must be at least 1 (lme4's nAGQ = 0 stage is not offered), not {n_agq}")
@@ -417,6 +442,7 @@ def fit_glmm(data: BinomialData, n_agq: int = 1) -> GlmmFit:
 
     objective = func(params)
     notes = [] if modes.converged else ["PIRLS did not converge at the optimum"]
+    notes += separation_notes(data, modes.eta)
     singular = bool((theta[diagonal_positions(data.q)] < SINGULAR_TOLERANCE).any())
     vcov, source = None, "RX"
     if not singular:  # lme4 takes the Hessian only away from the boundary
