@@ -229,11 +229,15 @@ def check_finite(columns: dict[str, np.ndarray], rows: np.ndarray, what: str) ->
     """Refuse +-Inf (or NaN made by a transform) in a used column, naming the column and the first
     such row (`rows`: the data's row numbers, from 1, of the rows used); never the value itself."""
     for name, values in columns.items():
-        bad = first_non_finite(np.asarray(values, float))
+        values = np.asarray(values, float)
+        bad = first_non_finite(values)
         if bad is not None:
-            raise FormulaError(
-                f"{what} {name!r} has a non-finite value in row {rows[bad]} of the data (lme4 refuses it too)"
+            why = (
+                "lme4 would drop such rows as missing; refused here so that no row is lost unseen"
+                if np.isnan(values[bad])
+                else "lme4 refuses it too"
             )
+            raise FormulaError(f"{what} {name!r} has a non-finite value in row {rows[bad]} of the data ({why})")
 
 
 def numeric_columns(frame: pd.DataFrame, names) -> dict[str, np.ndarray]:
