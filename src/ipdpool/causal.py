@@ -225,7 +225,11 @@ def evalue_table(one_stage: pd.DataFrame, contrast: str = "employed") -> pd.Data
     for r in chosen.itertuples():
         if not np.isfinite(r.estimate):
             continue
-        rows.append({"outcome": r.outcome, "smd": r.estimate, "se": r.se, **evalue_smd(r.estimate, r.se)})
+        try:
+            values = evalue_smd(r.estimate, r.se)
+        except ValueError as error:
+            raise ValueError(f"E-value of outcome {r.outcome}: {error}") from None
+        rows.append({"outcome": r.outcome, "smd": r.estimate, "se": r.se, **values})
     return pd.DataFrame(rows)
 
 
