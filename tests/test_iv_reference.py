@@ -336,3 +336,21 @@ def test_iv_input_that_would_be_misread_is_refused_naming_study_variable_and_row
     with pytest.raises(ValueError, match=message) as refused:
         iv_by_study_and_pooled(data, "y", implication=False)
     assert str(value) not in str(refused.value)
+
+
+def test_the_federated_pooled_row_names_a_study_left_out_and_the_release_rules_reason():
+    """Attack 3, C14: a study whose statistics hold no IV design is left out of the pooled fit;
+    the pooled row says so, and a design withheld by the release rule passes its reason on."""
+    pooled = synthetic_pooled()
+    statistics = statistics_by_study(pooled, {"outcomes": ["qol"], "models": IV_MODEL}, [])
+    content = statistics["B"]["outcomes"]["qol"]
+    names = sorted(content["designs"])
+    content["designs"] = {}
+    table = federated_iv_table(statistics, ["qol"])
+    pooled_row = table[table["scope"] == "pooled"].iloc[0]
+    assert pooled_row["n"] == (pooled["study"] != "B").sum()
+    assert "study B left out (no released design holds ips, employed and baseline" in pooled_row["notes"]
+    content["harmonized"] = {names[0]: "withheld: its participants differ from those of another release by 1"}
+    table = federated_iv_table(statistics, ["qol"])
+    assert f"design {names[0]} withheld: its participants differ" in table.loc[table["scope"] == "B", "status"].iloc[0]
+    assert f"study B left out (design {names[0]} withheld" in table[table["scope"] == "pooled"].iloc[0]["notes"]

@@ -152,6 +152,7 @@ def iv_table(
 # cross-products of [y, employed, ips, baseline, 1]. The default config's model ips_x_employed
 # (terms ips, employed, ips:employed, adjusted for baseline) releases them, on the IV's rows.
 IV_DESIGN_COLUMNS = ("y", "employed", "ips", "baseline", "Intercept")
+IV_MODEL_NAME = "ips_x_employed"
 FEDERATED_IV_NOTE = "from site statistics: classical inference (HC1, effective F, Anderson-Rubin need participant data)"
 
 
@@ -189,7 +190,7 @@ def federated_iv_rows(statistics: dict[str, dict], outcome: str, level: float, i
             continue
         found = iv_design_entry(content)
         if found is None:
-            why = "no released design holds ips, employed and baseline (model ips_x_employed)"
+            why = missing_design_reason(content)
             study_rows.append(IvResult(outcome, study, Z, 0, f"not estimable: study {study}, outcome {outcome}: {why}"))
             continue
         cp, n = iv_crossproducts(found[1])
@@ -204,9 +205,27 @@ def federated_iv_rows(statistics: dict[str, dict], outcome: str, level: float, i
     pooled = [classical_result(*pooled_crossproducts(parts), outcome, "pooled", level)] if parts else []
     if interactions_allowed(study_rows, interaction_min_f):
         pooled.append(classical_result(*pooled_crossproducts(parts, True), outcome, "pooled", level))
+    for row in pooled:
+        row.notes += pooled_coverage_notes(study_rows, parts)
     for row in study_rows + pooled:
         row.notes.append(FEDERATED_IV_NOTE)
     return study_rows + pooled
+
+
+def missing_design_reason(content: dict) -> str:
+    """Why a study's statistics hold no IV design: the release rule's reason when it withheld one."""
+    withheld = {k: v for k, v in content.get("harmonized", {}).items() if k.startswith(IV_MODEL_NAME)}
+    if withheld:
+        return "; ".join(f"design {key} {reason}" for key, reason in sorted(withheld.items()))
+    return f"no released design holds ips, employed and baseline (model {IV_MODEL_NAME})"
+
+
+def pooled_coverage_notes(study_rows: list, parts: dict) -> list[str]:
+    """A pooled row names the studies it leaves out (no usable design) and those it uses narrowed."""
+    notes = [f"study {r.scope} left out ({r.status.split(': ', 2)[-1]})" for r in study_rows if r.scope not in parts]
+    notes += [f"study {r.scope} enters narrowed (see its row)" for r in study_rows if r.scope in parts
+              and any(note.startswith("design ") and "narrowed" in note for note in r.notes)]  # fmt: skip
+    return notes
 
 
 def federated_iv_table(
