@@ -42,8 +42,10 @@ Diagnostics:
 - Sargan's test of the over-identifying restrictions (IPS x study rows only).
 
 A study (or pool) where the model cannot be fitted (nobody or everybody working, one arm, a
-baseline constant within a study) gets a row whose `status` names the study, the outcome and
-the variable, instead of an error (attacker finding F7); the other rows are computed.
+baseline or the outcome constant within a study, a perfect first stage, too few rows) gets a
+row whose `status` names the study, the outcome and the variable, instead of an error
+(attacker findings F7, C2, C10); the other rows are computed. Input the IV would misread
+(non-finite values, arms other than IPS/SAU, employed not 0/1) is refused (`check_iv_input`).
 """
 
 from __future__ import annotations
