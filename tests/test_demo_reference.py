@@ -1,7 +1,7 @@
 """Every one-stage and two-stage table the workflow wrote for the demo, against R.
 
 One-stage: R refits each estimated row's model (primary, ML, unadjusted, covariates,
-leave-one-out, within/between, random slope) from the pooled harmonized data with its own
+leave-one-out, within/between, random slope, centre within study) from the pooled harmonized data with its own
 formula and model frame, and computes each reported contrast with lmerTest's contest1D
 (pbkrtest for Kenward-Roger). The study fixed-effect variant is not a mixed model
 (linearmodels' PanelOLS) and is left out. Two-stage: R fits each study by lm and pools the
@@ -61,6 +61,7 @@ for (i in seq_len(nrow(spec))) {
   res <- list(tau2 = vc[1, 1], sigma2 = sigma(m)^2, singular = isSingular(m), n = nobs(m), terms = list(),
               theta = I(unname(getME(m, "theta"))), criterion = if (s$reml) REMLcrit(m) else deviance(m))
   if (nrow(vc) > 1) { res$slope_variance <- vc[2, 2]; res$slope_correlation <- attr(vc, "correlation")[1, 2] }
+  if (!is.null(VarCorr(m)[["site:study"]])) res$centre_variance <- VarCorr(m)[["site:study"]][1, 1]
   for (term in unique(rows$term)) {
     w <- rows[rows$term == term, ]
     L <- setNames(rep(0, length(fixef(m))), names(fixef(m)))
@@ -76,7 +77,12 @@ for (i in seq_len(nrow(spec))) {
 
 
 def r_formula(terms: list[str], random: str) -> str:
-    return "y ~ " + " + ".join(R_TERMS.get(t, t) for t in terms) + f" + ({random} | study)"
+    """random: the terms by study, or a whole random part ('1 | study/site')."""
+    return (
+        "y ~ "
+        + " + ".join(R_TERMS.get(t, t) for t in terms)
+        + (f" + ({random})" if "|" in random else f" + ({random} | study)")
+    )
 
 
 def model_spec(analysis: dict, contrast: str, variant: str) -> tuple[list[str], dict, dict]:
@@ -100,6 +106,8 @@ def model_spec(analysis: dict, contrast: str, variant: str) -> tuple[list[str], 
         options["within_between"] = True
     elif variant == "random_slope_employed":
         options["random"] = "1 + employed"
+    elif variant == "centre_within_study":
+        options["random"] = "1 | study/site"
     return terms + adjust, report, options
 
 
@@ -136,7 +144,7 @@ def r_reference(demo_tables):
             for term, weights in report.items()
             for coefficient, weight in weights.items()
         ]
-    columns = ["study", "arm", "employed", "age", "sex", "diagnosis"] + [
+    columns = ["study", "site", "arm", "employed", "age", "sex", "diagnosis"] + [
         c for c in pooled if c.endswith(("_bl_z", "_fu_z"))
     ]
     data = pooled[columns].astype({"employed": float})
@@ -155,8 +163,12 @@ def test_every_estimated_one_stage_row_equals_lmertest(demo_tables, r_reference)
         assert row["se"] == pytest.approx(theirs["se"], rel=1e-4), where
         assert row["df"] == pytest.approx(theirs["df"], rel=1e-3), where
         assert bool(row["singular"]) == ref["singular"], where
-        components = ["sigma2", "tau2"] + (["slope_variance"] if "slope_variance" in ref else [])
-        if any(abs(row[c] - ref[c]) > 1e-6 * ref[c] + 1e-9 * ref["sigma2"] for c in components):
+        components = ["sigma2", "tau2"] + [c for c in ("slope_variance", "centre_variance") if c in ref]
+        if row["variant"] == "centre_within_study":  # no single-factor refit for the fallback below: exact
+            for c in components:
+                assert row[c] == pytest.approx(ref[c], rel=1e-6, abs=1e-7 * ref["sigma2"]), (where, c)
+            checked_exactly += 1
+        elif any(abs(row[c] - ref[c]) > 1e-6 * ref[c] + 1e-9 * ref["sigma2"] for c in components):
             assert_equivalent_optimum(pooled, analysis, row, ref)
         else:
             checked_exactly += 1

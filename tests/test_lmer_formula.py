@@ -222,9 +222,13 @@ def test_random_parts_are_read_as_lme4_reads_them():
     assert split_random("y ~ x + (a + b)^2 + (1 | s:c)") == ("y ~ x + (a + b)^2", [RandomPart("1", "s:c", True)])
 
 
-@pytest.mark.parametrize("formula", ["y ~ t + (1 | g/h)", "y ~ t + (1 | g) + (0 + t | g)"])
+@pytest.mark.parametrize(
+    "formula",
+    ["y ~ t + (1 | g/h/t)", "y ~ t + (1 | g) + (0 + t | g)", "y ~ t + (1 + t | g/h)", "y ~ (1|g)+(1|h)+(1|t)"],
+)
 def test_random_structures_the_engine_does_not_fit_yet_are_refused_by_name(formula):
-    """(1 + t || g) is fitted (tests/test_lmm_uncorrelated.py checks it against lme4)."""
+    """(1 + t || g) and (1 | g/h) are fitted (tests/test_lmm_uncorrelated.py, tests/test_lmer_nested.py
+    check them against lme4)."""
     with pytest.raises(NotEstimable, match="random parts"):
         ipdpool.lmer(formula, lmer_data())
 

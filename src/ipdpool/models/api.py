@@ -11,14 +11,16 @@
 
 The fixed part is parsed by formulaic (a maintained formula library: factors, interactions,
 transforms) with lme4's semantics (see formula.py: `^` inside a call is power, unused levels and
-aliased columns dropped, lme4's refusals); the random part is limited to one `(terms | group)` or `(terms || group)`
-with up to three terms, which is what the engine fits. Rows with a missing value in any
+aliased columns dropped, lme4's refusals); the random part is one `(terms | group)` or `(terms || group)`
+with up to three terms, or that and a random intercept of a factor nested in the group (`(1 | a/b)`,
+`(terms | a) + (1 | a:b)`; nested_api.py), which is what the engine fits. Rows with a missing value in any
 variable used are dropped (and counted in the warnings), as lme4 does by default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings as pywarnings
 from dataclasses import dataclass, field
 
@@ -61,15 +63,40 @@ MAX_RANDOM_TERMS = 3
 POPULATION = (None, "NA", "~0", "~ 0")
 
 
-def one_random_part(formula: str) -> tuple[str, RandomPart]:
-    """The fixed part and the one `(terms | group)` or uncorrelated `(terms || group)` the engine fits."""
-    fixed, parts = split_random(formula)
-    if len(parts) != 1:
-        raise NotEstimable(
-            f"formula {formula!r} has {len(parts)} random parts after expanding '/'; the engine fits one "
-            "'(terms | group)'"
-        )
-    return fixed, parts[0]
+@dataclass(frozen=True)
+class RandomStructure:
+    """What the engine fits: one `(terms | group)`, or that and a random intercept of a factor
+    nested in the group (`centre`: lme4's name of it, e.g. 'cask:batch' for `(1 | batch/cask)`)."""
+
+    fixed: str
+    study: RandomPart
+    centre: str | None = None
+    interaction: bool = True  # the centre factor is study:centre (else a column coded nested in study)
+
+
+NESTED_FORMS = "one '(terms | group)', or '(1 | group/centre)' or '(terms | group) + (1 | group:centre)'"
+
+
+def random_structure(formula: str, columns) -> RandomStructure:
+    """The random part of `formula` as the engine fits it; anything else is refused in one sentence."""
+    fixed, parts = split_random(r_power(formula))
+    if len(parts) == 1:
+        return RandomStructure(fixed, parts[0])
+    if len(parts) == 2:
+        for study, centre in (parts, parts[::-1]):
+            factors = centre.group.split(":")
+            if ":" in study.group or centre.terms.replace(" ", "") != "1" or study.group not in columns:
+                continue
+            if len(factors) == 2 and study.group in factors and factors[0] != factors[1]:
+                other = factors[1 - factors.index(study.group)]
+                slash = re.search(rf"\|\s*{re.escape(study.group)}\s*/\s*{re.escape(other)}\s*\)", formula)
+                return RandomStructure(fixed, study, f"{other}:{study.group}" if slash else centre.group)
+            if len(factors) == 1 and factors[0] != study.group:
+                return RandomStructure(fixed, study, centre.group, interaction=False)
+    raise NotEstimable(
+        f"formula {formula!r} has {len(parts)} random parts after expanding '/' that are not a factor nested in "
+        f"another with a random intercept (crossed or deeper nesting is not fitted); the engine fits {NESTED_FORMS}"
+    )
 
 
 def group_labels(frame: pd.DataFrame, group: str) -> pd.Series:
@@ -110,6 +137,17 @@ class LmerResult:
     @property
     def n(self) -> int:
         return self.fit.n
+
+    @property
+    def grouping_columns(self) -> set[str]:
+        return set(self.group.split(":"))
+
+    def random_blocks(self) -> list[tuple[str, list[str], np.ndarray]]:
+        """(grouping factor, its terms, their covariance) per random term, as lme4 prints them."""
+        return [(self.group, self.random_terms, self.fit.random_covariance)]
+
+    def group_counts(self) -> str:
+        return f"{self.group}, {self.n_groups}"
 
     @property
     def n_groups(self) -> int:
@@ -230,7 +268,7 @@ class LmerResult:
             raise ValueError(f"re_form must be 'all', None, '~0' or the model's random part, not {re_form!r}")
         variables = self.design.predictors
         if not population:
-            variables |= self.random_variables | set(self.group.split(":"))
+            variables |= self.random_variables | self.grouping_columns
         check_columns(variables, frame)
         complete = frame[sorted(variables)].notna().all(axis=1).to_numpy()
         out = np.full(len(frame), np.nan)
@@ -303,27 +341,33 @@ def check_identifiable(n: int, k: int, q: int, term: str) -> None:
         )
 
 
-def lmer(
-    formula: str, data: pd.DataFrame, reml: bool = True, ddf: str = "satterthwaite", level: float = 0.95
-) -> LmerResult:
-    """Fit `y ~ fixed + (random | group)` on `data` (see the module docstring)."""
-    import formulaic  # imported here: only this entry point parses formulas
-
+def check_options(reml: bool, ddf: str, level: float) -> None:
     if ddf not in DDF_METHODS:
         raise ValueError(f"ddf must be one of {DDF_METHODS}, not {ddf!r}")
     if ddf == "kenward_roger" and not reml:
         raise ValueError("Kenward-Roger's method is only available for REML model fits (as lmerTest and pbkrtest)")
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, not {level}")
-    fixed, part = one_random_part(r_power(formula))
+
+
+def lmer(
+    formula: str, data: pd.DataFrame, reml: bool = True, ddf: str = "satterthwaite", level: float = 0.95
+) -> LmerResult:
+    """Fit `y ~ fixed + (random | group)`, or a factor nested in the group (`(1 | group/centre)`,
+    `(terms | group) + (1 | group:centre)`), on `data` (see the module docstring)."""
+    import formulaic  # imported here: only this entry point parses formulas
+
+    check_options(reml, ddf, level)
+    structure = random_structure(formula, data.columns)
+    part = structure.study
     group = part.group
-    fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(part.terms, data.columns)
+    fixed, random_terms = quote_dotted(structure.fixed, data.columns), quote_dotted(part.terms, data.columns)
     check_formula_text(fixed)
     check_formula_text(random_terms)
     if not fixed.split("~")[0].strip():
         raise FormulaError(f"formula {formula!r} needs a response left of '~'")
     used = required_variables(fixed, data.columns) | required_variables(random_terms, data.columns)
-    used |= set(group.split(":"))
+    used |= set(group.split(":")) | (set(structure.centre.split(":")) if structure.centre else set())
     check_columns(used, data)
     response = required_variables(fixed.split("~")[0], data.columns)
     frame, rows, notes = used_rows(data, sorted(used))
@@ -346,12 +390,20 @@ def lmer(
     check_identifiable(len(frame), labels.nunique(), z.shape[1], f"({part.terms} | {group})")
     if z.shape[1] > MAX_RANDOM_TERMS:
         raise NotEstimable(f"{z.shape[1]} random-effect terms; the engine fits at most {MAX_RANDOM_TERMS}")
+    random_variables = required_variables(random_terms, data.columns)
+    if structure.centre is not None:
+        from .nested_api import lmer_nested
+
+        return lmer_nested(
+            LmerResult(formula, None, ddf, level, group, list(z.columns), notes, design, z.model_spec, frame,
+                       random_variables, np.asarray(z, float), y),
+            structure, part.correlated, reml,
+        )  # fmt: skip
     cp = cross_products(
         design.x.to_numpy(float), np.asarray(z, float), y, labels.to_numpy(), list(design.x.columns),
         list(z.columns), random_terms=((tuple(range(z.shape[1])), part.correlated),),
     )  # fmt: skip
     fit = fit_lmm(cp, reml=reml)
-    random_variables = required_variables(random_terms, data.columns)
     return LmerResult(
         formula, fit, ddf, level, group, list(z.columns), notes, design, z.model_spec, frame, random_variables,
         np.asarray(z, float), y,

@@ -654,11 +654,14 @@ def _indicators(pattern: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def kenward_roger_parts(cp: CrossProducts, lam: np.ndarray, pattern: np.ndarray, sigma2: float, phi: np.ndarray):
+def kenward_roger_parts(
+    cp: CrossProducts, lam: np.ndarray, pattern: np.ndarray, sigma2: float, phi: np.ndarray, indicators=None
+):
     """pbkrtest's vcovAdj_internal with Sigma_g = Z_g D Z_g' + sigma2 I, G_r = Z_g E_r Z_g'
     (random) and I (residual). With S = Sigma^-1 = (I - Z A Z') / sigma2 per group and
     B = I - A Z'Z: S^m Z = Z B^m / sigma2^m and S^m X = (X - Z C_m) / sigma2^m, with
-    C_1 = A Z'X, C_(m+1) = A Z'X + B C_m, so every trace and product reduces to blocks."""
+    C_1 = A Z'X, C_(m+1) = A Z'X + B C_m, so every trace and product reduces to blocks.
+    `indicators` (dD/dgamma per covariance parameter) default to one per free element of D."""
     s = sigma2
     a = evaluate(cp, lam).a
     ztz, ztx, xtx = cp.ztz, cp.ztx, cp.xtx
@@ -676,7 +679,7 @@ def kenward_roger_parts(cp: CrossProducts, lam: np.ndarray, pattern: np.ndarray,
     x_sssx = (xtx - xtz @ c3).sum(axis=0) / s**3
     az = a @ ztz
     trace_ss = float((cp.n - 2 * np.trace(az, axis1=1, axis2=2) + np.einsum("kij,kji->k", az, az)).sum()) / s**2
-    e = _indicators(pattern)
+    e = _indicators(pattern) if indicators is None else indicators
     n_random = len(e)
     total = n_random + 1
     p_list = [-np.einsum("kpi,ij,kqj->pq", k_xz, er, k_xz) for er in e] + [-x_ssx]

@@ -18,6 +18,7 @@ from ..probabilities import t_quantile, t_sf
 from . import NotEstimable
 from .lmm import SINGULAR_TOLERANCE, LmmFit, fit_lmm
 from .statistics import (
+    CENTRE_VARIANT,
     ModelSpec,
     combine,
     data_sources,
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 RESULT_COLUMNS = [
     "outcome", "contrast", "term", "model", "estimate", "se", "ci_low", "ci_high", "df", "p_value", "inference",
     "n_participants", "n_studies", "studies", "tau2", "sigma2", "icc", "slope_variance", "slope_correlation",
-    "loglik", "method", "singular", "data_source", "status", "warnings",
+    "centre_variance", "loglik", "method", "singular", "data_source", "status", "warnings",
 ]  # fmt: skip
 
 
@@ -271,6 +272,67 @@ def random_slope(
     )
 
 
+def centre_parts(statistics: dict, outcome: str, key: str, parts: list[tuple[str, dict]]):
+    """(study, centre, entry) blocks of the studies in `parts`, and the studies without centre
+    statistics (a site bundle today), which enter as one centre (their study entry)."""
+    blocks, whole = [], []
+    for study, entry in parts:
+        centres = statistics[study]["outcomes"][outcome].get("centres", {}).get(key)
+        if centres:
+            blocks += [(study, site, block) for site, block in sorted(centres.items()) if block["n"] > 0]
+        else:
+            blocks.append((study, study, entry))
+            whole.append(study)
+    return blocks, whole
+
+
+def centre_within_study(
+    statistics: dict,
+    outcome: str,
+    model: ModelSpec,
+    min_studies: int = 2,
+    singular_tolerance: float = SINGULAR_TOLERANCE,
+    ddf: str = "satterthwaite",
+) -> list[dict]:
+    """The primary model with centre nested in study, lme4's `(1 | study/site)` (REML), fitted
+    from per-centre statistics (models/nested.py); `centre_variance` is the between-centre
+    variance within studies, `tau2` the between-study one, `icc` tau2 over the total."""
+    from .nested import fit_nested_entries
+
+    variant, key = CENTRE_VARIANT, f"{model.name}/primary"
+    parts = present(statistics, outcome, key)
+    if len(parts) < min_studies:
+        reason = f"outcome available in {len(parts)} studies with complete data; the model needs at least {min_studies}"
+        return not_estimated(outcome, model, variant, parts, reason)
+    blocks, whole = centre_parts(statistics, outcome, key, parts)
+    try:
+        fit = fit_nested_entries(blocks, reml=True, singular_tolerance=singular_tolerance)
+    except (NotEstimable, np.linalg.LinAlgError) as error:
+        return not_estimated(outcome, model, variant, parts, str(error))
+    counts = pd.Series([study for study, _, _ in blocks]).value_counts().sort_index()
+    notes = ["centres per study: " + ", ".join(f"{study} {count}" for study, count in counts.items())]
+    if whole:
+        notes.append(f"no centre statistics (entered as one centre): {', '.join(whole)}")
+    tau2, centre = float(fit.study_covariance[0, 0]), fit.centre_variance
+    components = {
+        "tau2": tau2,
+        "centre_variance": centre,
+        "sigma2": fit.sigma2,
+        "icc": tau2 / (tau2 + centre + fit.sigma2),
+    }
+    rows = []
+    for term, weights in model.report.items():
+        result = fit.contrast(contrast_vector(fit.names, weights), ddf)
+        rows.append(
+            {
+                **base_row(outcome, model, term, variant, parts), **{k: v for k, v in result.items() if k != "t"},
+                **components, "loglik": fit.loglik, "method": fit.method, "singular": fit.is_singular,
+                "status": "estimated", "warnings": "; ".join(fit.warnings + notes),
+            }
+        )  # fmt: skip
+    return rows
+
+
 def sensitivity(statistics: dict, outcome: str, model: ModelSpec, settings: dict) -> list[dict]:
     variants = settings.get("variants", [])
     options = {
@@ -293,6 +355,8 @@ def sensitivity(statistics: dict, outcome: str, model: ModelSpec, settings: dict
         rows += mixed_model(statistics, outcome, model, "unadjusted", "unadjusted", **options)
     if "covariates" in variants:
         rows += mixed_model(statistics, outcome, model, "covariates", "covariates", **options)
+    if CENTRE_VARIANT in variants:
+        rows += centre_within_study(statistics, outcome, model, **options)
     if "leave_one_out" in variants:
         for study in sorted(s for s, entry in statistics.items() if entry["outcomes"][outcome]["n_followup"] > 0):
             rows += mixed_model(

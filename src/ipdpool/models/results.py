@@ -98,16 +98,16 @@ def format_p(p: float) -> str:
 
 def random_effects_table(result) -> str:
     """Groups / Name / Variance / Std.Dev. / Corr, blank (never NaN) where a cell does not apply."""
-    covariance = result.fit.random_covariance
-    sd = np.sqrt(np.diag(covariance))
     rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
-    for i, term in enumerate(result.random_terms):
-        correlations = [
-            f"{covariance[i, j] / (sd[i] * sd[j]):.2f}" if sd[i] > 0 and sd[j] > 0 else "" for j in range(i)
-        ]
-        rows.append(
-            [result.group if i == 0 else "", term, f"{covariance[i, i]:.4g}", f"{sd[i]:.4g}", " ".join(correlations)]
-        )
+    for group, terms, covariance in result.random_blocks():
+        sd = np.sqrt(np.diag(covariance))
+        for i, term in enumerate(terms):
+            correlations = [
+                f"{covariance[i, j] / (sd[i] * sd[j]):.2f}" if sd[i] > 0 and sd[j] > 0 else "" for j in range(i)
+            ]
+            rows.append(
+                [group if i == 0 else "", term, f"{covariance[i, i]:.4g}", f"{sd[i]:.4g}", " ".join(correlations)]
+            )
     sigma2 = result.fit.sigma2
     rows.append(["Residual", "", f"{sigma2:.4g}", f"{np.sqrt(sigma2):.4g}", ""])
     widths = [max(len(row[c]) for row in rows) for c in range(5)]
@@ -160,7 +160,7 @@ def format_summary(result) -> str:
         "",
         "Random effects:",
         random_effects_table(result),
-        f"Number of obs: {result.n}, groups:  {result.group}, {result.n_groups}",
+        f"Number of obs: {result.n}, groups:  {result.group_counts()}",
         "",
         "Fixed effects:",
         fixed_effects_table(result),

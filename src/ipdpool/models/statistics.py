@@ -188,8 +188,29 @@ def arm_summaries(part: pd.DataFrame, outcome: str) -> dict:
     return out
 
 
-def study_statistics(part: pd.DataFrame, analysis: dict, diagnosis_levels) -> dict:
-    """Everything the pooled models need from one study's harmonized data."""
+CENTRE_VARIANT = "centre_within_study"
+MISSING_SITE = "(site missing)"
+
+
+def wants_centres(analysis: dict) -> bool:
+    """Whether the configured sensitivity analyses need per-centre statistics."""
+    return CENTRE_VARIANT in analysis.get("sensitivity", {}).get("variants", [])
+
+
+def centre_statistics(part: pd.DataFrame, outcome: str, terms: tuple[str, ...], diagnosis_levels) -> dict[str, dict]:
+    """site -> the design's statistics entry over that centre's complete cases (the centre blocks
+    of the `(1 | study/site)` sensitivity model; they add up to the study's entry). A study whose
+    rule file gives a constant site has one centre; rows without a site form one more."""
+    sites = part["site"].astype("string").fillna(MISSING_SITE) if "site" in part else pd.Series("", index=part.index)
+    return {
+        str(site): design_statistics(complete_cases(rows, outcome, terms), outcome, terms, diagnosis_levels)
+        for site, rows in part.groupby(sites.to_numpy(), sort=True)
+    }
+
+
+def study_statistics(part: pd.DataFrame, analysis: dict, diagnosis_levels, centres: bool = False) -> dict:
+    """Everything the pooled models need from one study's harmonized data; with `centres`, also
+    the primary designs per centre (`site`) under the outcome's "centres" (models/nested.py)."""
     covariates = tuple(analysis.get("sensitivity", {}).get("covariates", []))
     outcomes = {}
     for outcome in analysis["outcomes"]:
@@ -203,6 +224,13 @@ def study_statistics(part: pd.DataFrame, analysis: dict, diagnosis_levels) -> di
                         complete_cases(part, outcome, terms), outcome, terms, diagnosis_levels
                     )
         outcomes[outcome] = {"n_followup": int(part[f"{outcome}_fu_z"].notna().sum()), "designs": designs}
+        if centres:
+            outcomes[outcome]["centres"] = {
+                f"{name}/primary": centre_statistics(
+                    part, outcome, design_terms(ModelSpec.from_config(name, spec), "primary"), diagnosis_levels
+                )
+                for name, spec in analysis["models"].items()
+            }
         if f"{outcome}_fu" in part:
             outcomes[outcome]["arms"] = arm_summaries(part, outcome)
     return {"study": str(part["study"].iloc[0]), "n": len(part), "outcomes": outcomes}
@@ -213,7 +241,7 @@ def statistics_by_study(data: pd.DataFrame, analysis: dict, diagnosis_levels=Non
     if diagnosis_levels is None:
         diagnosis_levels = sorted(set(data["diagnosis"].dropna())) if "diagnosis" in data else []
     return {
-        str(study): study_statistics(part, analysis, diagnosis_levels)
+        str(study): study_statistics(part, analysis, diagnosis_levels, wants_centres(analysis))
         for study, part in data.groupby("study", sort=True)
     }
 

@@ -1,0 +1,211 @@
+"""Nested random effects, `(1 | study/centre)` and `(terms | study) + (1 | study:centre)`, checked
+live against lme4, lmerTest and pbkrtest: lme4's Pastes, nlme's Oats and Pixel (a random slope by
+dog with a random intercept by side within dog, Pinheiro & Bates 2000, section 4.3) and the demo's
+harmonized data with its centres (`site`; EU6 has six), with the primary models' fixed part.
+
+The data come back from R (so both fit the same numbers); each is fitted through ipdpool.lmer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rscript import run_r
+
+import ipdpool
+from ipdpool.demo.design import TRIALS
+from ipdpool.harmonize.rulefile import load_rules
+from ipdpool.harmonize.schema import load_schema
+from ipdpool.harmonize.study import harmonize_study
+from ipdpool.models import NotEstimable
+from ipdpool.models.formula import FormulaError
+from ipdpool.models.onestage import fit_outcome
+
+R_FITS = r"""
+suppressPackageStartupMessages({library(lmerTest); library(nlme)})
+tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
+                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
+characters <- function(d) { d[] <- lapply(d, function(v) if (is.factor(v)) as.character(v) else v); d }
+pastes <- characters(as.data.frame(lme4::Pastes)[, c("strength", "batch", "cask", "sample")])
+oats <- characters(as.data.frame(Oats)[, c("yield", "nitro", "Block", "Variety")])
+names(oats)[1] <- "grain"  # yield is a Python keyword
+pixel <- characters(as.data.frame(Pixel)[, c("pixel", "day", "Dog", "Side")])
+data <- list(pastes = pastes, oats = oats, pixel = pixel, demo = demo)
+one <- function(formula, d, reml) {
+  m <- lmer(as.formula(formula), d, REML = reml, control = tight)
+  s <- summary(m)$coefficients
+  re <- ranef(m, condVar = TRUE)
+  modes <- lapply(re, function(r) list(levels = rownames(r), values = unname(as.matrix(r)),
+                                       sd = t(apply(attr(r, "postVar"), 3, function(v) sqrt(diag(as.matrix(v)))))))
+  res <- list(beta = unname(fixef(m)), names = names(fixef(m)),
+              variances = lapply(VarCorr(m), function(v) unname(diag(as.matrix(v)))),
+              se = unname(s[, 2]), df = unname(s[, 3]), sigma2 = sigma(m)^2,
+              theta = unname(getME(m, "theta")), criterion = if (reml) REMLcrit(m) else deviance(m),
+              singular = isSingular(m), ranef = modes, groups = names(re), predict = unname(predict(m)),
+              anova_f = unname(anova(m)[["F value"]]), anova_df = unname(anova(m)[["DenDF"]]))
+  if (reml) { k <- summary(m, ddf = "Kenward-Roger")$coefficients; res$kr_se <- unname(k[, 2])
+              res$kr_df <- unname(k[, 3]); res$kr_anova_df <- unname(anova(m, ddf = "Kenward-Roger")[["DenDF"]]) }
+  res
+}
+out <- list(data = data, fits = lapply(cases, function(c) one(c$formula, data[[c$data]], c$reml)))
+"""
+
+CASES = {
+    "pastes": ("pastes", "strength ~ 1 + (1 | batch/cask)", True),
+    "oats": ("oats", "grain ~ nitro + (1 | Block/Variety)", True),
+    "pixel": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", True),
+    "pixel_ml": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", False),
+    "demo_employed": ("demo", "self_esteem_fu_z ~ employed + self_esteem_bl_z + (1 | study/site)", True),
+    "demo_interaction": (
+        "demo",
+        "depression_fu_z ~ ips + employed + ips:employed + depression_bl_z + (1 | study/site)",
+        True,
+    ),
+}
+
+
+def harmonized_demo(repo: Path) -> pd.DataFrame:
+    """The demo harmonized by its rule files (site: each study's centre, constant in SE and US)."""
+    schema = load_schema(repo / "config" / "schema.yaml")
+    frames = []
+    for study in TRIALS:
+        rules = load_rules(repo / "config" / "studies" / f"{study}.yaml")
+        frames.append(harmonize_study(rules, schema, b"test-key-0123456789abcdef", base_dir=repo).data)
+    data = pd.concat(frames, ignore_index=True)
+    data["ips"] = (data["arm"] == "IPS").astype(float)
+    columns = ["study", "site", "arm", "ips", "employed", "self_esteem_bl_z", "self_esteem_fu_z"]
+    return data[columns + ["depression_bl_z", "depression_fu_z"]].astype({"employed": float})
+
+
+@pytest.fixture(scope="module")
+def reference(repo_root):
+    cases = {name: {"data": d, "formula": f, "reml": r} for name, (d, f, r) in CASES.items()}
+    script = "cases <- fromJSON(cases_json, simplifyVector = FALSE)\n" + R_FITS
+    return run_r(f"cases_json <- {json.dumps(json.dumps(cases))}\n" + script, {"demo": harmonized_demo(repo_root)})
+
+
+def relative(ours, theirs) -> float:
+    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
+    return float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-300)))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_nested_fits_equal_lme4_lmertest_and_pbkrtest(case, reference):
+    data, formula, reml = CASES[case]
+    frame = pd.DataFrame(reference["data"][data])
+    theirs = reference["fits"][case]
+    result = ipdpool.lmer(formula, frame, reml=reml)
+    fit = result.fit
+    assert "nan" not in result.summary().lower()
+    assert fit.deviance <= theirs["criterion"] + 1e-9
+    assert fit.deviance == pytest.approx(theirs["criterion"], rel=1e-9)
+    np.testing.assert_allclose(fit.theta, theirs["theta"], rtol=1e-6, atol=1e-7)
+    fixed = result.fixed
+    np.testing.assert_allclose(fixed["estimate"], theirs["beta"], rtol=1e-6, atol=1e-8 * fixed["se"].min())
+    np.testing.assert_allclose(fixed["se"], theirs["se"], rtol=1e-6)
+    np.testing.assert_allclose(fixed["df"], theirs["df"], rtol=1e-6)
+    assert fit.sigma2 == pytest.approx(theirs["sigma2"], rel=1e-6)
+    assert fit.is_singular == theirs["singular"]
+    predicted = result.predict().to_numpy()
+    np.testing.assert_allclose(predicted, theirs["predict"], rtol=1e-6, atol=1e-7 * np.std(predicted))
+    anova = result.anova()
+    np.testing.assert_allclose(anova["F value"].to_numpy(float), theirs["anova_f"] or [], rtol=1e-6)
+    np.testing.assert_allclose(anova["DenDF"].to_numpy(float), theirs["anova_df"] or [], rtol=1e-6)
+    ranef = result.ranef()
+    assert list(ranef) == theirs["groups"]
+    for group, effects in ranef.items():
+        expected = theirs["ranef"][group]
+        assert list(effects.modes.index) == expected["levels"]
+        np.testing.assert_allclose(effects.modes.to_numpy(), np.array(expected["values"]), rtol=1e-5, atol=1e-7)
+        sd = np.array(expected["sd"]).reshape(effects.cond_sd.shape)
+        np.testing.assert_allclose(effects.cond_sd.to_numpy(), sd, rtol=1e-6)
+    if reml:
+        kr = ipdpool.lmer(formula, frame, reml=True, ddf="kenward_roger")
+        np.testing.assert_allclose(kr.fixed["se"], theirs["kr_se"], rtol=1e-6)
+        np.testing.assert_allclose(kr.fixed["df"], theirs["kr_df"], rtol=1e-6)
+        np.testing.assert_allclose(kr.anova()["DenDF"].to_numpy(float), theirs["kr_anova_df"] or [], rtol=1e-6)
+
+
+def test_nested_coding_and_the_explicit_interaction_give_lme4s_nested_fit(reference):
+    """Pastes' `sample` labels each cask uniquely (batch:cask), so (1 | batch) + (1 | sample) is the
+    nested model as lme4 fits it; (1 | batch) + (1 | batch:cask) likewise, with lme4's names."""
+    frame = pd.DataFrame(reference["data"]["pastes"])
+    theirs = reference["fits"]["pastes"]
+    for formula, centre in [
+        ("strength ~ 1 + (1 | batch) + (1 | sample)", "sample"),
+        ("strength ~ 1 + (1 | batch) + (1 | batch:cask)", "batch:cask"),
+        ("strength ~ 1 + (1 | batch:cask) + (1 | batch)", "batch:cask"),
+    ]:
+        result = ipdpool.lmer(formula, frame)
+        assert list(result.ranef()) == [centre, "batch"]
+        assert result.fit.deviance == pytest.approx(theirs["criterion"], rel=1e-9)
+        np.testing.assert_allclose(result.fit.theta, theirs["theta"], rtol=1e-6)
+        assert f"groups:  {centre}, 30; batch, 10" in result.summary()
+
+
+@pytest.mark.parametrize(
+    "formula, message",
+    [
+        ("strength ~ 1 + (1 | batch) + (1 | cask)", "crossed"),  # cask a, b, c recur in every batch
+        ("strength ~ 1 + (1 | batch/cask/sample)", "deeper nesting"),
+        ("strength ~ 1 + (1 + cask | batch/sample)", "random intercept"),
+    ],
+)
+def test_crossed_and_other_multi_part_forms_are_refused_in_one_sentence(formula, message, reference):
+    with pytest.raises((FormulaError, NotEstimable), match=message) as refused:
+        ipdpool.lmer(formula, pd.DataFrame(reference["data"]["pastes"]))
+    assert str(refused.value).count(". ") == 0
+
+
+def test_the_demo_centres_are_those_of_the_rule_files(reference):
+    """EU6 names six centres, DK three, NL four; SE and US give a constant site (one centre each)."""
+    demo = pd.DataFrame(reference["data"]["demo"])
+    centres = demo.groupby("study")["site"].nunique().to_dict()
+    assert centres == {"DK": 3, "EU6": 6, "NL": 4, "SE": 1, "US": 1}
+    measured = demo[demo["self_esteem_fu_z"].notna()]
+    result = ipdpool.lmer(CASES["demo_employed"][1], demo)
+    assert result.n_groups == measured["study"].nunique() >= 3
+    assert result.n_centres == len(measured.groupby(["study", "site"])) > result.n_groups + 3
+
+
+MODELS = {  # config/config.yaml's models whose primary design the demo cases above fit with (1 | study/site)
+    "employed": {"terms": ["employed"], "adjust": ["baseline"], "report": {"employed": {"employed": 1}}},
+    "ips_x_employed": {
+        "terms": ["ips", "employed", "ips:employed"],
+        "adjust": ["baseline"],
+        "report": {"ips:employed": {"ips:employed": 1}, "ips_in_not_employed": {"ips": 1}},
+    },
+}
+WORKFLOW_CASES = [  # (case, outcome, model, term, R's coefficient)
+    ("demo_employed", "self_esteem", "employed", "employed", "employed"),
+    ("demo_interaction", "depression", "ips_x_employed", "ips:employed", "ips:employed"),
+    ("demo_interaction", "depression", "ips_x_employed", "ips_in_not_employed", "ips"),
+]
+
+
+def test_centre_within_study_sensitivity_rows_equal_lme4(reference):
+    """The workflow's `centre_within_study` variant (per-centre statistics of the harmonized demo,
+    the primary model with (1 | study/site)) gives lmerTest's estimate, SE and df and lme4's
+    variance components."""
+    demo = pd.DataFrame(reference["data"]["demo"])
+    analysis = {"models": MODELS, "sensitivity": {"variants": ["centre_within_study"]}}
+    for case, outcome, model, term, coefficient in WORKFLOW_CASES:
+        _, sensitivity = fit_outcome(demo, outcome, {**analysis, "outcomes": [outcome]})
+        row = sensitivity.set_index(["variant", "contrast", "term"]).loc[("centre_within_study", model, term)]
+        theirs = reference["fits"][case]
+        j = theirs["names"].index(coefficient)
+        assert row["status"] == "estimated" and "centres per study" in row["warnings"]
+        assert row["estimate"] == pytest.approx(theirs["beta"][j], rel=1e-6, abs=1e-8 * theirs["se"][j])
+        assert row["se"] == pytest.approx(theirs["se"][j], rel=1e-6)
+        assert row["df"] == pytest.approx(theirs["df"][j], rel=1e-6)
+        assert row["sigma2"] == pytest.approx(theirs["sigma2"], rel=1e-6)
+        scale = 1e-7 * theirs["sigma2"]
+        assert row["tau2"] == pytest.approx(np.atleast_1d(theirs["variances"]["study"])[0], rel=1e-6, abs=scale)
+        assert row["centre_variance"] == pytest.approx(
+            np.atleast_1d(theirs["variances"]["site:study"])[0], rel=1e-6, abs=scale
+        )
+        assert row["n_participants"] == len(demo[["employed", f"{outcome}_bl_z", f"{outcome}_fu_z"]].dropna())
