@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..probabilities import chi2_sf, norm_quantile, norm_sf
 from . import NotEstimable
-from .api import check_grouping, check_identifiable, group_labels, one_random_part, used_rows
+from .api import check_grouping, check_identifiable, group_labels, used_rows
 from .formula import (
     CONTEXT,
     FormulaError,
@@ -38,6 +38,7 @@ from .formula import (
     r_power,
     rank_warning,
     required_variables,
+    split_random,
 )
 from .glmm import BinomialData, GlmmFit, fit_glmm
 
@@ -274,7 +275,12 @@ def glmer(
 
     if family != "binomial":
         raise ValueError(f"family must be 'binomial' (logit link), not {family!r}")
-    fixed, part = one_random_part(r_power(formula))
+    fixed, parts = split_random(r_power(formula))
+    if len(parts) != 1:
+        raise NotEstimable(
+            f"formula {formula!r} has {len(parts)} random parts after expanding '/'; glmer fits one '(terms | group)'"
+        )
+    part = parts[0]
     if not part.correlated:
         raise NotEstimable("'||' (uncorrelated random effects) is not fitted by glmer; write '|'")
     fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(part.terms, data.columns)
