@@ -1,13 +1,17 @@
-"""What the nested-subset rule costs on the demo: per seed and study, the designs whose
-participant sets differ from another design's by 1 to nfilter_subset - 1 before the rule, and
-the designs harmonized or withheld by it (the two choices of federated.disclosure.nested), with
-the participant-rows the harmonized designs lose. The figures are quoted in docs/privacy.md.
+"""What the nested-subset rule costs on the demo, per seed and study: how many pairs of released
+sums of one quantity (by designs, Table 1 with its 2x2 tables, follow-up scores by arm) differ by 1
+to nfilter_subset - 1 participants before the rule; the statistics harmonized or withheld by it
+(the two choices of federated.disclosure.nested), with the participant-rows the harmonized ones
+lose; and the pairs of whole statistics still differing by 1 to nfilter_subset - 1 after it (they
+share no quantity, so they cannot be subtracted). The figures are quoted in docs/privacy.md.
+Multiple imputation's statistics (multiple_imputation.in_bundles) are left out here.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_release_rule.py 20261205 1 2 3 4
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_release_rule.py 20210901 1 2 3 4
 """
 
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +21,7 @@ from ipdpool.demo.generate import DEFAULT_SEED, write_demo
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.harmonize.schema import conform, load_schema
 from ipdpool.harmonize.study import harmonize_study
-from ipdpool.releases import design_participants, resolve_nested, small_differences, summary_participants
+from ipdpool.releases import release_scope, released_sets, resolve_nested, small_differences
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = ("DK", "EU6", "NL", "SE", "US")
@@ -36,31 +40,59 @@ def harmonized_demo(seed: int) -> pd.DataFrame:
     return conform(pd.concat(frames, ignore_index=True), schema)
 
 
+def kind(name: str) -> str:
+    return "table1" if name.startswith("table1/") else "arms" if ":arms/" in name else "design"
+
+
 def main(seeds: list[int], threshold: int = 3) -> None:
     analysis = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["analysis"]
-    print("seed\tstudy\tdesigns\tpairs_1_to_2\tharmonized\trows_lost\trows\twithheld\tsummary_pairs")
-    totals = {"designs": 0, "pairs": 0, "harmonized": 0, "withheld": 0, "lost": 0, "rows": 0}
+    levels = load_schema(REPO / "config" / "schema.yaml")["variables"]["diagnosis"]["allowed"]
+    print(
+        "seed\tstudy\tstatistics\tsum_pairs_1_to_2\tharmonized(design/table1/arms)\trows_lost\trows\twithheld\twhole_pairs_left"
+    )
+    totals = dict.fromkeys(
+        ["statistics", "designs", "pairs", "harmonized", "designs_changed", "withheld", "lost", "rows", "left"], 0
+    )
     for seed in seeds:
         data = harmonized_demo(seed)
         for study, part in data.groupby("study"):
-            sets = design_participants(part, analysis)
-            pairs = small_differences(sets, threshold)
-            kept, harmonized = resolve_nested(sets, threshold, "harmonize")
-            _, withheld = resolve_nested(sets, threshold, "withhold")
+            sets = released_sets(part, analysis)
+            scope = release_scope(part, analysis, sets, levels)
+            pairs = small_differences(sets, threshold, scope)
+            kept, harmonized = resolve_nested(sets, threshold, "harmonize", scope)
+            _, withheld = resolve_nested(sets, threshold, "withhold", scope)
             lost = sum(len(sets[k]) - len(kept.get(k, ())) for k in sets)
             rows = sum(len(s) for s in sets.values())
-            residual = small_differences({**kept, **summary_participants(part, analysis["outcomes"])}, threshold)
+            left = small_differences(kept, threshold)
+            kinds = Counter(kind(name) for name in harmonized)
+            changed = f"{len(harmonized)} ({kinds['design']}/{kinds['table1']}/{kinds['arms']})"
             print(
-                f"{seed}\t{study}\t{len(sets)}\t{len(pairs)}\t{len(harmonized)}\t{lost}\t{rows}\t{len(withheld)}"
-                f"\t{len(residual)}"
+                f"{seed}\t{study}\t{len(sets)}\t{len(pairs)}\t{changed}\t{lost}\t{rows}\t{len(withheld)}\t{len(left)}"
             )
-            for name, value in zip(totals, (len(sets), len(pairs), len(harmonized), len(withheld), lost, rows)):
+            designs = sum(kind(name) == "design" for name in sets)
+            values = (
+                len(sets),
+                designs,
+                len(pairs),
+                len(harmonized),
+                kinds["design"],
+                len(withheld),
+                lost,
+                rows,
+                len(left),
+            )
+            for name, value in zip(totals, values):
                 totals[name] += value
+    t = totals
+    share = {k: 100 * t[k] / t[d] for k, d in (("harmonized", "statistics"), ("designs_changed", "designs"),
+                                              ("lost", "rows"), ("withheld", "statistics"))}  # fmt: skip
     print(
-        f"# {len(seeds)} seeds: {totals['designs']} designs; {totals['pairs']} pairs within 1 to {threshold - 1}; "
-        f"harmonize changes {totals['harmonized']} designs ({100 * totals['harmonized'] / totals['designs']:.0f}%), "
-        f"losing {totals['lost']} of {totals['rows']} participant-rows ({100 * totals['lost'] / totals['rows']:.1f}%); "
-        f"withhold removes {totals['withheld']} designs ({100 * totals['withheld'] / totals['designs']:.0f}%)"
+        f"# {len(seeds)} seeds: {t['statistics']} statistics ({t['designs']} designs); {t['pairs']} pairs of sums "
+        f"within 1 to {threshold - 1}; harmonize changes {t['harmonized']} statistics ({share['harmonized']:.0f}%; "
+        f"{t['designs_changed']} designs, {share['designs_changed']:.0f}%), losing {t['lost']} of {t['rows']} "
+        f"participant-rows ({share['lost']:.1f}%); withhold removes {t['withheld']} statistics "
+        f"({share['withheld']:.0f}%); {t['left']} pairs of whole statistics left within 1 to {threshold - 1} "
+        "(no quantity in common)"
     )
 
 

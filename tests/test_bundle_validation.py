@@ -40,13 +40,12 @@ from ipdpool.federated import (
     sign_bundle,
     status_records,
     strict_json,
-    table1_aggregates,
     verify_signature,
 )
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.harmonize.study import harmonize_study
-from ipdpool.releases import released_statistics
+from ipdpool.releases import release
 from ipdpool.tables import read_table, write_table
 
 FILE = "inbox/SE.bundle.json"
@@ -61,7 +60,7 @@ def setting(repo_root, tmp_path_factory):
     schema = load_schema(repo_root / "config" / "schema.yaml")
     levels = schema["variables"]["diagnosis"]["allowed"]
     part = harmonized_pool(repo_root).query("study == 'SE'")
-    statistics, _, _ = released_statistics(part, analysis, levels, 3, "harmonize")
+    released = release(part, analysis, levels, 3, "harmonize")
     audit = harmonize_study(load_rules(repo_root / "config/studies/SE.yaml"), schema, b"k" * 32, base_dir=repo_root)
     folder = tmp_path_factory.mktemp("audit")
     write_table(audit.flow, folder / "flow.tsv")
@@ -71,7 +70,7 @@ def setting(repo_root, tmp_path_factory):
     about = manifest(
         "SE", repo_root / "config/studies/SE.yaml", repo_root / "config/schema.yaml", analysis, __version__
     )
-    bundle = plain(make_bundle(statistics, table1_aggregates(part), flow, status, about, DISCLOSURE_DEFAULTS))
+    bundle = plain(make_bundle(released.statistics, released.table1, flow, status, about, DISCLOSURE_DEFAULTS))
     return analysis, json.loads(json.dumps(bundle)), repo_root / "config" / "schema.yaml"
 
 

@@ -26,7 +26,7 @@ from ipdpool.federated import (
     table1_aggregates,
 )
 from ipdpool.harmonize.schema import load_schema
-from ipdpool.releases import released_statistics
+from ipdpool.releases import release
 from ipdpool.tables import read_table
 
 STUDIES = ("DK", "EU6", "NL", "SE", "US")
@@ -48,8 +48,9 @@ def bundle_of(part: pd.DataFrame, analysis: dict, levels, repo_root, thresholds=
         analysis,
         __version__,
     )
-    statistics, _, _ = released_statistics(part, analysis, levels, thresholds["nfilter_subset"], thresholds["nested"])
-    return plain(make_bundle(statistics, table1_aggregates(part), [], [], about, thresholds))
+    released = release(part, analysis, levels, thresholds["nfilter_subset"], thresholds["nested"])
+    whole = table1_aggregates(part)
+    return plain(make_bundle(released.statistics, released.table1, [], [], about, thresholds, whole_table1=whole))
 
 
 def numbers(value) -> int:
@@ -166,15 +167,12 @@ def sent_bundles(completed_run, tmp_path_factory):
     federated multiple imputation); the bundles and their
     signatures travel (copied) to the centre, which holds the public key in allowed_signers.
 
-    The sites here set nfilter_subset 1, under which no design is harmonized or withheld, so that
-    every table can be compared with the pooled-IPD run; with the rule on, a harmonized design's
-    statistics are those of its common complete cases (tests/test_releases.py)."""
+    The sites keep the default disclosure settings (nfilter_subset 3, nested: harmonize), so their
+    bundles hold statistics over the participants the nested-subset rule leaves them; the pooled-IPD
+    run they are compared with applies the same rule (`pooled_same_sets`)."""
     keys = tmp_path_factory.mktemp("keys")
     private, public = key_pair(keys)
-    site = {
-        "federated": {"signing_key": str(private), "disclosure": {"nfilter_subset": 1}},
-        "multiple_imputation": {"in_bundles": True},
-    }
+    site = {"federated": {"signing_key": str(private)}, "multiple_imputation": {"in_bundles": True}}
     (completed_run / "site.yaml").write_text(yaml.safe_dump(site))
     done = snakemake(completed_run, "--cores", "2", "site_bundle", "--configfile", "site.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -186,10 +184,34 @@ def sent_bundles(completed_run, tmp_path_factory):
     return inbox
 
 
+SAME_SETS = {"disclosure": {"apply_to_pooled_ipd": True}}
+
+
+@pytest.fixture(scope="module")
+def pooled_same_sets(completed_run, tmp_path_factory):
+    """The pooled-IPD run (the demo's participant data, every study held) with the nested-subset
+    rule applied as the sites apply it (federated.disclosure.apply_to_pooled_ipd), so that both
+    routes analyse the same participants: completed_run copied, then the tables re-made."""
+    workdir = tmp_path_factory.mktemp("same_sets") / "run"
+    shutil.copytree(completed_run, workdir, symlinks=True, ignore=shutil.ignore_patterns("site", "locks"))
+    (workdir / "same_sets.yaml").write_text(
+        yaml.safe_dump({"federated": SAME_SETS, "multiple_imputation": {"in_bundles": True}})
+    )
+    targets = [f"results/tables/{name}.tsv" for name in TABLES] + ["results/summary.md"]
+    done = snakemake(workdir, "--cores", "2", *targets, "--configfile", "same_sets.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "harmonized or withheld by the nested-subset rule" in (workdir / "logs" / "statistics.log").read_text()
+    return workdir
+
+
 def coordinator(tmp_path, inbox, studies, unsigned: bool = False) -> tuple:
     workdir = copy_workflow(tmp_path)
     bundles = {study: str(inbox / f"{study}.bundle.json") for study in studies}
-    federated = {"bundles": bundles, "signatures": {"allowed_signers": str(inbox / "allowed_signers")}}
+    federated = {
+        "bundles": bundles,
+        "signatures": {"allowed_signers": str(inbox / "allowed_signers")},
+        **SAME_SETS,  # for studies whose participant data are held here
+    }
     if unsigned:
         federated = {"bundles": bundles, "unsigned": "acknowledged", "unsigned_reason": "test: no keys yet"}
     settings = {"federated": federated, "multiple_imputation": {"in_bundles": True}}
@@ -230,7 +252,7 @@ def assert_same_table(ours: pd.DataFrame, theirs: pd.DataFrame, name: str) -> No
 
 
 @pytest.mark.workflow
-def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_bundles, tmp_path):
+def test_five_site_bundles_reproduce_the_pooled_ipd_tables(pooled_same_sets, sent_bundles, tmp_path):
     workdir, options = coordinator(tmp_path, sent_bundles, STUDIES)
     done = snakemake(workdir, "--cores", "4", *options)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -238,7 +260,7 @@ def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_b
     for name in TABLES:
         ours, theirs = (
             read_table(workdir / "results" / "tables" / f"{name}.tsv"),
-            read_table(completed_run / "results" / "tables" / f"{name}.tsv"),
+            read_table(pooled_same_sets / "results" / "tables" / f"{name}.tsv"),
         )
         assert_same_table(ours, theirs, name)
         if "data_source" in ours:  # per study: "site bundle"; pooled rows: "site bundles"
@@ -248,7 +270,7 @@ def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_b
     for name in ("flow", "status_matrix"):
         assert_same_table(
             read_table(workdir / "results" / "audit" / f"{name}.tsv"),
-            read_table(completed_run / "results" / "audit" / f"{name}.tsv"),
+            read_table(pooled_same_sets / "results" / "audit" / f"{name}.tsv"),
             name,
         )
     bundles = read_table(workdir / "results" / "audit" / "bundles.tsv")
@@ -256,19 +278,18 @@ def test_five_site_bundles_reproduce_the_pooled_ipd_tables(completed_run, sent_b
     assert all(
         a.startswith(f"signed by {s}, verified with ssh-keygen -Y") for s, a in zip(STUDIES, bundles["authenticity"])
     )
-    # the IV table from the bundles' cross-products: the classical columns of the pooled-IPD run
-    classical = ["outcome", "scope", "instruments", "n", "status", "estimate", "se", "ci_low", "ci_high"]
-    classical += ["first_stage_f", "wu_hausman_f", "wu_hausman_p", "ols_estimate", "ols_ci_low", "ols_ci_high"]
-    iv_bundles, iv_pooled = (read_table(w / "results" / "tables" / "iv.tsv") for w in (workdir, completed_run))
-    assert_same_table(iv_bundles[classical], iv_pooled[classical], "iv")
-    assert iv_bundles["se_robust"].isna().all() and iv_pooled["se_robust"].notna().all()
+    # the IV table from the bundles' cross-products: that of the pooled-IPD run over the same
+    # (released) participants, which also works from cross-products (no robust SE without rows)
+    iv_bundles, iv_pooled = (read_table(w / "results" / "tables" / "iv.tsv") for w in (workdir, pooled_same_sets))
+    assert_same_table(iv_bundles, iv_pooled, "iv")
+    assert iv_bundles["se_robust"].isna().all() and (iv_bundles["status"] == "estimated").any()
     one_stage = read_table(workdir / "results" / "tables" / "one_stage.tsv")
     assert len(one_stage) == 48 and (one_stage["status"] == "estimated").sum() >= 40
-    assert (workdir / "results" / "summary.md").read_text() == (completed_run / "results" / "summary.md").read_text()
+    assert (workdir / "results" / "summary.md").read_text() == (pooled_same_sets / "results" / "summary.md").read_text()
 
 
 @pytest.mark.workflow
-def test_bundles_and_participant_data_mix(completed_run, sent_bundles, tmp_path):
+def test_bundles_and_participant_data_mix(pooled_same_sets, sent_bundles, tmp_path):
     workdir, options = coordinator(tmp_path, sent_bundles, ("NL", "SE"))
     targets = [
         f"results/models/{o}/{t}.tsv"
@@ -278,7 +299,7 @@ def test_bundles_and_participant_data_mix(completed_run, sent_bundles, tmp_path)
     done = snakemake(workdir, "--cores", "4", *targets, *options)
     assert done.returncode == 0, done.stderr[-3000:]
     for target in targets:
-        ours, theirs = read_table(workdir / target), read_table(completed_run / target)
+        ours, theirs = read_table(workdir / target), read_table(pooled_same_sets / target)
         assert_same_table(ours, theirs, target)
         for studies, source in zip(ours["studies"].fillna(""), ours["data_source"]):
             names = [s for s in studies.split(",") if s]
@@ -336,7 +357,7 @@ def test_a_site_with_the_rule_on_harmonizes_and_an_unsigned_bundle_needs_acknowl
         for outcome, content in json.loads(target.read_text())["statistics"]["outcomes"].items()
     }
     assert sum(map(len, harmonized.values())) > 0
-    assert "harmonized with" in (completed_run / "logs" / "site" / "SE.log").read_text()
+    assert "harmonized from" in (completed_run / "logs" / "site" / "SE.log").read_text()
     ledger = (completed_run / "ledger_rule_on" / "SE.json").read_text()
     pseudonyms = pd.read_parquet(completed_run / "results" / "harmonized" / "SE.parquet")["participant_id"]
     assert not [p for p in pseudonyms if p in ledger]

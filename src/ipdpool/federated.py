@@ -282,10 +282,16 @@ def make_bundle(
     manifest_: dict,
     thresholds: dict,
     imputations: dict | None = None,
+    whole_table1: dict | None = None,
 ) -> dict:
     """The bundle; `imputations` (optional key: ipdpool.imputation.analysis.site_imputations) carries
-    the statistics of the site's completed data sets for federated multiple imputation."""
+    the statistics of the site's completed data sets for federated multiple imputation.
+    `whole_table1` is Table 1 of all the study's participants, before the nested-subset rule: its
+    cells are checked too, so that harmonizing Table 1 cannot hide a small cell."""
     problems = disclosure_problems(statistics, table1, thresholds)
+    if whole_table1 is not None:
+        cells = disclosure_problems({"study": statistics["study"], "outcomes": {}}, whole_table1, thresholds)
+        problems += [problem for problem in cells if problem not in problems]
     problems += imputation_problems(imputations, thresholds) if imputations is not None else []
     if problems:
         raise BundleError("bundle refused by disclosure control, nothing written:\n" + "\n".join(problems))

@@ -5,15 +5,20 @@ the statistic of the participants in A but not B, minus that of those in B but n
 either group holds 1 to nfilter_subset - 1 participants, that is a handful of people's values
 (one person's whole record when it is one). Two places where this happens are controlled here:
 
-- inside one bundle, the designs of a model use nested complete-case sets (unadjusted,
-  baseline-adjusted, covariate-adjusted) and the outcomes' sets overlap: `resolve_nested`
-  either harmonizes such designs to their common complete-case set or withholds the smaller;
+- inside one bundle (`release`, `resolve_nested`): every released number is a sum of one
+  quantity over some participants (a design's cross-product of two columns: their product over
+  its complete cases, or over those an indicator column marks, e.g. the IPS arm or the employed;
+  Table 1's counts and moments by arm, which include the causal first stage's 2x2 tables; the
+  follow-up scores by arm; each completed data set's statistics for federated MI). Any two sums
+  of one quantity by different statistics over participants differing on either side by 1 to
+  nfilter_subset - 1 are harmonized (the statistic with the extra participants leaves them out)
+  or the smaller is withheld;
 - across releases, a site that re-exports after a withdrawal or a correction sends the same
-  statistic over a set one participant smaller: the release ledger (`check_ledger`) keeps,
-  at the site, a keyed tag of every participant of every released statistic, and refuses a
-  new release whose sets differ from ANY set released earlier in the line (whatever the
-  statistic's name: renamed models and sub-block designs carry the same sums) by 1 to
-  nfilter_subset - 1.
+  statistic over a set one participant smaller: the release ledger (`record_release`) keeps,
+  at the site, a keyed tag of every participant of every released statistic and of the
+  subgroups it splits into, and refuses a new release whose statistics or subgroups differ
+  from ANY released earlier in the line (whatever the statistic's name: renamed models and
+  sub-block designs carry the same sums) by 1 to nfilter_subset - 1.
 
 The ledger never holds a pseudonym: each participant is an HMAC tag under the site's
 pseudonym key, so the ledger reveals nothing without the key, and refusals name the
@@ -22,16 +27,27 @@ statistic and the size of the difference, never who.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import hmac
-import itertools
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .models.statistics import DESIGNS, ModelSpec, design_terms, required_columns, study_statistics
+from .models.statistics import (
+    DESIGNS,
+    DIAGNOSIS_REFERENCE,
+    ModelSpec,
+    arm_summaries,
+    complete_cases,
+    design_statistics,
+    design_terms,
+    required_columns,
+    study_statistics,
+)
 
 NESTED_CHOICES = ("harmonize", "withhold")
 LEDGER_FORMAT = "ipdpool-ledger/1"
@@ -70,14 +86,16 @@ def design_participants(part: pd.DataFrame, analysis: dict) -> dict[str, frozens
 
 
 def summary_participants(part: pd.DataFrame, outcomes) -> dict[str, frozenset[str]]:
-    """Participant sets of the other released numbers: Table 1 by arm (all, with age, with each
-    baseline score), follow-up scores by arm and each outcome's count of follow-up scores."""
+    """Participant sets of the other released numbers: Table 1 by arm (its n; age; sex, diagnosis
+    and employment, whose counts by arm are also the causal first stage's 2x2 tables; each baseline
+    score), follow-up scores by arm and each outcome's count of follow-up scores."""
     ids = part["participant_id"]
     out = {}
     for arm in ("IPS", "SAU"):
         in_arm = part["arm"] == arm
         out[f"table1/{arm}"] = frozenset(ids[in_arm])
-        out[f"table1/{arm}/age"] = frozenset(ids[in_arm & part["age"].notna()])
+        for column in ("age", *CATEGORICAL_SUMMARIES):
+            out[f"table1/{arm}/{column}"] = frozenset(ids[in_arm & part[column].notna()])
         for outcome in outcomes:
             if f"{outcome}_bl" in part:
                 out[f"table1/{arm}/{outcome}_baseline"] = frozenset(ids[in_arm & part[f"{outcome}_bl"].notna()])
@@ -88,97 +106,504 @@ def summary_participants(part: pd.DataFrame, outcomes) -> dict[str, frozenset[st
     return out
 
 
-# ------------------------------------------------------------------ one bundle
+CATEGORICAL_SUMMARIES = ("sex", "diagnosis", "employed")
+IMPUTED = "imputations/"
 
 
-def small_differences(sets: dict[str, frozenset], threshold: int) -> list[tuple[str, str, int, int]]:
-    """(a, b, |a - b|, |b - a|) of every pair where either difference holds 1 to threshold - 1 participants."""
-    out = []
-    for a, b in itertools.combinations(sorted(sets), 2):
-        only_a, only_b = len(sets[a] - sets[b]), len(sets[b] - sets[a])
-        if 0 < only_a < threshold or 0 < only_b < threshold:
-            out.append((a, b, only_a, only_b))
+def imputation_participants(completed: dict[int, dict[str, pd.DataFrame]], analysis: dict) -> dict[str, frozenset[str]]:
+    """'imputations/outcome:model/primary#j' -> the complete cases of completed data set j
+    (`completed`: j -> outcome -> completed data with participant_id)."""
+    out = {}
+    for number, frames in completed.items():
+        for outcome, frame in frames.items():
+            ids, present = frame["participant_id"].to_numpy(), frame.notna()
+            for name, spec in analysis["models"].items():
+                terms = design_terms(ModelSpec.from_config(name, spec), "primary")
+                rows = present[required_columns(outcome, terms)].all(axis=1).to_numpy()
+                out[f"{IMPUTED}{outcome}:{name}/primary#{number}"] = frozenset(ids[rows])
     return out
 
 
-def resolve_nested(
-    sets: dict[str, frozenset], threshold: int, choice: str
-) -> tuple[dict[str, frozenset], dict[str, str]]:
-    """Sets after the rule, and key -> reason for each design changed or withheld.
+def imputed_subgroups(completed: dict[int, dict[str, pd.DataFrame]]) -> dict[str, frozenset]:
+    """The employment subgroups of each completed data set (employment is imputed too)."""
+    out = {}
+    for number, frames in completed.items():
+        for outcome, frame in frames.items():
+            employed, ips = frame["employed"] == 1, frame["arm"] == "IPS"
+            out[f"employed, {outcome} #{number}"] = frozenset(frame["participant_id"][employed])
+            out[f"IPS and employed, {outcome} #{number}"] = frozenset(frame["participant_id"][employed & ips])
+    return out
 
-    harmonize: the designs of a pair of participant sets that differ by 1 to threshold - 1
-    participants use their common complete cases (the intersection), repeated until no pair
-    does (sets only shrink, so it ends); an empty common set withholds them. withhold: the
-    designs with the smaller set of such a pair are not released, repeated likewise. Designs
-    with the same participants share one set, so pairs are compared once per distinct set."""
+
+def ledger_sets(sets: dict[str, frozenset]) -> dict[str, frozenset]:
+    """The sets the ledger keeps: a completed-data design whose participants are the same in every
+    completed data set once, without its number (the ledger holds one tag list per name)."""
+    out, by_design = {}, {}
+    for name, ids in sets.items():
+        if name.startswith(IMPUTED):
+            by_design.setdefault(name.rsplit("#", 1)[0], {})[name] = ids
+        else:
+            out[name] = ids
+    for design, members in by_design.items():
+        out.update({design: next(iter(members.values()))} if len(set(members.values())) == 1 else members)
+    return out
+
+
+def imputed_design(name: str) -> tuple[str, str, int]:
+    """(outcome, model/design, completed data set number) of 'imputations/outcome:model/primary#j'."""
+    key, number = name[len(IMPUTED) :].rsplit("#", 1)
+    outcome, design = key.split(":", 1)
+    return outcome, design, int(number)
+
+
+# ------------------------------------------------------------------ one bundle
+
+# A statistic's sums are also sums over subgroups: a design's cross-product of an indicator
+# column with any other column is that column's sum over the participants the indicator marks
+# (and, subtracted from the column's total, over the others). Those subgroups are compared too:
+# two designs whose participants differ by 4, of whom 1 is in IPS, give that one away through
+# their IPS column.
+SPLITS_OF_TERM = {
+    "ips": ("IPS",), "employed": ("employed",), "employed_within": ("employed",), "employed_between": ("employed",),
+    "ips:employed": ("IPS and employed",), "sex": ("female",),
+}  # fmt: skip
+
+
+def subgroups(part: pd.DataFrame, diagnosis_levels=()) -> dict[str, frozenset]:
+    """label -> participants of each subgroup an indicator column of a design marks."""
+    ids = part["participant_id"]
+    ips, employed = part["arm"] == "IPS", part["employed"] == 1
+    out = {
+        "IPS": frozenset(ids[ips]),
+        "employed": frozenset(ids[employed]),
+        "IPS and employed": frozenset(ids[ips & employed]),
+        "female": frozenset(ids[part["sex"] == "female"]),
+    }
+    for level in diagnosis_levels:
+        out[f"diagnosis {level}"] = frozenset(ids[part["diagnosis"] == level])
+    return out
+
+
+def statistic_splits(name: str, analysis: dict, diagnosis_levels=()) -> tuple[str, ...]:
+    """The subgroups (labels of `subgroups`) whose sums the statistic `name` gives: a design's
+    indicator columns; Table 1's counts of sex, diagnosis and employment by level (within its arm)."""
+    if name.startswith("table1/"):
+        column = name.split("/")[-1]
+        levels = {"sex": ("female",), "employed": ("employed",)}
+        return levels.get(column, tuple(f"diagnosis {lv}" for lv in diagnosis_levels) if column == "diagnosis" else ())
+    key = name[len(IMPUTED) :].rsplit("#", 1)[0] if name.startswith(IMPUTED) else name
+    terms = {f"{o}:{k}": t for o, k, t in design_keys(analysis)}.get(key, ())
+    labels = [label for term in terms for label in SPLITS_OF_TERM.get(term, ())]
+    if "diagnosis" in terms:
+        labels += [f"diagnosis {level}" for level in diagnosis_levels]
+    if name.startswith(IMPUTED):  # employment is imputed: its subgroups are the completed data set's
+        outcome, _, number = imputed_design(name)
+        labels = [f"{label}, {outcome} #{number}" if "employed" in label else label for label in labels]
+    return tuple(dict.fromkeys(labels))
+
+
+def design_columns(outcome: str, terms: tuple[str, ...], diagnosis_levels=()) -> list[tuple[frozenset, tuple]]:
+    """Each column of a design as (indicators it is the product of, values it carries)."""
+    fixed = {
+        "ips": ({"IPS"}, ()), "employed": ({"employed"}, ()), "employed_within": ({"employed"}, ()),
+        "ips:employed": ({"IPS", "employed"}, ()), "sex": ({"female"}, ()),
+        "baseline": (set(), (f"{outcome}:baseline",)), "age": (set(), ("age",)),
+    }  # fmt: skip
+    columns = [(frozenset(), ())]
+    for term in terms:
+        if term in fixed:
+            columns.append((frozenset(fixed[term][0]), fixed[term][1]))
+        elif term == "diagnosis":
+            columns += [(frozenset({f"diagnosis {lv}"}), ()) for lv in diagnosis_levels if lv != DIAGNOSIS_REFERENCE]
+        # employed_between is the study's share employed: constant in a study, a multiple of the intercept
+    return [*columns, (frozenset(), (f"{outcome}:followup",))]
+
+
+def design_quantities(columns: list[tuple[frozenset, tuple]]) -> set[tuple[frozenset, tuple]]:
+    """The sums a design's cross-products give: every product of two columns (a sum of their
+    values over the participants all their indicators mark) and, by subtracting one from
+    another, the same over the participants an indicator does not mark (e.g. the SAU arm)."""
+    direct = set()
+    for i, (ind_a, val_a) in enumerate(columns):
+        for ind_b, val_b in columns[i:]:
+            direct.add((frozenset((g, True) for g in ind_a | ind_b), tuple(sorted(val_a + val_b))))
+    derived = {
+        (restrictions - {(g, True)} | {(g, False)}, values)
+        for restrictions, values in direct
+        for g, _ in restrictions
+        if (restrictions - {(g, True)}, values) in direct
+    }
+    return {q for q in direct | derived if not is_count_by_arm(q)}
+
+
+def is_count_by_arm(quantity) -> bool:
+    """A count of participants, in all or by arm: how many a set difference holds, not a value."""
+    restrictions, values = quantity
+    return not values and all(g == "IPS" for g, _ in restrictions)
+
+
+def summary_quantities(name: str, diagnosis_levels=()) -> set[tuple[frozenset, tuple]]:
+    """The sums Table 1 and the follow-up scores by arm give (n, mean and SD: sum and sum of squares)."""
+    if name.startswith("table1/") and name.count("/") == 2:
+        _, arm, column = name.split("/")
+        in_arm = (("IPS", arm == "IPS"),)
+        indicator = {"sex": ["female"], "employed": ["employed"]}.get(column)
+        if column == "diagnosis":
+            return {(frozenset({*in_arm, (f"diagnosis {lv}", True)}), ()) for lv in diagnosis_levels}
+        if indicator:
+            return {(frozenset({*in_arm, (indicator[0], member)}), ()) for member in (True, False)}
+        value = "age" if column == "age" else f"{column[: -len('_baseline')]}:baseline"
+        return {(frozenset(in_arm), (value,)), (frozenset(in_arm), (value, value))}
+    if ":arms/" in name:
+        outcome, arm = name.split(":arms/")
+        in_arm, value = frozenset({("IPS", arm == "IPS")}), f"{outcome}:followup"
+        return {(in_arm, (value,)), (in_arm, (value, value))}
+    return set()  # counts: a study's or arm's n, an outcome's number of follow-up scores
+
+
+def statistic_quantities(name: str, analysis: dict, diagnosis_levels=()) -> set[tuple[frozenset, tuple]]:
+    key = name[len(IMPUTED) :].rsplit("#", 1)[0] if name.startswith(IMPUTED) else name
+    terms = {f"{o}:{k}": t for o, k, t in design_keys(analysis)}.get(key)
+    if terms is None:
+        return summary_quantities(name, diagnosis_levels)
+    return design_quantities(design_columns(key.split(":", 1)[0], terms, diagnosis_levels))
+
+
+def statistic_relabel(name: str) -> dict[str, str]:
+    """A completed data set's statistic marks employment by its imputed values."""
+    if not name.startswith(IMPUTED):
+        return {}
+    outcome, _, number = imputed_design(name)
+    return {"employed": f"employed, {outcome} #{number}"}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """How statistics are compared: the sums each releases (within a bundle; a name missing
+    releases one sum, over its whole set) and the subgroups each splits into (across releases;
+    name -> labels of `groups`)."""
+
+    splits: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
+    # name -> the sums it releases, each (restrictions, values): restrictions a frozenset of
+    # (indicator, True for its members / False for the others), values the summed product
+    quantities: dict = field(default_factory=dict)
+    # name -> {indicator: label in groups} where a statistic's indicator is not the observed one
+    # (employment in a completed data set)
+    relabel: dict = field(default_factory=dict)
+
+
+class Masks:
+    """Participant sets as bit masks over one index (set differences of a few hundred
+    participants by the ten thousand: bit operations on ints are ~50x faster than frozensets)."""
+
+    def __init__(self, sets: dict[str, frozenset], scope: Scope):
+        self.ids = sorted(set().union(*sets.values(), *scope.groups.values()))
+        self.index = {pid: i for i, pid in enumerate(self.ids)}
+        self.groups = {label: self.mask(members) for label, members in scope.groups.items()}
+
+    def mask(self, members) -> int:
+        return sum(1 << self.index[pid] for pid in members)
+
+    def members(self, mask: int) -> frozenset:
+        return frozenset(pid for i, pid in enumerate(self.ids) if mask >> i & 1)
+
+
+def views(current: dict[str, int], masks: Masks, scope: Scope) -> dict[int, list[tuple[str, str]]]:
+    """participants -> [(statistic, subgroup label)]: each statistic whole (''), its subgroups and
+    their complements, and for one split by arm the other subgroups within each arm (the
+    cross-product of the IPS column with an indicator; Table 1 gives the same counts by arm)."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    for name in sorted(current):
+        mask = current[name]
+        out.setdefault(mask, []).append((name, ""))
+        labels = scope.splits.get(name, ())
+        for label in labels:
+            group = masks.groups[label]
+            out.setdefault(mask & group, []).append((name, label))
+            out.setdefault(mask & ~group, []).append((name, f"not {label}"))
+        if "IPS" not in labels:
+            continue
+        ips = masks.groups["IPS"]
+        for label in [lb for lb in labels if lb != "IPS"]:
+            group = masks.groups[label]
+            for arm, arm_mask in (("IPS", ips), ("SAU", ~ips)):
+                out.setdefault(mask & arm_mask & group, []).append((name, f"{arm}, {label}"))
+                out.setdefault(mask & arm_mask & ~group, []).append((name, f"{arm}, not {label}"))
+    return out
+
+
+WHOLE = (frozenset(), ("all values",))  # one sum over the statistic's whole set
+
+
+def quantity_pairs(current: dict[str, int], masks: Masks, scope: Scope, threshold: int) -> list[tuple]:
+    """(views a, views b, |a - b|, |b - a|, mask a, mask b) for every two sums of one quantity
+    (scope.quantities) released by different statistics over participants differing on either
+    side by 1 to threshold - 1; a view is (statistic, quantity described)."""
+    buckets: dict[tuple, dict[int, list[tuple[str, str]]]] = {}
+    for name in sorted(current):
+        relabel = scope.relabel.get(name, {})
+        for quantity in scope.quantities.get(name, (WHOLE,)):
+            mask = current[name]
+            for indicator, member in quantity[0]:
+                group = masks.groups[relabel.get(indicator, indicator)]
+                mask &= group if member else ~group
+            buckets.setdefault(quantity, {}).setdefault(mask, []).append((name, describe(quantity)))
+    out = []
+    for found in buckets.values():
+        keys = list(found)
+        for i, mask_a in enumerate(keys):
+            for mask_b in keys[i + 1 :]:
+                only_a, only_b = (mask_a & ~mask_b).bit_count(), (mask_b & ~mask_a).bit_count()
+                if not (0 < only_a < threshold or 0 < only_b < threshold):
+                    continue
+                if len({name for name, _ in found[mask_a] + found[mask_b]}) > 1:
+                    out.append((found[mask_a], found[mask_b], only_a, only_b, mask_a, mask_b))
+    return sorted(out, key=lambda pair: (view_name(pair[0][0]), view_name(pair[1][0])))
+
+
+def describe(quantity) -> str:
+    restrictions, values = quantity
+    where = ", ".join(g if member else f"not {g}" for g, member in sorted(restrictions))
+    what = " x ".join(values) or "count"
+    return f"{what} of {where}" if where else what
+
+
+def view_name(view: tuple[str, str]) -> str:
+    name, label = view
+    return f"{name} ({label})" if label else name
+
+
+def small_differences(sets: dict[str, frozenset], threshold: int, scope: Scope | None = None) -> list[tuple]:
+    """(view a, view b, |a - b|, |b - a|) of every pair of statistics' views (whole or subgroup)
+    that sum a value in common and differ on either side by 1 to threshold - 1 participants."""
+    scope = scope or Scope()
+    if not sets:
+        return []
+    masks = Masks(sets, scope)
+    current = {name: masks.mask(ids) for name, ids in sets.items()}
+    return [
+        (view_name(a[0]), view_name(b[0]), only_a, only_b)
+        for a, b, only_a, only_b, _, _ in quantity_pairs(current, masks, scope, threshold)
+    ]
+
+
+def resolve_nested(
+    sets: dict[str, frozenset], threshold: int, choice: str, scope: Scope | None = None
+) -> tuple[dict[str, frozenset], dict[str, str]]:
+    """Sets after the rule, and name -> reason for each statistic changed or withheld.
+
+    Two views (a statistic whole, or its sums over a subgroup, see `views`) of different
+    statistics are compared when the statistics sum a value in common. harmonize: where one side
+    holds 1 to threshold - 1 participants the other lacks, its statistic leaves them out; all
+    such pairs of a round at once (the result does not depend on their order), repeated until no
+    pair is left (sets only shrink, so it ends); an emptied statistic is withheld. withhold: the
+    statistics of the smaller view of the first such pair are not released, repeated likewise."""
     if choice not in NESTED_CHOICES:
         raise ValueError(f"federated.disclosure.nested must be one of {NESTED_CHOICES}, not {choice!r}")
-    current, reasons = dict(sets), {}
-    while True:
-        groups: dict[frozenset, list[str]] = {}
-        for key in sorted(current):
-            groups.setdefault(current[key], []).append(key)
-        labels = {members[0]: group for group, members in groups.items()}
-        pairs = small_differences(labels, threshold)
-        if not pairs:
-            return current, reasons
-        a, b, only_a, only_b = pairs[0]
-        first, second = labels[a], labels[b]
+    scope = scope or Scope()
+    masks = Masks(sets, scope)
+    current = {name: masks.mask(ids) for name, ids in sets.items()}
+    partners: dict[str, list[str]] = {}
+    withheld: dict[str, str] = {}
+    while pairs := quantity_pairs(current, masks, scope, threshold):
         if choice == "withhold":
-            smaller, other = (first, b) if (len(first), b) < (len(second), a) else (second, a)
-            for key in groups[smaller]:
-                reasons[key] = (
-                    f"withheld: its participants differ from those of {other} by "
-                    f"{len(smaller - current[other])} and {len(current[other] - smaller)} (nfilter_subset {threshold})"
+            a, b, only_a, only_b, mask_a, mask_b = pairs[0]
+            smaller, other = (
+                (a, b) if (mask_a.bit_count(), view_name(b[0])) < (mask_b.bit_count(), view_name(a[0])) else (b, a)
+            )
+            for name, label in smaller:
+                where = f"its {label} participants" if label else "its participants"
+                withheld[name] = (
+                    f"withheld: {where} differ from those of {view_name(other[0])} by {only_a} and {only_b} "
+                    f"(nfilter_subset {threshold})"
                 )
-                del current[key]
+                current.pop(name, None)
             continue
-        common = first & second
-        for group, partner in ((first, b), (second, a)):
-            if group == common:
-                continue
-            for key in groups[group]:
-                if common:
-                    reasons[key] = (
-                        f"harmonized with {partner} to their {len(common)} common complete cases "
-                        f"(the two differed by {only_a} and {only_b}, nfilter_subset {threshold})"
-                    )
-                    current[key] = common
-                else:
-                    reasons[key] = (
-                        f"withheld: no complete cases in common with {partner}, which differs by fewer than {threshold}"
-                    )
-                    del current[key]
+        drops: dict[str, int] = {}
+        for a, b, only_a, only_b, mask_a, mask_b in pairs:
+            for side, other, extra, missing, mask, other_mask in (
+                (a, b, only_a, only_b, mask_a, mask_b),
+                (b, a, only_b, only_a, mask_b, mask_a),
+            ):
+                if 0 < extra < threshold:
+                    for name, _label in side:
+                        drops[name] = drops.get(name, 0) | (mask & ~other_mask)
+                        partners.setdefault(name, []).append(
+                            f"{view_name(other[0])} (differing by {extra} and {missing})"
+                        )
+        for name, drop in drops.items():
+            current[name] &= ~drop
+            if not current[name]:
+                withheld[name] = f"withheld: no participants left after leaving out those {partners[name][0]} lacks"
+                del current[name]
+    reasons = {
+        name: harmonized_reason(len(sets[name]), current[name].bit_count(), partners[name], threshold)
+        for name in current
+        if name in partners
+    }
+    return {name: masks.members(mask) for name, mask in current.items()}, {**reasons, **withheld}
 
 
-def one_model(analysis: dict, outcome: str, design: str) -> dict:
-    """The analysis configuration narrowed to one outcome and model (to recompute one design)."""
-    model = design.split("/", 1)[0]
-    return {**analysis, "outcomes": [outcome], "models": {model: analysis["models"][model]}}
+def harmonized_reason(before: int, after: int, partners: list[str], threshold: int) -> str:
+    listed = ", ".join(sorted(set(partners))[:3]) + (
+        f" and {len(set(partners)) - 3} more" if len(set(partners)) > 3 else ""
+    )
+    return (
+        f"harmonized from {before} to {after} participants: left out those that {listed} lacked "
+        f"(statistics whose participants differ by 1 to {threshold - 1} can be subtracted; nfilter_subset {threshold})"
+    )
 
 
-def released_statistics(
-    part: pd.DataFrame, analysis: dict, diagnosis_levels, threshold: int, choice: str
-) -> tuple[dict, dict[str, str], dict[str, frozenset]]:
-    """The study's statistics with the nested-subset rule applied, the reason per design changed
-    or withheld ('outcome:model/design' -> reason), and the participant set of every released design.
-    A harmonized design is computed by study_statistics from the rows of its common complete cases,
-    so it is exactly what the pooled-IPD code would give for those participants."""
+@dataclass
+class Release:
+    """What a site releases after the nested-subset rule: the statistics, Table 1 aggregates and the
+    completed data sets' statistics (None without federated MI), the reason for every statistic
+    the rule changed or withheld (name -> reason), and every released statistic's participants."""
+
+    statistics: dict
+    table1: dict
+    imputations: dict | None
+    reasons: dict[str, str]
+    sets: dict[str, frozenset]
+    scope: Scope = field(default_factory=Scope)
+
+
+def released_sets(part: pd.DataFrame, analysis: dict, completed: dict | None = None) -> dict[str, frozenset]:
+    """Every released statistic's participants, by name: 'outcome:model/design', 'table1/ARM[/...]',
+    'outcome:arms/ARM', 'outcome:n_followup' and 'imputations/outcome:model/primary#j' (`completed`:
+    j -> outcome -> completed data set)."""
+    sets = {**design_participants(part, analysis), **summary_participants(part, analysis["outcomes"])}
+    return {**sets, **imputation_participants(completed or {}, analysis)}
+
+
+def release_scope(part: pd.DataFrame, analysis: dict, sets: dict, diagnosis_levels=(), completed=None) -> Scope:
+    """How the study's released statistics are compared: the sums each gives (within a bundle), the
+    subgroups each splits into (across releases) and those subgroups' participants."""
+    return Scope(
+        {name: statistic_splits(name, analysis, diagnosis_levels) for name in sets},
+        {**subgroups(part, diagnosis_levels), **imputed_subgroups(completed or {})},
+        {name: statistic_quantities(name, analysis, diagnosis_levels) for name in sets},
+        {name: relabel for name in sets if (relabel := statistic_relabel(name))},
+    )
+
+
+def release(
+    part: pd.DataFrame,
+    analysis: dict,
+    diagnosis_levels,
+    threshold: int,
+    choice: str,
+    imputations: dict | None = None,
+) -> Release:
+    """The study's release with the nested-subset rule applied to EVERY pair of released
+    statistics that sum a value in common (designs, Table 1 and its 2x2 employment tables by arm,
+    follow-up scores by arm, and the completed data sets' statistics in `imputations`, as
+    site_imputations writes them, for federated MI). A harmonized
+    statistic is computed by the same code from the rows of its participants, so it is exactly what
+    the pooled-IPD code gives for them; a withheld one is released empty with its reason."""
+    from .federated import table1_aggregates
+
+    imputations = copy.deepcopy(imputations)
+    mi = imputations["settings"] if imputations is not None else None
+    completed = {j: completed_data(part, analysis, mi, j) for j in range(mi["imputations"])} if mi else {}
+    sets = released_sets(part, analysis, completed)
+    scope = release_scope(part, analysis, sets, diagnosis_levels, completed)
+    final, reasons = resolve_nested(sets, threshold, choice, scope)
     statistics = study_statistics(part, analysis, diagnosis_levels)
-    sets = design_participants(part, analysis)
-    final, reasons = resolve_nested(sets, threshold, choice)
-    for key, reason in sorted(reasons.items()):
-        outcome, design = key.split(":", 1)
-        content = statistics["outcomes"][outcome]
-        if key not in final:
-            del content["designs"][design]
-            content.setdefault("withheld", {})[design] = reason
-            continue
-        rows = part[part["participant_id"].isin(final[key])]
-        narrowed = study_statistics(rows, one_model(analysis, outcome, design), diagnosis_levels)
-        content["designs"][design] = narrowed["outcomes"][outcome]["designs"][design]
-        content.setdefault("harmonized", {})[design] = reason
-    return statistics, reasons, final
+    table1 = table1_aggregates(part)
+    for name, reason in sorted(reasons.items()):
+        rows = part[part["participant_id"].isin(final.get(name, ()))]
+        if name.startswith(IMPUTED):
+            narrow_imputations(imputations, name, final.get(name), completed, analysis, reason)
+        elif name.startswith("table1/"):
+            narrow_table1(table1, name, rows, reason)
+        elif ":arms/" in name:
+            narrow_arms(statistics, name, rows, reason)
+        else:
+            narrow_design(statistics, name, rows, analysis, diagnosis_levels, reason, name in final)
+    return Release(statistics, table1, imputations, reasons, final, scope)
+
+
+def narrow_design(statistics, name, rows, analysis, diagnosis_levels, reason, kept: bool) -> None:
+    outcome, design = name.split(":", 1)
+    content = statistics["outcomes"][outcome]
+    if not kept:
+        del content["designs"][design]
+        content.setdefault("withheld", {})[design] = reason
+        return
+    # the design as study_statistics computes it, for these participants' rows
+    terms = {(o, key): t for o, key, t in design_keys(analysis)}[(outcome, design)]
+    content["designs"][design] = design_statistics(
+        complete_cases(rows, outcome, terms), outcome, terms, diagnosis_levels
+    )
+    content.setdefault("harmonized", {})[design] = reason
+
+
+def narrow_table1(table1: dict, name: str, rows: pd.DataFrame, reason: str) -> None:
+    """A Table 1 statistic recomputed over its participants (withheld: no rows, so n 0 and no
+    moments or level counts); the count of missing values stays that of the whole arm."""
+    from .federated import table1_aggregates
+
+    _, arm, column = name.split("/")
+    entry, fresh = table1[arm], table1_aggregates(rows)[arm] if len(rows) else empty_table1_arm(table1[arm])
+    if column.endswith("_baseline"):
+        outcome = column[: -len("_baseline")]
+        for field in ("baseline_n", "baseline_mean", "baseline_sd"):
+            entry["outcomes"][outcome][field] = fresh["outcomes"].get(outcome, {}).get(field)
+        entry["outcomes"][outcome]["baseline_n"] = entry["outcomes"][outcome]["baseline_n"] or 0
+    elif column == "age":
+        entry["age"] = fresh["age"]
+    else:
+        levels = [level for level in entry[column] if level != "missing"]  # the whole arm's, 0 where none is left
+        entry[column] = {**{k: fresh[column].get(k, 0) for k in levels}, "missing": entry[column]["missing"]}
+    kind = "withheld" if reason.startswith("withheld") else "harmonized"
+    entry.setdefault(kind, {})[column] = reason
+
+
+def empty_table1_arm(entry: dict) -> dict:
+    return {
+        "age": {"n": 0, "mean": None, "sd": None},
+        **{column: {} for column in CATEGORICAL_SUMMARIES},
+        "outcomes": {o: {"baseline_n": 0, "baseline_mean": None, "baseline_sd": None} for o in entry["outcomes"]},
+    }
+
+
+def narrow_arms(statistics: dict, name: str, rows: pd.DataFrame, reason: str) -> None:
+    outcome, arm = name.split(":arms/")
+    arms = statistics["outcomes"][outcome]["arms"]
+    arms[arm] = arm_summaries(rows, outcome)[arm] if len(rows) else {"n": 0, "mean": None, "sd": None}
+    kind = "withheld" if reason.startswith("withheld") else "harmonized"
+    arms.setdefault(kind, {})[arm] = reason
+
+
+def completed_data(part: pd.DataFrame, analysis: dict, mi: dict, imputation: int) -> dict[str, pd.DataFrame]:
+    """outcome -> completed data set number `imputation` of the study, with participant_id."""
+    from .imputation.analysis import settings_of
+    from .imputation.chained import impute
+
+    mi = settings_of(mi)
+    out = {}
+    for outcome in analysis["outcomes"]:
+        frame = impute(part, outcome, imputation, mi["seed"], mi["method"], mi["iterations"])
+        out[outcome] = frame.assign(participant_id=part["participant_id"].to_numpy())
+    return out
+
+
+def narrow_imputations(imputations: dict, name: str, kept, completed: dict, analysis: dict, reason: str) -> None:
+    """One completed data set's statistics of one design recomputed over the participants the rule
+    left it (or removed, with the reason)."""
+    outcome, design, number = imputed_design(name)
+    model = design.split("/")[0]
+    terms = design_terms(ModelSpec.from_config(model, analysis["models"][model]), "primary")
+    content = imputations["outcomes"][outcome][number]["outcomes"][outcome]
+    content.setdefault("withheld" if kept is None else "harmonized", {})[design] = reason
+    if kept is None:
+        del content["designs"][design]
+        return
+    frame = completed[number][outcome]
+    rows = frame[frame["participant_id"].isin(kept)]
+    content["designs"][design] = design_statistics(complete_cases(rows, outcome, terms), outcome, terms, [])
 
 
 # ------------------------------------------------------------------ the ledger
@@ -196,10 +621,18 @@ def participant_tags(key: bytes, study: str, ids) -> list[str]:
     return sorted(one(pid) for pid in ids)
 
 
-def release_entry(key: bytes, study: str, sets: dict[str, frozenset], line: str, when: str) -> dict:
+def release_entry(key: bytes, study: str, sets: dict[str, frozenset], line: str, when: str, scope=None) -> dict:
+    """The ledger's record of one release: the tags of every statistic's participants and, so that
+    the subgroups a statistic's sums run over can be compared too, of every subgroup, and which
+    subgroups each statistic splits into."""
+    scope = scope or Scope()
     statistics = {name: participant_tags(key, study, ids) for name, ids in sorted(sets.items())}
-    digest = hashlib.sha256(json.dumps(statistics, sort_keys=True).encode()).hexdigest()
-    return {"released": when, "release_line": line, "digest": digest, "statistics": statistics}
+    splits = {name: list(scope.splits[name]) for name in sorted(sets) if scope.splits.get(name)}
+    used = {label for labels in splits.values() for label in labels}
+    groups = {label: participant_tags(key, study, ids) for label, ids in sorted(scope.groups.items()) if label in used}
+    digest = hashlib.sha256(json.dumps([statistics, groups, splits], sort_keys=True).encode()).hexdigest()
+    entry = {"released": when, "release_line": line, "digest": digest, "statistics": statistics}
+    return {**entry, "subgroups": groups, "splits": splits} if groups else entry
 
 
 def ledger_mac(key: bytes, ledger: dict) -> str:
@@ -252,46 +685,65 @@ def current_line(ledger: dict) -> str | None:
     return ledger["lines"][-1]["name"] if ledger["lines"] else None
 
 
-def pair_problem(new: set, old: set, same_name: bool, threshold: int) -> tuple[int, int] | None:
-    """(removed, added) when the two sets can be differenced down to 1 to threshold - 1 participants.
+def entry_views(entry: dict, masks: Masks) -> dict[int, list[tuple[str, str]]]:
+    """participants -> [(statistic, subgroup)] of a ledger entry (see `views`); entries written
+    before subgroups were recorded give their statistics whole."""
+    scope = Scope(entry.get("splits", {}), {})
+    masks.groups = {label: masks.mask(tags) for label, tags in entry.get("subgroups", {}).items()}
+    current = {name: masks.mask(tags) for name, tags in entry["statistics"].items()}
+    out: dict[int, list[tuple[str, str]]] = {}
+    for mask, members in views(current, masks, scope).items():
+        out.setdefault(mask, []).extend(members)
+    return {mask: sorted(members, key=lambda view: (view[1] != "", view)) for mask, members in out.items()}
 
-    Any two sets whose symmetric difference is that small give those participants away
-    (the statistics of one design are often a sub-block of another's, and a model renamed in the
-    config releases the same sums under a new name); the same statistic released again is
-    held to the stricter rule that neither side of the difference may be that small."""
-    added, removed = len(new - old), len(old - new)
-    if 0 < added + removed < threshold or (same_name and (0 < added < threshold or 0 < removed < threshold)):
-        return removed, added
-    return None
+
+def same_participants(views_: list[tuple[str, str]]) -> str:
+    """The first statistic (or subgroup) of these with the same participants, and the others' names."""
+    whole = [view_name(v) for v in views_ if not v[1]]
+    first, others = (whole[0], whole[1:]) if whole else (view_name(views_[0]), [])
+    return f"{first} (and {', '.join(others)}: the same participants)" if others else first
 
 
-def ledger_problems(ledger: dict, entry: dict, threshold: int) -> list[str]:
-    """Statistics of the new release whose participants differ from those of ANY statistic of an
-    earlier release of the same line (whatever its name) by 1 to threshold - 1. A new set equal to
-    one released before in the line adds nothing that could be differenced, so it is not compared."""
-    study, problems = ledger["study"], []
-    earlier = [
-        (release["released"], name, frozenset(tags))
-        for release in ledger["releases"]
-        if release["release_line"] == entry["release_line"]
-        for name, tags in sorted(release["statistics"].items())
-    ]
-    seen = {tags for _, _, tags in earlier}
-    for name, tags in sorted(entry["statistics"].items()):
-        new = frozenset(tags)
-        if new in seen:
+def ledger_problems(ledger: dict, entry: dict, threshold: int, shown: int = 40) -> list[str]:
+    """Statistics of the new release, or their subgroups, whose participants differ from those of
+    ANY statistic or subgroup of an earlier release of the same line (whatever its name) by 1 to
+    threshold - 1. A new set equal to one released before in the line adds nothing that could be
+    differenced, so it is not compared. Whole statistics are all listed, subgroups the first `shown`."""
+    study = ledger["study"]
+    earlier = [r for r in ledger["releases"] if r["release_line"] == entry["release_line"]]
+    tags = {
+        t
+        for r in [*earlier, entry]
+        for members in [*r["statistics"].values(), *r.get("subgroups", {}).values()]
+        for t in members
+    }
+    masks = Masks({"": frozenset(tags)}, Scope())
+    new = entry_views(entry, masks)
+    old = [(r["released"], entry_views(r, masks)) for r in earlier]
+    seen = {mask for _, views_ in old for mask in views_}
+    problems = []
+    for mask, names in new.items():
+        if mask in seen:
             continue
-        for released, before_name, old in earlier:
-            found = pair_problem(new, old, name == before_name, threshold)
-            if found is None:
-                continue
-            removed, added = found
-            problems.append(
-                f"study {study}: statistic {name} would differ from statistic {before_name} of the release of "
-                f"{released} by {removed} participant(s) removed and {added} added (between 1 and nfilter_subset "
-                f"{threshold} - 1): the two releases together would give those participants' values away"
-            )
-    return problems
+        for released, views_ in old:
+            for before, before_names in views_.items():
+                added, removed = (mask & ~before).bit_count(), (before & ~mask).bit_count()
+                same = bool(set(names) & set(before_names))
+                if not (
+                    0 < added + removed < threshold or (same and (0 < added < threshold or 0 < removed < threshold))
+                ):
+                    continue
+                problems.append(
+                    f"study {study}: statistic {same_participants(names)} would differ from statistic "
+                    f"{same_participants(before_names)} of the release of {released} by {removed} participant(s) "
+                    f"removed and {added} added (between 1 and nfilter_subset {threshold} - 1): the two releases "
+                    "together would give those participants' values away"
+                )
+    # every whole statistic is listed; of differences in subgroups only the first `shown`
+    whole = sorted(p for p in problems if "participants)" in p or "(" not in p.split(" would differ")[0])
+    parts = sorted(set(problems) - set(whole))
+    more = [f"... and {len(parts) - shown} more in subgroups of statistics"] if len(parts) > shown else []
+    return whole + parts[:shown] + more
 
 
 def record_release(
@@ -303,6 +755,7 @@ def record_release(
     line: dict | None,
     log,
     released_before: bool = False,
+    scope: Scope | None = None,
 ) -> dict:
     """Check a release against the study's ledger and record it; ReleaseRefused if it differs
     from an earlier release of the current line by 1 to threshold - 1 participants in any statistic.
@@ -329,7 +782,7 @@ def record_release(
                 "study %s: release line %r started (%s); earlier releases are no longer compared", study, name, reason
             )
         ledger["lines"].append({"name": name, "started": when, "reason": reason})
-    entry = release_entry(key, study, sets, name, when)
+    entry = release_entry(key, study, sets, name, when, scope)
     problems = ledger_problems(ledger, entry, threshold)
     if problems:
         raise ReleaseRefused(

@@ -26,6 +26,8 @@ rule causal:
         causal=config["causal"],
         outcomes=config["analysis"]["outcomes"],
         nfilter_tab=config["federated"]["disclosure"]["nfilter_tab"],
+        # the participants the sites release (apply_to_pooled_ipd): the IV from the statistics too
+        released_sets=SAME_SETS,
         formats=FIGURE_FORMATS,
         dpi=config["figures"]["png_dpi"],
     script:

@@ -140,3 +140,9 @@ def one_of(names):
 
 # Per-study sufficient statistics: computed here for held data, taken from bundles otherwise.
 STATISTICS = expand("results/statistics/{study}.json", study=ALL_STUDIES)
+# With federated.disclosure.apply_to_pooled_ipd the pooled-IPD run computes each study's
+# statistics as a site bundle would release them (nested-subset rule), so both routes analyse the
+# same participants; its multiple imputation then uses each study's released completed data sets.
+SAME_SETS = bool(STUDIES) and config["federated"]["disclosure"].get(
+    "apply_to_pooled_ipd", False
+)

@@ -7,6 +7,9 @@ rule study_statistics:
     input:
         data=expand("results/harmonized/{study}.parquet", study=STUDIES),
         schema=config["schema"],
+        imputations=expand(
+            "results/site/{study}.imputations.json", study=STUDIES if SAME_SETS else []
+        ),
     output:
         expand("results/statistics/{study}.json", study=STUDIES),
     log:
@@ -17,6 +20,7 @@ rule study_statistics:
         "../envs/ipdpool.yaml"
     params:
         analysis=statistics_settings(config["analysis"]),
+        disclosure=config["federated"]["disclosure"] if SAME_SETS else None,
     script:
         "../scripts/study_statistics.py"
 

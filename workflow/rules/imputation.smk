@@ -17,10 +17,16 @@ TIPPING_OUTCOMES = (
 )
 
 
+# With federated.disclosure.apply_to_pooled_ipd (SAME_SETS) every study held here contributes its
+# released completed data sets' statistics (results/statistics), as a site bundle would.
 rule mi_chunk:
     input:
-        data=["results/harmonized/pooled.parquet"] if STUDIES else [],
-        bundled=expand("results/statistics/{study}.json", study=list(BUNDLES)),
+        data=["results/harmonized/pooled.parquet"] if STUDIES and not SAME_SETS else [],
+        bundled=(
+            STATISTICS
+            if SAME_SETS
+            else expand("results/statistics/{study}.json", study=list(BUNDLES))
+        ),
     output:
         "results/imputation/chunks/{chunk}.parquet",
     log:

@@ -21,9 +21,13 @@ with logged_to(snakemake.log[0]) as log:
     save(first_stage_forest(first), stem, formats=snakemake.params.formats, dpi=snakemake.params.dpi)
     pooled = pd.read_parquet(snakemake.input.pooled[0]) if snakemake.input.pooled else None
     arguments = (snakemake.params.outcomes, settings["level"], settings["interaction_min_f"])
-    if pooled is not None and set(pooled["study"].astype(str)) >= set(statistics):
+    if (
+        pooled is not None
+        and set(pooled["study"].astype(str)) >= set(statistics)
+        and not snakemake.params.released_sets
+    ):
         iv = iv_table(pooled, *arguments)
-    else:  # some studies took part through site bundles: their released cross-products
+    else:  # site bundles (or the participants they release): the released cross-products
         iv = federated_iv_table(statistics, *arguments)
     write_table(iv, snakemake.output.iv)
     one_stage = pd.concat([read_table(p) for p in snakemake.input.one_stage], ignore_index=True)

@@ -20,7 +20,7 @@ from ipdpool.federated import (
 from ipdpool.harmonize.pseudonym import load_key
 from ipdpool.harmonize.schema import load_schema
 from ipdpool.logutil import logged_to
-from ipdpool.releases import ReleaseRefused, record_release, released_statistics, summary_participants
+from ipdpool.releases import ReleaseRefused, ledger_sets, record_release, release
 from ipdpool.tables import read_table
 
 with logged_to(snakemake.log[0]) as log:
@@ -28,27 +28,33 @@ with logged_to(snakemake.log[0]) as log:
     data = pd.read_parquet(snakemake.input.data)
     study = str(data["study"].iloc[0])
     levels = load_schema(Path(snakemake.input.schema))["variables"]["diagnosis"]["allowed"]
-    statistics, changed, design_sets = released_statistics(
-        data, analysis, levels, disclosure["nfilter_subset"], disclosure["nested"]
+    imputations = (
+        json.loads(Path(snakemake.input.imputations[0]).read_text(encoding="utf-8"))
+        if snakemake.input.imputations
+        else None
     )
-    for key, reason in sorted(changed.items()):
-        log.warning("study %s: design %s %s", study, key, reason)
-    table1 = table1_aggregates(data)
+    released = release(data, analysis, levels, disclosure["nfilter_subset"], disclosure["nested"], imputations)
+    for name, reason in sorted(released.reasons.items()):
+        log.warning("study %s: statistic %s %s", study, name, reason)
     flow = exact_records(read_table(snakemake.input.flow), FLOW_COLUMNS, FLOW_COUNTS)
     status = status_records(read_table(snakemake.input.rule_log))
     try:
-        problems = disclosure_problems(statistics, table1, disclosure)
+        # the checks before anything is recorded in the ledger (make_bundle repeats them)
+        problems = disclosure_problems(released.statistics, released.table1, disclosure)
+        problems += disclosure_problems({"study": study, "outcomes": {}}, table1_aggregates(data), disclosure)
         if problems:
+            problems = list(dict.fromkeys(problems))
             raise BundleError("bundle refused by disclosure control, nothing written:\n" + "\n".join(problems))
-        released = record_release(
+        recorded = record_release(
             Path(snakemake.params.ledger) / f"{study}.json",
             load_key(snakemake.config),
             study,
-            {**design_sets, **summary_participants(data, analysis["outcomes"])},
+            ledger_sets(released.sets),
             disclosure["nfilter_subset"],
             snakemake.params.release_line,
             log,
             snakemake.params.released_before,
+            released.scope,
         )
         about = manifest(
             study,
@@ -56,16 +62,20 @@ with logged_to(snakemake.log[0]) as log:
             Path(snakemake.input.schema),
             analysis,
             __version__,
-            released["release_line"],
-            released["sequence"],
-            released["released"],
+            recorded["release_line"],
+            recorded["sequence"],
+            recorded["released"],
         )
-        imputations = (
-            json.loads(Path(snakemake.input.imputations[0]).read_text(encoding="utf-8"))
-            if snakemake.input.imputations
-            else None
+        bundle = make_bundle(
+            released.statistics,
+            released.table1,
+            flow,
+            status,
+            about,
+            disclosure,
+            released.imputations,
+            table1_aggregates(data),
         )
-        bundle = make_bundle(statistics, table1, flow, status, about, disclosure, imputations)
     except (BundleError, ReleaseRefused) as error:
         log.error("%s", error)
         raise SystemExit(1) from None
@@ -73,12 +83,12 @@ with logged_to(snakemake.log[0]) as log:
     if snakemake.params.signing_key:
         sign_bundle(Path(snakemake.output.bundle), Path(snakemake.params.signing_key))
     log.info(
-        "study %s: bundle written (release line %s, release %d; %d designs harmonized, %d withheld by the "
+        "study %s: bundle written (release line %s, release %d; %d statistics harmonized, %d withheld by the "
         "nested-subset rule); send %s and its signature to the coordinating centre",
         study,
-        released["release_line"],
-        released["sequence"],
-        sum(r.startswith("harmonized") for r in changed.values()),
-        sum(r.startswith("withheld") for r in changed.values()),
+        recorded["release_line"],
+        recorded["sequence"],
+        sum(r.startswith("harmonized") for r in released.reasons.values()),
+        sum(r.startswith("withheld") for r in released.reasons.values()),
         snakemake.output.bundle,
     )
