@@ -14,9 +14,10 @@ Targets on the 2-core reference machine: 1M-row random intercept with df <= 0.3 
 faster than statsmodels and lme4, extra memory <= 2x the input arrays; time linear in rows.
 
 Second table (issue 21), ipdpool against lme4 only, each run in its own process on the same
-data read from binary files, medians of --repeats runs: the fit time measured inside the
-process (REML fit only; lme4's lmer() with its default optimizer), the import/start-up time
-(importing ipdpool's engine, resp. library(lme4)) and the whole process's wall time:
+data read from binary files, medians of --repeats runs (the two tools alternated): the fit
+time measured inside the process, wall and CPU (REML fit only; lme4's lmer() with its default
+optimizer), the import/start-up time (importing ipdpool's engine, resp. library(lme4)) and the
+whole process's wall time, with the load average before and after (the machine may be shared):
   random slope (1 + employed | g) and three terms (1 + employed + baseline | g) on 200 and
   2,000 rows; random intercept on 20,000 rows (the whole process is the target there);
   and the 1M-row random-intercept fit beside its floor, one small matrix product per group
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -147,17 +149,19 @@ import json, sys
 import numpy as np
 from ipdpool.models.crossprod import cross_products
 from ipdpool.models.lmm import fit_lmm
-imported = time.perf_counter()
 kind, folder = sys.argv[1], sys.argv[2]
+if kind != "intercept":  # the optimizer of q > 1, which lmm imports on first use: start-up, not fit
+    import scipy.optimize
+imported = time.perf_counter()
 employed, baseline = np.fromfile(folder + "/employed.bin"), np.fromfile(folder + "/baseline.bin")
 y, groups = np.fromfile(folder + "/y.bin"), np.fromfile(folder + "/groups.bin", dtype="int32")
 x = np.column_stack([np.ones(len(y)), employed, baseline])
 q = {"intercept": 1, "slope": 2, "three": 3}[kind]
 names = ["Intercept", "employed", "baseline"]
-fit_start = time.perf_counter()
+fit_start, cpu_start = time.perf_counter(), time.process_time()
 fit = fit_lmm(cross_products(x, x[:, :q], y, groups, names, names[:q]))
-done = time.perf_counter()
-print(json.dumps({"fit": done - fit_start, "startup": imported - start, "estimate": float(fit.beta[1]),
+done, cpu = time.perf_counter(), time.process_time() - cpu_start
+print(json.dumps({"fit": done - fit_start, "cpu": cpu, "startup": imported - start, "estimate": float(fit.beta[1]),
                   "deviance": fit.deviance}))
 """
 
@@ -171,9 +175,9 @@ d <- data.frame(y = read("y.bin"), employed = read("employed.bin"), baseline = r
                 g = factor(read("groups.bin", "integer", 4)))
 f <- switch(kind, intercept = y ~ employed + baseline + (1 | g), slope = y ~ employed + baseline + (1 + employed | g),
             three = y ~ employed + baseline + (1 + employed + baseline | g))
-t <- system.time(m <- suppressMessages(lmer(f, d, REML = TRUE)))[["elapsed"]]
-cat(sprintf('{"fit": %.6f, "startup": %.6f, "estimate": %.10f, "deviance": %.10f}\\n', t, startup,
-            fixef(m)[["employed"]], REMLcrit(m)))
+t <- system.time(m <- suppressMessages(lmer(f, d, REML = TRUE)))
+cat(sprintf('{"fit": %.6f, "cpu": %.6f, "startup": %.6f, "estimate": %.10f, "deviance": %.10f}\\n', t[["elapsed"]],
+            t[["user.self"]] + t[["sys.self"]], startup, fixef(m)[["employed"]], REMLcrit(m)))
 """
 
 FLOOR = (
@@ -187,14 +191,16 @@ x, y, groups = generate("intercept", 50, 20_000)
 w = np.column_stack([x, y])
 bounds = np.flatnonzero(np.diff(groups)) + 1
 starts, ends = np.r_[0, bounds], np.r_[bounds, len(groups)]
-times = {"floor": [], "fit": []}
-for _ in range(5):
-    start = time.perf_counter()
+times = {"floor": [], "fit": [], "floor_cpu": [], "fit_cpu": []}
+for _ in range(9):
+    start, cpu = time.perf_counter(), time.process_time()
     products = [w[a:b].T @ w[a:b] for a, b in zip(starts, ends)]
     times["floor"].append(time.perf_counter() - start)
-    start = time.perf_counter()
+    times["floor_cpu"].append(time.process_time() - cpu)
+    start, cpu = time.perf_counter(), time.process_time()
     fit_lmm(cross_products(x, x[:, :1], y, groups, ["Intercept", "employed", "baseline"], ["Intercept"]))
     times["fit"].append(time.perf_counter() - start)
+    times["fit_cpu"].append(time.process_time() - cpu)
 print(json.dumps({k: float(np.median(v)) for k, v in times.items()}))
 """
 )
@@ -213,39 +219,51 @@ def median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def load() -> str:
+    """The machine's load average (1 minute), printed beside the figures (the machine is shared)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def lme4_table(repeats: int, timeout: float) -> None:
     """Issue 21's table: ipdpool against lme4 on small random-slope and three-term models,
     the 20,000-row random intercept (whole process) and the 1M-row fit beside its floor."""
+    print(f"\nload average at start: {load()}")
     print(
-        "\n| model | groups x rows | ipdpool fit s | lme4 fit s | lme4 / ipdpool (fit) | ipdpool start-up s "
-        "| lme4 start-up s | ipdpool process s | lme4 process s | lme4 / ipdpool (process) | REML crit. diff |"
+        "\n| model | groups x rows | ipdpool fit s | lme4 fit s | lme4 / ipdpool (fit) | ipdpool fit CPU s "
+        "| lme4 fit CPU s | lme4 / ipdpool (CPU) | ipdpool start-up s | lme4 start-up s | ipdpool process s "
+        "| lme4 process s | lme4 / ipdpool (process) | REML crit. diff |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     names = {"slope": "random slope", "three": "three terms", "intercept": "random intercept"}
     for kind, k, n in SMALL:
         with tempfile.TemporaryDirectory() as folder:
             subprocess.run([sys.executable, "-c", WRITE_SMALL, kind, str(k), str(n), folder], check=True)
             script = Path(folder) / "fit.R"
             script.write_text(LME4_SMALL)
-            ours = [timed([sys.executable, "-c", IPDPOOL_SMALL, kind, folder], timeout) for _ in range(repeats)]
-            theirs = [timed(["Rscript", "--vanilla", str(script), folder, kind, str(k * n)], timeout)
-                      for _ in range(repeats)]  # fmt: skip
+            ours, theirs = [], []
+            for _ in range(repeats):  # alternated, so that a change of load falls on both
+                ours.append(timed([sys.executable, "-c", IPDPOOL_SMALL, kind, folder], timeout))
+                theirs.append(timed(["Rscript", "--vanilla", str(script), folder, kind, str(k * n)], timeout))
         row = {}
         for tool, results in (("ours", ours), ("theirs", theirs)):
-            row[tool] = {key: median([r[key] for r in results]) for key in ("fit", "startup", "process")}
+            row[tool] = {key: median([r[key] for r in results]) for key in ("fit", "cpu", "startup", "process")}
         difference = ours[0]["deviance"] - theirs[0]["deviance"]
+        a, b = row["ours"], row["theirs"]
         print(
-            f"| {names[kind]} | {k:,} x {n:,} | {row['ours']['fit']:.3f} | {row['theirs']['fit']:.3f} | "
-            f"{row['theirs']['fit'] / row['ours']['fit']:.2f} | {row['ours']['startup']:.2f} | "
-            f"{row['theirs']['startup']:.2f} | {row['ours']['process']:.2f} | {row['theirs']['process']:.2f} | "
-            f"{row['theirs']['process'] / row['ours']['process']:.2f} | {difference:.1e} |",
+            f"| {names[kind]} | {k:,} x {n:,} | {a['fit']:.3f} | {b['fit']:.3f} | {b['fit'] / a['fit']:.2f} | "
+            f"{a['cpu']:.3f} | {b['cpu']:.3f} | {b['cpu'] / a['cpu']:.2f} | {a['startup']:.2f} | "
+            f"{b['startup']:.2f} | {a['process']:.2f} | {b['process']:.2f} | {b['process'] / a['process']:.2f} | "
+            f"{difference:.1e} |",
             flush=True,
         )
     floor = run([sys.executable, "-c", FLOOR], timeout)
     print(
-        f"\n1M-row random intercept (50 x 20,000): fit {floor['fit']:.3f} s, floor (one product per group on "
-        f"sorted rows) {floor['floor']:.3f} s, ratio {floor['fit'] / floor['floor']:.1f} (target <= 2)"
+        f"\n1M-row random intercept (50 x 20,000), medians of 9: fit {floor['fit']:.4f} s "
+        f"(CPU {floor['fit_cpu']:.4f} s), floor (one product per group on sorted rows) {floor['floor']:.4f} s "
+        f"(CPU {floor['floor_cpu']:.4f} s), ratio {floor['fit'] / floor['floor']:.1f} "
+        f"(CPU {floor['fit_cpu'] / floor['floor_cpu']:.1f}; target <= 2)"
     )
+    print(f"load average at end: {load()}")
 
 
 def main() -> None:

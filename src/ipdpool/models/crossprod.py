@@ -11,7 +11,8 @@ never rows) all start from this object.
 The products are taken about a reference value per column (0 for the column of ones), not
 about 0: raw X'X and y'y of a column carrying a large offset (a calendar year, a Unix time,
 a currency amount) cancel most of their digits when the model centres them again. From
-rows (`cross_products`) the reference is the column's mean; in statistics entries that are
+rows (`cross_products`) the reference is a value of the column from the middle of a sample
+of its rows (`reference_of_rows`); in statistics entries that are
 released (models.statistics) it is the mean rounded to a power-of-two grid no finer than
 the SD (`reference_value`): few significant bits, so w - r is exact for data near it and
 the products keep every digit the data have. Products about one reference move to
@@ -151,17 +152,22 @@ class CrossProducts:
 
 
 def _distinct_columns(x: np.ndarray, z: np.ndarray) -> tuple[list[np.ndarray], tuple[int, ...], tuple[int, ...]]:
-    """Columns of [1 X Z] with a column equal to an earlier one stored once."""
-    columns = [np.ones(len(x))]
-
-    def equal(a: np.ndarray, b: np.ndarray) -> bool:
-        return a[0] == b[0] and a[-1] == b[-1] and np.array_equal(a, b)  # most differ at an end: no pass
+    """Columns of [1 X Z] with a column equal to an earlier one stored once (the ones as a
+    broadcast view: nothing to allocate)."""
+    columns = [np.broadcast_to(np.float64(1.0), (len(x),))]
+    seen: dict[str, int] = {}  # the memory a column was read from -> its position
 
     def position(column: np.ndarray) -> int:
-        same = next((i for i, c in enumerate(columns) if len(c) and equal(c, column)), None)
+        memory = str(column.__array_interface__)
+        if memory in seen:  # the same memory (z = x[:, :q]): no pass over it
+            return seen[memory]
+        # Most columns that differ do so in their first rows.
+        candidates = (i for i, c in enumerate(columns) if np.array_equal(c[:64], column[:64]))
+        same = next((i for i in candidates if np.array_equal(columns[i], column)), None)
         if same is None:
             columns.append(column)
             same = len(columns) - 1
+        seen[memory] = same
         return same
 
     x_index = tuple(position(x[:, j]) for j in range(x.shape[1]))
@@ -169,54 +175,96 @@ def _distinct_columns(x: np.ndarray, z: np.ndarray) -> tuple[list[np.ndarray], t
     return columns, x_index, z_index
 
 
-def _group_codes(groups) -> tuple[np.ndarray, np.ndarray]:
-    """(code per row, sorted labels). Integer labels by numpy alone: pandas (imported only for
-    other labels) costs a fit on a few thousand rows more than the fit itself."""
+def _group_runs(groups) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(order, bounds, labels, arrangement): rows taken in `order` (None: as they are) hold
+    each group in one run, run g in rows bounds[g]:bounds[g + 1], with label labels[g];
+    `arrangement` (None: already so) puts the runs in sorted label order. Rows that already
+    come group by group, the usual layout, cost one comparison per row and no sort. Integer
+    labels by numpy alone: pandas (imported only for other labels) costs a fit on a few
+    thousand rows more than the fit itself."""
     values = np.asarray(groups)
-    if values.dtype.kind in "iub":
-        if len(values) > 1 and np.all(values[1:] >= values[:-1]):  # already in group order: one pass
-            change = np.flatnonzero(values[1:] != values[:-1]) + 1
-            codes = np.zeros(len(values), np.intp)
-            codes[change] = 1
-            return np.cumsum(codes), values[np.r_[0, change]]
-        labels, codes = np.unique(values, return_inverse=True)
-        return codes.ravel(), labels
-    import pandas as pd
+    if values.dtype.kind not in "iub":
+        import pandas as pd
 
-    codes, labels = pd.factorize(pd.Series(groups), sort=True)
-    if (codes < 0).any():
-        raise ValueError("group labels must not be missing")
-    return codes, np.asarray(labels)
+        codes, levels = pd.factorize(pd.Series(groups), sort=True)
+        if (codes < 0).any():
+            raise ValueError("group labels must not be missing")
+        order, bounds, run_codes, arrangement = _group_runs(codes)
+        return order, bounds, np.asarray(levels)[run_codes], arrangement
+    if len(values) == 0:
+        return None, np.zeros(1, np.intp), values, None
+    change = np.flatnonzero(values[1:] != values[:-1]) + 1
+    labels = values[np.r_[0, change]]
+    bounds = np.r_[0, change, len(values)]
+    if np.all(labels[1:] > labels[:-1]):
+        return None, bounds, labels, None
+    arrangement = np.argsort(labels, kind="stable")
+    if np.all(labels[arrangement][1:] > labels[arrangement][:-1]):  # one run per group
+        return None, bounds, labels[arrangement], arrangement
+    order = np.argsort(values, kind="stable")
+    _, bounds, labels, _ = _group_runs(values[order])
+    return order, bounds, labels, None
+
+
+def reference_of_rows(column: np.ndarray) -> float:
+    """A reference for products taken from rows: the middle value of up to 65 evenly spaced
+    rows. A value of the column itself is on the data's grid, so w - r is exact for data near
+    it and data shifted by c get reference r + c and the same centred values; the middle of a
+    sample stays within a few SDs of the mean (an outlier cannot move it), which is all that
+    precision needs, and it costs no pass over the data as the mean does."""
+    if len(column) == 0:
+        return 0.0
+    sample = np.sort(column[:: max(1, len(column) // 64)])
+    return float(sample[(len(sample) - 1) // 2])
+
+
+ROWS_PER_BLOCK = 16_384  # centred rows held at once: a block stays in the processor's cache
+
+
+def _group_products(columns: list[np.ndarray], reference: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """[1, w - reference]'[1, w - reference] per run of rows: the centred columns of a block of
+    consecutive runs are written into one small buffer (column by column, contiguous) and each
+    run's product taken from it, so the data are read once and no centred copy of all rows is
+    made."""
+    m, lengths = len(columns), np.diff(bounds)
+    k = len(lengths)
+    products = np.empty((k, m, m))
+    if k == 0:
+        return products
+    size = max(int(lengths.max()), min(ROWS_PER_BLOCK, int(bounds[-1])))
+    buffer = np.empty((m, size))
+    buffer[0] = 1.0
+    group = 0
+    while group < k:
+        start = bounds[group]
+        last = max(group + 1, int(np.searchsorted(bounds, start + size, side="right")) - 1)
+        block = buffer[:, : bounds[last] - start]
+        for j in range(1, m):
+            np.subtract(columns[j][start : bounds[last]], reference[j], out=block[j])
+        for g in range(group, last):
+            part = block[:, bounds[g] - start : bounds[g + 1] - start]
+            products[g] = part @ part.T
+        group = last
+    return products
 
 
 def cross_products(
     x: np.ndarray, z: np.ndarray, y: np.ndarray, groups, x_names, z_names, random_terms: tuple[RandomTerm, ...] = ()
 ) -> CrossProducts:
-    """Per-group cross-products about the columns' references: the centred columns once, then
-    one small matrix product per group on rows in group order (sorted first when they are not),
-    which is the one-pass floor of this computation."""
+    """Per-group cross-products about the columns' references (`reference_of_rows`): one pass
+    over rows in group order (sorted first when they are not), one small matrix product per
+    group, which is the one-pass floor of this computation."""
     x, z, y = np.asarray(x, float), np.asarray(z, float), np.asarray(y, float)
-    codes, labels = _group_codes(groups)
-    k = len(labels)
+    order, bounds, labels, arrangement = _group_runs(groups)
     columns, x_index, z_index = _distinct_columns(x, z)
     columns.append(y)
-    m = len(columns)
-    # The mean itself is a good enough reference here: w - mean is exact wherever the offset is
-    # large (Sterbenz), and these products are not released (statistics entries round it).
-    reference = np.array([0.0] + [float(c.mean()) for c in columns[1:]])
-    if len(codes) > 1 and np.any(codes[1:] < codes[:-1]):
-        order = np.argsort(codes, kind="stable")
-        codes, columns = codes[order], [c[order] for c in columns]
-    centred = np.empty((len(codes), m))
-    centred[:, 0] = 1.0
-    for j in range(1, m):
-        np.subtract(columns[j], reference[j], out=centred[:, j])
-    bounds = np.searchsorted(codes, np.arange(k + 1))
-    products = np.empty((k, m, m))
-    for g in range(k):
-        rows = centred[bounds[g] : bounds[g + 1]]
-        products[g] = rows.T @ rows
+    reference = np.array([0.0] + [reference_of_rows(c) for c in columns[1:]])
+    if order is not None:
+        columns = [c[order] for c in columns]
+    products = _group_products(columns, reference, bounds)
+    if arrangement is not None:
+        products = products[arrangement]
     return CrossProducts(
-        tuple(str(label) for label in labels), products, reference, x_index, z_index, m - 1, tuple(x_names),
-        tuple(z_names), tuple(random_terms),
+        tuple(str(label) for label in labels), products, reference, x_index, z_index, len(columns) - 1,
+        tuple(x_names), tuple(z_names), tuple(random_terms),
     )  # fmt: skip

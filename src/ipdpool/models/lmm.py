@@ -18,8 +18,9 @@ offset or in tiny units then costs no digits, and data that differ by a shift or
 of units give the same internal problem. theta, beta, their covariance, the variance
 components and the criterion are mapped back exactly (linear maps and the Jacobian of the
 scaling); Satterthwaite and Kenward-Roger df are invariant to the map. The optimizer uses
-the analytic gradient of the profiled deviance (`deviance_gradient`), tries other starts
-only when the optimum is on or near the boundary, and ends with Newton steps.
+the analytic gradient of the profiled deviance (`_objective`, which shares one pass over
+the groups between the deviance and its gradient), tries other starts only when the optimum
+is on or near the boundary, and ends with Newton steps.
 
 Inference follows lmerTest (Kuznetsova, Brockhoff & Christensen 2017): Satterthwaite df
 from the observed Hessian of the deviance in (theta, sigma) and the Jacobian of cov(beta),
@@ -37,9 +38,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from scipy import optimize
 
-from ..probabilities import t_quantile, t_sf
 from . import NotEstimable, numderiv
 from .crossprod import CrossProducts
 
@@ -269,22 +268,6 @@ def internal_deviance(cp: CrossProducts, lam: np.ndarray, reml: bool) -> float:
     return _criterion(cp, pieces, reml) if pieces.r2 > 0 else np.inf
 
 
-def deviance_gradient(cp: CrossProducts, lam: np.ndarray, pieces: Pieces, reml: bool) -> np.ndarray:
-    """d deviance / d Lambda = 2 S Lambda, with S = d deviance / d G (G = Lambda Lambda'):
-    sum_g Z_g'H_g^-1 Z_g - (dof / r2) sum_g u_g u_g' - [REML] sum_g W_g (X'H^-1 X)^-1 W_g',
-    W_g = Z_g'H_g^-1 X_g, u_g = Z_g'H_g^-1 (y_g - X_g beta) (matrix calculus on the profiled
-    deviance; the envelope theorem removes beta's own derivative)."""
-    ztz, ztx, zty = cp.ztz, cp.ztx, cp.zty
-    ztz_a = ztz @ pieces.a
-    w = ztx - ztz_a @ ztx
-    u = zty - np.einsum("kqr,kr->kq", ztz_a, zty) - w @ pieces.beta
-    dof = cp.n_total - cp.p if reml else cp.n_total
-    s = (ztz - ztz_a @ ztz).sum(axis=0) - (dof / pieces.r2) * (u.T @ u)
-    if reml:
-        s -= np.einsum("kqp,pr,ksr->qs", w, np.linalg.inv(pieces.xvx), w)
-    return 2.0 * s @ lam
-
-
 def profiled_deviance(cp: CrossProducts, theta: np.ndarray, reml: bool) -> float:
     """The (RE)ML criterion at lme4's theta (original coordinates), as lme4's deviance/REMLcrit."""
     scaled = scaled_problem(cp)
@@ -323,40 +306,137 @@ def deviance_at_gradient(cp: CrossProducts, pattern: np.ndarray, point: np.ndarr
 
 
 def _objective(cp: CrossProducts, pattern: np.ndarray, reml: bool):
-    """theta -> (deviance, gradient) in the scaled coordinates (inf where not defined)."""
+    """theta -> (deviance, gradient) in the scaled coordinates (inf where not defined).
+
+    One pass over the groups serves both. With V_g = L_g^-1 Lambda' Z_g'[Z_g X_g y_g]:
+    sum_g V_g'V_g = sum_g [Z X y]_g' Z_g A_g Z_g' [Z X y]_g, which gives X'H^-1X, X'H^-1y,
+    y'H^-1y and sum_g Z_g'H_g^-1 Z_g; the gradient is d deviance / d Lambda = 2 S Lambda, with
+    S = d deviance / d G (G = Lambda Lambda') = sum_g Z_g'H_g^-1 Z_g - (dof / r2) sum_g u_g u_g'
+    - [REML] sum_g W_g (X'H^-1 X)^-1 W_g', W_g = Z_g'H_g^-1 X_g, u_g = Z_g'H_g^-1 (y_g - X_g beta)
+    (matrix calculus on the profiled deviance; the envelope theorem removes beta's own derivative)."""
+    if cp.q == 1:
+        return _at_one_point(_scalar_objective(cp, reml))
     positions = theta_positions(pattern)
-    size = len(positions[0])
+    size, q, p = len(positions[0]), cp.q, cp.p
+    xy = [*cp.x_index, cp.y_index]
+    stacked = cp.products[:, cp.z_index, :][:, :, [*cp.z_index, *xy]]  # Z'[Z X y] per group
+    totals = cp.products[:, xy, :][:, :, xy].sum(axis=0)  # [X y]'[X y]
+    ztz_total = stacked[:, :, :q].sum(axis=0)
+    dof = cp.n_total - p if reml else cp.n_total
+    identity = np.eye(q)
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         lam = relative_factor(theta, pattern)
+        lt_s = lam.T @ stacked
         try:
-            pieces = evaluate(cp, lam)
+            chol = np.linalg.cholesky(lt_s[:, :, :q] @ lam + identity)
+            v = _forward_substitution(chol, lt_s)
+            flat = v.reshape(-1, v.shape[2])
+            corrections = flat.T @ flat  # sum_g [Z X y]_g' Z_g A_g Z_g' [Z X y]_g
+            corrected = totals - corrections[q:, q:]  # [X y]' H^-1 [X y]
+            xvx, xvy = corrected[:p, :p], corrected[:p, p]
+            rx = np.linalg.cholesky(xvx)
+            beta = np.linalg.solve(xvx, xvy)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros(size)
-        if pieces.r2 <= 0:
+        r2 = corrected[p, p] - float(beta @ xvy)
+        if not r2 > 0:
             return np.inf, np.zeros(size)
-        return _criterion(cp, pieces, reml), deviance_gradient(cp, lam, pieces, reml)[positions]
+        value = 2.0 * float(np.log(np.diagonal(chol, axis1=1, axis2=2)).sum())
+        value += dof * (1 + np.log(2 * np.pi * r2 / dof))
+        if reml:
+            value += 2.0 * float(np.log(np.diag(rx)).sum())
+        # [Z'H^-1 X, Z'H^-1 y] per group: Z'[X y] - Z'Z A Z'[X y]
+        d = stacked[:, :, q:] - np.swapaxes(v[:, :, :q], 1, 2) @ v[:, :, q:]
+        u = d @ np.append(-beta, 1.0)
+        s = ztz_total - corrections[:q, :q] - (dof / r2) * (u.T @ u)
+        if reml:
+            w = d[:, :, :p]
+            s -= (w @ np.linalg.inv(xvx) @ np.swapaxes(w, 1, 2)).sum(axis=0)
+        return float(value), (2.0 * s @ lam)[positions]
+
+    return objective
+
+
+def _forward_substitution(lower: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """lower^-1 b for a stack of lower-triangular matrices, row by row (numpy's batched solve
+    factorizes each triangle again and costs twice as much for these small blocks)."""
+    out = np.empty_like(b)
+    for i in range(b.shape[1]):
+        row = b[:, i, :]
+        if i:
+            row = row - (lower[:, i, None, :i] @ out[:, :i, :])[:, 0, :]
+        out[:, i, :] = row / lower[:, i, i, None]
+    return out
+
+
+def _at_one_point(scalar):
+    """A vectorized q = 1 objective as an objective of one theta."""
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        values, gradients = scalar(theta)
+        return float(values[0]), gradients
+
+    return objective
+
+
+def _scalar_objective(cp: CrossProducts, reml: bool):
+    """q = 1: the deviance and its derivative for an array of theta at once (a grid costs about
+    one evaluation). With m_g = 1 + theta^2 z_g'z_g, H_g^-1 = I - z_g z_g' theta^2 / m_g, so
+    Z'H^-1[X y] = z'[X y] / m_g and [X y]'H^-1[X y] = [X y]'[X y] - sum_g (theta^2 / m_g) z'[X y]' z'[X y];
+    the derivative is _objective's formula with every block a scalar."""
+    p = cp.p
+    zz, zxy = cp.ztz[:, 0, 0], np.column_stack([cp.ztx[:, 0, :], cp.zty[:, 0]])
+    outer = (zxy[:, :, None] * zxy[:, None, :]).reshape(len(zz), -1)
+    xy = [*cp.x_index, cp.y_index]
+    totals = cp.products[:, xy, :][:, :, xy].sum(axis=0)
+    dof = cp.n_total - p if reml else cp.n_total
+
+    def objective(theta) -> tuple[np.ndarray, np.ndarray]:
+        t = np.atleast_1d(np.asarray(theta, float)).ravel()
+        m = 1.0 + (t**2)[:, None] * zz
+        corrected = totals - ((t**2)[:, None] / m @ outer).reshape(len(t), p + 1, p + 1)
+        xvx, xvy = corrected[:, :p, :p], corrected[:, :p, p]
+        try:
+            rx = np.linalg.cholesky(xvx)
+            inverse = np.linalg.inv(xvx)
+        except np.linalg.LinAlgError:
+            if len(t) == 1:
+                return np.array([np.inf]), np.zeros(1)
+            return tuple(np.concatenate(parts) for parts in zip(*(objective(one) for one in t)))
+        beta = np.linalg.solve(xvx, xvy[:, :, None])[:, :, 0]
+        r2 = corrected[:, p, p] - np.einsum("tp,tp->t", beta, xvy)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.log(m).sum(axis=1) + dof * (1 + np.log(2 * np.pi * r2 / dof))
+            if reml:
+                values += 2.0 * np.log(np.diagonal(rx, axis1=1, axis2=2)).sum(axis=1)
+            residual = (zxy[:, p] - beta @ zxy[:, :p].T) / m
+            s = (zz / m).sum(axis=1) - (dof / r2) * (residual**2).sum(axis=1)
+            if reml:
+                s -= (np.einsum("kp,tpr,kr->tk", zxy[:, :p], inverse, zxy[:, :p]) / m**2).sum(axis=1)
+        positive = r2 > 0
+        return np.where(positive, values, np.inf), np.where(positive, 2.0 * s * t, 0.0)
 
     return objective
 
 
 def _minimize_one(cp: CrossProducts, reml: bool) -> np.ndarray:
-    """q = 1: a grid over log theta brackets the global minimum, Brent refines it, and
-    theta = 0 (no between-group variance) is tried explicitly; Newton on the analytic
-    gradient finishes (Brent, on values alone, resolves theta only to about 1e-8)."""
-
-    def value(theta: float) -> float:
-        return internal_deviance(cp, np.array([[theta]]), reml)
-
+    """q = 1: a grid over log theta brackets the global minimum and two finer grids around the
+    best point narrow it (each grid is one vectorized evaluation, cheaper than the dozen
+    sequential steps of Brent's method); theta = 0 (no between-group variance) is tried with
+    the first grid; Newton on the analytic gradient finishes (values alone resolve theta only
+    to about 1e-8)."""
+    objective = _scalar_objective(cp, reml)
     grid = np.linspace(-12.0, 8.0, 41)
-    values = [value(np.exp(u)) for u in grid]
+    values = objective(np.r_[0.0, np.exp(grid)])[0]
+    at_zero, values = values[0], values[1:]
+    for _ in range(2):  # each narrows the bracket twentyfold: log theta to 6e-4
+        best = int(np.argmin(values))
+        grid = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 41)
+        values = objective(np.exp(grid))[0]
     best = int(np.argmin(values))
-    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    found = optimize.minimize_scalar(
-        lambda u: value(np.exp(u)), bounds=(low, high), method="bounded", options={"xatol": 1e-12}
-    )
-    theta = min([np.exp(found.x), np.exp(grid[best]), 0.0], key=value)
-    return _newton_finish(_objective(cp, np.ones((1, 1), bool), reml), (value(theta), np.array([theta])), [0])
+    theta, value = (0.0, at_zero) if at_zero <= values[best] else (np.exp(grid[best]), values[best])
+    return _newton_finish(_at_one_point(objective), (float(value), np.array([theta])), [0])
 
 
 NEAR_BOUNDARY = 0.05  # a diagonal element of the (scaled) Lambda this small: try the other starts too
@@ -364,51 +444,63 @@ NEAR_BOUNDARY = 0.05  # a diagonal element of the (scaled) Lambda this small: tr
 
 def _minimize_many(cp: CrossProducts, pattern: np.ndarray, reml: bool) -> np.ndarray:
     """q > 1: bounded quasi-Newton with the analytic gradient from Lambda = I. Only when that
-    optimum is on or near the boundary (a diagonal element near 0) are two other starts and
-    every pattern of zero diagonal elements (the singular fits lme4 reports; a boundary
-    optimum often has a rival on another face) tried as well. The best point is finished by
-    Newton steps on the free parameters."""
+    optimum is on or near the boundary (a diagonal element near 0), where the profiled
+    deviance often has a rival optimum, are other starts tried: 0.1 I and 3 I; then, if the
+    best point is near r zero diagonal elements, the other faces with r zero diagonal elements
+    (a covariance of the same rank written with other columns of Lambda), each searched from
+    Lambda = I with its elements fixed at 0; and the starts just off the faces of the best
+    point. The best point is finished by Newton steps on the free parameters. Until issue 21
+    every face was searched, most of the time of a boundary fit; bench/bench_lmm_starts.py
+    compares the two on generated data."""
+    from scipy import optimize  # here: a fit with one random effect does not need its import (0.5 s)
+
     size, diagonal = int(pattern.sum()), diagonal_positions(pattern)
-    bounds = [(0.0, None) if i in diagonal else (None, None) for i in range(size)]
     objective = _objective(cp, pattern, reml)
 
-    def search(start: np.ndarray, fixed_zero: tuple[int, ...] = ()) -> tuple[float, np.ndarray]:
-        box = [(0.0, 0.0) if i in fixed_zero else bounds[i] for i in range(size)]
-        start = np.where(np.isin(np.arange(size), fixed_zero), 0.0, start)
+    def search(start: np.ndarray, zero: tuple[int, ...] = ()) -> tuple[float, np.ndarray]:
+        bounds = [(0.0, 0.0) if i in zero else (0.0, None) if i in diagonal else (None, None) for i in range(size)]
         found = optimize.minimize(
-            objective, start, jac=True, method="L-BFGS-B", bounds=box,
-            options={"ftol": 1e-15, "gtol": 1e-11, "maxiter": 2000},
+            objective, np.where(np.isin(np.arange(size), zero), 0.0, start), jac=True, method="L-BFGS-B",
+            bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-11, "maxiter": 2000},
         )  # fmt: skip
         return float(found.fun), found.x
 
     identity = np.zeros(size)
     identity[diagonal] = 1.0
     best = search(identity)
-    near = tuple(i for i in diagonal if best[1][i] < NEAR_BOUNDARY)
-    if near or not np.isfinite(best[0]):
-        candidates = [best, search(0.1 * identity), search(3.0 * identity)]
-        for count in range(1, len(diagonal) + 1):
-            candidates += [search(identity, zero) for zero in itertools.combinations(diagonal, count)]
-        best = min(candidates, key=lambda c: c[0])
-        candidates = [best] + [search(start) for start in _off_the_face(best[1], pattern, diagonal)]
-        best = min(candidates, key=lambda c: c[0])
+    if any(best[1][i] < NEAR_BOUNDARY for i in diagonal) or not np.isfinite(best[0]):
+        best = _lowest([best, search(0.1 * identity), search(3.0 * identity)])
+        near = tuple(i for i in diagonal if best[1][i] < NEAR_BOUNDARY)
+        faces = [face for face in itertools.combinations(diagonal, len(near)) if face != near]
+        best = _lowest([best] + [search(identity, face) for face in faces])
+        best = _lowest([best] + [search(start) for start in _off_the_face(best[1], pattern, diagonal)])
     return _newton_finish(objective, best, diagonal)
+
+
+def _lowest(candidates: list[tuple[float, np.ndarray]]) -> tuple[float, np.ndarray]:
+    """The first candidate within rounding (1e-11 relative) of the lowest deviance: between
+    optima that tie, the choice must not depend on rounding, or data that differ only in the
+    order of a sum (a study split over two sites) would end at different points."""
+    lowest = min(value for value, _ in candidates)
+    return next(c for c in candidates if c[0] <= lowest + 1e-11 * max(1.0, abs(lowest)))
 
 
 def _off_the_face(theta: np.ndarray, pattern: np.ndarray, diagonal: list[int]) -> list[np.ndarray]:
     """Starts just off a face where a diagonal element of Lambda is 0. On that face the sign of
     the column's other elements does not change the model, but it decides whether leaving the
     face (a correlation of +1 or -1) goes downhill: quasi-Newton from one sign cannot see the
-    other, so both are tried."""
+    other, so both are tried. A column without other elements (the last of a term, or an
+    uncorrelated one) makes the deviance even in its diagonal element: the gradient there is 0
+    on the face whether the face is a minimum or not, and quasi-Newton stops on it."""
     rows, columns = theta_positions(pattern)
     starts = []
     for position in diagonal:
         if theta[position] > 0:
             continue
         below = [i for i in range(len(theta)) if columns[i] == columns[position] and rows[i] > columns[i]]
-        if not below:
-            continue
-        for sign in (1.0, -1.0):
+        # Below-diagonal elements at 0 (or none) make both signs the same start.
+        signs = (1.0, -1.0) if below and np.max(np.abs(theta[below])) > 1e-8 else (1.0,)
+        for sign in signs:
             start = theta.copy()
             start[position] = NEAR_BOUNDARY
             start[below] = sign * np.abs(theta[below])
@@ -420,39 +512,55 @@ def _newton_finish(objective, best: tuple[float, np.ndarray], diagonal: list[int
     """A few Newton steps on the parameters off their bounds, with the Hessian from central
     differences of the analytic gradient: quasi-Newton stops where the deviance no longer
     resolves a step, Newton on the gradient goes on to its zero (what makes fits of slightly
-    different data, or of shifted data, agree to many more digits)."""
+    different data, or of shifted data, agree to many more digits). The Hessian is kept while
+    its steps are accepted (near the optimum it changes less than its own difference error),
+    so most steps cost one gradient instead of 2 per parameter."""
     value, theta = best
+    gradient, hessian, free = objective(theta)[1], None, None
     for _ in range(6):
-        free = [i for i in range(len(theta)) if i not in diagonal or theta[i] > 0]
-        if not free:
+        now_free = [i for i in range(len(theta)) if i not in diagonal or theta[i] > 0]
+        if not now_free:
             break
-        gradient = objective(theta)[1][free]
-        hessian = np.empty((len(free), len(free)))
-        for column, i in enumerate(free):
-            h = 1e-5 * max(abs(theta[i]), 1e-2)
-            up, down = theta.copy(), theta.copy()
-            up[i] += h
-            down[i] -= h
-            if i in diagonal and down[i] < 0:
-                down[i] = theta[i]
-            hessian[:, column] = (objective(up)[1][free] - objective(down)[1][free]) / (up[i] - down[i])
-        hessian = (hessian + hessian.T) / 2
-        if not np.all(np.isfinite(hessian)) or np.linalg.eigvalsh(hessian).min() <= 0:
-            break
+        fresh = hessian is None or now_free != free
+        if fresh:
+            free, hessian = now_free, _difference_hessian(objective, theta, now_free, diagonal)
+            if hessian is None:
+                break
         step = np.zeros_like(theta)
-        step[free] = -np.linalg.solve(hessian, gradient)
+        step[free] = -np.linalg.solve(hessian, gradient[free])
         trial = theta + step
         trial[diagonal] = np.maximum(trial[diagonal], 0.0)
         trial_value, trial_gradient = objective(trial)
         # Near the optimum the deviance changes below its rounding: the gradient decides there.
         resolution = 1e-13 * max(1.0, abs(value))
-        smaller = np.linalg.norm(trial_gradient[free]) < np.linalg.norm(gradient)
+        smaller = np.linalg.norm(trial_gradient[free]) < np.linalg.norm(gradient[free])
         if not (trial_value <= value or (smaller and trial_value <= value + resolution)):
-            break
-        value, theta = min(value, trial_value), trial
+            if fresh:
+                break
+            hessian = None  # a kept Hessian failed: one more try with a new one at this point
+            continue
+        value, theta, gradient = min(value, trial_value), trial, trial_gradient
         if np.max(np.abs(step)) < 1e-12:
             break
     return theta
+
+
+def _difference_hessian(objective, theta: np.ndarray, free: list[int], diagonal: list[int]) -> np.ndarray | None:
+    """The Hessian on the free parameters by central differences of the gradient (forward at a
+    bound); None unless finite and positive definite."""
+    hessian = np.empty((len(free), len(free)))
+    for column, i in enumerate(free):
+        h = 1e-5 * max(abs(theta[i]), 1e-2)
+        up, down = theta.copy(), theta.copy()
+        up[i] += h
+        down[i] -= h
+        if i in diagonal and down[i] < 0:
+            down[i] = theta[i]
+        hessian[:, column] = (objective(up)[1][free] - objective(down)[1][free]) / (up[i] - down[i])
+    hessian = (hessian + hessian.T) / 2
+    if not np.all(np.isfinite(hessian)) or np.linalg.eigvalsh(hessian).min() <= 0:
+        return None
+    return hessian
 
 
 # ------------------------------------------------------------------ the fit
@@ -592,6 +700,8 @@ class LmmFit:
 
     def contrast(self, contrast, ddf: str = "satterthwaite", level: float = 0.95) -> dict:
         """Estimate, SE, df, t, p and t-based CI of L beta (L a vector over the fixed effects)."""
+        from ..probabilities import t_quantile, t_sf  # scipy.special: only inference needs it
+
         vector = np.asarray(contrast, float)
         estimate = float(vector @ self.beta)
         if ddf == "kenward_roger" and self.reml:
