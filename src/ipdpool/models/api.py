@@ -77,9 +77,10 @@ class RandomStructure:
 NESTED_FORMS = "one '(terms | group)', or '(1 | group/centre)' or '(terms | group) + (1 | group:centre)'"
 
 
-def random_structure(formula: str, columns) -> RandomStructure:
+def random_structure(formula: str, data: pd.DataFrame) -> RandomStructure:
     """The random part of `formula` as the engine fits it; anything else is refused in one sentence."""
     fixed, parts = split_random(r_power(formula))
+    columns = data.columns
     if len(parts) == 1:
         return RandomStructure(fixed, parts[0])
     if len(parts) == 2:
@@ -91,7 +92,10 @@ def random_structure(formula: str, columns) -> RandomStructure:
                 other = factors[1 - factors.index(study.group)]
                 slash = re.search(rf"\|\s*{re.escape(study.group)}\s*/\s*{re.escape(other)}\s*\)", formula)
                 return RandomStructure(fixed, study, f"{other}:{study.group}" if slash else centre.group)
-            if len(factors) == 1 and factors[0] != study.group:
+            # lme4 fits (1 | centre) + (1 | study) as (1 | study) + (1 | centre): whichever is written
+            # first, the factor whose levels nest in the other's is the centre.
+            backwards = nests_in(data, study.group, centre.group) and not nests_in(data, centre.group, study.group)
+            if len(factors) == 1 and factors[0] != study.group and not backwards:
                 return RandomStructure(fixed, study, centre.group, interaction=False)
     raise NotEstimable(
         f"formula {formula!r} has {len(parts)} random parts after expanding '/' that are not a factor nested in "
@@ -99,12 +103,22 @@ def random_structure(formula: str, columns) -> RandomStructure:
     )
 
 
+def nests_in(data: pd.DataFrame, inner: str, outer: str) -> bool:
+    """Whether every level of the column `inner` occurs within one level of the column `outer`."""
+    if inner not in data.columns or outer not in data.columns:
+        return False
+    rows = data[[inner, outer]].dropna()
+    return bool(rows.groupby(inner, observed=True)[outer].nunique().max() <= 1) if len(rows) else False
+
+
 def group_labels(frame: pd.DataFrame, group: str) -> pd.Series:
     """The grouping factor's labels; an interaction a:b labels each combination (as lme4)."""
     columns = group.split(":")
     if len(columns) == 1:
         return frame[group]
-    return frame[columns].astype(str).agg(":".join, axis=1).rename(group)
+    # Each factor as lme4 prints it (1.0 as "1"), so ids stored as float in new data find their centres.
+    parts = [label_strings(frame[column]) for column in columns]
+    return pd.Series([":".join(labels) for labels in zip(*parts)], index=frame.index, name=group, dtype=object)
 
 
 @dataclass
@@ -358,7 +372,7 @@ def lmer(
     import formulaic  # imported here: only this entry point parses formulas
 
     check_options(reml, ddf, level)
-    structure = random_structure(formula, data.columns)
+    structure = random_structure(formula, data)
     part = structure.study
     group = part.group
     fixed, random_terms = quote_dotted(structure.fixed, data.columns), quote_dotted(part.terms, data.columns)

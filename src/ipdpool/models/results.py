@@ -37,9 +37,7 @@ def label_strings(labels: pd.Series) -> list[str]:
     """Group labels as text, integral numbers without a decimal part whatever their dtype
     (R's as.character(1.0) is "1"), so new data with ids stored as float find their groups."""
     if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
-        values = labels.to_numpy(float)
-        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
-            return [str(int(v)) for v in values]
+        return [str(int(v)) if np.isfinite(v) and v == round(v) else str(v) for v in labels.to_numpy(float)]
     return [str(v) for v in labels]
 
 
