@@ -305,6 +305,21 @@ def test_centre_blocks_add_up_to_their_design_under_pseudonymous_keys():
     assert released.scope.splits["functioning:employed/primary@c2"] == ("employed",)
 
 
+@settings(max_examples=10, deadline=None)
+@given(st.permutations(list(range(30))), st.sampled_from(["", "site ", "Hôpital "]))
+def test_centre_blocks_ignore_row_order_and_the_spelling_of_site_names(order, prefix):
+    data = two_centre_study()
+    blocks = release(data, CENTRES, LEVELS, SUBSET, "harmonize").statistics
+    shuffled = data.iloc[order].reset_index(drop=True)
+    shuffled["site"] = prefix + shuffled["site"]
+    again = release(shuffled, CENTRES, LEVELS, SUBSET, "harmonize").statistics
+    first, second = (s["outcomes"]["functioning"]["designs"]["employed/primary"]["centres"] for s in (blocks, again))
+    assert sorted(first) == sorted(second) == ["c1", "c2"]
+    for centre in first:
+        assert first[centre]["n"] == second[centre]["n"]
+        np.testing.assert_allclose(about_zero(first[centre]), about_zero(second[centre]), rtol=1e-12, atol=1e-9)
+
+
 def one_employed_at_zurich(data):
     data.loc[3, "employed"] = 1.0
 
