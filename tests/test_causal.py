@@ -101,8 +101,32 @@ def test_a_study_with_a_small_cell_is_refused_and_left_out():
     table = first_stage_table(tables, nfilter_tab=3)
     refused = table[table["scope"] == "B"].iloc[0]
     assert refused["status"].startswith("refused") and np.isnan(refused["log_or"])
-    pooled = table[table["method"].str.startswith("two-stage")].iloc[0]
-    assert pooled["k"] == 3
+    assert refused[["employed_SAU", "not_employed_SAU", "employed_IPS", "not_employed_IPS"]].isna().all()
+    for pooled in table[table["scope"] == "pooled"].itertuples():
+        assert pooled.k == 3
+        assert "study B left out (refused: a cell below nfilter_tab 3)" in pooled.notes
+
+
+R_EMPTY_CELL = r"""
+suppressPackageStartupMessages({library(lme4)})
+rows$ips <- as.numeric(rows$arm == "IPS")
+tight <- glmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e5), tolPwrss = 1e-12)
+g <- glmer(employed ~ ips + (1 | study), rows, binomial, control = tight)
+out <- c(fixef(g)[["ips"]], getME(g, "theta")^2)
+"""
+
+
+def test_a_study_with_an_empty_cell_enters_the_one_stage_model_as_in_lme4_on_the_rows():
+    rows = participants()
+    rows.loc[(rows["study"] == "D") & (rows["arm"] == "SAU"), "employed"] = 0  # nobody works under SAU in D
+    reference = run_r(R_EMPTY_CELL, {"rows": rows})
+    table = first_stage_table(table1_like(rows), nfilter_tab=3)
+    one_stage = table[table["method"].str.startswith("one-stage")].iloc[0]
+    assert (one_stage["k"], one_stage["n"]) == (4, len(rows))
+    assert one_stage["log_or"] == pytest.approx(reference[0], rel=1e-5)
+    assert one_stage["tau2"] == pytest.approx(reference[1], rel=1e-4)
+    two_stage = table[table["method"].str.startswith("two-stage")].iloc[0]
+    assert two_stage["k"] == 3 and "study D left out (not estimable: an empty cell" in two_stage["notes"]
 
 
 def test_evalue_rows_are_those_of_the_headline_employed_smds():

@@ -35,3 +35,21 @@ def test_evalue_is_symmetric_in_the_sign_and_at_least_the_ci_evalue(d, se):
     assert a["evalue"] == pytest.approx(b["evalue"], rel=1e-12, abs=1e-6)
     assert a["evalue_ci"] == pytest.approx(b["evalue_ci"], rel=1e-12, abs=1e-6)
     assert 1 <= a["evalue_ci"] <= a["evalue"] * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("d", [800.0, -800.0, 1e6, -1e6])
+def test_a_huge_smd_gives_infinite_evalues_whatever_its_sign(d):
+    """Attack 3, C12: exp(0.91 x 800) overflowed for +800 only."""
+    out = evalue_smd(d, 1.0)
+    assert out["evalue"] == out["evalue_ci"] == float("inf")
+
+
+def test_a_nan_standard_error_is_refused_naming_the_outcome():
+    import pandas as pd
+
+    from ipdpool.causal import evalue_table
+
+    one_stage = pd.DataFrame({"contrast": ["employed"], "model": ["random_intercept"], "outcome": ["qol"],
+                              "estimate": [0.3], "se": [float("nan")]})  # fmt: skip
+    with pytest.raises(ValueError, match="E-value of outcome qol: a standard error must be >= 0"):
+        evalue_table(one_stage)

@@ -129,6 +129,22 @@ def test_rubin_refuses_a_single_data_set_and_nonfinite_values():
         rubin([0.1, np.nan], [0.01, 0.01])
 
 
+def test_rubin_refuses_zero_or_negative_within_variance_and_pooling_names_the_term():
+    """mice's pool.scalar gives NaN for riv = b / 0; here a sentence, and the pooled row says which term."""
+    for q in ([1.0, 1.0], [1.0, 1.2]):
+        with pytest.raises(ValueError, match="positive within-imputation variance.*0 in all"):
+            rubin(q, [0.0, 0.0])
+    with pytest.raises(ValueError, match="negative in some"):
+        rubin([1.0, 1.1], [0.01, -0.01])
+    group = pd.DataFrame({"outcome": "o", "analysis": "one-stage", "contrast": "c", "term": "employed",
+                          "method": "REML", "hksj": False, "imputation": [0, 1], "estimate": [1.0, 1.0],
+                          "se": [0.0, 0.0], "df": [30.0, 30.0], "n_participants": 40, "n_studies": 2,
+                          "studies": "A,B", "status": "estimated", "warnings": ""})  # fmt: skip
+    row = pool_estimates(group).iloc[0]
+    assert row["term"] == "employed" and row["status"] == "not estimated"
+    assert "positive within-imputation variance" in row["warnings"]
+
+
 R_ANALYSIS = """
 suppressPackageStartupMessages({library(lmerTest); library(metafor); library(mitml); library(mice)})
 fits <- list(); two <- list()

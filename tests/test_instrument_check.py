@@ -59,7 +59,7 @@ def test_size_under_the_assumptions_and_power_when_exclusion_fails():
     assert sum(p <= 0.05 for p in broken) >= 18
 
 
-def test_the_iv_rows_carry_the_check_and_row_order_does_not_change_its_statistic():
+def test_the_iv_rows_carry_the_check_and_row_order_or_study_labels_do_not_change_it():
     rng = np.random.default_rng(7)
     frames = []
     for study in ("A", "B"):
@@ -70,5 +70,18 @@ def test_the_iv_rows_carry_the_check_and_row_order_does_not_change_its_statistic
     rows = {r.scope: r for r in iv_by_study_and_pooled(pooled, "o")}
     assert rows["A"].kitagawa_p > 0.05 and rows["B"].kitagawa_p <= 0.05
     shuffled = {r.scope: r for r in iv_by_study_and_pooled(pooled.sample(frac=1, random_state=1), "o")}
+    relabelled = iv_by_study_and_pooled(pooled.assign(study=pooled["study"].map({"A": "Z", "B": "B"})), "o")
+    relabelled = {{"Z": "A"}.get(r.scope, r.scope): r for r in relabelled}
     for scope in rows:
         assert shuffled[scope].kitagawa_stat == pytest.approx(rows[scope].kitagawa_stat, rel=1e-12)
+        # attack 3, C1: the bootstrap draws do not depend on row order or study labels either
+        assert shuffled[scope].kitagawa_p == rows[scope].kitagawa_p == relabelled[scope].kitagawa_p
+
+
+def test_a_study_with_one_arm_is_left_out_of_the_check_instead_of_disabling_it():
+    """Attack 3, C9: a stratum with one arm carries nothing for within-study comparisons."""
+    rng = np.random.default_rng(8)
+    y, d, z, strata = trial(rng, 300, False, strata=2)
+    with_lone = [np.append(y, 0.3), np.append(d, 1), np.append(z, 1), np.append(strata, 9)]
+    assert kitagawa_test(*with_lone, bootstrap=99) == kitagawa_test(y, d, z, strata, bootstrap=99)
+    assert np.isnan(kitagawa_test(y[z == 1], d[z == 1], z[z == 1], strata[z == 1], bootstrap=99)[1])

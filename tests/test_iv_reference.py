@@ -281,3 +281,76 @@ def test_the_demo_iv_table_from_the_studies_statistics_equals_the_pooled_run(com
     assert_federated_equals_pooled(
         federated_iv_table(statistics, outcomes), iv_table(pooled, outcomes, implication=False)
     )
+
+
+def test_a_perfect_first_stage_a_tiny_study_or_a_constant_outcome_is_named_and_the_pool_equals_aer():
+    """Attack 3, C2 and C10: a study where employed equals the arm (2SLS = OLS, first-stage F
+    infinite), a 4-participant study (no degrees of freedom for the diagnostics) and a study whose
+    outcome is constant get rows that say why; none aborts the pooled fit, which is AER's."""
+    rng = np.random.default_rng(5)
+    a, b = study_rows(rng, "A", 200), study_rows(rng, "B", 150)
+    tiny = pd.DataFrame(
+        {"study": "D", "arm": ["IPS", "SAU", "IPS", "SAU"], "employed": [1.0, 0, 0, 1],
+         "y_fu_z": [0.3, 0.1, 0.2, 0.5], "y_bl_z": [0.1, 0.2, 0.3, 0.4]}
+    )  # fmt: skip
+    cases = {
+        "perfect": (
+            pd.concat([a, b.assign(employed=(b["arm"] == "IPS").astype(float))]),
+            "B",
+            "the first stage is perfect",
+        ),
+        "tiny": (pd.concat([a, b, tiny]), "D", "4 complete rows: too few"),
+        "constant_outcome": (pd.concat([a, b.assign(y_fu_z=-1.5)]), "B", "the outcome is constant within the study"),
+    }
+    frames = {case: frame.reset_index(drop=True) for case, (frame, _, _) in cases.items()}
+    functions = R_IV.split("out <- list()")[0]
+    reference = run_r('outcome <- "y"\n' + functions + "out <- lapply(list(" + ", ".join(f"{c} = {c}" for c in frames)
+                      + "), function(d) one(d, TRUE))", frames)  # fmt: skip
+    for case, (_, study, reason) in cases.items():
+        results = {r.scope: r for r in iv_by_study_and_pooled(frames[case], "y", implication=False)}
+        assert results[study].status.startswith(f"not estimable: study {study}, outcome y:"), case
+        assert reason in results[study].status, case
+        check_against_r([results["pooled"]], {"pooled": reference[case]})
+
+
+@pytest.mark.parametrize(
+    ("column", "row", "value", "message"),
+    [
+        ("y_fu_z", 5, np.inf, "study A, variable y_fu_z: a value that is not a finite number in row 6"),
+        ("y_bl_z", 7, -np.inf, "study A, variable y_bl_z: a value that is not a finite number in row 8"),
+        ("arm", None, "ips", "study A, variable arm: an arm other than IPS or SAU in row 1"),
+        ("arm", 260, "Control-7", "study B, variable arm: an arm other than IPS or SAU in row 261"),
+        ("employed", 3, 2.0, "study A, variable employed: a value other than 0 or 1 in row 4"),
+    ],
+)
+def test_iv_input_that_would_be_misread_is_refused_naming_study_variable_and_row(column, row, value, message):
+    """Attack 3, C8: non-finite values, arm codes other than IPS/SAU, employed not 0/1; the
+    message never shows the value."""
+    rng = np.random.default_rng(6)
+    data = pd.concat([study_rows(rng, "A", 200), study_rows(rng, "B", 150)], ignore_index=True)
+    data[column] = data[column].astype(object)
+    if row is None:
+        data[column] = value
+    else:
+        data.loc[row, column] = value
+    with pytest.raises(ValueError, match=message) as refused:
+        iv_by_study_and_pooled(data, "y", implication=False)
+    assert str(value) not in str(refused.value)
+
+
+def test_the_federated_pooled_row_names_a_study_left_out_and_the_release_rules_reason():
+    """Attack 3, C14: a study whose statistics hold no IV design is left out of the pooled fit;
+    the pooled row says so, and a design withheld by the release rule passes its reason on."""
+    pooled = synthetic_pooled()
+    statistics = statistics_by_study(pooled, {"outcomes": ["qol"], "models": IV_MODEL}, [])
+    content = statistics["B"]["outcomes"]["qol"]
+    names = sorted(content["designs"])
+    content["designs"] = {}
+    table = federated_iv_table(statistics, ["qol"])
+    pooled_row = table[table["scope"] == "pooled"].iloc[0]
+    assert pooled_row["n"] == (pooled["study"] != "B").sum()
+    assert "study B left out (no released design holds ips, employed and baseline" in pooled_row["notes"]
+    content["harmonized"] = {names[0]: "withheld: its participants differ from those of another release by 1"}
+    table = federated_iv_table(statistics, ["qol"])
+    assert f"design {names[0]} withheld: its participants differ" in table.loc[table["scope"] == "B", "status"].iloc[0]
+    assert f"study B left out (design {names[0]} withheld" in table[table["scope"] == "pooled"].iloc[0]["notes"]

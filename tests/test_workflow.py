@@ -128,7 +128,8 @@ def test_one_stage_tables_and_the_headline_replication(completed_run):
     # The demo's centres: DK 3, EU6 6, NL 4; SE and US name one site each.
     nested = sensitivity[sensitivity["variant"] == "centre_within_study"]
     assert len(nested) == len(one_stage) and (nested["status"] == "estimated").all()
-    assert nested["warnings"].str.contains("centres per study: .*EU6 6", regex=True).all()
+    assert nested["warnings"].str.contains("centres per study: ").all()
+    assert nested["warnings"].str.contains("EU6 6").any() and not nested["warnings"].str.contains("one centre").any()
     replication = pd.read_csv(tables / "replication.tsv", sep="\t").set_index("outcome")
     # The demo was generated to match the published SMDs: each headline estimate lies in its published CI.
     for outcome in ("negative_symptoms", "functioning", "quality_of_life"):

@@ -9,7 +9,10 @@ likelihood of the binomial counts cbind(employed, not employed) per study and ar
 estimates as the 0/1 rows; the log-likelihood differs by the binomial coefficients). The
 tables are in every study's statistics (Table 1's employment by arm, also in a site's bundle,
 where a cell from 1 to nfilter_tab - 1 refuses the bundle), so the first stage is exact across
-sites. A model with more covariates (e.g. baseline scores) needs participant data.
+sites. A study with an empty cell has no finite log odds ratio (left out of the two-stage
+meta-analysis) but enters the one-stage model, whose binomial likelihood is defined with a 0
+cell, as glmer on the participant rows; each pooled row's notes name the studies it leaves out.
+A model with more covariates (e.g. baseline scores) needs participant data.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import pandas as pd
 from .evalue import evalue_smd
 from .meta import meta_analysis
 from .probabilities import norm_quantile
+
+EMPTY_CELL = "not estimable: an empty cell (log odds ratio infinite)"
 
 
 def two_by_two(table1: dict) -> dict[str, int]:
@@ -40,9 +45,10 @@ def first_stage_by_study(tables: dict[str, dict], nfilter_tab: int, level: float
         row = {"study": study, **cells, "log_or": np.nan, "se": np.nan, "status": "estimated"}
         counts = np.array(list(cells.values()))
         if ((counts > 0) & (counts < nfilter_tab)).any():
-            row["status"] = f"refused: a cell below nfilter_tab {nfilter_tab}"
+            # the cells are blanked too: the status says they are not shown
+            row.update({"status": f"refused: a cell below nfilter_tab {nfilter_tab}", **dict.fromkeys(cells, np.nan)})
         elif (counts == 0).any():
-            row["status"] = "not estimable: an empty cell (log odds ratio infinite)"
+            row["status"] = EMPTY_CELL
         else:
             a, b, c, d = (cells[k] for k in ("employed_IPS", "not_employed_IPS", "employed_SAU", "not_employed_SAU"))
             row["log_or"] = float(np.log(a * d / (b * c)))
@@ -56,41 +62,65 @@ def first_stage_by_study(tables: dict[str, dict], nfilter_tab: int, level: float
 
 
 def binomial_cells(by_study: pd.DataFrame) -> pd.DataFrame:
-    """The estimated studies' tables as binomial rows (study, ips, employed, not_employed)."""
-    usable = by_study[by_study["status"] == "estimated"]
-    return pd.DataFrame(
+    """The tables as binomial rows (study, ips, employed, not_employed) of every study that is
+    not refused: an empty cell leaves the binomial likelihood defined (as glmer on the
+    participant rows); an arm without participants carries nothing and is left out."""
+    usable = by_study[by_study["status"].isin(["estimated", EMPTY_CELL])]
+    rows = pd.DataFrame(
         [
             {"study": r.study, "ips": ips, "employed": getattr(r, f"employed_{arm}"),
              "not_employed": getattr(r, f"not_employed_{arm}")}
             for r in usable.itertuples()
             for arm, ips in (("IPS", 1), ("SAU", 0))
-        ]
+        ],
+        columns=["study", "ips", "employed", "not_employed"],
     )  # fmt: skip
+    return rows[rows["employed"] + rows["not_employed"] > 0].reset_index(drop=True)
+
+
+def left_out_note(by_study: pd.DataFrame, used: set) -> str:
+    """Which studies a pooled row leaves out, and why (their status)."""
+    left = by_study[~by_study["study"].isin(used)]
+    return "; ".join(f"study {r.study} left out ({r.status})" for r in left.itertuples())
+
+
+def _two_stage_row(by_study: pd.DataFrame, level: float) -> dict | None:
+    usable = by_study[by_study["status"] == "estimated"]
+    if len(usable) < 2:
+        return None
+    meta = meta_analysis(usable["log_or"], usable["se"] ** 2, method="REML", level=level)
+    notes = [*meta.warnings, left_out_note(by_study, set(usable["study"]))]
+    return {"scope": "pooled", "method": "two-stage: random-effects (REML) meta-analysis", "log_or": meta.estimate,
+            "se": meta.se, "tau2": meta.tau2, "i2": meta.i2, "k": meta.k, "n": cell_total(usable),
+            "status": "estimated", "notes": "; ".join(n for n in notes if n)}  # fmt: skip
+
+
+def _one_stage_row(by_study: pd.DataFrame, n_agq: int) -> dict | None:
+    from .models.glmer import glmer  # imported here: scipy's optimizers are not needed to read the tables
+
+    cells = binomial_cells(by_study)
+    if cells["study"].nunique() < 2:
+        return None
+    fit = glmer("cbind(employed, not_employed) ~ ips + (1 | study)", cells, nAGQ=n_agq)
+    fixed = fit.fixed.loc["ips"]
+    notes = ["singular fit" if fit.is_singular else "", left_out_note(by_study, set(cells["study"]))]
+    return {"scope": "pooled", "method": f"one-stage: logistic mixed model (glmer, nAGQ = {n_agq})",
+            "log_or": fixed["estimate"], "se": fixed["se"], "tau2": float(fit.fit.random_covariance[0, 0]),
+            "k": fit.n_groups, "n": int(cells[["employed", "not_employed"]].to_numpy().sum()), "status": "estimated",
+            "notes": "; ".join(n for n in notes if n)}  # fmt: skip
+
+
+def cell_total(by_study: pd.DataFrame) -> int:
+    return int(by_study[[c for c in by_study if c.startswith(("employed_", "not_employed_"))]].to_numpy().sum())
 
 
 def first_stage_table(tables: dict[str, dict], nfilter_tab: int, n_agq: int = 1, level: float = 0.95) -> pd.DataFrame:
-    """Per-study rows, the two-stage REML meta-analysis of the log odds ratios and the one-stage
-    logistic mixed model (glmer), all on the odds-ratio scale."""
-    from .models.glmer import glmer  # imported here: scipy's optimizers are not needed to read the tables
-
+    """Per-study rows, the two-stage REML meta-analysis of the log odds ratios (studies with a
+    finite log OR) and the one-stage logistic mixed model (glmer; every study not refused), all
+    on the odds-ratio scale. A pooled row's notes name the studies it leaves out."""
     by_study = first_stage_by_study(tables, nfilter_tab, level)
     rows = [{"scope": r["study"], "method": "per-study logistic (2x2 table)", **r} for r in by_study.to_dict("records")]
-    usable = by_study[by_study["status"] == "estimated"]
-    n = usable[[c for c in usable if c.startswith(("employed_", "not_employed_"))]].to_numpy().sum()
-    if len(usable) >= 2:
-        meta = meta_analysis(usable["log_or"], usable["se"] ** 2, method="REML", level=level)
-        rows.append(
-            {"scope": "pooled", "method": "two-stage: random-effects (REML) meta-analysis", "log_or": meta.estimate,
-             "se": meta.se, "tau2": meta.tau2, "i2": meta.i2, "k": meta.k, "n": n, "status": "estimated",
-             "notes": "; ".join(meta.warnings)}
-        )  # fmt: skip
-        fit = glmer("cbind(employed, not_employed) ~ ips + (1 | study)", binomial_cells(by_study), nAGQ=n_agq)
-        fixed = fit.fixed.loc["ips"]
-        rows.append(
-            {"scope": "pooled", "method": f"one-stage: logistic mixed model (glmer, nAGQ = {n_agq})",
-             "log_or": fixed["estimate"], "se": fixed["se"], "tau2": float(fit.fit.random_covariance[0, 0]),
-             "k": fit.n_groups, "n": n, "status": "estimated", "notes": "singular fit" if fit.is_singular else ""}
-        )  # fmt: skip
+    rows += [row for row in (_two_stage_row(by_study, level), _one_stage_row(by_study, n_agq)) if row]
     out = pd.DataFrame(rows)
     z = norm_quantile(0.5 + level / 2)
     out["odds_ratio"] = np.exp(out["log_or"])
@@ -122,6 +152,7 @@ def iv_table(
 # cross-products of [y, employed, ips, baseline, 1]. The default config's model ips_x_employed
 # (terms ips, employed, ips:employed, adjusted for baseline) releases them, on the IV's rows.
 IV_DESIGN_COLUMNS = ("y", "employed", "ips", "baseline", "Intercept")
+IV_MODEL_NAME = "ips_x_employed"
 FEDERATED_IV_NOTE = "from site statistics: classical inference (HC1, effective F, Anderson-Rubin need participant data)"
 
 
@@ -159,7 +190,7 @@ def federated_iv_rows(statistics: dict[str, dict], outcome: str, level: float, i
             continue
         found = iv_design_entry(content)
         if found is None:
-            why = "no released design holds ips, employed and baseline (model ips_x_employed)"
+            why = missing_design_reason(content)
             study_rows.append(IvResult(outcome, study, Z, 0, f"not estimable: study {study}, outcome {outcome}: {why}"))
             continue
         cp, n = iv_crossproducts(found[1])
@@ -174,9 +205,27 @@ def federated_iv_rows(statistics: dict[str, dict], outcome: str, level: float, i
     pooled = [classical_result(*pooled_crossproducts(parts), outcome, "pooled", level)] if parts else []
     if interactions_allowed(study_rows, interaction_min_f):
         pooled.append(classical_result(*pooled_crossproducts(parts, True), outcome, "pooled", level))
+    for row in pooled:
+        row.notes += pooled_coverage_notes(study_rows, parts)
     for row in study_rows + pooled:
         row.notes.append(FEDERATED_IV_NOTE)
     return study_rows + pooled
+
+
+def missing_design_reason(content: dict) -> str:
+    """Why a study's statistics hold no IV design: the release rule's reason when it withheld one."""
+    withheld = {k: v for k, v in content.get("harmonized", {}).items() if k.startswith(IV_MODEL_NAME)}
+    if withheld:
+        return "; ".join(f"design {key} {reason}" for key, reason in sorted(withheld.items()))
+    return f"no released design holds ips, employed and baseline (model {IV_MODEL_NAME})"
+
+
+def pooled_coverage_notes(study_rows: list, parts: dict) -> list[str]:
+    """A pooled row names the studies it leaves out (no usable design) and those it uses narrowed."""
+    notes = [f"study {r.scope} left out ({r.status.split(': ', 2)[-1]})" for r in study_rows if r.scope not in parts]
+    notes += [f"study {r.scope} enters narrowed (see its row)" for r in study_rows if r.scope in parts
+              and any(note.startswith("design ") and "narrowed" in note for note in r.notes)]  # fmt: skip
+    return notes
 
 
 def federated_iv_table(
@@ -195,7 +244,11 @@ def evalue_table(one_stage: pd.DataFrame, contrast: str = "employed") -> pd.Data
     for r in chosen.itertuples():
         if not np.isfinite(r.estimate):
             continue
-        rows.append({"outcome": r.outcome, "smd": r.estimate, "se": r.se, **evalue_smd(r.estimate, r.se)})
+        try:
+            values = evalue_smd(r.estimate, r.se)
+        except ValueError as error:
+            raise ValueError(f"E-value of outcome {r.outcome}: {error}") from None
+        rows.append({"outcome": r.outcome, "smd": r.estimate, "se": r.se, **values})
     return pd.DataFrame(rows)
 
 

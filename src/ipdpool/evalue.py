@@ -24,19 +24,32 @@ CONVERSION_CI = 1.78
 def evalue_rr(rr: float) -> float:
     if not rr > 0:
         raise ValueError(f"a risk ratio must be positive, got {rr}")
-    ratio = rr if rr >= 1 else 1 / rr
+    return evalue_log_rr(math.log(rr))
+
+
+def evalue_log_rr(log_rr: float) -> float:
+    """The E-value from log RR: a ratio below 1 is inverted first, so +-x give the same value
+    (on the log scale, so that a huge SMD of either sign gives inf rather than an overflow)."""
+    ratio = _exp(abs(log_rr))
     return ratio + math.sqrt(ratio * (ratio - 1))
 
 
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 709.0 else math.inf
+
+
 def evalue_smd(estimate: float, se: float) -> dict:
-    """RR scale estimate and limits, and the E-values of the estimate and of the interval."""
+    """RR scale estimate and limits, and the E-values of the estimate and of the interval (the
+    interval is evalues.MD's normal one, d -/+ 1.96 se, whatever interval the SMD was published
+    with: with few degrees of freedom a t interval is wider and may include the null where this
+    one does not)."""
     if not se >= 0:
         raise ValueError(f"a standard error must be >= 0, got {se}")
-    rr = math.exp(CONVERSION * estimate)
-    low = math.exp(CONVERSION * estimate - CONVERSION_CI * se)
-    high = math.exp(CONVERSION * estimate + CONVERSION_CI * se)
-    if low <= 1 <= high:
+    log_rr = CONVERSION * estimate
+    log_low, log_high = log_rr - CONVERSION_CI * se, log_rr + CONVERSION_CI * se
+    if log_low <= 0 <= log_high:
         ci_evalue = 1.0
     else:
-        ci_evalue = evalue_rr(low if estimate > 0 else high)
-    return {"rr": rr, "rr_low": low, "rr_high": high, "evalue": evalue_rr(rr), "evalue_ci": ci_evalue}
+        ci_evalue = evalue_log_rr(log_low if estimate > 0 else log_high)
+    return {"rr": _exp(log_rr), "rr_low": _exp(log_low), "rr_high": _exp(log_high), "evalue": evalue_log_rr(log_rr),
+            "evalue_ci": ci_evalue}  # fmt: skip

@@ -127,7 +127,10 @@ def pool_group(group: pd.DataFrame) -> dict:
         reasons = sorted(set(failed["warnings"].fillna("").astype(str)))
         where = f"not estimated in {len(failed)} of {len(group)} completed data sets: "
         return {**base, "status": "not estimated", "warnings": where + "; ".join(reasons)}
-    pooled = rubin(group["estimate"], group["se"].astype(float) ** 2, complete_data_df(group))
+    try:
+        pooled = rubin(group["estimate"], group["se"].astype(float) ** 2, complete_data_df(group))
+    except ValueError as refusal:  # the row names outcome, contrast and term
+        return {**base, "status": "not estimated", "warnings": str(refusal)}
     notes = [w for w in group["warnings"].fillna("").astype(str) if w]
     warning = f"{len(notes)} of {len(group)} fits warned: " + "; ".join(sorted(set(notes))) if notes else ""
     return {**base, **pooled.row(), "status": "estimated", "warnings": warning}

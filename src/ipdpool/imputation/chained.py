@@ -68,11 +68,41 @@ def stable_id(name: str) -> int:
 
 
 def generator(seed: int, imputation: int, outcome: str, stratum: str) -> np.random.Generator:
-    """The random stream of one imputation of one outcome in one stratum (a study, or "all"):
-    SeedSequence children by imputation index, so any chunking and any study's site draw the same."""
+    """The random stream of one imputation of one outcome in one stratum (a study's rows_key, or
+    "all studies"): SeedSequence children by imputation index, so any chunking and any study's site
+    draw the same."""
     return np.random.default_rng(
         np.random.SeedSequence(seed, spawn_key=(imputation, stable_id(outcome), stable_id(stratum)))
     )
+
+
+def draw_columns(frame: pd.DataFrame, outcome: str) -> list[np.ndarray]:
+    """What the imputation of `frame`'s rows depends on: the IPS indicator and the incomplete variables."""
+    return [(frame["arm"] == "IPS").to_numpy(float), *(frame[v].to_numpy(float) for v in variables(outcome))]
+
+
+def row_order(frame: pd.DataFrame, outcome: str) -> np.ndarray:
+    """Positions of `frame`'s rows sorted by their values (IPS, employed, baseline, follow-up; NaN
+    last), ties broken by the pseudonymous participant_id where there is one. The draws are assigned
+    to rows in this order, so a re-exported file with its rows in another order gives the same
+    completed data. Rows that tie without an id have the same values and are interchangeable: they
+    may swap their completed values, which leaves every statistic of the completed data as it was."""
+    keys = draw_columns(frame, outcome)
+    if "participant_id" in frame:
+        keys.append(frame["participant_id"].astype(str).to_numpy())
+    return np.lexsort(keys[::-1])
+
+
+def rows_key(frame: pd.DataFrame, outcome: str) -> str:
+    """A study's stream name from its rows' values in row_order, not from its label: relabelling
+    or reordering the studies leaves every study's draws as they were. Values enter with 10
+    significant digits, so scores that differ only in their last bits (computed in another order
+    of summation, say) still give the same stream."""
+    digest = hashlib.sha256()
+    order = row_order(frame, outcome)
+    for column in draw_columns(frame, outcome):
+        digest.update(" ".join(f"{value:.10g}" for value in column[order] + 0.0).encode())  # + 0.0: no "-0"
+    return digest.hexdigest()
 
 
 def variables(outcome: str) -> tuple[str, str, str]:
@@ -158,14 +188,15 @@ def impute(
     iterations: int = 10,
 ) -> pd.DataFrame:
     """Completed data set number `imputation` of `outcome` (rows in the order of `data`)."""
-    columns = ["study", "arm", *variables(outcome)]
+    columns = ["study", "arm", *variables(outcome), *(["participant_id"] if "participant_id" in data else [])]
     frame = data[columns].copy()
     frame["employed"] = frame["employed"].astype(float)
     if method == "stratified":
         parts = []
         for study, part in frame.groupby("study", sort=True):
             check_estimable(part, outcome, str(study))
-            rng = generator(seed, imputation, outcome, str(study))
+            part = part.iloc[row_order(part, outcome)]
+            rng = generator(seed, imputation, outcome, rows_key(part, outcome))
             parts.append(chain(part, outcome, rng, iterations, np.empty((len(part), 0))))
         return pd.concat(parts).loc[frame.index]
     if method == "fixed_effects":
@@ -189,10 +220,15 @@ def pooled_fixed_effects(
             )
     if kept.empty:
         return frame
-    studies = sorted(kept["study"].astype(str).unique())
-    indicators = np.column_stack([(kept["study"].astype(str) == s).to_numpy(float) for s in studies[1:]])
+    # studies in the order of their rows_key and rows in row_order: labels and row order do not matter
+    parts = sorted((part.iloc[row_order(part, outcome)] for _, part in kept.groupby("study")),
+                   key=lambda part: rows_key(part, outcome))  # fmt: skip
+    kept = pd.concat(parts)
+    sizes = [len(part) for part in parts]
+    # indicators of all studies but the first (none when one study measured the outcome)
+    indicators = np.repeat(np.eye(len(parts)), sizes, axis=0)[:, 1:]
     rng = generator(seed, imputation, outcome, "all studies")
-    completed = chain(kept, outcome, rng, iterations, indicators.reshape(len(kept), -1))
+    completed = chain(kept, outcome, rng, iterations, indicators)
     return pd.concat([completed, frame[~measured]]).loc[frame.index]
 
 

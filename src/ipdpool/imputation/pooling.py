@@ -62,6 +62,12 @@ def rubin(estimates, variances, df_complete: float = np.inf, level: float = 0.95
         raise ValueError(f"Rubin's rules need at least 2 completed data sets with one variance each (got {m})")
     if not (np.isfinite(q).all() and np.isfinite(u).all()):
         raise ValueError("Rubin's rules need finite estimates and variances in every completed data set")
+    if (u < 0).any() or u.mean() == 0:
+        # mice's pool.scalar returns NaN (riv = b / 0) here and mitml NaN standard errors: refused instead
+        raise ValueError(
+            "Rubin's rules need a positive within-imputation variance: the completed data sets' variances are "
+            + ("negative in some" if (u < 0).any() else "0 in all (an estimate without sampling error)")
+        )
     qbar, ubar, b = float(q.mean()), float(u.mean()), float(q.var(ddof=1))
     total = ubar + (1 + 1 / m) * b
     riv = (1 + 1 / m) * b / ubar

@@ -229,11 +229,15 @@ def check_finite(columns: dict[str, np.ndarray], rows: np.ndarray, what: str) ->
     """Refuse +-Inf (or NaN made by a transform) in a used column, naming the column and the first
     such row (`rows`: the data's row numbers, from 1, of the rows used); never the value itself."""
     for name, values in columns.items():
-        bad = first_non_finite(np.asarray(values, float))
+        values = np.asarray(values, float)
+        bad = first_non_finite(values)
         if bad is not None:
-            raise FormulaError(
-                f"{what} {name!r} has a non-finite value in row {rows[bad]} of the data (lme4 refuses it too)"
+            why = (
+                "lme4 would drop such rows as missing; refused here so that no row is lost unseen"
+                if np.isnan(values[bad])
+                else "lme4 refuses it too"
             )
+            raise FormulaError(f"{what} {name!r} has a non-finite value in row {rows[bad]} of the data ({why})")
 
 
 def numeric_columns(frame: pd.DataFrame, names) -> dict[str, np.ndarray]:
@@ -256,22 +260,37 @@ def drop_unused_levels(frame: pd.DataFrame) -> pd.DataFrame:
 def aliased_columns(x: np.ndarray) -> list[int]:
     """Columns that are (numerically) linear combinations of earlier columns, as R's LINPACK qr
     (dqrdc2) finds them: a column whose norm after removing the kept columns falls below
-    RANK_TOLERANCE times its own norm is moved to the end, the others keep their order."""
+    RANK_TOLERANCE times its own norm is moved to the end, the others keep their order.
+
+    Once the kept columns span the constant (an intercept, or a full set of dummies), a column
+    is centred before it is judged: its span with them is the same, and the check no longer
+    depends on an offset (R judges x + 1e8 on its uncentred norm and drops it as aliased with
+    the intercept, although it keeps eight digits of variation). The ratio of norms does not
+    depend on a column's scale."""
+    n = x.shape[0]
+    constant = np.full(n, 1 / np.sqrt(n)) if n else np.zeros(0)
     basis: list[np.ndarray] = []
     aliased = []
+    constant_spanned = False
     for j in range(x.shape[1]):
-        column = x[:, j]
+        column = x[:, j] - x[:, j].mean() if constant_spanned else x[:, j].copy()
         norm = float(np.linalg.norm(column))
-        residual = column.copy()
-        for _ in range(2):  # twice is enough (Kahan-Parlett) for an orthogonal residual
-            for b in basis:
-                residual -= (b @ residual) * b
+        residual = _residual(column, basis)
         rest = float(np.linalg.norm(residual))
         if norm == 0.0 or rest < RANK_TOLERANCE * norm:
             aliased.append(j)
-        else:
-            basis.append(residual / rest)
+            continue
+        basis.append(residual / rest)
+        constant_spanned = constant_spanned or np.linalg.norm(_residual(constant, basis)) < RANK_TOLERANCE
     return aliased
+
+
+def _residual(column: np.ndarray, basis: list[np.ndarray]) -> np.ndarray:
+    residual = column.copy()
+    for _ in range(2):  # twice is enough (Kahan-Parlett) for an orthogonal residual
+        for b in basis:
+            residual -= (b @ residual) * b
+    return residual
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..probabilities import chi2_sf, norm_quantile, norm_sf
 from . import NotEstimable
-from .api import check_grouping, check_identifiable, group_labels, random_structure, used_rows
+from .api import check_grouping, check_identifiable, group_labels, used_rows
 from .formula import (
     CONTEXT,
     FormulaError,
@@ -35,8 +35,10 @@ from .formula import (
     numeric_columns,
     polynomial_coded,
     quote_dotted,
+    r_power,
     rank_warning,
     required_variables,
+    split_random,
 )
 from .glmm import BinomialData, GlmmFit, fit_glmm
 
@@ -64,6 +66,31 @@ def _expression(expr: str, frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(formulaic.model_matrix(f"0 + I({expr})", frame, context=CONTEXT), float)[:, 0]
 
 
+NOT_NUMERIC = (
+    "response {name!r} is not numeric: lme4 refuses it too ('response must be numeric or factor'); "
+    "code it 0/1, or make it a pandas Categorical (its first level is the failure, as in lme4's factor)"
+)
+
+
+def _binary_response(expr: str, frame: pd.DataFrame) -> np.ndarray:
+    """A 0/1 response by lme4's rules: numbers and booleans as they are; a factor (pandas
+    Categorical) is a success for every level but the first; text is refused, as lme4 does
+    (formulaic would otherwise turn it into the indicator of its first sorted level)."""
+    if expr in frame.columns:
+        column = frame[expr]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            return np.where(column.isna(), np.nan, column.cat.codes > 0)
+        numeric = pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+        if not numeric and pd.api.types.infer_dtype(column, skipna=True) not in ("boolean", "integer", "floating"):
+            raise FormulaError(NOT_NUMERIC.format(name=expr))
+    import formulaic
+
+    matrix = formulaic.model_matrix(f"0 + I({expr})", frame, context=CONTEXT)
+    if matrix.shape[1] != 1:
+        raise FormulaError(NOT_NUMERIC.format(name=expr))
+    return np.asarray(matrix, float)[:, 0]
+
+
 def response(lhs: str, frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(share of successes, trials) per row, checked: counts whole and >= 0, trials > 0, or 0/1.
     `rows`: the data's row numbers (from 1) of the frame's rows, for messages."""
@@ -83,7 +110,7 @@ def response(lhs: str, frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarra
             first = rows[np.flatnonzero(trials == 0)[0]]
             raise FormulaError(f"{int((trials == 0).sum())} rows have no trials (first at row {first})")
         return successes / trials, trials
-    values = _expression(lhs.strip(), frame)
+    values = _binary_response(lhs.strip(), frame)
     check_finite({lhs.strip(): values}, rows, "response")
     bad = np.flatnonzero((values != 0) & (values != 1))
     if bad.size:
@@ -148,6 +175,10 @@ class GlmerResult:
         beta, se = self.fit.beta, np.sqrt(np.diag(self.fit.vcov))
         z = beta / se
         half = norm_quantile(0.5 + self.level / 2) * se
+        with np.errstate(over="ignore"):  # a separated term's odds-ratio limit is inf
+            return self._fixed_frame(beta, se, z, half)
+
+    def _fixed_frame(self, beta, se, z, half) -> pd.DataFrame:
         frame = pd.DataFrame(
             {
                 "estimate": beta,
@@ -244,10 +275,12 @@ def glmer(
 
     if family != "binomial":
         raise ValueError(f"family must be 'binomial' (logit link), not {family!r}")
-    structure = random_structure(formula, data.columns)
-    if structure.centre is not None:
-        raise NotEstimable(f"formula {formula!r}: glmer fits one '(terms | group)', not nested random effects")
-    fixed, part = structure.fixed, structure.study
+    fixed, parts = split_random(r_power(formula))
+    if len(parts) != 1:
+        raise NotEstimable(
+            f"formula {formula!r} has {len(parts)} random parts after expanding '/'; glmer fits one '(terms | group)'"
+        )
+    part = parts[0]
     if not part.correlated:
         raise NotEstimable("'||' (uncorrelated random effects) is not fitted by glmer; write '|'")
     fixed, random_terms = quote_dotted(fixed, data.columns), quote_dotted(part.terms, data.columns)

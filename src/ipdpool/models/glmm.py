@@ -244,15 +244,22 @@ def _central_gradient(func, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
 
 
 def glm_start(data: BinomialData) -> np.ndarray:
-    """Beta of the logistic GLM without random effects (IRLS), the optimizer's starting point."""
+    """Beta of the logistic GLM without random effects (IRLS), the optimizer's starting point.
+
+    Stops when the deviance settles, as R's glm does: under (quasi-)complete separation beta
+    grows without end and the weighted cross-product turns singular (least squares then)."""
     beta = np.zeros(data.p)
+    deviance = np.inf
     for _ in range(100):
         eta = data.x @ beta
         mu = special.expit(eta)
         w = data.trials * mu * (1 - mu)
-        step = np.linalg.solve(data.x.T @ (data.x * w[:, None]), data.x.T @ (data.trials * (data.y - mu)))
+        step = np.linalg.lstsq(data.x.T @ (data.x * w[:, None]), data.x.T @ (data.trials * (data.y - mu)), rcond=None)[
+            0
+        ]
         beta = beta + step
-        if np.abs(step).max() < 1e-10 * (1 + np.abs(beta).max()):
+        previous, deviance = deviance, -2 * log_binomial(data, data.x @ beta).sum()
+        if abs(previous - deviance) < 1e-10 * (abs(deviance) + 0.1):
             break
     return beta
 
@@ -280,20 +287,12 @@ def _newton_polish(func, params: np.ndarray, lower: np.ndarray) -> np.ndarray:
     return best
 
 
-def optimize_criterion(data: BinomialData, n_agq: int) -> np.ndarray:
-    nt = theta_size(data.q)
-    indicator = data.indicator
-    theta0 = np.zeros(nt)
-    theta0[diagonal_positions(data.q)] = 1.0
-    start = np.concatenate([theta0, glm_start(data)])
-    lower = np.full(len(start), -np.inf)
-    lower[diagonal_positions(data.q)] = 0.0
+INTERIOR_STARTS = (0.05, 0.2, 0.5)
 
-    def func(params):
-        return criterion(data, params, n_agq, indicator)
 
+def _minimize_from(func, start: np.ndarray, lower: np.ndarray):
     bounds = [(0.0 if np.isfinite(low) else None, None) for low in lower]
-    found = optimize.minimize(
+    return optimize.minimize(
         func,
         start,
         jac=lambda params: _central_gradient(func, params),
@@ -301,7 +300,38 @@ def optimize_criterion(data: BinomialData, n_agq: int) -> np.ndarray:
         bounds=bounds,
         options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000},
     )
-    return _newton_polish(func, found.x, lower)
+
+
+def optimize_criterion(data: BinomialData, n_agq: int) -> np.ndarray:
+    """Minimize the criterion over (theta, beta) from lme4's start (theta 1, the GLM's beta).
+
+    The criterion is even in each diagonal theta, so theta = 0 is always a stationary point:
+    a line search that overshoots onto the bound stops there although the optimum may be
+    interior. When the first run ends on the boundary, it is restarted from interior thetas
+    and the lowest criterion is kept (the boundary point stays if nothing beats it)."""
+    nt = theta_size(data.q)
+    indicator = data.indicator
+    diagonal = diagonal_positions(data.q)
+    theta0 = np.zeros(nt)
+    theta0[diagonal] = 1.0
+    start = np.concatenate([theta0, glm_start(data)])
+    lower = np.full(len(start), -np.inf)
+    lower[diagonal] = 0.0
+
+    def func(params):
+        return criterion(data, params, n_agq, indicator)
+
+    found = _minimize_from(func, start, lower)
+    best, best_value = found.x, func(found.x)
+    on_boundary = best[diagonal] < SINGULAR_TOLERANCE
+    for value in INTERIOR_STARTS if on_boundary.any() else ():
+        restart = best.copy()
+        restart[np.asarray(diagonal)[on_boundary]] = value
+        candidate = _minimize_from(func, restart, lower).x
+        candidate_value = func(candidate)
+        if candidate_value < best_value:
+            best, best_value = candidate, candidate_value
+    return _newton_polish(func, best, lower)
 
 
 @dataclass
@@ -371,15 +401,34 @@ def standardizing_map(x: np.ndarray) -> np.ndarray:
     return a
 
 
+SEPARATED_ETA = 15.0  # fitted probability within 3e-7 of 0 or 1
+
+
+def separation_notes(data: BinomialData, eta: np.ndarray) -> list[str]:
+    """lme4 and glm fit a separated design with a warning: the estimate of a term whose rows all
+    have fitted probabilities at 0 or 1 grows without end and its SE is meaningless. Named here."""
+    extreme = np.abs(eta) > SEPARATED_ETA
+    separating = [
+        name for j, name in enumerate(data.names) if (data.x[:, j] != 0).any() and extreme[data.x[:, j] != 0].all()
+    ]
+    if not separating:
+        return []
+    return [
+        f"complete or quasi-complete separation: every row with {', '.join(separating)} has a fitted probability "
+        "of 0 or 1; its estimate is not finite (shown: where the optimizer stopped) and its SE is meaningless"
+    ]
+
+
 def fit_glmm(data: BinomialData, n_agq: int = 1) -> GlmmFit:
     if n_agq < 1:
         raise ValueError(f"nAGQ must be at least 1 (lme4's nAGQ = 0 stage is not offered), not {n_agq}")
     if n_agq > 1 and data.q != 1:
         raise ValueError("nAGQ > 1 needs a single scalar random effect (as lme4's glmer)")
     gauss_hermite_rule(n_agq)  # validates the order
-    if data.n <= data.p or np.linalg.matrix_rank(data.x) < data.p:
-        raise NotEstimable("fixed-effects design is not of full rank")
     to_beta = standardizing_map(data.x)
+    # judged on the centred and scaled columns: an offset of 1e8 does not make x aliased
+    if data.n <= data.p or np.linalg.matrix_rank(data.x @ to_beta) < data.p:
+        raise NotEstimable("fixed-effects design is not of full rank")
     work = replace(data, x=data.x @ to_beta)
     with np.errstate(over="ignore", invalid="ignore"):
         params = optimize_criterion(work, n_agq)
@@ -393,6 +442,7 @@ def fit_glmm(data: BinomialData, n_agq: int = 1) -> GlmmFit:
 
     objective = func(params)
     notes = [] if modes.converged else ["PIRLS did not converge at the optimum"]
+    notes += separation_notes(data, modes.eta)
     singular = bool((theta[diagonal_positions(data.q)] < SINGULAR_TOLERANCE).any())
     vcov, source = None, "RX"
     if not singular:  # lme4 takes the Hessian only away from the boundary

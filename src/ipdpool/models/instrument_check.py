@@ -71,14 +71,28 @@ def statistic(y: np.ndarray, d: np.ndarray, z: np.ndarray, mass: np.ndarray) -> 
     return float(statistics(np.asarray(y)[None, :], np.asarray(d)[None, :], z, mass)[0])
 
 
+def canonical_order(y, d, z, strata) -> list[np.ndarray]:
+    """Rows sorted by (z, d, y) and strata ordered by their first row in that order: the
+    bootstrap's draws then do not depend on how a file orders its rows or labels its studies.
+    Strata with one arm only carry nothing for a within-study comparison and are left out."""
+    order = np.lexsort((y, d, z))
+    labels, first = np.unique(strata[order], return_index=True)
+    groups = [order[strata[order] == label] for label in labels[np.argsort(first)]]
+    return [rows for rows in groups if len(np.unique(z[rows])) == 2]
+
+
 def kitagawa_test(y, d, z, strata, bootstrap: int = BOOTSTRAP, seed: int = SEED) -> tuple[float, float]:
     """(statistic, bootstrap p-value) of the never-taker/always-taker implication; p-values
-    below 0.05 say that the assumptions (exclusion, monotonicity) fail. NaN when a study has
-    one arm only."""
+    below 0.05 say that the assumptions (exclusion, monotonicity) fail. Computed on the studies
+    with both arms (`canonical_order`); NaN when none has both."""
     y, d, z, strata = (np.asarray(a) for a in (y, d, z, strata))
-    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    if any(len(np.unique(z[rows])) < 2 for rows in groups):
+    groups = canonical_order(y, d, z, strata)
+    if not groups:
         return np.nan, np.nan
+    rows = np.concatenate(groups)
+    y, d, z, strata = y[rows], d[rows], z[rows], strata[rows]
+    bounds = np.cumsum([0] + [len(group) for group in groups])
+    groups = [np.arange(low, high) for low, high in zip(bounds[:-1], bounds[1:])]
     mass = masses(z, strata)
     observed = statistic(y, d, z, mass)
     rng = np.random.default_rng(seed)

@@ -42,8 +42,10 @@ Diagnostics:
 - Sargan's test of the over-identifying restrictions (IPS x study rows only).
 
 A study (or pool) where the model cannot be fitted (nobody or everybody working, one arm, a
-baseline constant within a study) gets a row whose `status` names the study, the outcome and
-the variable, instead of an error (attacker finding F7); the other rows are computed.
+baseline or the outcome constant within a study, a perfect first stage, too few rows) gets a
+row whose `status` names the study, the outcome and the variable, instead of an error
+(attacker findings F7, C2, C10); the other rows are computed. Input the IV would misread
+(non-finite values, arms other than IPS/SAU, employed not 0/1) is refused (`check_iv_input`).
 """
 
 from __future__ import annotations
@@ -116,8 +118,10 @@ def estimability_problem(cp: np.ndarray, n: int, names: list[str]) -> str | None
     within the study (or within every study) or collinear, named."""
     instruments, controls = instruments_of(names), controls_of(names)
     dummies = [c for c in controls if c != "baseline"]
-    if n <= len(controls) + 1:
-        return f"{n} complete rows for {len(controls) + 1} coefficients"
+    if n <= len(controls) + 2:  # the control-function regression (Wu-Hausman) has one more
+        return f"{n} complete rows: too few for the {len(controls) + 2} coefficients of 2SLS's diagnostics"
+    if not full_rank(cp, names, [Y] + dummies):
+        return "the outcome is constant within the study (no variation to explain)"
     if not full_rank(cp, names, [E] + dummies):
         return "employed is constant (nobody or everybody worked during follow-up): no first stage"
     if not full_rank(cp, names, instruments + dummies):
@@ -128,6 +132,8 @@ def estimability_problem(cp: np.ndarray, n: int, names: list[str]) -> str | None
         return "the instrument is collinear with the controls"
     if not full_rank(cp, names, [E] + controls):
         return "employed is collinear with the controls"
+    if not full_rank(cp, names, [E] + instruments + controls):
+        return "the first stage is perfect (employed is determined by the arm): 2SLS equals OLS, no IV diagnostics"
     return None
 
 
@@ -463,6 +469,41 @@ def never_taker_check(matrix: pd.DataFrame) -> tuple[float, float]:
     return kitagawa_test(matrix[Y].to_numpy(float), matrix[E].to_numpy(float), ips, strata)
 
 
+def guarded_analysis(
+    matrix: pd.DataFrame, outcome: str, scope: str, level: float = 0.95, implication: bool = False
+) -> IvResult:
+    """`iv_analysis`, with a numerical failure that `estimability_problem` did not foresee turned
+    into a row that names the study: one study's failure must not abort the pooled fit."""
+    try:
+        return iv_analysis(matrix, outcome, scope, level, implication)
+    except (np.linalg.LinAlgError, ValueError, ZeroDivisionError) as error:
+        where = "pooled" if scope == "pooled" else f"study {scope}"
+        reason = f"the design is numerically singular ({type(error).__name__})"
+        status = f"not estimable: {where}, outcome {outcome}: {reason}"
+        return IvResult(outcome, scope, instruments_label(matrix.columns), len(matrix), status)
+
+
+def check_iv_input(frame: pd.DataFrame, outcome: str, arms: tuple[str, str] = ("IPS", "SAU")) -> None:
+    """Refuse what the IV would silently misread, naming study, variable and row (from 1) but
+    never the value: a non-finite number, an arm other than IPS or SAU, employed not 0 or 1."""
+    columns = {"employed": "employed", f"{outcome}_fu_z": "outcome follow-up", f"{outcome}_bl_z": "baseline"}
+    bad_arm = frame["arm"].notna() & ~frame["arm"].isin(arms)
+    problems = [("arm", bad_arm, f"an arm other than {' or '.join(arms)}")]
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        given = frame[column].notna()
+        problems.append((column, given & ~np.isfinite(values.to_numpy(float)), "a value that is not a finite number"))
+        if column == "employed":
+            problems.append((column, given & ~values.isin([0, 1]), "a value other than 0 or 1"))
+    for column, bad, what in problems:
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(
+                f"IV input: study {frame['study'].iloc[row]}, variable {column}: {what} in row {row + 1} "
+                f"({int(bad.sum())} rows)"
+            )
+
+
 def interactions_allowed(per_study: list[IvResult], min_f: float) -> bool:
     """The documented rule for IPS x study instruments: at least two studies, each estimated with
     its own first stage's classical F >= min_f."""
@@ -481,12 +522,13 @@ def iv_by_study_and_pooled(
     `implication`: with the never-taker check (`iv_analysis`)."""
     results = []
     studies = sorted(pooled.loc[pooled[f"{outcome}_fu_z"].notna(), "study"].unique())
+    check_iv_input(pooled, outcome)
     for study in studies:
         part = design(pooled[pooled["study"] == study], outcome)
-        results.append(iv_analysis(part, outcome, study, level, implication))
-    results.append(iv_analysis(design(pooled, outcome), outcome, "pooled", level, implication))
+        results.append(guarded_analysis(part, outcome, study, level, implication))
+    results.append(guarded_analysis(design(pooled, outcome), outcome, "pooled", level, implication))
     if interactions_allowed(results[:-1], interaction_min_f):
-        interacted = iv_analysis(design(pooled, outcome, interactions=True), outcome, "pooled", level)
+        interacted = guarded_analysis(design(pooled, outcome, interactions=True), outcome, "pooled", level)
         # the same rows as the one-instrument pooled fit: the same test
         interacted.kitagawa_stat, interacted.kitagawa_p = results[-1].kitagawa_stat, results[-1].kitagawa_p
         results.append(interacted)
