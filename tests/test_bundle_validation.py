@@ -181,6 +181,51 @@ def test_a_reference_must_have_one_number_per_column_and_0_first(setting):
     ]
 
 
+def with_centres(b: dict) -> dict:
+    """SE's primary design split into two centre blocks that add up to it: all its participants
+    at c1 and none at c2 (arithmetic any two blocks must satisfy)."""
+    entry = design(b)
+    size = len(entry["names"])
+    empty = {"names": entry["names"], "n": 0, "reference": [0.0] * size, "products": [[0.0] * size] * size}
+    entry["centres"] = {"c1": copy.deepcopy({k: v for k, v in entry.items() if k != "centres"}), "c2": empty}
+    return entry["centres"]
+
+
+def test_centre_blocks_that_add_up_pass_and_tampered_ones_are_refused(setting):
+    assert problems_of(setting, with_centres) == []
+    field = f"{WHERE}, field {DESIGN}.centres"
+    assert problems_of(setting, lambda b: with_centres(b)["c1"].update(n=design(b)["n"] - 1)) == [
+        f"{field}.c1.n: {design(setting[1])['n'] - 1} disagrees with the count in its products[0][0] "
+        f"({design(setting[1])['n']})",
+        f"{field}: the centres' n do not add up to the design's n",
+    ]
+
+    def asymmetric(b):
+        with_centres(b)["c1"]["products"][1][2] += 1.0
+
+    (problem,) = problems_of(setting, asymmetric)
+    assert problem.startswith(f"{field}.c1.products: not symmetric")
+
+    def one_block(b):
+        with_centres(b).pop("c2")
+
+    assert problems_of(setting, one_block) == [f"{field}: one centre block (a site sends two or more, or none)"]
+
+    def other_columns(b):
+        with_centres(b)["c2"]["names"] = list(reversed(design(b)["names"]))
+
+    assert problems_of(setting, other_columns) == [f"{field}.c2.names: not the design's columns"]
+
+
+def test_a_centre_named_by_its_site_is_refused_by_the_schema(setting):
+    def named(b):
+        centres = with_centres(b)
+        centres["Stockholm"] = centres.pop("c2")
+
+    (problem,) = problems_of(setting, named)
+    assert problem.startswith(f"{WHERE}, field {DESIGN}.centres") and 'pattern "^c[0-9]+$"' in problem
+
+
 def test_a_deleted_model_refuses_the_study_for_that_model_by_name(setting):
     analysis, bundle, _ = setting
     edited = copy.deepcopy(bundle)

@@ -18,6 +18,7 @@ from tests_support import harmonized_pool
 
 from ipdpool.demo.files import write_raw_file
 from ipdpool.demo.generate import build_demo
+from ipdpool.federated import plain
 from ipdpool.harmonize.rulefile import load_rules
 from ipdpool.harmonize.schema import conform, load_schema
 from ipdpool.harmonize.study import harmonize_study
@@ -271,6 +272,98 @@ def test_the_rule_leaves_no_small_difference_only_shrinks_and_ignores_who_is_who
     kept_renamed, reasons_renamed = resolve_nested(renamed, SUBSET, choice)
     assert reasons_renamed == reasons
     assert {k: len(v) for k, v in kept_renamed.items()} == {k: len(v) for k, v in kept.items()}
+
+
+# ------------------------------------------------------------------ per-centre blocks
+
+CENTRES = {**ANALYSIS, "sensitivity": {**ANALYSIS["sensitivity"], "variants": ["centre_within_study"]}}
+
+
+def two_centre_study() -> pd.DataFrame:
+    """small_study at two sites: 12 participants at 'Zurich' (cells of 6 per arm, all unemployed,
+    female, bipolar, so no cell is small) and 18 at 'Bern'."""
+    data = small_study()
+    data["site"] = np.where(np.arange(len(data)) < 12, "Zurich", "Bern")
+    data.loc[:11, ["employed", "sex", "diagnosis"]] = [0.0, "female", "bipolar"]
+    return data
+
+
+def test_centre_blocks_add_up_to_their_design_under_pseudonymous_keys():
+    data = two_centre_study()
+    released = release(data, CENTRES, LEVELS, SUBSET, "harmonize")
+    design = released.statistics["outcomes"]["functioning"]["designs"]["employed/primary"]
+    blocks = design["centres"]
+    assert sorted(blocks) == ["c1", "c2"] and [blocks[c]["n"] for c in ("c1", "c2")] == [18, 12]  # sorted sites
+    assert "Zurich" not in json.dumps(plain(released.statistics)) and "Bern" not in json.dumps(plain(blocks))
+    total = sum(about_zero(block) for block in blocks.values())
+    np.testing.assert_allclose(total, about_zero(design), rtol=1e-12, atol=1e-9)
+    # each block is the design over its centre's rows, and a released statistic for the ledger
+    alone = study_statistics(data[data["site"] == "Zurich"], ANALYSIS, LEVELS)
+    np.testing.assert_allclose(about_zero(blocks["c2"]), products(alone, "employed/primary")[1], rtol=1e-12, atol=1e-9)
+    assert len(released.sets["functioning:employed/primary@c2"]) == 12
+    assert not small_differences(released.sets, SUBSET, released.scope)
+    assert released.scope.splits["functioning:employed/primary@c2"] == ("employed",)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.permutations(list(range(30))), st.sampled_from(["", "site ", "Hôpital "]))
+def test_centre_blocks_ignore_row_order_and_the_spelling_of_site_names(order, prefix):
+    data = two_centre_study()
+    blocks = release(data, CENTRES, LEVELS, SUBSET, "harmonize").statistics
+    shuffled = data.iloc[order].reset_index(drop=True)
+    shuffled["site"] = prefix + shuffled["site"]
+    again = release(shuffled, CENTRES, LEVELS, SUBSET, "harmonize").statistics
+    first, second = (s["outcomes"]["functioning"]["designs"]["employed/primary"]["centres"] for s in (blocks, again))
+    assert sorted(first) == sorted(second) == ["c1", "c2"]
+    for centre in first:
+        assert first[centre]["n"] == second[centre]["n"]
+        np.testing.assert_allclose(about_zero(first[centre]), about_zero(second[centre]), rtol=1e-12, atol=1e-9)
+
+
+def one_employed_at_zurich(data):
+    data.loc[3, "employed"] = 1.0
+
+
+def sites_of(first: int):
+    def edit(data):
+        data["site"] = np.where(np.arange(len(data)) < first, "Zurich", "Bern")
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (one_employed_at_zurich, "cell"),
+        (sites_of(2), "nfilter_subset"),
+        (sites_of(8), "nfilter_glm"),
+    ],
+)
+def test_small_centres_withhold_the_design_s_blocks_with_a_reason_and_the_study_enters_as_one_centre(edit, why):
+    data = two_centre_study()
+    edit(data)
+    released = release(data, CENTRES, LEVELS, SUBSET, "harmonize")
+    assert "centres" not in released.statistics["outcomes"]["functioning"]["designs"]["employed/primary"]
+    reason = released.reasons["functioning:employed/primary@centres"]
+    assert reason.startswith("withheld: per-centre blocks") and why in reason and "Zurich" not in reason
+    assert not [name for name in released.sets if "@" in name]
+
+
+def test_a_centre_block_one_participant_away_from_another_statistic_is_withheld():
+    """Zurich misses every age, so the covariates design is Bern's participants: Bern's block of
+    the primary design over the same set is safe, but one Bern participant more without an age
+    would make the two differ by that one participant's values."""
+    data = two_centre_study()
+    data.loc[:11, "age"] = np.nan
+    released = release(data, CENTRES, LEVELS, SUBSET, "harmonize")
+    assert "centres" in released.statistics["outcomes"]["functioning"]["designs"]["employed/primary"]
+    assert not small_differences(released.sets, SUBSET, released.scope)
+    data.loc[20, ["age", "employed"]] = [np.nan, 0.0]
+    released = release(data, CENTRES, LEVELS, SUBSET, "harmonize")
+    assert "centres" not in released.statistics["outcomes"]["functioning"]["designs"]["employed/primary"]
+    reason = released.reasons["functioning:employed/primary@centres"]
+    assert "functioning:employed/primary@c1" in reason and "functioning:employed/covariates" in reason
+    assert "differ by 0 and 1" in reason or "differ by 1 and 0" in reason
 
 
 # ------------------------------------------------------------------ across releases

@@ -27,7 +27,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 
-BUNDLE_FORMAT = "ipdpool-bundle/3"
+BUNDLE_FORMAT = "ipdpool-bundle/4"
 BUNDLE_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "bundle.schema.json"
 DISCLOSURE_DEFAULTS = {"nfilter_tab": 3, "nfilter_glm": 0.33, "nfilter_subset": 3, "nested": "harmonize"}
 SIGNATURE_NAMESPACE = "ipdpool-bundle"
@@ -434,7 +434,14 @@ def design_problems(design: dict, field: str, limit: int, where: str) -> list[st
         problems.append(f"{where}, field {field}.n: {design['n']} exceeds the outcome's {limit} follow-up scores")
     centres = design.get("centres", {})
     for label, block in centres.items():
+        if block["names"] != design["names"]:
+            problems.append(f"{where}, field {field}.centres.{label}.names: not the design's columns")
+            continue
         problems += matrix_problems(block, f"{field}.centres.{label}", size, where)
+    if len(centres) == 1:
+        problems.append(f"{where}, field {field}.centres: one centre block (a site sends two or more, or none)")
+    # the blocks partition the design's participants (releases.centre_blocks): any other n would
+    # mean participants outside every block, or in two
     if centres and sum(block["n"] for block in centres.values()) != design["n"]:
         problems.append(f"{where}, field {field}.centres: the centres' n do not add up to the design's n")
     return problems

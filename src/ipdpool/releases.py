@@ -38,8 +38,10 @@ from pathlib import Path
 import pandas as pd
 
 from .models.statistics import (
+    CENTRE_VARIANT,
     DESIGNS,
     DIAGNOSIS_REFERENCE,
+    MISSING_SITE,
     ModelSpec,
     arm_summaries,
     complete_cases,
@@ -47,6 +49,7 @@ from .models.statistics import (
     design_terms,
     required_columns,
     study_statistics,
+    wants_centres,
 )
 
 NESTED_CHOICES = ("harmonize", "withhold")
@@ -495,14 +498,18 @@ def release(
     threshold: int,
     choice: str,
     imputations: dict | None = None,
+    disclosure: dict | None = None,
 ) -> Release:
     """The study's release with the nested-subset rule applied to EVERY pair of released
     statistics that sum a value in common (designs, Table 1 and its 2x2 employment tables by arm,
     follow-up scores by arm, and the completed data sets' statistics in `imputations`, as
     site_imputations writes them, for federated MI). A harmonized
     statistic is computed by the same code from the rows of its participants, so it is exactly what
-    the pooled-IPD code gives for them; a withheld one is released empty with its reason."""
-    from .federated import table1_aggregates
+    the pooled-IPD code gives for them; a withheld one is released empty with its reason.
+    With the centre_within_study sensitivity analysis, the primary designs also carry their
+    per-centre blocks where `centre_blocks` allows them (`disclosure`: nfilter_tab and
+    nfilter_glm for the centres' cells, federated.DISCLOSURE_DEFAULTS where absent)."""
+    from .federated import DISCLOSURE_DEFAULTS, table1_aggregates
 
     imputations = copy.deepcopy(imputations)
     mi = imputations["settings"] if imputations is not None else None
@@ -522,7 +529,133 @@ def release(
             narrow_arms(statistics, name, rows, reason)
         else:
             narrow_design(statistics, name, rows, analysis, diagnosis_levels, reason, name in final)
+    if wants_centres(analysis):
+        limits = {**DISCLOSURE_DEFAULTS, **(disclosure or {}), "nfilter_subset": threshold}
+        final, scope = centre_blocks(part, analysis, diagnosis_levels, statistics, final, scope, reasons, limits)
     return Release(statistics, table1, imputations, reasons, final, scope)
+
+
+# ------------------------------------------------------------------ per-centre blocks
+
+CENTRE_MARK = "@"  # 'outcome:model/primary@c1': the statistic of one centre's block
+
+
+def centre_labels(part: pd.DataFrame) -> pd.Series:
+    """Each row's pseudonymous centre key: c1, c2, ... in the sorted order of the study's sites
+    (rows without a site are one more centre). Site names are declared variables (a recruiting
+    site or city) and never leave the site; the keys are stable while the study's sites are."""
+    sites = part["site"].astype("string").fillna(MISSING_SITE) if "site" in part else pd.Series("", index=part.index)
+    names = sorted(set(sites))
+    width = len(str(len(names)))
+    return sites.map({site: f"c{i:0{width}d}" for i, site in enumerate(names, start=1)})
+
+
+def centre_sets(part: pd.DataFrame, analysis: dict, final: dict[str, frozenset]) -> dict[str, dict[str, frozenset]]:
+    """'outcome:model/primary' -> {centre key: its participants}: the released participants of each
+    primary design split by centre, so that a design's centre blocks add up to it exactly."""
+    labels = pd.Series(centre_labels(part).to_numpy(), index=part["participant_id"].to_numpy())
+    out = {}
+    for outcome in analysis["outcomes"]:
+        for model in analysis["models"]:
+            name = f"{outcome}:{model}/primary"
+            if name in final:
+                ids = sorted(final[name])
+                by_centre = pd.Series(ids, index=labels.loc[ids].to_numpy()).groupby(level=0, sort=True)
+                out[name] = {str(c): frozenset(members) for c, members in by_centre}
+    return out
+
+
+def centre_scope(scope: Scope, named: dict[str, str]) -> Scope:
+    """The scope with each centre statistic (name -> its design's name) summing its design's quantities."""
+    return Scope(
+        {**scope.splits, **{name: scope.splits.get(design, ()) for name, design in named.items()}},
+        scope.groups,
+        {**scope.quantities, **{name: scope.quantities.get(design, {WHOLE}) for name, design in named.items()}},
+        scope.relabel,
+    )
+
+
+def small_centre(members: dict[str, frozenset], name: str, scope: Scope, limits: dict, parameters: int) -> str | None:
+    """Why a design's centre blocks cannot be released: a centre under nfilter_subset or with more
+    parameters than nfilter_glm allows, or a cell of a centre (an indicator column's members or
+    non-members, also within an arm) with 1 to nfilter_tab - 1 participants: a block's sums over
+    such a cell are those few people's values."""
+    masks = Masks(members, scope)
+    for centre, ids in sorted(members.items()):
+        if len(ids) < limits["nfilter_subset"]:
+            return (
+                f"centre {centre} holds {len(ids)} participants, fewer than nfilter_subset {limits['nfilter_subset']}"
+            )
+        if parameters > limits["nfilter_glm"] * len(ids):
+            return f"centre {centre}: {parameters} parameters for {len(ids)} participants, more than nfilter_glm x n"
+        cells = views({name: masks.mask(ids)}, masks, scope)
+        for mask, labels in sorted(cells.items(), key=lambda item: view_name(item[1][0])):
+            if 0 < mask.bit_count() < limits["nfilter_tab"]:
+                return (
+                    f"centre {centre}: cell {view_name(labels[0]).split(' ', 1)[-1]} holds {mask.bit_count()} "
+                    f"participants, fewer than nfilter_tab {limits['nfilter_tab']}"
+                )
+    return None
+
+
+def centre_pairs(final: dict, candidates: dict, scope: Scope, threshold: int) -> dict[str, str]:
+    """design -> why its centre blocks are withheld, for every centre block whose sums differ from
+    another released statistic's (or another centre block's) by 1 to threshold - 1 participants."""
+    named = {f"{name}{CENTRE_MARK}{centre}": name for name, members in candidates.items() for centre in members}
+    sets = {
+        **final,
+        **{statistic: candidates[name][statistic.split(CENTRE_MARK)[1]] for statistic, name in named.items()},
+    }
+    out = {}
+    for a, b, only_a, only_b in small_differences(sets, threshold, centre_scope(scope, named)):
+        for side in (a, b):
+            statistic = side.split(" (")[0]
+            if statistic in named:
+                out.setdefault(
+                    named[statistic],
+                    f"{a} and {b} differ by {only_a} and {only_b} participants (nfilter_subset {threshold})",
+                )
+    return out
+
+
+def centre_blocks(part, analysis, diagnosis_levels, statistics, final, scope, reasons, limits) -> tuple[dict, Scope]:
+    """Put each primary design's per-centre blocks under its entry's "centres" (pseudonymous key ->
+    statistics entry, adding up to the design) where `small_centre` allows them and no block differs
+    from another released statistic by 1 to nfilter_subset - 1 participants (the nested-subset
+    rule over every released sum); otherwise the design carries none, so the study enters
+    centre_within_study as one centre, and `reasons` says why under 'outcome:model/primary@centres'.
+    Returns the released sets and scope with the centre statistics (for the release ledger)."""
+    candidates = {}
+    for name, members in centre_sets(part, analysis, final).items():
+        if len(members) < 2:
+            continue  # one centre: its block would be the design again, which enters as one centre anyway
+        outcome, key = name.split(":", 1)
+        parameters = len(statistics["outcomes"][outcome]["designs"][key]["names"]) - 1
+        why = small_centre(members, name, scope, limits, parameters)
+        if why:
+            reasons[f"{name}{CENTRE_MARK}centres"] = centre_reason(why)
+        else:
+            candidates[name] = members
+    while blocked := centre_pairs(final, candidates, scope, limits["nfilter_subset"]):
+        for name, why in blocked.items():
+            reasons[f"{name}{CENTRE_MARK}centres"] = centre_reason(why)
+            del candidates[name]
+    named, sets = {}, dict(final)
+    for name, members in candidates.items():
+        outcome, key = name.split(":", 1)
+        terms = {(o, k): t for o, k, t in design_keys(analysis)}[(outcome, key)]
+        blocks = {}
+        for centre, ids in members.items():
+            rows = complete_cases(part[part["participant_id"].isin(ids)], outcome, terms)
+            blocks[centre] = design_statistics(rows, outcome, terms, diagnosis_levels)
+            named[f"{name}{CENTRE_MARK}{centre}"] = name
+            sets[f"{name}{CENTRE_MARK}{centre}"] = ids
+        statistics["outcomes"][outcome]["designs"][key]["centres"] = blocks
+    return sets, centre_scope(scope, named)
+
+
+def centre_reason(why: str) -> str:
+    return f"withheld: per-centre blocks, {why}; the study enters {CENTRE_VARIANT} as one centre"
 
 
 def narrow_design(statistics, name, rows, analysis, diagnosis_levels, reason, kept: bool) -> None:

@@ -33,7 +33,9 @@ with logged_to(snakemake.log[0]) as log:
         if snakemake.input.imputations
         else None
     )
-    released = release(data, analysis, levels, disclosure["nfilter_subset"], disclosure["nested"], imputations)
+    released = release(
+        data, analysis, levels, disclosure["nfilter_subset"], disclosure["nested"], imputations, disclosure
+    )
     for name, reason in sorted(released.reasons.items()):
         log.warning("study %s: statistic %s %s", study, name, reason)
     flow = exact_records(read_table(snakemake.input.flow), FLOW_COLUMNS, FLOW_COUNTS)

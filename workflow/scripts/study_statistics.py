@@ -20,8 +20,8 @@ with logged_to(snakemake.log[0]) as log:
             statistics = study_statistics(data, analysis, levels, centres=wants_centres(analysis))
             write_json({"statistics": statistics, "table1": table1_aggregates(data)}, target)
         else:
-            # the participants a site bundle would release (federated.disclosure.apply_to_pooled_ipd);
-            # like a bundle, without per-centre blocks (not released yet)
+            # the participants (and per-centre blocks) a site bundle would release
+            # (federated.disclosure.apply_to_pooled_ipd), by the same code
             released = release(
                 data,
                 analysis,
@@ -29,6 +29,7 @@ with logged_to(snakemake.log[0]) as log:
                 disclosure["nfilter_subset"],
                 disclosure["nested"],
                 json.loads(Path(imputations[source]).read_text(encoding="utf-8")) if source in imputations else None,
+                disclosure,
             )
             statistics = released.statistics
             content = {"statistics": statistics, "table1": released.table1}

@@ -274,10 +274,10 @@ def random_slope(
 
 def centre_parts(statistics: dict, outcome: str, key: str, parts: list[tuple[str, dict]]):
     """(study, centre, entry) blocks of the studies in `parts`, and the studies without centre
-    statistics (a site bundle today), which enter as one centre (their study entry)."""
+    statistics (a bundle whose site withheld them), which enter as one centre (their study entry)."""
     blocks, whole = [], []
     for study, entry in parts:
-        centres = statistics[study]["outcomes"][outcome].get("centres", {}).get(key)
+        centres = entry.get("centres")
         if centres:
             blocks += [(study, site, block) for site, block in sorted(centres.items()) if block["n"] > 0]
         else:

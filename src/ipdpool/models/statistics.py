@@ -210,7 +210,8 @@ def centre_statistics(part: pd.DataFrame, outcome: str, terms: tuple[str, ...], 
 
 def study_statistics(part: pd.DataFrame, analysis: dict, diagnosis_levels, centres: bool = False) -> dict:
     """Everything the pooled models need from one study's harmonized data; with `centres`, also
-    the primary designs per centre (`site`) under the outcome's "centres" (models/nested.py)."""
+    each primary design per centre (`site`) under the design's "centres" (models/nested.py; a
+    site bundle carries them under pseudonymous keys, releases.centre_blocks)."""
     covariates = tuple(analysis.get("sensitivity", {}).get("covariates", []))
     outcomes = {}
     for outcome in analysis["outcomes"]:
@@ -223,14 +224,11 @@ def study_statistics(part: pd.DataFrame, analysis: dict, diagnosis_levels, centr
                     designs[f"{name}/{kind}"] = design_statistics(
                         complete_cases(part, outcome, terms), outcome, terms, diagnosis_levels
                     )
-        outcomes[outcome] = {"n_followup": int(part[f"{outcome}_fu_z"].notna().sum()), "designs": designs}
         if centres:
-            outcomes[outcome]["centres"] = {
-                f"{name}/primary": centre_statistics(
-                    part, outcome, design_terms(ModelSpec.from_config(name, spec), "primary"), diagnosis_levels
-                )
-                for name, spec in analysis["models"].items()
-            }
+            for name, spec in analysis["models"].items():
+                terms = design_terms(ModelSpec.from_config(name, spec), "primary")
+                designs[f"{name}/primary"]["centres"] = centre_statistics(part, outcome, terms, diagnosis_levels)
+        outcomes[outcome] = {"n_followup": int(part[f"{outcome}_fu_z"].notna().sum()), "designs": designs}
         if f"{outcome}_fu" in part:
             outcomes[outcome]["arms"] = arm_summaries(part, outcome)
     return {"study": str(part["study"].iloc[0]), "n": len(part), "outcomes": outcomes}
