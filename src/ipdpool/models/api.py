@@ -105,7 +105,7 @@ def random_structure(formula: str, data: pd.DataFrame) -> RandomStructure:
 
 def nests_in(data: pd.DataFrame, inner: str, outer: str) -> bool:
     """Whether every level of the column `inner` occurs within one level of the column `outer`."""
-    if inner not in data.columns or outer not in data.columns:
+    if inner == outer or inner not in data.columns or outer not in data.columns:
         return False
     rows = data[[inner, outer]].dropna()
     return bool(rows.groupby(inner, observed=True)[outer].nunique().max() <= 1) if len(rows) else False
