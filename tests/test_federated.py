@@ -118,7 +118,7 @@ def test_the_coordinator_refuses_changed_foreign_or_mismatched_bundles(setting, 
     assert check_bundle(tampered, "SE.json", "SE", schema, analysis, __version__) == [
         "study SE: bundle SE.json, field manifest.content_sha256: does not match the content "
         "(changed after it was written)",
-        "study SE: bundle SE.json, field statistics.n: 120 is not the sum of table1's arms",
+        "study SE: bundle SE.json, field statistics.n: is not the sum of table1's arms",
     ]
     assert (
         "holds study 'SE', configured as 'NL'"

@@ -651,6 +651,8 @@ def read_ledger(path: Path, study: str, key: bytes) -> dict | None:
         ledger = json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError as error:
         raise ReleaseRefused(f"study {study}: release ledger {path} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ReleaseRefused(f"study {study}: release ledger {path} is not valid JSON (nested too deep)") from None
     if not isinstance(ledger, dict) or ledger.get("format") != LEDGER_FORMAT or ledger.get("study") != study:
         raise ReleaseRefused(f"study {study}: {path} is not this study's release ledger ({LEDGER_FORMAT})")
     if not hmac.compare_digest(str(ledger.get("mac", "")), ledger_mac(key, ledger)):
