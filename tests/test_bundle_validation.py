@@ -498,6 +498,23 @@ def test_a_refused_study_is_named_in_the_warnings_of_exactly_the_rows_of_its_mod
     assert annotate_refusals(table, refusal_notes(statistics, "depression")).equals(table)
 
 
+def test_a_release_numbered_again_with_other_content_is_refused(tmp_path):
+    """attack5 R6: a site ledger restored from a backup numbers a different release 2 again; the
+    centre accepted the equal sequence and the two releases differed by one participant."""
+    state = tmp_path / "accepted_releases.json"
+    first = {"release_sequence": 2, "released": "2026-12-02", "content_sha256": "a" * 64}
+    assert accept_release(state, "SE", first).startswith("release 2 of 2026-12-02")
+    assert accept_release(state, "SE", first).startswith("release 2")  # the same bundle again: a rerun
+    with pytest.raises(BundleError, match="carries the sequence of a release already accepted .* with other content"):
+        accept_release(state, "SE", {**first, "released": "2026-12-03", "content_sha256": "b" * 64})
+    assert accept_release(state, "SE", {**first, "release_sequence": 3, "content_sha256": "b" * 64})
+    # a record written before contents were kept (study -> highest) still refuses older releases
+    state.write_text(json.dumps({"SE": 2}))
+    with pytest.raises(BundleError, match="older than release 2"):
+        accept_release(state, "SE", {**first, "release_sequence": 1})
+    assert accept_release(state, "SE", first)
+
+
 def test_a_superseded_signed_bundle_replayed_is_refused(setting, tmp_path):
     """F2: the release sequence is signed in the manifest; the centre refuses one older than it accepted."""
     analysis, bundle, schema = setting
@@ -521,7 +538,8 @@ def test_a_superseded_signed_bundle_replayed_is_refused(setting, tmp_path):
                 accept_release(state, "SE", checked["manifest"])
         else:
             assert accept_release(state, "SE", checked["manifest"]).startswith("release 2 of 2026-12-02")
-    assert json.loads(state.read_text()) == {"SE": 2}
+    digest = bundle["manifest"]["content_sha256"]
+    assert json.loads(state.read_text()) == {"SE": {"highest": 2, "contents": {"2": digest}}}
     # a fresh centre (no state) still refuses what is below the configured minimum
     with pytest.raises(BundleError, match="older than the minimum release 2 configured for it"):
         accept_release(

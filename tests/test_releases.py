@@ -415,8 +415,11 @@ def test_an_edited_ledger_is_refused_and_a_lost_one_stops_a_site_that_released_b
     edited = json.loads(kept)
     edited["releases"][0]["release_line"] = "0"
     ledger.write_text(json.dumps(edited))
-    with pytest.raises(ReleaseRefused, match="was changed outside ipdpool .*MAC under the site's key"):
+    with pytest.raises(ReleaseRefused, match="was changed outside ipdpool .*MAC under the site's key") as refused:
         record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, None, LOG)
+    # attack5 R6: the advice must not be a plain restore from an older backup (it forgets releases)
+    assert "restore it from a backup" not in str(refused.value)
+    assert "Do not restore an older backup" in str(refused.value) and "federated.release_line" in str(refused.value)
     # the same file is refused under another key (the MAC is keyed, not a plain checksum)
     ledger.write_text(kept)
     with pytest.raises(ReleaseRefused, match="was changed outside ipdpool"):

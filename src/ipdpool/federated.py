@@ -248,10 +248,12 @@ def imputation_problems(imputations: dict, thresholds: dict) -> list[str]:
 
 
 def accept_release(state_file: Path, study: str, manifest_: dict, minimum: int = 1) -> str:
-    """Refuse a bundle older than the newest the centre has accepted for the study (kept in
-    `state_file`, study -> highest release_sequence) or than the configured minimum; otherwise
-    record its sequence. The same bundle again (equal sequence) is accepted: runs are repeatable.
-    The file is locked while read and written, since studies are imported in parallel jobs."""
+    """Refuse a bundle older than the newest the centre has accepted for the study or than the
+    configured minimum, and one whose sequence equals an accepted one but whose content differs
+    (a site ledger rolled back to a backup numbers a different release again: the two could be
+    differenced); otherwise record it. The state file keeps, per study, the highest sequence and
+    each accepted sequence's content_sha256. The same bundle again is accepted: runs are
+    repeatable. The file is locked while read and written, since studies are imported in parallel."""
     sequence, where = manifest_["release_sequence"], f"study {study}: bundle"
     state_file = Path(state_file)
     state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +262,10 @@ def accept_release(state_file: Path, study: str, manifest_: dict, minimum: int =
         handle.seek(0)
         text = handle.read()
         accepted = strict_json(text, f"the centre's record of accepted releases {state_file}") if text else {}
-        highest = accepted.get(study, 0)
+        record = accepted.get(study, {"highest": 0, "contents": {}})
+        if isinstance(record, int):  # the record of ipdpool 0.2, before contents were kept
+            record = {"highest": record, "contents": {}}
+        highest, contents = record["highest"], record["contents"]
         if sequence < minimum:
             raise BundleError(
                 f"{where} release {sequence} of {manifest_['released']} is older than the minimum release "
@@ -271,7 +276,15 @@ def accept_release(state_file: Path, study: str, manifest_: dict, minimum: int =
                 f"{where} release {sequence} of {manifest_['released']} is older than release {highest}, already "
                 f"accepted for this study ({state_file}): a superseded bundle is refused"
             )
-        accepted[study] = max(sequence, highest)
+        if contents.get(str(sequence), manifest_["content_sha256"]) != manifest_["content_sha256"]:
+            raise BundleError(
+                f"{where} release {sequence} of {manifest_['released']} carries the sequence of a release already "
+                f"accepted for this study ({state_file}) with other content: the site's release ledger was rolled "
+                "back, and the two releases could be differenced; refused (the site must start a new release line "
+                "explicitly, or release again from the ledger its last release wrote)"
+            )
+        contents[str(sequence)] = manifest_["content_sha256"]
+        accepted[study] = {"highest": max(sequence, highest), "contents": contents}
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(accepted, indent=1, sort_keys=True) + "\n")

@@ -658,7 +658,9 @@ def read_ledger(path: Path, study: str, key: bytes) -> dict | None:
     if not hmac.compare_digest(str(ledger.get("mac", "")), ledger_mac(key, ledger)):
         raise ReleaseRefused(
             f"study {study}: release ledger {path} was changed outside ipdpool (its MAC under the site's key does "
-            "not match): restore it from a backup; nothing written"
+            "not match). Do not restore an older backup: it forgets the releases made since, and with them the "
+            "differencing check (the centre refuses a release numbered again). Restore the copy the last release "
+            "wrote, or start a new release line with federated.release_line (name and reason); nothing written"
         )
     return ledger
 
@@ -670,8 +672,9 @@ def new_ledger(path: Path, study: str, line: dict | None, released_before: bool,
     if released_before and not ((line or {}).get("name") and (line or {}).get("reason")):
         raise ReleaseRefused(
             f"study {study}: there is no release ledger at {path} although this site has released bundles before "
-            "(federated.released_before, or an earlier bundle in results/site): restore the ledger from a backup, "
-            "or start a new release line with federated.release_line (name and reason); nothing written"
+            "(federated.released_before, or an earlier bundle in results/site): restore the copy the last release "
+            "wrote (not an older backup, which forgets the releases made since), or start a new release line "
+            "with federated.release_line (name and reason); nothing written"
         )
     log.warning("study %s: no release ledger at %s; starting a new one", study, path)
     return {"format": LEDGER_FORMAT, "study": study, "lines": [], "releases": []}
