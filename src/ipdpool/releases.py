@@ -519,7 +519,8 @@ def resolve_nested(
             if not current[name]:
                 withheld[name] = f"withheld: no participants left after leaving out those {partners[name][0]} lacks"
                 del current[name]
-    withhold_exposing(current, masks, scope, withheld)
+    if threshold > 1:  # nfilter_subset 1 switches the subset controls off
+        withhold_exposing(current, masks, scope, withheld)
     reasons = {
         name: harmonized_reason(len(sets[name]), current[name].bit_count(), partners[name], threshold)
         for name in current
@@ -907,7 +908,7 @@ def record_release(
             )
         ledger["lines"].append({"name": name, "started": when, "reason": reason})
     entry = release_entry(key, study, sets, name, when, scope)
-    problems = ledger_problems(ledger, entry, threshold) + ledger_exposures(ledger, entry)
+    problems = ledger_problems(ledger, entry, threshold) + (ledger_exposures(ledger, entry) if threshold > 1 else [])
     if problems:
         raise ReleaseRefused(
             f"study {study}: release refused by the release ledger {ledger_path}, nothing written:\n"
