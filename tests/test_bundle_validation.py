@@ -100,30 +100,92 @@ def test_the_bundle_as_written_passes(setting):
 
 def test_a_negative_n_is_refused(setting):
     problems = problems_of(setting, lambda b: design(b).update(n=-5))
-    assert problems == [f"{WHERE}, field {DESIGN}.n: -5 fails the bundle schema (minimum: minimum 0)"]
+    assert problems == [f"{WHERE}, field {DESIGN}.n: an integer fails the bundle schema (minimum: minimum 0)"]
 
 
 def test_an_n_that_disagrees_with_the_matrix_is_refused(setting):
     n = design(setting[1])["n"]
     problems = problems_of(setting, lambda b: design(b).update(n=n - 5))
-    assert problems == [f"{WHERE}, field {DESIGN}.n: {n - 5} disagrees with the count in its products[0][0] ({n})"]
+    assert problems == [f"{WHERE}, field {DESIGN}.n: disagrees with the count in its products[0][0]"]
 
 
-def test_a_number_written_as_text_is_refused(setting):
-    value = design(setting[1])["products"][1][2]
-
+def test_a_number_written_as_text_is_refused_without_echoing_the_text(setting):
     def edit(b):
-        design(b)["products"][1][2] = str(value)
+        design(b)["products"][1][2] = "participant SE-000417 / 1987-03-02"
 
     assert problems_of(setting, edit) == [
-        f'{WHERE}, field {DESIGN}.products.1.2: {json.dumps(str(value))} fails the bundle schema (type: type "number")'
+        f'{WHERE}, field {DESIGN}.products.1.2: a string fails the bundle schema (type: type "number")'
     ]
 
 
 def test_a_count_written_as_a_float_is_refused(setting):
     n = design(setting[1])["n"]
     problems = problems_of(setting, lambda b: design(b).update(n=float(n)))
-    assert problems == [f'{WHERE}, field {DESIGN}.n: {float(n)} fails the bundle schema (type: type "integer")']
+    assert problems == [f'{WHERE}, field {DESIGN}.n: a number fails the bundle schema (type: type "integer")']
+
+
+HUGE = "a number not finite or larger in magnitude than 1e+150, which no real count or cross-product reaches"
+
+
+def test_huge_entries_that_overflow_the_scaling_are_refused(setting):
+    """attack5 R3: +-1e300 entries overflowed sqrt(outer(diag, diag)) to inf, so the scaled
+    matrix was 0 and an asymmetric, non-PSD matrix passed; R4: 10**400 crashed unnamed."""
+
+    def edit(b):
+        products = design(b)["products"]
+        for i, row in enumerate(products):
+            for j in range(len(row)):
+                if i and j:
+                    row[j] = 1e300 if i == j else -1e300
+        products[1][2] = 5e299
+
+    assert problems_of(setting, edit) == [f"{WHERE}, field {DESIGN}.products[1][1]: {HUGE}"]
+    assert problems_of(setting, lambda b: design(b)["products"][1].__setitem__(1, 10**400)) == [
+        f"{WHERE}, field {DESIGN}.products[1][1]: {HUGE}"
+    ]
+    (problem,) = problems_of(setting, lambda b: b["statistics"].update(n=10**400))
+    assert problem == f"{WHERE}, field statistics.n: {HUGE}" and "1000" not in problem
+
+
+def test_a_huge_reference_is_refused(setting):
+    """attack5 R10: reference 1e300 passed and pooling failed later with a false, unnamed reason."""
+    (problem,) = problems_of(setting, lambda b: design(b)["reference"].__setitem__(1, 1e300))
+    assert problem.startswith(f"{WHERE}, field {DESIGN}.reference[1]: ")
+    (problem,) = problems_of(setting, lambda b: design(b)["reference"].__setitem__(1, 1e100))
+    assert problem == f"{WHERE}, field {DESIGN}.reference: a reference larger in magnitude than 1e+15"
+
+
+def test_deeply_nested_json_is_refused_by_name(tmp_path):
+    """attack5 R7: 100 000 nested arrays raised a bare RecursionError."""
+    text = '{"statistics": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(BundleError, match=r"^study SE: bundle x.json: not valid JSON: nested too deep$"):
+        strict_json(text, "study SE: bundle x.json")
+    from ipdpool.releases import ReleaseRefused, read_ledger
+
+    (tmp_path / "SE.json").write_text(text)
+    with pytest.raises(ReleaseRefused, match="not valid JSON \\(nested too deep\\)"):
+        read_ledger(tmp_path / "SE.json", "SE", b"k" * 32)
+
+
+@pytest.mark.parametrize("edit", ["permuted", "renamed"])
+def test_column_names_must_be_the_configured_designs(setting, edit):
+    """attack5 R8: the centre adds matrices by position, so permuted (consistently: names, reference,
+    products) or renamed columns would pool one study's baseline with another's ips."""
+
+    def change(b):
+        d = design(b)
+        if edit == "renamed":
+            d["names"][1] = "not-a-configured-column"
+            return
+        order = [0, 2, 1, *range(3, len(d["names"]))]
+        d["names"] = [d["names"][i] for i in order]
+        d["reference"] = [d["reference"][i] for i in order]
+        d["products"] = [[d["products"][i][j] for j in order] for i in order]
+
+    assert problems_of(setting, change) == [
+        f"{WHERE}, field {DESIGN}.names: the column names or their order differ from the configured design's "
+        "(the centre adds studies' matrices column by column)"
+    ]
 
 
 def test_an_asymmetric_matrix_is_refused(setting):
@@ -481,6 +543,23 @@ def test_a_refused_study_is_named_in_the_warnings_of_exactly_the_rows_of_its_mod
     assert annotate_refusals(table, refusal_notes(statistics, "depression")).equals(table)
 
 
+def test_a_release_numbered_again_with_other_content_is_refused(tmp_path):
+    """attack5 R6: a site ledger restored from a backup numbers a different release 2 again; the
+    centre accepted the equal sequence and the two releases differed by one participant."""
+    state = tmp_path / "accepted_releases.json"
+    first = {"release_sequence": 2, "released": "2026-12-02", "content_sha256": "a" * 64}
+    assert accept_release(state, "SE", first).startswith("release 2 of 2026-12-02")
+    assert accept_release(state, "SE", first).startswith("release 2")  # the same bundle again: a rerun
+    with pytest.raises(BundleError, match="carries the sequence of a release already accepted .* with other content"):
+        accept_release(state, "SE", {**first, "released": "2026-12-03", "content_sha256": "b" * 64})
+    assert accept_release(state, "SE", {**first, "release_sequence": 3, "content_sha256": "b" * 64})
+    # a record written before contents were kept (study -> highest) still refuses older releases
+    state.write_text(json.dumps({"SE": 2}))
+    with pytest.raises(BundleError, match="older than release 2"):
+        accept_release(state, "SE", {**first, "release_sequence": 1})
+    assert accept_release(state, "SE", first)
+
+
 def test_a_superseded_signed_bundle_replayed_is_refused(setting, tmp_path):
     """F2: the release sequence is signed in the manifest; the centre refuses one older than it accepted."""
     analysis, bundle, schema = setting
@@ -504,7 +583,8 @@ def test_a_superseded_signed_bundle_replayed_is_refused(setting, tmp_path):
                 accept_release(state, "SE", checked["manifest"])
         else:
             assert accept_release(state, "SE", checked["manifest"]).startswith("release 2 of 2026-12-02")
-    assert json.loads(state.read_text()) == {"SE": 2}
+    digest = bundle["manifest"]["content_sha256"]
+    assert json.loads(state.read_text()) == {"SE": {"highest": 2, "contents": {"2": digest}}}
     # a fresh centre (no state) still refuses what is below the configured minimum
     with pytest.raises(BundleError, match="older than the minimum release 2 configured for it"):
         accept_release(
@@ -526,14 +606,16 @@ def test_a_superseded_signed_bundle_replayed_is_refused(setting, tmp_path):
 def test_a_number_too_large_to_be_finite_is_refused_naming_the_field(setting, tmp_path, literal):
     """F11: json parses an overflowing literal to inf without calling parse_constant."""
     assert strict_json('{"a": [1, {"b": -0.0}]}', "x") == {"a": [1, {"b": -0.0}]}
-    with pytest.raises(BundleError, match=r"^where, field a\[1\]\.b: not strict JSON: a number too large"):
+    with pytest.raises(
+        BundleError, match=r"^where, field a\[1\]\.b: a number not finite or larger in magnitude than 1e\+150"
+    ):
         strict_json(f'{{"a": [1, {{"b": {literal}}}]}}', "where")
     analysis, bundle, schema = setting
     path = tmp_path / "SE.bundle.json"
     edited = json.loads(json.dumps(bundle))
     edited["table1"]["IPS"]["age"]["mean"] = 12345.5
     path.write_text(json.dumps(resealed(edited)).replace("12345.5", literal))
-    with pytest.raises(BundleError, match=f"study SE: bundle {path}, field table1.IPS.age.mean: not strict JSON"):
+    with pytest.raises(BundleError, match=f"study SE: bundle {path}, field table1.IPS.age.mean: a number not finite"):
         read_bundle(path, "SE", schema, analysis, __version__)
 
 

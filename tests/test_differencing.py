@@ -119,7 +119,8 @@ def catalogue(rel: Release, part: pd.DataFrame, analysis: dict, completed: dict 
     def add(name, sums, source=values):
         for (arm, factors), value in sums.items():
             # the sum runs over the participants of the arm marked by every indicator it multiplies
-            ids = rel.sets[name] & arms.get(arm, rel.sets[name])
+            ids = rel.sets.get(name, frozenset())  # a withheld statistic: no participants
+            ids = ids & arms.get(arm, ids)
             ids = frozenset(i for i in ids if all(source[i][f] == 1 for f in factors if is_indicator(f)))
             entries.append((name, (arm, factors), value, ids, source))
 

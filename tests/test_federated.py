@@ -4,6 +4,7 @@ are refused, are checked by the coordinator, and reproduce the pooled-IPD tables
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -118,7 +119,7 @@ def test_the_coordinator_refuses_changed_foreign_or_mismatched_bundles(setting, 
     assert check_bundle(tampered, "SE.json", "SE", schema, analysis, __version__) == [
         "study SE: bundle SE.json, field manifest.content_sha256: does not match the content "
         "(changed after it was written)",
-        "study SE: bundle SE.json, field statistics.n: 120 is not the sum of table1's arms",
+        "study SE: bundle SE.json, field statistics.n: is not the sum of table1's arms",
     ]
     assert (
         "holds study 'SE', configured as 'NL'"
@@ -224,7 +225,12 @@ def assert_same_table(ours: pd.DataFrame, theirs: pd.DataFrame, name: str) -> No
     for column in ours.columns:
         if column == "data_source":
             continue
-        if pd.api.types.is_numeric_dtype(theirs[column]) and not pd.api.types.is_bool_dtype(theirs[column]):
+        if column == "warnings":
+            # the centre names the bundle of a study refused for a model (withheld by the site); the
+            # pooled run withholds the same statistics (the numbers must be equal) without that note
+            mine = [without_refusals(str(w)) for w in ours[column].fillna("")]
+            assert mine == theirs[column].fillna("").astype(str).tolist(), f"{name}.{column}"
+        elif pd.api.types.is_numeric_dtype(theirs[column]) and not pd.api.types.is_bool_dtype(theirs[column]):
             np.testing.assert_allclose(
                 ours[column].to_numpy(float),
                 theirs[column].to_numpy(float),
@@ -236,6 +242,10 @@ def assert_same_table(ours: pd.DataFrame, theirs: pd.DataFrame, name: str) -> No
             assert ours[column].fillna("").astype(str).tolist() == theirs[column].fillna("").astype(str).tolist(), (
                 f"{name}.{column}"
             )
+
+
+def without_refusals(warnings: str) -> str:
+    return "; ".join(part for part in warnings.split("; ") if not re.match(r"study \S+ refused for model ", part))
 
 
 @pytest.mark.workflow

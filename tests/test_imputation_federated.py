@@ -22,6 +22,7 @@ from ipdpool.federated import (
     plain,
     table1_aggregates,
 )
+from ipdpool.harmonize.schema import load_schema
 from ipdpool.imputation.analysis import chunk_estimates, pool_estimates, site_imputations
 from ipdpool.models.statistics import study_statistics
 
@@ -44,7 +45,8 @@ def bundle_of(part: pd.DataFrame, analysis: dict, repo_root, thresholds=DISCLOSU
         analysis,
         __version__,
     )
-    levels = sorted(set(part["diagnosis"].dropna()))
+    # the schema's levels, as site_bundle.py writes them (the centre checks the column names)
+    levels = load_schema(repo_root / "config" / "schema.yaml")["variables"]["diagnosis"]["allowed"]
     statistics = study_statistics(part, analysis, levels)
     released = site_imputations(part, analysis, MI)
     return json.loads(

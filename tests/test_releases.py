@@ -25,6 +25,7 @@ from ipdpool.harmonize.study import harmonize_study
 from ipdpool.models.statistics import study_statistics
 from ipdpool.releases import (
     ReleaseRefused,
+    Scope,
     design_keys,
     design_participants,
     record_release,
@@ -191,9 +192,9 @@ def test_on_the_demo_no_two_released_statistics_summing_a_common_value_differ_by
         for outcome in analysis["outcomes"]:
             for arm in ("IPS", "SAU"):
                 summary = statistics["outcomes"][outcome]["arms"][arm]
-                assert summary["n"] == len(sets[f"{outcome}:arms/{arm}"]), (outcome, arm)
-                assert released.table1[arm]["age"]["n"] == len(sets[f"table1/{arm}/age"])
-        key = sorted(k for k, _ in design_items(reasons, analysis))[0]
+                assert summary["n"] == len(sets.get(f"{outcome}:arms/{arm}", ())), (outcome, arm)
+                assert released.table1[arm]["age"]["n"] == len(sets.get(f"table1/{arm}/age", ()))
+        key = sorted(k for k, _ in design_items(reasons, analysis) if k in sets)[0]  # a harmonized one
         outcome, design = key.split(":", 1)
         alone = study_statistics(part[part["participant_id"].isin(sets[key])], analysis, levels)
         ours, theirs = statistics["outcomes"][outcome]["designs"][design], alone["outcomes"][outcome]["designs"][design]
@@ -508,8 +509,11 @@ def test_an_edited_ledger_is_refused_and_a_lost_one_stops_a_site_that_released_b
     edited = json.loads(kept)
     edited["releases"][0]["release_line"] = "0"
     ledger.write_text(json.dumps(edited))
-    with pytest.raises(ReleaseRefused, match="was changed outside ipdpool .*MAC under the site's key"):
+    with pytest.raises(ReleaseRefused, match="was changed outside ipdpool .*MAC under the site's key") as refused:
         record_release(ledger, KEY, "X", {"s": everyone - {"p1"}}, SUBSET, None, LOG)
+    # attack5 R6: the advice must not be a plain restore from an older backup (it forgets releases)
+    assert "restore it from a backup" not in str(refused.value)
+    assert "Do not restore an older backup" in str(refused.value) and "federated.release_line" in str(refused.value)
     # the same file is refused under another key (the MAC is keyed, not a plain checksum)
     ledger.write_text(kept)
     with pytest.raises(ReleaseRefused, match="was changed outside ipdpool"):
@@ -567,3 +571,83 @@ def test_what_is_released_leaves_no_small_difference_and_ignores_row_order_and_p
             other = again.statistics["outcomes"][outcome]["designs"][design]
             assert other["n"] == entry["n"]
             np.testing.assert_allclose(other["products"], entry["products"], rtol=1e-12, atol=1e-9)
+
+
+# ------------------------------------------------------------------ combinations of three to five sums
+
+AGE = (frozenset(), ("age",))
+AGE_IPS, AGE_SAU = (frozenset({("IPS", True)}), ("age",)), (frozenset({("IPS", False)}), ("age",))
+
+
+def block(label: str, size: int) -> frozenset:
+    return frozenset(f"{label}{i}" for i in range(size))
+
+
+def isolated(sets: dict[str, frozenset], scope: Scope, arms: dict[str, frozenset]) -> set[str]:
+    """Participants whose age some combination of the released sums gives, found independently of
+    releases.py: e_p solves M' c = e_p (least squares, zero residual) over the sums' 0/1 rows."""
+    ids = sorted(set().union(*sets.values()))
+    rows = []
+    for name, ids_ in sets.items():
+        for restrictions, _ in scope.quantities[name]:
+            members = ids_
+            for _, member in restrictions:
+                members = members & (arms["IPS"] if member else arms["SAU"])
+            rows.append([float(i in members) for i in ids])
+    matrix = np.array(rows)
+    found = set()
+    for k, pid in enumerate(ids):
+        target = np.eye(len(ids))[k]
+        solution = np.linalg.lstsq(matrix.T, target, rcond=None)[0]
+        if np.abs(matrix.T @ solution - target).max() < 1e-9:
+            found.add(pid)
+    return found
+
+
+def r2_blocks() -> tuple[dict[str, frozenset], Scope, dict]:
+    """attack5 R2: X = S+a+P+Q, Y = S+P+R, Z = S+Q+R, W = S+R, T = S+a+P+Q+R (P, Q, R of 3): every
+    pair differs by 0 or >= 3 on each side, yet a = T + W - Y - Z."""
+    s, p, q, r, a = block("s", 20), block("p", 3), block("q", 3), block("r", 3), frozenset({"lone"})
+    sets = {"X": s | a | p | q, "Y": s | p | r, "Z": s | q | r, "W": s | r, "T": s | a | p | q | r}
+    everyone = frozenset().union(*sets.values())
+    arms = {"IPS": everyone, "SAU": frozenset()}
+    return sets, Scope(groups={"IPS": everyone}, quantities={name: {AGE} for name in sets}), arms
+
+
+def r1_three_statistics() -> tuple[dict[str, frozenset], Scope, dict]:
+    """attack5 R1: Table 1's IPS age over S_IPS+a+bcde, a design without an IPS column over
+    S+bcde, and one with it over S (its SAU part S_SAU): age_a = T1_IPS - qol + dep_SAU."""
+    s_ips, s_sau, bcde, a = block("i", 15), block("u", 15), block("b", 4), frozenset({"lone"})
+    arms = {"IPS": s_ips | bcde | a, "SAU": s_sau}
+    sets = {"table1/IPS/age": s_ips | bcde | a, "qol": s_ips | s_sau | bcde, "dep": s_ips | s_sau}
+    quantities = {"table1/IPS/age": {AGE_IPS}, "qol": {AGE}, "dep": {AGE, AGE_IPS, AGE_SAU}}
+    return sets, Scope(groups={"IPS": arms["IPS"]}, quantities=quantities), arms
+
+
+@pytest.mark.parametrize("case", [r1_three_statistics, r2_blocks])
+@pytest.mark.parametrize("choice", ["harmonize", "withhold"])
+def test_no_combination_of_released_sums_isolates_a_participant(case, choice):
+    sets, scope, arms = case()
+    assert small_differences(sets, SUBSET, scope) == []  # the pairwise rule sees nothing
+    assert isolated(sets, scope, arms) == {"lone"}
+    final, reasons = resolve_nested(sets, SUBSET, choice, scope)
+    assert isolated(final, scope, arms) == set()
+    withheld = [name for name, reason in reasons.items() if "linear combination check" in reason]
+    # greedy, the smallest statistic first: one is enough to break these combinations
+    assert withheld == [min(sets, key=lambda name: (len(sets[name]), name))] and withheld[0] not in final
+
+
+def test_the_ledger_refuses_a_release_that_completes_a_combination_with_an_earlier_one(tmp_path):
+    """attack5 R5: release 1 gives X, Y, T and release 2 X, Z, W, T of R2's blocks: neither alone
+    isolates anyone, every pair differs by 0 or >= 3, but a = T(1) + W(2) - Y(1) - Z(2)."""
+    sets, scope, arms = r2_blocks()
+    first = {name: sets[name] for name in ("X", "Y", "T")}
+    second = {name: sets[name] for name in ("X", "Z", "W", "T")}
+    assert isolated(first, scope, arms) == isolated(second, scope, arms) == set()
+    renamed = {f"{name}'": ids for name, ids in second.items()}  # the same sums under other names
+    assert isolated({**first, **renamed}, Scope(quantities={n: {AGE} for n in [*first, *renamed]}), arms) == {"lone"}
+    ledger = tmp_path / "X.json"
+    record_release(ledger, KEY, "X", first, SUBSET, None, LOG, scope=scope)
+    with pytest.raises(ReleaseRefused, match=r"sums of age released in this line .* isolate 1 participant") as refused:
+        record_release(ledger, KEY, "X", second, SUBSET, None, LOG, scope=scope)
+    assert not re.search(r"\b(lone|[spqr]\d+)\b", str(refused.value))  # names no one

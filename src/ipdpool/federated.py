@@ -20,7 +20,6 @@ import fcntl
 import functools
 import hashlib
 import json
-import math
 import subprocess
 from pathlib import Path
 
@@ -36,6 +35,11 @@ SIGNATURE_NAMESPACE = "ipdpool-bundle"
 # hold whatever the columns' units or offsets.
 SYMMETRY_TOLERANCE = 1e-10
 PSD_TOLERANCE = 1e-8
+# No real cross-product, count or sum reaches this: squares and products of entries stay finite
+# (1e150 squared is 1e300), so every later check is arithmetic on finite numbers.
+MAX_MAGNITUDE = 1e150
+# A reference is a data value (an offset); beyond this a float no longer carries the unit digits.
+MAX_REFERENCE = 1e15
 CATEGORICAL = ("sex", "diagnosis", "employed")
 FLOW_COLUMNS = ["study", "stage", "reason", "IPS", "SAU", "total"]
 # The rule log without its notes column: notes can quote recoded values.
@@ -244,10 +248,12 @@ def imputation_problems(imputations: dict, thresholds: dict) -> list[str]:
 
 
 def accept_release(state_file: Path, study: str, manifest_: dict, minimum: int = 1) -> str:
-    """Refuse a bundle older than the newest the centre has accepted for the study (kept in
-    `state_file`, study -> highest release_sequence) or than the configured minimum; otherwise
-    record its sequence. The same bundle again (equal sequence) is accepted: runs are repeatable.
-    The file is locked while read and written, since studies are imported in parallel jobs."""
+    """Refuse a bundle older than the newest the centre has accepted for the study or than the
+    configured minimum, and one whose sequence equals an accepted one but whose content differs
+    (a site ledger rolled back to a backup numbers a different release again: the two could be
+    differenced); otherwise record it. The state file keeps, per study, the highest sequence and
+    each accepted sequence's content_sha256. The same bundle again is accepted: runs are
+    repeatable. The file is locked while read and written, since studies are imported in parallel."""
     sequence, where = manifest_["release_sequence"], f"study {study}: bundle"
     state_file = Path(state_file)
     state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +262,10 @@ def accept_release(state_file: Path, study: str, manifest_: dict, minimum: int =
         handle.seek(0)
         text = handle.read()
         accepted = strict_json(text, f"the centre's record of accepted releases {state_file}") if text else {}
-        highest = accepted.get(study, 0)
+        record = accepted.get(study, {"highest": 0, "contents": {}})
+        if isinstance(record, int):  # the record of ipdpool 0.2, before contents were kept
+            record = {"highest": record, "contents": {}}
+        highest, contents = record["highest"], record["contents"]
         if sequence < minimum:
             raise BundleError(
                 f"{where} release {sequence} of {manifest_['released']} is older than the minimum release "
@@ -267,7 +276,15 @@ def accept_release(state_file: Path, study: str, manifest_: dict, minimum: int =
                 f"{where} release {sequence} of {manifest_['released']} is older than release {highest}, already "
                 f"accepted for this study ({state_file}): a superseded bundle is refused"
             )
-        accepted[study] = max(sequence, highest)
+        if contents.get(str(sequence), manifest_["content_sha256"]) != manifest_["content_sha256"]:
+            raise BundleError(
+                f"{where} release {sequence} of {manifest_['released']} carries the sequence of a release already "
+                f"accepted for this study ({state_file}) with other content: the site's release ledger was rolled "
+                "back, and the two releases could be differenced; refused (the site must start a new release line "
+                "explicitly, or release again from the ledger its last release wrote)"
+            )
+        contents[str(sequence)] = manifest_["content_sha256"]
+        accepted[study] = {"highest": max(sequence, highest), "contents": contents}
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(accepted, indent=1, sort_keys=True) + "\n")
@@ -302,10 +319,12 @@ def make_bundle(
 
 
 def non_finite_field(value, field: str = "") -> str | None:
-    """The path of the first number that is not finite, or None. json turns an overflowing
-    literal such as 1e999 into inf without calling parse_constant, so this walks the result."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else field or "(top level)"
+    """The path of the first number that is not finite or beyond MAX_MAGNITUDE, or None. json turns
+    an overflowing literal such as 1e999 into inf without calling parse_constant, and keeps 10**400
+    as an int that no float holds, so this walks the result."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # the comparison is False for nan and inf, and exact for an int no float holds
+        return None if abs(value) <= MAX_MAGNITUDE else field or "(top level)"
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         found = non_finite_field(item, f"{field}[{key}]" if isinstance(key, int) else f"{field}.{key}".lstrip("."))
@@ -331,10 +350,15 @@ def strict_json(text: str, where: str):
     try:
         parsed = json.loads(text, parse_constant=no_constant, object_pairs_hook=unique)
     except ValueError as error:
-        raise BundleError(f"{where}: not valid JSON: {error}") from error
+        raise BundleError(f"{where}: not valid JSON: {error}") from None
+    except RecursionError:
+        raise BundleError(f"{where}: not valid JSON: nested too deep") from None
     field = non_finite_field(parsed)
     if field:
-        raise BundleError(f"{where}, field {field}: not strict JSON: a number too large to be finite")
+        raise BundleError(
+            f"{where}, field {field}: a number not finite or larger in magnitude than {MAX_MAGNITUDE:g}, "
+            "which no real count or cross-product reaches"
+        )
     return parsed
 
 
@@ -365,17 +389,24 @@ def schema_problems(bundle, where: str, schema_file: Path = BUNDLE_SCHEMA) -> li
     problems = []
     for error in sorted(validator.iter_errors(bundle), key=lambda e: [str(p) for p in e.absolute_path]):
         cause = jsonschema.exceptions.best_match([error])
-        value = cause.instance
-        shown = (
-            json.dumps(value) if isinstance(value, (int, float, str, bool)) or value is None else type(value).__name__
-        )
-        if len(shown) > 40:
-            shown = shown[:37] + "..."
+        # the kind of value only: a raw value may be identifier-like text
+        shown = VALUE_KINDS.get(type(cause.instance), "a value")
         problems.append(
             f"{where}, field {field_name(cause.absolute_path)}: {shown} fails the bundle schema "
             f"({cause.validator}: {_short(cause)})"
         )
     return problems
+
+
+VALUE_KINDS = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+    list: "an array",
+    dict: "an object",
+}
 
 
 def _short(error) -> str:
@@ -399,15 +430,15 @@ def matrix_problems(block: dict, field: str, size: int, where: str) -> list[str]
     reference = block.get("reference")
     if reference is not None and (len(reference) != size or reference[0] != 0):
         problems.append(f"{where}, field {field}.reference: needs {size} numbers, the first (intercept) 0")
+    elif reference is not None and max(abs(r) for r in reference) > MAX_REFERENCE:
+        problems.append(f"{where}, field {field}.reference: a reference larger in magnitude than {MAX_REFERENCE:g}")
     matrix = np.asarray(products, float)
     diagonal = np.diag(matrix)
     if (diagonal < 0).any():
         j = int(np.argmin(diagonal))
         return problems + [f"{where}, field {field}.products[{j}][{j}]: a sum of squares is negative"]
     if matrix[0, 0] != block["n"]:
-        problems.append(
-            f"{where}, field {field}.n: {block['n']} disagrees with the count in its products[0][0] ({matrix[0, 0]:g})"
-        )
+        problems.append(f"{where}, field {field}.n: disagrees with the count in its products[0][0]")
     scale = np.sqrt(np.outer(diagonal, diagonal))
     scaled = np.divide(matrix, scale, out=np.zeros_like(matrix), where=scale > 0)
     if (np.abs(matrix)[scale == 0] > 0).any():
@@ -431,7 +462,7 @@ def design_problems(design: dict, field: str, limit: int, where: str) -> list[st
     size = len(design["names"])
     problems = matrix_problems(design, field, size, where)
     if design["n"] > limit:
-        problems.append(f"{where}, field {field}.n: {design['n']} exceeds the outcome's {limit} follow-up scores")
+        problems.append(f"{where}, field {field}.n: exceeds the outcome's count of follow-up scores")
     centres = design.get("centres", {})
     for label, block in centres.items():
         if block["names"] != design["names"]:
@@ -452,14 +483,14 @@ def count_problems(bundle: dict, where: str) -> list[str]:
     statistics, table1, problems = bundle["statistics"], bundle["table1"], []
     n = statistics["n"]
     if table1["IPS"]["n"] + table1["SAU"]["n"] != n:
-        problems.append(f"{where}, field statistics.n: {n} is not the sum of table1's arms")
+        problems.append(f"{where}, field statistics.n: is not the sum of table1's arms")
     for outcome, content in statistics["outcomes"].items():
         field = f"statistics.outcomes.{outcome}"
         if content["n_followup"] > n:
-            problems.append(f"{where}, field {field}.n_followup: {content['n_followup']} exceeds the study's n {n}")
+            problems.append(f"{where}, field {field}.n_followup: exceeds the study's n")
         for arm in ("IPS", "SAU"):
             if content.get("arms") and content["arms"][arm]["n"] > table1[arm]["n"]:
-                problems.append(f"{where}, field {field}.arms.{arm}.n: exceeds the arm's {table1[arm]['n']}")
+                problems.append(f"{where}, field {field}.arms.{arm}.n: exceeds the arm's n in table1")
         for key, design in content["designs"].items():
             problems += design_problems(design, f"{field}.designs.{key}", content["n_followup"], where)
     for outcome, entries in bundle.get("imputations", {}).get("outcomes", {}).items():
@@ -511,9 +542,61 @@ def check_bundle(
     if fmt != BUNDLE_FORMAT:
         return [f"{where}, field manifest.format: not an ipdpool bundle of format {BUNDLE_FORMAT!r} (found {fmt!r})"]
     problems = schema_problems(bundle, where, bundle_schema)
+    huge = non_finite_field(bundle)
+    if huge:
+        # checked here too, not only in strict_json: a bundle may come as an object, and every
+        # later check multiplies entries (R3: 1e300 overflowed to a vacuous symmetry check)
+        problems.append(
+            f"{where}, field {huge}: a number not finite or larger in magnitude than {MAX_MAGNITUDE:g}, "
+            "which no real count or cross-product reaches"
+        )
     if problems:
         return problems
-    return manifest_problems(bundle, where, study, schema_file, analysis, version) + count_problems(bundle, where)
+    problems = manifest_problems(bundle, where, study, schema_file, analysis, version) + names_problems(
+        bundle, where, analysis, schema_file
+    )
+    return problems + count_problems(bundle, where)
+
+
+def configured_names(outcome: str, terms: tuple[str, ...], levels) -> list[str]:
+    """The column names, in order, that study_statistics writes for this design (taken from
+    models.statistics.design on no rows, so the two cannot drift apart)."""
+    import pandas as pd
+
+    from .models.statistics import RESPONSE, design
+
+    columns = ["study", "arm", "employed", "age", "sex", "diagnosis", f"{outcome}_bl_z"]
+    return design(pd.DataFrame({c: [] for c in columns}), outcome, terms, levels)[1] + [RESPONSE]
+
+
+def names_problems(bundle: dict, where: str, analysis: dict, schema_file: Path) -> list[str]:
+    """Designs whose column names or their order differ from the configured design's: the centre
+    adds studies' matrices by position, so a renamed or permuted column would be pooled with another."""
+    from .harmonize.schema import load_schema
+    from .releases import design_keys
+
+    levels = load_schema(Path(schema_file))["variables"]["diagnosis"]["allowed"]
+    expected = {(o, key): configured_names(o, terms, levels) for o, key, terms in design_keys(analysis)}
+    found = [
+        (f"statistics.outcomes.{o}.designs.{key}", o, key, d)
+        for o, content in bundle["statistics"]["outcomes"].items()
+        for key, d in content["designs"].items()
+    ] + [
+        (f"imputations.outcomes.{o}[{number}].designs.{key}", o, key, d)
+        for o, entries in bundle.get("imputations", {}).get("outcomes", {}).items()
+        for number, entry in enumerate(entries)
+        for key, d in entry["outcomes"].get(o, {}).get("designs", {}).items()
+    ]
+    problems = []
+    for field, outcome, key, d in found:
+        if (outcome, key) not in expected:
+            problems.append(f"{where}, field {field}: not a design of the analysis configuration")
+        elif d["names"] != expected[(outcome, key)]:
+            problems.append(
+                f"{where}, field {field}.names: the column names or their order differ from the configured "
+                "design's (the centre adds studies' matrices column by column)"
+            )
+    return problems
 
 
 def refused_designs(bundle: dict, path: Path, study: str, analysis: dict) -> dict[str, dict[str, str]]:

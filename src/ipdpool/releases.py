@@ -35,6 +35,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .models.statistics import (
@@ -365,6 +366,87 @@ def quantity_pairs(current: dict[str, int], masks: Masks, scope: Scope, threshol
     return sorted(out, key=lambda pair: (view_name(pair[0][0]), view_name(pair[1][0])))
 
 
+# A participant is exposed when some linear combination of released sums of one value isolates
+# them: e_i lies in the row space of the sums' 0/1 membership rows, i.e. row i of a null-space
+# basis is zero. Pairs differing by >= nfilter_subset do not stop three to five sums combining
+# (attack5 R1, R2). Computed with an SVD (numpy's matrix_rank tolerance for the rank; a basis
+# row below NULL_ROW_TOLERANCE counts as zero: exact 0/1 systems give ~1e-15 or >= ~1e-3).
+NULL_ROW_TOLERANCE = 1e-8
+
+
+def membership_matrix(found: list[int], width: int) -> np.ndarray:
+    size = (width + 7) // 8
+    rows = [np.frombuffer(mask.to_bytes(size, "little"), np.uint8) for mask in found]
+    return np.unpackbits(np.stack(rows), axis=1, bitorder="little")[:, :width].astype(float)
+
+
+def exposed_in(found: list[int], width: int) -> int:
+    """How many participants some combination of sums over the sets `found` (bit masks) isolates."""
+    matrix = membership_matrix(found, width)
+    columns = np.flatnonzero(matrix.any(axis=0))
+    matrix = matrix[:, columns]
+    _, singular, vt = np.linalg.svd(matrix, full_matrices=True)
+    rank = int((singular > singular.max() * max(matrix.shape) * np.finfo(float).eps).sum())
+    null_rows = np.linalg.norm(vt[rank:].T, axis=1) if rank < len(columns) else np.zeros(len(columns))
+    return int((null_rows < NULL_ROW_TOLERANCE).sum())
+
+
+def sum_rows(name: str, scope: Scope) -> list[tuple[tuple, str]]:
+    """(product, arm: 'IPS', 'SAU' or '' for both) of each sum the statistic releases. A sum over
+    an indicator's members is the sum of the product with the indicator (the same value whichever
+    statistic releases it); sums over an indicator's non-members are differences of two such
+    sums; plain counts are left to the pairwise rule."""
+    relabel, out = scope.relabel.get(name, {}), []
+    for restrictions, values in scope.quantities.get(name, ()):
+        if any(not member and indicator != "IPS" for indicator, member in restrictions):
+            continue
+        factors = tuple(sorted((*values, *(relabel.get(g, g) for g, _ in restrictions if g != "IPS"))))
+        arm = next(("IPS" if member else "SAU" for g, member in restrictions if g == "IPS"), "")
+        if factors:
+            out.append((factors, arm))
+    return sorted(set(out))
+
+
+def stack_sums(out: dict, current: dict[str, int], rows: dict[str, list], ips: int) -> dict[tuple, dict[int, set]]:
+    """Add to `out` (product -> {participants (mask) of a released sum of it: statistics}) the sums
+    `rows` (name -> sum_rows) over the participants `current` (name -> mask), arms by `ips`."""
+    for name in sorted(current):
+        for factors, arm in rows.get(name, ()):
+            mask = current[name] & (ips if arm == "IPS" else ~ips if arm == "SAU" else -1)
+            if mask:
+                out.setdefault(factors, {}).setdefault(mask, set()).add(name)
+    return out
+
+
+def value_sums(current: dict[str, int], masks: Masks, scope: Scope) -> dict[tuple, dict[int, set]]:
+    rows = {name: sum_rows(name, scope) for name in current}
+    return stack_sums({}, current, rows, masks.groups.get("IPS", 0))
+
+
+def exposures(current: dict[str, int], masks: Masks, scope: Scope) -> dict[tuple, tuple[int, set]]:
+    """value -> (how many participants are exposed, the statistics summing it) where any are."""
+    out = {}
+    for values, found in value_sums(current, masks, scope).items():
+        count = exposed_in(list(found), len(masks.ids))
+        if count:
+            out[values] = (count, set().union(*found.values()))
+    return out
+
+
+def withhold_exposing(current: dict[str, int], masks: Masks, scope: Scope, withheld: dict[str, str]) -> None:
+    """Withhold statistics, the smallest first, until no participant is exposed by a combination."""
+    while found := exposures(current, masks, scope):
+        involved = set().union(*(names for _, names in found.values()))
+        smallest = min(involved, key=lambda name: (current[name].bit_count(), name))
+        values = sorted(" x ".join(v) for v, (_, names) in found.items() if smallest in names)
+        count = max(c for c, names in found.values() if smallest in names)
+        withheld[smallest] = (
+            f"withheld: combined with other released statistics its sums of {', '.join(values[:3])}"
+            f"{' and more' if len(values) > 3 else ''} isolate {count} participant(s) (linear combination check)"
+        )
+        del current[smallest]
+
+
 def describe(quantity) -> str:
     restrictions, values = quantity
     where = ", ".join(g if member else f"not {g}" for g, member in sorted(restrictions))
@@ -440,6 +522,8 @@ def resolve_nested(
             if not current[name]:
                 withheld[name] = f"withheld: no participants left after leaving out those {partners[name][0]} lacks"
                 del current[name]
+    if threshold > 1:  # nfilter_subset 1 switches the subset controls off
+        withhold_exposing(current, masks, scope, withheld)
     reasons = {
         name: harmonized_reason(len(sets[name]), current[name].bit_count(), partners[name], threshold)
         for name in current
@@ -761,10 +845,13 @@ def release_entry(key: bytes, study: str, sets: dict[str, frozenset], line: str,
     scope = scope or Scope()
     statistics = {name: participant_tags(key, study, ids) for name, ids in sorted(sets.items())}
     splits = {name: list(scope.splits[name]) for name in sorted(sets) if scope.splits.get(name)}
-    used = {label for labels in splits.values() for label in labels}
+    used = {label for labels in splits.values() for label in labels} | ({"IPS"} & set(scope.groups))
     groups = {label: participant_tags(key, study, ids) for label, ids in sorted(scope.groups.items()) if label in used}
     digest = hashlib.sha256(json.dumps([statistics, groups, splits], sort_keys=True).encode()).hexdigest()
     entry = {"released": when, "release_line": line, "digest": digest, "statistics": statistics}
+    # the sums each statistic released (product, arm), for the linear combination check across releases
+    sums = {name: [[list(f), arm] for f, arm in rows] for name in sorted(sets) if (rows := sum_rows(name, scope))}
+    entry = {**entry, "sums": sums} if sums else entry
     return {**entry, "subgroups": groups, "splits": splits} if groups else entry
 
 
@@ -784,12 +871,16 @@ def read_ledger(path: Path, study: str, key: bytes) -> dict | None:
         ledger = json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError as error:
         raise ReleaseRefused(f"study {study}: release ledger {path} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ReleaseRefused(f"study {study}: release ledger {path} is not valid JSON (nested too deep)") from None
     if not isinstance(ledger, dict) or ledger.get("format") != LEDGER_FORMAT or ledger.get("study") != study:
         raise ReleaseRefused(f"study {study}: {path} is not this study's release ledger ({LEDGER_FORMAT})")
     if not hmac.compare_digest(str(ledger.get("mac", "")), ledger_mac(key, ledger)):
         raise ReleaseRefused(
             f"study {study}: release ledger {path} was changed outside ipdpool (its MAC under the site's key does "
-            "not match): restore it from a backup; nothing written"
+            "not match). Do not restore an older backup: it forgets the releases made since, and with them the "
+            "differencing check (the centre refuses a release numbered again). Restore the copy the last release "
+            "wrote, or start a new release line with federated.release_line (name and reason); nothing written"
         )
     return ledger
 
@@ -801,8 +892,9 @@ def new_ledger(path: Path, study: str, line: dict | None, released_before: bool,
     if released_before and not ((line or {}).get("name") and (line or {}).get("reason")):
         raise ReleaseRefused(
             f"study {study}: there is no release ledger at {path} although this site has released bundles before "
-            "(federated.released_before, or an earlier bundle in results/site): restore the ledger from a backup, "
-            "or start a new release line with federated.release_line (name and reason); nothing written"
+            "(federated.released_before, or an earlier bundle in results/site): restore the copy the last release "
+            "wrote (not an older backup, which forgets the releases made since), or start a new release line "
+            "with federated.release_line (name and reason); nothing written"
         )
     log.warning("study %s: no release ledger at %s; starting a new one", study, path)
     return {"format": LEDGER_FORMAT, "study": study, "lines": [], "releases": []}
@@ -879,6 +971,39 @@ def ledger_problems(ledger: dict, entry: dict, threshold: int, shown: int = 40) 
     return whole + parts[:shown] + more
 
 
+def ledger_exposures(ledger: dict, entry: dict) -> list[str]:
+    """The linear combination check over the sums of every release of the line and the new one:
+    products of which some combination isolates a participant. Releases recorded before the
+    ledger kept their sums ('sums') cannot take part: they are named, so that a new line can be
+    started instead."""
+    earlier = [r for r in ledger["releases"] if r["release_line"] == entry["release_line"]]
+    tags = {t for r in [*earlier, entry] for members in r["statistics"].values() for t in members}
+    tags |= {t for r in [*earlier, entry] for t in r.get("subgroups", {}).get("IPS", ())}
+    masks = Masks({"": frozenset(tags)}, Scope())
+    stacked: dict[tuple, dict[int, set]] = {}
+    for r in [*earlier, entry]:
+        current = {name: masks.mask(members) for name, members in r["statistics"].items()}
+        rows = {name: [(tuple(f), arm) for f, arm in sums] for name, sums in r.get("sums", {}).items()}
+        stack_sums(stacked, current, rows, masks.mask(r.get("subgroups", {}).get("IPS", ())))
+    problems = []
+    for factors, found in sorted(stacked.items()):
+        count = exposed_in(list(found), len(masks.ids))
+        if count:
+            names = sorted(set().union(*found.values()))
+            listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            problems.append(
+                f"study {ledger['study']}: the sums of {' x '.join(factors)} released in this line and by this "
+                f"release together isolate {count} participant(s) (linear combination check; statistics {listed})"
+            )
+    unchecked = [r["released"] for r in earlier if "sums" not in r]
+    if unchecked and "sums" in entry:
+        problems.append(
+            f"study {ledger['study']}: the releases of {', '.join(unchecked)} were recorded without their sums, so "
+            "the linear combination check cannot include them: start a new release line (federated.release_line)"
+        )
+    return problems
+
+
 def record_release(
     ledger_path: Path,
     key: bytes,
@@ -916,7 +1041,7 @@ def record_release(
             )
         ledger["lines"].append({"name": name, "started": when, "reason": reason})
     entry = release_entry(key, study, sets, name, when, scope)
-    problems = ledger_problems(ledger, entry, threshold)
+    problems = ledger_problems(ledger, entry, threshold) + (ledger_exposures(ledger, entry) if threshold > 1 else [])
     if problems:
         raise ReleaseRefused(
             f"study {study}: release refused by the release ledger {ledger_path}, nothing written:\n"
