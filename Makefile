@@ -22,7 +22,7 @@ run: venv
 	$(BIN)/snakemake --cores $(CORES)
 
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # Re-resolve the direct dependencies (pyproject.toml) into exact pins.
 lock:
