@@ -566,6 +566,20 @@ def _difference_hessian(objective, theta: np.ndarray, free: list[int], diagonal:
 # ------------------------------------------------------------------ the fit
 
 
+def covariance_from_hessian(h: np.ndarray, warnings: list[str]) -> np.ndarray:
+    """The asymptotic covariance of (theta, sigma), 2 H^-1 for the deviance's Hessian H, over its
+    positive eigen-directions (a boundary fit has a flat one); a negative eigenvalue is a warning."""
+    h = (h + h.T) / 2
+    values, vectors = np.linalg.eigh(h)
+    if np.any(values < -1e-8):
+        warnings.append(
+            f"Hessian of the deviance has {int(np.sum(values < -1e-8))} negative eigenvalue(s): "
+            "the fit may not have converged"
+        )
+    keep = values > 1e-8
+    return 2 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
+
+
 @dataclass
 class LmmFit:
     """A fitted model: estimates, variance components, likelihood and inference on demand.
@@ -657,16 +671,7 @@ class LmmFit:
         # The Hessian as the Jacobian of the analytic gradient: differences of values (lmerTest's
         # numDeriv::hessian) lose half the digits to rounding where theta is small.
         columns = numderiv.jacobian(lambda v: deviance_at_gradient(cp, pattern, v, self.reml), point)
-        h = np.column_stack(columns)
-        h = (h + h.T) / 2
-        values, vectors = np.linalg.eigh(h)
-        if np.any(values < -1e-8):
-            self.warnings.append(
-                f"Hessian of the deviance has {int(np.sum(values < -1e-8))} negative eigenvalue(s): "
-                "the fit may not have converged"
-            )
-        keep = values > 1e-8
-        covariance = 2 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
+        covariance = covariance_from_hessian(np.column_stack(columns), self.warnings)
 
         def covbeta(v: np.ndarray) -> np.ndarray:
             return v[-1] ** 2 * np.linalg.inv(evaluate(cp, relative_factor(v[:q_theta], pattern)).xvx)

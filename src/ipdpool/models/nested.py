@@ -44,6 +44,7 @@ from .lmm import (
     _indicators,
     _objective,
     _off_the_face,
+    covariance_from_hessian,
     deviance_at_gradient,
     diagonal_positions,
     evaluate,
@@ -307,16 +308,7 @@ class NestedFit(LmmFit):
             full = deviance_at_gradient(padded, layout.padded_pattern, np.append(expand @ v[:-1], v[-1]), self.reml)
             return np.append(expand.T @ full[:-1], full[-1])
 
-        h = np.column_stack(numderiv.jacobian(gradient, point))
-        h = (h + h.T) / 2
-        values, vectors = np.linalg.eigh(h)
-        if np.any(values < -1e-8):
-            self.warnings.append(
-                f"Hessian of the deviance has {int(np.sum(values < -1e-8))} negative eigenvalue(s): "
-                "the fit may not have converged"
-            )
-        keep = values > 1e-8
-        covariance = 2 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
+        covariance = covariance_from_hessian(np.column_stack(numderiv.jacobian(gradient, point)), self.warnings)
 
         def covbeta(v: np.ndarray) -> np.ndarray:
             return v[-1] ** 2 * np.linalg.inv(evaluate(padded, layout.padded_lambda(v[:-1])).xvx)
