@@ -28,6 +28,7 @@ from ipdpool.releases import (
     Scope,
     design_keys,
     design_participants,
+    exposing_centres,
     record_release,
     release,
     release_scope,
@@ -651,3 +652,29 @@ def test_the_ledger_refuses_a_release_that_completes_a_combination_with_an_earli
     with pytest.raises(ReleaseRefused, match=r"sums of age released in this line .* isolate 1 participant") as refused:
         record_release(ledger, KEY, "X", second, SUBSET, None, LOG, scope=scope)
     assert not re.search(r"\b(lone|[spqr]\d+)\b", str(refused.value))  # names no one
+
+
+def test_centre_blocks_that_split_a_combination_of_released_sums_are_withheld():
+    """attack6 X1: designs X = S+a+d+P+Q, W = S, Y = S+P, Z = S+Q give X + W - Y - Z = {a, d}
+    (nobody alone), and every pair differs by 0 or >= 3; their blocks in centres c1 (a, half of
+    each block) and c2 (d, the other half) give a alone: X@c1 + W@c1 - Y@c1 - Z@c1."""
+    s1, s2 = block("s", 10), block("t", 10)
+    p1, p2, q1, q2 = block("p", 3), block("o", 3), block("q", 3), block("r", 3)
+    centre = {"c1": s1 | p1 | q1 | {"a"}, "c2": s2 | p2 | q2 | {"d"}}
+    s, p, q = s1 | s2, p1 | p2, q1 | q2
+    final = {"X": s | p | q | {"a", "d"}, "W": s, "Y": s | p, "Z": s | q}
+    everyone = frozenset().union(*final.values())
+    scope, arms = Scope(groups={"IPS": everyone}, quantities={n: {AGE} for n in final}), {"IPS": everyone}
+    assert small_differences(final, SUBSET, scope) == [] and isolated(final, scope, arms) == set()
+    candidates = {name: {c: ids & sites for c, sites in centre.items()} for name, ids in final.items()}
+    blocks = {f"{n}@{c}": ids for n, members in candidates.items() for c, ids in members.items()}
+    block_scope = Scope(groups=scope.groups, quantities={n: {AGE} for n in [*final, *blocks]})
+    assert isolated({**final, **blocks}, block_scope, arms) == {"a", "d"}
+    while exposing := exposing_centres(final, candidates, scope):
+        del candidates[exposing[0]]
+    assert candidates  # not every design's blocks had to go
+    kept = {f"{n}@{c}": ids for n, members in candidates.items() for c, ids in members.items()}
+    assert (
+        isolated({**final, **kept}, Scope(groups=scope.groups, quantities={n: {AGE} for n in [*final, *kept]}), arms)
+        == set()
+    )

@@ -724,6 +724,14 @@ def centre_blocks(part, analysis, diagnosis_levels, statistics, final, scope, re
         for name, why in blocked.items():
             reasons[f"{name}{CENTRE_MARK}centres"] = centre_reason(why)
             del candidates[name]
+    if limits["nfilter_subset"] > 1:  # nfilter_subset 1 switches the subset controls off
+        while exposing := exposing_centres(final, candidates, scope):
+            name, count = exposing
+            reasons[f"{name}{CENTRE_MARK}centres"] = centre_reason(
+                f"combined with other released statistics their sums isolate {count} participant(s) "
+                "(linear combination check)"
+            )
+            del candidates[name]
     named, sets = {}, dict(final)
     for name, members in candidates.items():
         outcome, key = name.split(":", 1)
@@ -736,6 +744,28 @@ def centre_blocks(part, analysis, diagnosis_levels, statistics, final, scope, re
             sets[f"{name}{CENTRE_MARK}{centre}"] = ids
         statistics["outcomes"][outcome]["designs"][key]["centres"] = blocks
     return sets, centre_scope(scope, named)
+
+
+def exposing_centres(final: dict, candidates: dict, scope: Scope) -> tuple[str, int] | None:
+    """(the design with the smallest centre among those whose blocks, together with everything else
+    released, let a combination of sums isolate participants; how many), or None: the blocks split
+    sums that the pairwise rules only see whole (attack X1: a and d summed together in every design,
+    apart in its two centres)."""
+    named = {f"{name}{CENTRE_MARK}{centre}": name for name, members in candidates.items() for centre in members}
+    blocks = {
+        f"{name}{CENTRE_MARK}{centre}": ids for name, members in candidates.items() for centre, ids in members.items()
+    }
+    sets, centred = {**final, **blocks}, centre_scope(scope, named)
+    masks = Masks(sets, centred)
+    current = {name: masks.mask(ids) for name, ids in sets.items()}
+    involved: dict[str, int] = {}
+    for count, names in exposures(current, masks, centred).values():
+        for design in {named[name] for name in names if name in named}:
+            involved[design] = max(involved.get(design, 0), count)
+    if not involved:
+        return None
+    design = min(involved, key=lambda name: (min(len(ids) for ids in candidates[name].values()), name))
+    return design, involved[design]
 
 
 def centre_reason(why: str) -> str:
