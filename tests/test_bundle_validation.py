@@ -257,8 +257,7 @@ def test_centre_blocks_that_add_up_pass_and_tampered_ones_are_refused(setting):
     assert problems_of(setting, with_centres) == []
     field = f"{WHERE}, field {DESIGN}.centres"
     assert problems_of(setting, lambda b: with_centres(b)["c1"].update(n=design(b)["n"] - 1)) == [
-        f"{field}.c1.n: {design(setting[1])['n'] - 1} disagrees with the count in its products[0][0] "
-        f"({design(setting[1])['n']})",
+        f"{field}.c1.n: disagrees with the count in its products[0][0]",  # numbers are not echoed
         f"{field}: the centres' n do not add up to the design's n",
     ]
 
