@@ -52,7 +52,27 @@ one <- function(formula, d, reml) {
               res$kr_df <- unname(k[, 3]) }
   res
 }
-out <- list(data = data, fits = lapply(cases, function(c) one(c$formula, data[[c$data]], c$reml)))
+new_rows <- function(d, formula, study, centre) {  # 3 fitted rows, an unseen centre of a seen study, an unseen study
+  d <- d[complete.cases(d[, intersect(all.vars(as.formula(formula)), names(d))]), ]
+  new <- d[c(1, nrow(d) %/% 2, nrow(d), 1, 1), ]
+  new[[centre]][4:5] <- "unseen centre"
+  new[[study]][5] <- "unseen study"
+  new
+}
+predictions <- function(p) {
+  new <- new_rows(data[[p$data]], p$formula, p$study, p$centre)
+  m <- lmer(as.formula(p$formula), data[[p$data]], control = tight)
+  refused <- function(e) NA
+  strict <- function(rows, re) tryCatch(unname(predict(m, new[rows, ], re.form = re)), error = refused)
+  forms <- lapply(p$forms, function(f) {
+    re <- if (f == "NA") NA else as.formula(f)
+    list(allowed = unname(predict(m, new, re.form = re, allow.new.levels = TRUE)),
+         seen_studies = strict(1:4, re), all = strict(1:5, re))
+  })
+  list(new = new, forms = setNames(forms, p$forms))
+}
+out <- list(data = data, fits = lapply(cases, function(c) one(c$formula, data[[c$data]], c$reml)),
+            predictions = lapply(predict_cases, predictions))
 """
 
 CASES = {
@@ -82,11 +102,32 @@ def harmonized_demo(repo: Path) -> pd.DataFrame:
     return data[columns + ["depression_bl_z", "depression_fu_z"]].astype({"employed": float})
 
 
+# lme4's re.form on nested fits: (data, formula, study, centre column, re.forms); a factor is named
+# as lme4 names it ((1 | a/b) makes 'b:a'), "NA" is re.form = NA
+PREDICT_CASES = {
+    "pastes": ("pastes", CASES["pastes"][1], "batch", "cask",
+               ["~(1 | batch)", "~(1 | cask:batch)", "~(1 | batch/cask)"]),
+    "pastes_sample": ("pastes", "strength ~ 1 + (1 | sample) + (1 | batch)", "batch", "sample",
+                      ["~(1 | batch)", "~(1 | sample)"]),
+    "oats": ("oats", CASES["oats"][1], "Block", "Variety", ["~(1 | Block)", "~(1 | Variety:Block)", "NA", "~0"]),
+    "pixel": ("pixel", CASES["pixel"][1], "Dog", "Side",
+              ["~(day | Dog)", "~(1 | Dog)", "~(0 + day | Dog)", "~(1 | Dog:Side)", "~(day | Dog) + (1 | Dog:Side)"]),
+    "demo": ("demo", CASES["demo_employed"][1], "study", "site", ["~(1 | study)", "~(1 | site:study)"]),
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def reference(repo_root):
     cases = {name: {"data": d, "formula": f, "reml": r} for name, (d, f, r) in CASES.items()}
-    script = "cases <- fromJSON(cases_json, simplifyVector = FALSE)\n" + R_FITS
-    return run_r(f"cases_json <- {json.dumps(json.dumps(cases))}\n" + script, {"demo": harmonized_demo(repo_root)})
+    predict_cases = {
+        name: {"data": d, "formula": f, "study": s, "centre": c, "forms": forms}
+        for name, (d, f, s, c, forms) in PREDICT_CASES.items()
+    }
+    script = (
+        f"cases <- fromJSON({json.dumps(json.dumps(cases))}, simplifyVector = FALSE)\n"
+        f"predict_cases <- fromJSON({json.dumps(json.dumps(predict_cases))}, simplifyVector = FALSE)\n"
+    )
+    return run_r(script + R_FITS, {"demo": harmonized_demo(repo_root)})
 
 
 def relative(ours, theirs) -> float:
@@ -211,3 +252,28 @@ def test_centre_within_study_sensitivity_rows_equal_lme4(reference):
             np.atleast_1d(theirs["variances"]["site:study"])[0], rel=1e-6, abs=scale
         )
         assert row["n_participants"] == len(demo[["employed", f"{outcome}_bl_z", f"{outcome}_fu_z"]].dropna())
+
+
+@pytest.mark.parametrize("case", PREDICT_CASES)
+def test_predict_with_some_random_terms_equals_lme4_re_form(case, reference):
+    """lme4's predict(m, newdata, re.form = ...) on nested fits: only the named terms' conditional
+    modes added (a study-level prediction for a centre not in the fit, the centre term alone, part
+    of a random slope's terms), new levels of an added factor at 0 with allow_new_levels and refused
+    without it (as lme4), new levels of a factor left out not looked at."""
+    data, formula, _, _, forms = PREDICT_CASES[case]
+    theirs = reference["predictions"][case]
+    new = pd.DataFrame(theirs["new"])
+    result = ipdpool.lmer(formula, pd.DataFrame(reference["data"][data]))
+    scale = np.abs(result.predict().to_numpy()).max()
+    for form in forms:
+        expected = theirs["forms"][form]
+        re_form = None if form == "NA" else form
+        allowed = result.predict(new, re_form=re_form, allow_new_levels=True).to_numpy()
+        np.testing.assert_allclose(allowed, expected["allowed"], rtol=0, atol=1e-8 * scale, err_msg=form)
+        for rows, key in ((slice(0, 4), "seen_studies"), (slice(0, 5), "all")):
+            if expected[key] is None:
+                with pytest.raises(ValueError, match="not in the fit"):
+                    result.predict(new.iloc[rows], re_form=re_form)
+            else:
+                ours = result.predict(new.iloc[rows], re_form=re_form).to_numpy()
+                np.testing.assert_allclose(ours, expected[key], rtol=0, atol=1e-8 * scale, err_msg=f"{form} {key}")
