@@ -21,11 +21,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from rscript import run_r
 from test_lmm_properties import GRID, NAMES, PROPERTY, affine, assert_close, assert_same_inference, shifts
 
+from ipdpool import lmer
 from ipdpool.federated import plain
 from ipdpool.models.crossprod import cross_products
 from ipdpool.models.lmm import fit_lmm
@@ -155,6 +156,36 @@ def test_row_order_relabelling_and_centres_split_over_files(case, y_shift, x_shi
         if i == 0:  # the intercept's t and p change with the shift
             original = {**original, "t": moved["t"], "p_value": moved["p_value"]}
         assert_same_inference(moved, original, lambda b, i=i: b + (y_shift if i == 0 else 0), 1.0)
+
+
+STUDY_LEVEL = settings(PROPERTY, max_examples=50)  # two lmer fits and four predictions an example: the CI budget
+
+
+@STUDY_LEVEL
+@given(cases, st.integers(0, 2**32 - 1))
+def test_study_level_predictions_ignore_centre_labels_and_row_order(case, other_seed):
+    """lme4's study-level prediction (re.form = ~(1 | s), or ~(1 + x | s) with a random slope) of
+    a nested fit is the same after the rows are reordered and the centres relabelled (they then sort
+    in another order), and for rows whose centre the fit has not seen (the centre term is left out,
+    so no new level); study-level plus centre-only minus population level is the full prediction."""
+    seed, k, slope, reml = case
+    x, y, study, centre = generate(seed, k, slope)
+    rng = np.random.default_rng(other_seed)
+    data = pd.DataFrame({"y": y, "x": x[:, 1], "w": x[:, 2], "s": study, "c": centre})
+    formula, study_level, centre_only = (
+        ("y ~ x + w + (1 + x | s) + (1 | s:c)", "~(1 + x | s)", "~(1 | s:c)")
+        if slope
+        else ("y ~ x + w + (1 | s/c)", "~(1 | s)", "~(1 | c:s)")
+    )
+    fitted = lmer(formula, data, reml=reml)
+    before = fitted.predict(data, re_form=study_level).to_numpy()
+    relabelled = data.assign(c=[f"centre {v}" for v in rng.permutation(1000)[centre]])
+    refit = lmer(formula, relabelled.iloc[rng.permutation(len(y))], reml=reml)
+    scale = np.abs(before).max() + np.sqrt(fitted.fit.sigma2)
+    assert_close(refit.predict(relabelled, re_form=study_level), before, 1e-8, scale, "study level")
+    assert np.array_equal(fitted.predict(data.assign(c=-1), re_form=study_level).to_numpy(), before)
+    parts = before + fitted.predict(data, re_form=centre_only).to_numpy() - fitted.predict(data, re_form=None)
+    assert_close(parts, fitted.predict(data), 1e-12, scale, "sum of the terms")
 
 
 # ------------------------------------------------------------------ generated cases in lme4
