@@ -1,6 +1,7 @@
 """Nested random effects, `(1 | study/centre)` and `(terms | study) + (1 | study:centre)`, checked
 live against lme4, lmerTest and pbkrtest: lme4's Pastes, nlme's Oats and Pixel (a random slope by
-dog with a random intercept by side within dog, Pinheiro & Bates 2000, section 4.3) and the demo's
+dog with a random intercept by side within dog, Pinheiro & Bates 2000, section 4.3; its left sides alone give as many Dog:Side as Dog levels, a
+tie in lme4's ordering of the terms) and the demo's
 harmonized data with its centres (`site`; EU6 has six), with the primary models' fixed part.
 
 The data come back from R (so both fit the same numbers); each is fitted through ipdpool.lmer.
@@ -34,7 +35,8 @@ pastes <- characters(as.data.frame(lme4::Pastes)[, c("strength", "batch", "cask"
 oats <- characters(as.data.frame(Oats)[, c("yield", "nitro", "Block", "Variety")])
 names(oats)[1] <- "grain"  # yield is a Python keyword
 pixel <- characters(as.data.frame(Pixel)[, c("pixel", "day", "Dog", "Side")])
-data <- list(pastes = pastes, oats = oats, pixel = pixel, demo = demo)
+pixel_left <- pixel[pixel$Side == "L", ]  # one side per dog: as many Dog:Side as Dog levels
+data <- list(pastes = pastes, oats = oats, pixel = pixel, pixel_left = pixel_left, demo = demo)
 one <- function(formula, d, reml) {
   m <- lmer(as.formula(formula), d, REML = reml, control = tight)
   s <- summary(m)$coefficients
@@ -80,6 +82,9 @@ CASES = {
     "oats": ("oats", "grain ~ nitro + (1 | Block/Variety)", True),
     "pixel": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", True),
     "pixel_ml": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", False),
+    # a tie in levels (10 and 10): lme4 keeps the written order of the terms (theta, VarCorr, ranef)
+    "tie": ("pixel_left", "pixel ~ day + I(day^2) + (0 + day | Dog) + (1 | Dog:Side)", True),
+    "tie_centre_first": ("pixel_left", "pixel ~ day + I(day^2) + (1 | Dog:Side) + (0 + day | Dog)", True),
     "demo_employed": ("demo", "self_esteem_fu_z ~ employed + self_esteem_bl_z + (1 | study/site)", True),
     "demo_interaction": (
         "demo",
@@ -159,6 +164,7 @@ def test_nested_fits_equal_lme4_lmertest_and_pbkrtest(case, reference):
     np.testing.assert_allclose(anova["DenDF"].to_numpy(float), theirs["anova_df"] or [], rtol=1e-6)
     ranef = result.ranef()
     assert list(ranef) == theirs["groups"]
+    assert [group for group, _, _ in result.random_blocks()] == list(theirs["variances"])  # VarCorr's order
     for group, effects in ranef.items():
         expected = theirs["ranef"][group]
         assert list(effects.modes.index) == expected["levels"]

@@ -70,6 +70,7 @@ class RandomStructure:
     study: RandomPart
     centre: str | None = None
     interaction: bool = True  # the centre factor is study:centre (else a column coded nested in study)
+    centre_written_first: bool = False  # lme4 keeps the written order of two terms with as many levels
 
 
 NESTED_FORMS = "one '(terms | group)', or '(1 | group/centre)' or '(terms | group) + (1 | group:centre)'"
@@ -82,17 +83,17 @@ def random_structure(formula: str, data: pd.DataFrame) -> RandomStructure:
     if len(parts) == 1:
         return RandomStructure(fixed, parts[0])
     if len(parts) == 2:
-        for study, centre in (parts, parts[::-1]):
+        for centre_first, (study, centre) in ((False, parts), (True, parts[::-1])):
             factors = centre.group.split(":")
             if ":" in study.group or centre.terms.replace(" ", "") != "1" or study.group not in columns:
                 continue
             if len(factors) == 2 and study.group in factors and factors[0] != factors[1]:
-                return RandomStructure(fixed, study, centre.group)  # lme4's name: 'b:a' for (1 | a/b)
+                return RandomStructure(fixed, study, centre.group, centre_written_first=centre_first)
             # lme4 fits (1 | centre) + (1 | study) as (1 | study) + (1 | centre): whichever is written
             # first, the factor whose levels nest in the other's is the centre.
             backwards = nests_in(data, study.group, centre.group) and not nests_in(data, centre.group, study.group)
             if len(factors) == 1 and factors[0] != study.group and not backwards:
-                return RandomStructure(fixed, study, centre.group, interaction=False)
+                return RandomStructure(fixed, study, centre.group, False, centre_first)
     raise NotEstimable(
         f"formula {formula!r} has {len(parts)} random parts after expanding '/' that are not a factor nested in "
         f"another with a random intercept (crossed or deeper nesting is not fitted); the engine fits {NESTED_FORMS}"

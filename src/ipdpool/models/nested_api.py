@@ -47,7 +47,7 @@ def lmer_nested(base: LmerResult, structure: RandomStructure, correlated: bool, 
         base.design.x.to_numpy(float), base.z, base.response, label_strings(studies), label_strings(centres),
         list(base.design.x.columns), base.random_terms, random_terms=((tuple(range(q)), correlated),),
     )  # fmt: skip
-    fit = fit_nested(blocks, block_studies, reml=reml)
+    fit = fit_nested(blocks, block_studies, reml=reml, centre_first_on_tie=structure.centre_written_first)
     return NestedLmerResult(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)} | {"fit": fit},
                             centre=structure.centre)  # fmt: skip
 
