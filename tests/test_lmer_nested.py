@@ -1,7 +1,7 @@
 """Nested random effects, `(1 | study/centre)` and `(terms | study) + (1 | study:centre)`, checked
 live against lme4, lmerTest and pbkrtest: lme4's Pastes, nlme's Oats and Pixel (a random slope by
-dog with a random intercept by side within dog, Pinheiro & Bates 2000, section 4.3; its left sides alone give as many Dog:Side as Dog levels, a
-tie in lme4's ordering of the terms) and the demo's
+dog with a random intercept by side within dog, Pinheiro & Bates 2000, section 4.3; its left sides
+alone give as many Dog:Side as Dog levels, a tie in lme4's order of the terms) and the demo's
 harmonized data with its centres (`site`; EU6 has six), with the primary models' fixed part.
 
 The data come back from R (so both fit the same numbers); each is fitted through ipdpool.lmer.
