@@ -24,7 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rscript import run_r
-from test_lmm_properties import GRID, NAMES, PROPERTY, affine, assert_close, assert_same_inference, shifts
+from test_lmm_properties import GRID, NAMES, PROPERTY, affine, shifts
+from tests_support import assert_close, assert_covariance, assert_same_inference, inference
 
 from ipdpool import lmer
 from ipdpool.federated import plain
@@ -55,22 +56,13 @@ def fit(x, y, study, centre, slope: bool, reml: bool):
     return fit_nested(blocks, studies, reml=reml)
 
 
-def components(fit_) -> tuple[float, np.ndarray]:
-    return fit_.centre_variance, fit_.study_covariance
-
-
 def assert_components(after, before, study_map: np.ndarray, factor: float):
     """centre variance x factor; study covariance M D M' x factor; each to 1e-8 of (its value +
-    sigma2's share), as test_lmm_properties.assert_covariance."""
+    sigma2's share), as tests_support.assert_covariance."""
     floor = factor * before.sigma2
     assert_close(after.centre_variance, factor * before.centre_variance, 1e-8, floor, "centre variance")
     expected = factor * study_map @ before.study_covariance @ study_map.T
-    scale = np.abs(np.diag(expected)) + floor * (study_map**2).sum(axis=1)
-    assert_close(after.study_covariance, expected, 1e-8, np.sqrt(np.outer(scale, scale)) - np.abs(expected), "D")
-
-
-def inference(fit_, contrast, ddf):
-    return fit_.contrast(contrast, ddf if fit_.reml else "satterthwaite")
+    assert_covariance(after.study_covariance, expected, floor * (study_map**2).sum(axis=1), "D")
 
 
 cases = st.tuples(
