@@ -283,3 +283,26 @@ def test_predict_with_some_random_terms_equals_lme4_re_form(case, reference):
             else:
                 ours = result.predict(new.iloc[rows], re_form=re_form).to_numpy()
                 np.testing.assert_allclose(ours, expected[key], rtol=0, atol=1e-8 * scale, err_msg=f"{form} {key}")
+
+
+def test_re_form_refusals_and_the_variables_of_terms_left_out(reference):
+    """As lme4: a factor named otherwise than the fit names it ((1 | batch/cask) makes 'cask:batch'),
+    a factor or term not in the fit, and text that is not a formula are refused; a variable only
+    the terms left out use need not be in the new data (lme4 fills it with NA)."""
+    pastes = ipdpool.lmer(CASES["pastes"][1], pd.DataFrame(reference["data"]["pastes"]))
+    for re_form, message in [
+        ("~(1 | batch:cask)", "'batch:cask', which is not one of the fit's \\['batch', 'cask:batch'\\]"),
+        ("~(1 | sample)", "not one of the fit's"),
+        ("(1 | batch)", "re_form must be"),
+        ("~(1 + sample | batch)", "use \\['sample'\\], which the fit's random terms do not"),
+        ("~(0 + strength | batch)", "terms \\['strength'\\] of 'batch' are not in the fit"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pastes.predict(re_form=re_form)
+    rng = np.random.default_rng(5)
+    data = pd.DataFrame({"x": rng.normal(size=60), "s": np.repeat(range(6), 10), "c": np.repeat(range(20), 3)})
+    data["y"] = data["x"] * rng.normal(size=6)[data["s"]] + rng.normal(size=20)[data["c"]] + rng.normal(size=60)
+    fit = ipdpool.lmer("y ~ 1 + (1 + x | s) + (1 | s:c)", data)
+    study_intercepts = fit.ranef()["s"].modes["Intercept"]
+    expected = fit.fit.beta[0] + study_intercepts.loc[data["s"].astype(str)].to_numpy()
+    np.testing.assert_allclose(fit.predict(data[["s"]], re_form="~(1 | s)"), expected, rtol=1e-12)

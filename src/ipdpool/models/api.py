@@ -315,6 +315,12 @@ class LmerResult:
                     f"{sorted(blocks)} (lme4 refuses it too)"
                 )
             terms = quote_dotted(part.terms, self.frame.columns)
+            needed = required_variables(terms, self.frame.columns)
+            if needed - set(self.frame.columns):
+                raise ValueError(
+                    f"re_form's terms of {part.group!r} use {sorted(needed - set(self.frame.columns))}, which the "
+                    "fit's random terms do not (lme4 refuses them too)"
+                )
             names = formulaic.model_matrix(terms, self.frame, context=CONTEXT, na_action="ignore").columns
             unknown = sorted(set(names) - set(blocks[part.group]))
             if unknown:
@@ -322,7 +328,7 @@ class LmerResult:
                     f"re_form's terms {unknown} of {part.group!r} are not in the fit (lme4 refuses them too)"
                 )
             included.setdefault(part.group, set()).update(names)
-            variables |= required_variables(terms, self.frame.columns) | set(part.group.split(":"))
+            variables |= needed | set(part.group.split(":"))
         return {
             group: [t for t in blocks[group] if t in included[group]] for group in blocks if group in included
         }, variables
