@@ -93,7 +93,7 @@ def random_structure(formula: str, data: pd.DataFrame) -> RandomStructure:
             # first, the factor whose levels nest in the other's is the centre.
             backwards = nests_in(data, study.group, centre.group) and not nests_in(data, centre.group, study.group)
             if len(factors) == 1 and factors[0] != study.group and not backwards:
-                return RandomStructure(fixed, study, centre.group, False, centre_first)
+                return RandomStructure(fixed, study, centre.group, interaction=False, centre_written_first=centre_first)
     raise NotEstimable(
         f"formula {formula!r} has {len(parts)} random parts after expanding '/' that are not a factor nested in "
         f"another with a random intercept (crossed or deeper nesting is not fitted); the engine fits {NESTED_FORMS}"
