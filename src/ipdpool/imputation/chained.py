@@ -20,13 +20,15 @@ Methods (`method`):
     and a residual variance per study (twolevel.py, mice's 2l.norm with only the intercept
     random); employment is drawn as in "fixed_effects" (logreg with study indicators). Needs at
     least twolevel.MINIMUM_STUDIES studies that observed the variable; not possible across sites.
+  - "two_stage": one chain over all studies in which every variable is drawn from micemd's
+    two-stage model (twostage.py: study-specific coefficients, multivariate normal across studies,
+    meta-analysed by the method of moments). It imputes systematically missing variables too: a
+    study that never measured a variable gets values drawn with coefficients from the
+    between-study distribution (wholesale_imputed lists them). Not possible across sites.
 
-Systematically missing variables (never observed in a study) are not imputed: they are left
-missing and dropped from that study's imputation models, and the analysis leaves the study out
-of what needs them, as complete-case analysis does. Not implemented, with their assumptions
-documented in docs/multiple_imputation.md: micemd's two-stage `2l.2stage.*`, which can impute
-systematically missing variables by borrowing across studies under a random-effects model for the
-imputation model's coefficients.
+With the other methods, systematically missing variables (never observed in a study) are not
+imputed: they are left missing and dropped from that study's imputation models, and the analysis
+leaves the study out of what needs them, as complete-case analysis does.
 
 Delta adjustment (NMAR sensitivity, as rbmi's `delta`): after imputation, each imputed follow-up
 value is shifted by the delta of its participant's arm and employment group (delta_adjusted), so
@@ -43,8 +45,10 @@ import pandas as pd
 
 from .draws import logreg_draw, norm_draw
 from .twolevel import MINIMUM_STUDIES, two_level_draw
+from .twostage import MINIMUM_STUDIES as TWO_STAGE_MINIMUM_STUDIES
+from .twostage import TooFewStudies, two_stage_draw
 
-METHODS = ("stratified", "fixed_effects", "two_level")
+METHODS = ("stratified", "fixed_effects", "two_level", "two_stage")
 
 
 @dataclass(frozen=True)
@@ -165,10 +169,12 @@ def chain(
     iterations: int,
     extra: np.ndarray,
     studies: np.ndarray | None = None,
+    model: str = "two_level",
 ) -> pd.DataFrame:
     """One completed copy of `frame` (rows of one stratum) by `iterations` rounds of chained equations.
-    With `studies` (integer study codes) the scores are drawn from the two-level model, without the
-    `extra` study indicators, which only employment's model keeps."""
+    With `studies` (integer study codes) the scores are drawn from the two-level `model`, without the
+    `extra` study indicators, which only employment's model keeps; or with `model` "two_stage" every
+    variable from the two-stage model."""
     ips = (frame["arm"] == "IPS").to_numpy(float)
     strata = np.zeros(len(frame))
     missing = {v: frame[v].isna().to_numpy() for v in variables(outcome)}
@@ -182,6 +188,10 @@ def chain(
         for target in todo:
             rows = missing[target]
             values[target] = values[target].copy()
+            if model == "two_stage":
+                x = np.column_stack(predictors(values, target, outcome, ips, extra[:, :0]))
+                values[target][rows] = two_stage_target(rng, x, values[target], rows, studies, target)
+                continue
             if studies is not None and target != "employed":
                 x = np.column_stack(predictors(values, target, outcome, ips, extra[:, :0]))
                 values[target][rows] = two_level_draw(
@@ -217,6 +227,8 @@ def impute(
             rng = generator(seed, imputation, outcome, rows_key(part, outcome))
             parts.append(chain(part, outcome, rng, iterations, np.empty((len(part), 0))))
         return pd.concat(parts).loc[frame.index]
+    if method == "two_stage":
+        return pooled_two_stage(frame, outcome, imputation, seed, iterations)
     if method in ("fixed_effects", "two_level"):
         return pooled_fixed_effects(frame, outcome, imputation, seed, iterations, method == "two_level")
     raise ValueError(f"unknown imputation method {method!r}; methods are {METHODS}")
@@ -252,6 +264,50 @@ def pooled_fixed_effects(
     codes = np.repeat(np.arange(len(parts)), sizes) if two_level else None
     completed = chain(kept, outcome, rng, iterations, indicators, codes)
     return pd.concat([completed, frame[~measured]]).loc[frame.index]
+
+
+def two_stage_target(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, missing: np.ndarray, studies: np.ndarray, target: str
+) -> np.ndarray:
+    """One variable's two-stage imputations, or a refusal naming it when too few studies have a fit."""
+    try:
+        return two_stage_draw(rng, x, y, ~missing, studies, int(studies.max()) + 1, binary=target == "employed")
+    except TooFewStudies as too_few:
+        need = "no standard error above 1000" if target == "employed" else "at least 5 residual df"
+        raise ImputationError(
+            f"{target} has a usable fit of its imputation model ({x.shape[1]} coefficients, {need}, none aliased) "
+            f"in {too_few.usable} studies only, too few for the two-stage imputation model's meta-analysis "
+            f"(at least {TWO_STAGE_MINIMUM_STUDIES}); use multiple_imputation.method: stratified"
+        ) from None
+
+
+def wholesale_imputed(frame: pd.DataFrame, outcome: str) -> dict[str, list[str]]:
+    """study -> the variables it never observed that two_stage imputes (observed in another study)."""
+    out: dict[str, list[str]] = {}
+    for v in variables(outcome):
+        if frame[v].notna().any():
+            for study, column in frame.groupby("study", sort=True)[v]:
+                if column.isna().all():
+                    out.setdefault(str(study), []).append(v)
+    return dict(sorted(out.items()))
+
+
+def pooled_two_stage(frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int) -> pd.DataFrame:
+    """One chain over all studies, every variable drawn from the two-stage model (systematically
+    missing ones included); studies ordered by rows_key and rows by row_order, as pooled_fixed_effects."""
+    for v in variables(outcome):
+        observing = frame.loc[frame[v].notna(), "study"].nunique()
+        if frame[v].isna().any() and 0 < observing < TWO_STAGE_MINIMUM_STUDIES:
+            raise ImputationError(
+                f"{v} is measured in {observing} study only, too few for the two-stage imputation model's "
+                f"meta-analysis (at least {TWO_STAGE_MINIMUM_STUDIES}); use multiple_imputation.method: stratified"
+            )
+    parts = sorted((part.iloc[row_order(part, outcome)] for _, part in frame.groupby("study")),
+                   key=lambda part: rows_key(part, outcome))  # fmt: skip
+    codes = np.repeat(np.arange(len(parts)), [len(part) for part in parts])
+    rng = generator(seed, imputation, outcome, "all studies")
+    completed = chain(pd.concat(parts), outcome, rng, iterations, np.empty((len(codes), 0)), codes, "two_stage")
+    return completed.loc[frame.index]
 
 
 def check_two_level(kept: pd.DataFrame, outcome: str) -> None:
