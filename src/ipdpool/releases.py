@@ -606,7 +606,7 @@ def release(
     for name, reason in sorted(reasons.items()):
         rows = part[part["participant_id"].isin(final.get(name, ()))]
         if name.startswith(IMPUTED):
-            narrow_imputations(imputations, name, final.get(name), completed, analysis, reason)
+            narrow_imputations(imputations, name, final.get(name), completed, analysis, reason, diagnosis_levels)
         elif name.startswith("table1/"):
             narrow_table1(table1, name, rows, reason)
         elif ":arms/" in name:
@@ -826,18 +826,18 @@ def narrow_arms(statistics: dict, name: str, rows: pd.DataFrame, reason: str) ->
 
 def completed_data(part: pd.DataFrame, analysis: dict, mi: dict, imputation: int) -> dict[str, pd.DataFrame]:
     """outcome -> completed data set number `imputation` of the study, with participant_id."""
-    from .imputation.analysis import settings_of
-    from .imputation.chained import impute
+    from .imputation.analysis import completed_data_set
 
-    mi = settings_of(mi)
     out = {}
     for outcome in analysis["outcomes"]:
-        frame = impute(part, outcome, imputation, mi["seed"], mi["method"], mi["iterations"])
+        frame = completed_data_set(part, outcome, analysis, mi, imputation)
         out[outcome] = frame.assign(participant_id=part["participant_id"].to_numpy())
     return out
 
 
-def narrow_imputations(imputations: dict, name: str, kept, completed: dict, analysis: dict, reason: str) -> None:
+def narrow_imputations(
+    imputations: dict, name: str, kept, completed: dict, analysis: dict, reason: str, diagnosis_levels=()
+) -> None:
     """One completed data set's statistics of one design recomputed over the participants the rule
     left it (or removed, with the reason)."""
     outcome, design, number = imputed_design(name)
@@ -850,7 +850,9 @@ def narrow_imputations(imputations: dict, name: str, kept, completed: dict, anal
         return
     frame = completed[number][outcome]
     rows = frame[frame["participant_id"].isin(kept)]
-    content["designs"][design] = design_statistics(complete_cases(rows, outcome, terms), outcome, terms, [])
+    content["designs"][design] = design_statistics(
+        complete_cases(rows, outcome, terms), outcome, terms, diagnosis_levels
+    )
 
 
 # ------------------------------------------------------------------ the ledger

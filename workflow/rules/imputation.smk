@@ -22,6 +22,7 @@ TIPPING_OUTCOMES = (
 rule mi_chunk:
     input:
         data=["results/harmonized/pooled.parquet"] if STUDIES and not SAME_SETS else [],
+        schema=config["schema"],
         bundled=(
             STATISTICS
             if SAME_SETS
@@ -62,7 +63,8 @@ rule mi_pool:
 
 rule tipping_point_outcome:
     input:
-        "results/harmonized/pooled.parquet",
+        data="results/harmonized/pooled.parquet",
+        schema=config["schema"],
     output:
         "results/imputation/tipping/{outcome}.parquet",
     log:
@@ -106,7 +108,8 @@ rule tipping_point:
 # A site's completed data sets' statistics, for its bundle (multiple_imputation.in_bundles).
 rule site_imputations:
     input:
-        "results/harmonized/{study}.parquet",
+        data="results/harmonized/{study}.parquet",
+        schema=config["schema"],
     output:
         "results/site/{study}.imputations.json",
     log:

@@ -3,11 +3,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from ipdpool.harmonize.schema import load_schema
 from ipdpool.imputation.analysis import chunk_estimates, imputation_settings
 from ipdpool.logutil import logged_to
 
 with logged_to(snakemake.log[0]) as log:
     settings, analysis = snakemake.params.mi, snakemake.params.analysis
+    levels = load_schema(Path(snakemake.input.schema))["variables"]["diagnosis"]["allowed"]
     first = int(snakemake.wildcards.chunk) * snakemake.params.chunk_size
     imputations = range(first, min(first + snakemake.params.chunk_size, settings["imputations"]))
     held = pd.read_parquet(snakemake.input.data[0]) if snakemake.input.data else None
@@ -28,7 +30,7 @@ with logged_to(snakemake.log[0]) as log:
     tables = []
     for outcome in analysis["outcomes"]:
         released = {study: outcomes[outcome] for study, outcomes in bundled.items()}
-        tables.append(chunk_estimates(held, released, outcome, analysis, settings, imputations))
+        tables.append(chunk_estimates(held, released, outcome, analysis, settings, imputations, levels))
         log.info(
             "%s: imputations %d-%d, %d estimates", outcome, imputations.start, imputations.stop - 1, len(tables[-1])
         )

@@ -17,7 +17,7 @@ from ..meta import meta_analysis
 from ..models.onestage import mixed_model
 from ..models.statistics import ModelSpec, complete_cases, design_statistics, design_terms
 from ..models.twostage import per_study_table_from_statistics
-from .chained import Delta, delta_adjusted, impute, wholesale_imputed
+from .chained import Delta, delta_adjusted, imputation_covariates, impute, wholesale_imputed
 from .pooling import rubin
 
 KEY = ["outcome", "analysis", "contrast", "term", "method", "hksj"]
@@ -35,14 +35,22 @@ def settings_of(mi: dict) -> dict:
     return {"method": "stratified", "iterations": 10, "seed": 20261205, **mi}
 
 
-def completed_statistics(completed: pd.DataFrame, outcome: str, analysis: dict) -> dict[str, dict]:
-    """study -> statistics of one completed data set (models.statistics layout, primary designs)."""
+def completed_statistics(
+    completed: pd.DataFrame, outcome: str, analysis: dict, diagnosis_levels=None
+) -> dict[str, dict]:
+    """study -> statistics of one completed data set (models.statistics layout, primary designs;
+    `diagnosis_levels`: the schema's, as for the complete-case statistics, so that studies' columns
+    line up; None: the levels in `completed`)."""
+    if diagnosis_levels is None:
+        diagnosis_levels = sorted(set(completed["diagnosis"].dropna())) if "diagnosis" in completed else []
     out = {}
     for study, part in completed.groupby("study", sort=True):
         designs = {}
         for name, spec in analysis["models"].items():
             terms = design_terms(ModelSpec.from_config(name, spec), "primary")
-            designs[f"{name}/primary"] = design_statistics(complete_cases(part, outcome, terms), outcome, terms, [])
+            designs[f"{name}/primary"] = design_statistics(
+                complete_cases(part, outcome, terms), outcome, terms, diagnosis_levels
+            )
         n_followup = int(part[f"{outcome}_fu_z"].notna().sum())
         out[str(study)] = {
             "study": str(study),
@@ -52,13 +60,20 @@ def completed_statistics(completed: pd.DataFrame, outcome: str, analysis: dict) 
     return out
 
 
+def completed_data_set(data: pd.DataFrame, outcome: str, analysis: dict, mi: dict, imputation: int) -> pd.DataFrame:
+    """Completed data set number `imputation` of `outcome`, imputed with the run's settings and with
+    the covariates the analysis models adjust for."""
+    mi = settings_of(mi)
+    covariates = imputation_covariates(analysis)
+    return impute(data, outcome, imputation, mi["seed"], mi["method"], mi["iterations"], covariates)
+
+
 def imputed_statistics(
-    data: pd.DataFrame, outcome: str, analysis: dict, mi: dict, imputations
+    data: pd.DataFrame, outcome: str, analysis: dict, mi: dict, imputations, diagnosis_levels=None
 ) -> list[dict[str, dict]]:
     """The completed data sets' statistics for these imputation numbers (one dict per imputation)."""
-    mi = settings_of(mi)
     return [
-        completed_statistics(impute(data, outcome, j, mi["seed"], mi["method"], mi["iterations"]), outcome, analysis)
+        completed_statistics(completed_data_set(data, outcome, analysis, mi, j), outcome, analysis, diagnosis_levels)
         for j in imputations
     ]
 
@@ -104,7 +119,7 @@ def fit_imputation(statistics: dict, outcome: str, analysis: dict, imputation: i
     return table.reindex(columns=ESTIMATE_COLUMNS)
 
 
-LABELS = {"employed": "employment", "_bl_z": "baseline", "_fu_z": "follow-up"}
+LABELS = {"employed": "employment", "_bl_z": "baseline", "_fu_z": "follow-up", "age": "age", "sex": "sex"}
 
 
 def annotated_studies(studies, wholesale: dict[str, list[str]]):
@@ -164,7 +179,13 @@ def pool_estimates(estimates: pd.DataFrame) -> pd.DataFrame:
 
 
 def chunk_estimates(
-    held: pd.DataFrame | None, bundled: dict[str, list[dict]], outcome: str, analysis: dict, mi: dict, imputations
+    held: pd.DataFrame | None,
+    bundled: dict[str, list[dict]],
+    outcome: str,
+    analysis: dict,
+    mi: dict,
+    imputations,
+    diagnosis_levels=None,
 ) -> pd.DataFrame:
     """Per-imputation estimates of one outcome for these imputation numbers: the held participant
     data are imputed here, a bundled study contributes its site's completed data sets' statistics
@@ -172,10 +193,12 @@ def chunk_estimates(
     imputations = list(imputations)
     # two_stage imputes what a held study never measured; the studies column says so
     wholesale = (
-        wholesale_imputed(held, outcome) if held is not None and settings_of(mi)["method"] == "two_stage" else {}
+        wholesale_imputed(held, outcome, imputation_covariates(analysis))
+        if held is not None and settings_of(mi)["method"] == "two_stage"
+        else {}
     )
     held_statistics = (
-        imputed_statistics(held, outcome, analysis, mi, imputations)
+        imputed_statistics(held, outcome, analysis, mi, imputations, diagnosis_levels)
         if held is not None and len(held)
         else [{} for _ in imputations]
     )
@@ -188,7 +211,7 @@ def chunk_estimates(
     return table
 
 
-def site_imputations(part: pd.DataFrame, analysis: dict, mi: dict) -> dict:
+def site_imputations(part: pd.DataFrame, analysis: dict, mi: dict, diagnosis_levels=None) -> dict:
     """What a site releases for federated MI: per outcome, its study's statistics of each completed
     data set (imputed from its own rows alone, so method must be stratified), with the settings."""
     mi = settings_of(mi)
@@ -196,7 +219,10 @@ def site_imputations(part: pd.DataFrame, analysis: dict, mi: dict) -> dict:
         raise ValueError("federated multiple imputation needs multiple_imputation.method: stratified")
     study = str(part["study"].iloc[0])
     outcomes = {
-        outcome: [entry[study] for entry in imputed_statistics(part, outcome, analysis, mi, range(mi["imputations"]))]
+        outcome: [
+            entry[study]
+            for entry in imputed_statistics(part, outcome, analysis, mi, range(mi["imputations"]), diagnosis_levels)
+        ]
         for outcome in analysis["outcomes"]
     }
     return {"settings": imputation_settings(mi), "outcomes": outcomes}
@@ -225,14 +251,21 @@ def group_delta(group: str, delta: float) -> Delta:
 
 
 def tipping_estimates(
-    data: pd.DataFrame, outcome: str, analysis: dict, mi: dict, groups, deltas, terms, imputations
+    data: pd.DataFrame,
+    outcome: str,
+    analysis: dict,
+    mi: dict,
+    groups,
+    deltas,
+    terms,
+    imputations,
+    diagnosis_levels=None,
 ) -> pd.DataFrame:
     """One-stage estimates of the reported `terms` on each completed data set with each group's imputed
     follow-ups shifted by each delta (rbmi's delta adjustment; delta 0 is the MI analysis itself)."""
-    mi = settings_of(mi)
     rows = []
     for j in imputations:
-        completed = impute(data, outcome, j, mi["seed"], mi["method"], mi["iterations"])
+        completed = completed_data_set(data, outcome, analysis, mi, j)
         unshifted = None
         for group in groups:
             for delta in deltas:
@@ -240,7 +273,8 @@ def tipping_estimates(
                     found = unshifted
                 else:
                     adjusted = delta_adjusted(completed, data, outcome, group_delta(group, delta))
-                    found = one_stage_rows(completed_statistics(adjusted, outcome, analysis), outcome, analysis)
+                    statistics = completed_statistics(adjusted, outcome, analysis, diagnosis_levels)
+                    found = one_stage_rows(statistics, outcome, analysis)
                     found = [row for row in found if row["term"] in terms]
                     unshifted = found if delta == 0 else unshifted
                 rows += [{**row, "group": group, "delta": float(delta), "imputation": j} for row in found]

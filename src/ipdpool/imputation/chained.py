@@ -8,6 +8,12 @@ model contains the analysis model's terms, so imputation and analysis are congen
   o_bl_z   ~ ips + employed + ips:employed + o_fu_z
   employed ~ ips + o_bl_z + o_fu_z + ips:o_bl_z + ips:o_fu_z   (the reverse of ips:employed)
 
+When the models adjust for covariates (`adjust: [baseline, age, sex, diagnosis]`), each of them
+is a predictor of every model above, and age (norm) and sex (logreg on female) are imputed where
+sporadically missing, visited first, from ips + employed + ips:employed + o_bl_z + o_fu_z and
+the other covariates. Diagnosis, with several levels, is a predictor only (indicators of its
+levels); a sporadically missing diagnosis is refused, as mice's polyreg is not offered.
+
 Methods (`method`):
   - "stratified" (default): each study is imputed on its own, which is a model with study
     fixed effects and every interaction with study, and a residual variance per study
@@ -24,7 +30,9 @@ Methods (`method`):
     two-stage model (twostage.py: study-specific coefficients, multivariate normal across studies,
     meta-analysed by the method of moments). It imputes systematically missing variables too: a
     study that never measured a variable gets values drawn with coefficients from the
-    between-study distribution (wholesale_imputed lists them). Not possible across sites.
+    between-study distribution (wholesale_imputed lists them). Not possible across sites; diagnosis
+    as a covariate is refused (a study lacking one of its levels has an aliased indicator, and
+    micemd would then treat the study as unmeasured for every variable).
 
 With the other methods, systematically missing variables (never observed in a study) are not
 imputed: they are left missing and dropped from that study's imputation models, and the analysis
@@ -49,6 +57,8 @@ from .twostage import MINIMUM_STUDIES as TWO_STAGE_MINIMUM_STUDIES
 from .twostage import TooFewStudies, two_stage_draw
 
 METHODS = ("stratified", "fixed_effects", "two_level", "two_stage")
+COVARIATES = ("age", "sex", "diagnosis")  # the schema's adjustment covariates, in the order they enter
+IMPUTED_COVARIATES = ("age", "sex")
 
 
 @dataclass(frozen=True)
@@ -85,31 +95,55 @@ def generator(seed: int, imputation: int, outcome: str, stratum: str) -> np.rand
     )
 
 
-def draw_columns(frame: pd.DataFrame, outcome: str) -> list[np.ndarray]:
-    """What the imputation of `frame`'s rows depends on: the IPS indicator and the incomplete variables."""
-    return [(frame["arm"] == "IPS").to_numpy(float), *(frame[v].to_numpy(float) for v in variables(outcome))]
+def imputation_covariates(analysis: dict) -> tuple[str, ...]:
+    """The covariates (beyond the baseline score) that some configured model adjusts for: every
+    imputation model of the run includes them, so that each analysis model's terms are in it."""
+    adjusted = {term for spec in analysis["models"].values() for term in spec.get("adjust", ())}
+    return tuple(c for c in COVARIATES if c in adjusted)
 
 
-def row_order(frame: pd.DataFrame, outcome: str) -> np.ndarray:
+def covariate_columns(frame: pd.DataFrame, covariates: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The covariates as numbers: age, sex as the female indicator, diagnosis as level codes
+    (sorted levels; NaN where missing)."""
+    out = {}
+    for name in covariates:
+        if name == "age":
+            out[name] = frame["age"].to_numpy(float)
+        elif name == "sex":
+            out[name] = np.where(frame["sex"].isna(), np.nan, (frame["sex"] == "female").to_numpy(float))
+        else:
+            codes, _ = pd.factorize(frame["diagnosis"], sort=True)
+            out[name] = np.where(codes < 0, np.nan, codes.astype(float))
+    return out
+
+
+def draw_columns(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> list[np.ndarray]:
+    """What the imputation of `frame`'s rows depends on: the IPS indicator, the incomplete variables
+    and the covariates."""
+    scores = [frame[v].to_numpy(float) for v in variables(outcome)]
+    return [(frame["arm"] == "IPS").to_numpy(float), *scores, *covariate_columns(frame, covariates).values()]
+
+
+def row_order(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> np.ndarray:
     """Positions of `frame`'s rows sorted by their values (IPS, employed, baseline, follow-up; NaN
     last), ties broken by the pseudonymous participant_id where there is one. The draws are assigned
     to rows in this order, so a re-exported file with its rows in another order gives the same
     completed data. Rows that tie without an id have the same values and are interchangeable: they
     may swap their completed values, which leaves every statistic of the completed data as it was."""
-    keys = draw_columns(frame, outcome)
+    keys = draw_columns(frame, outcome, covariates)
     if "participant_id" in frame:
         keys.append(frame["participant_id"].astype(str).to_numpy())
     return np.lexsort(keys[::-1])
 
 
-def rows_key(frame: pd.DataFrame, outcome: str) -> str:
+def rows_key(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> str:
     """A study's stream name from its rows' values in row_order, not from its label: relabelling
     or reordering the studies leaves every study's draws as they were. Values enter with 10
     significant digits, so scores that differ only in their last bits (computed in another order
     of summation, say) still give the same stream."""
     digest = hashlib.sha256()
-    order = row_order(frame, outcome)
-    for column in draw_columns(frame, outcome):
+    order = row_order(frame, outcome, covariates)
+    for column in draw_columns(frame, outcome, covariates):
         digest.update(" ".join(f"{value:.10g}" for value in column[order] + 0.0).encode())  # + 0.0: no "-0"
     return digest.hexdigest()
 
@@ -120,7 +154,9 @@ def variables(outcome: str) -> tuple[str, str, str]:
 
 
 def predictors(values: dict[str, np.ndarray], target: str, outcome: str, ips: np.ndarray, extra: np.ndarray) -> list:
-    """The predictor columns (intercept first) of one variable's imputation model."""
+    """The predictor columns (intercept first) of one variable's imputation model: the congenial
+    terms, the imputed covariates in `values` other than the target, then `extra` (diagnosis
+    indicators, study indicators)."""
     employed, baseline, followup = (values[v] for v in variables(outcome))
     one = np.ones(len(ips))
     if target == "employed":
@@ -129,12 +165,30 @@ def predictors(values: dict[str, np.ndarray], target: str, outcome: str, ips: np
     elif target.endswith("_bl_z"):
         columns = [one, ips, employed, ips * employed, followup]
         names = [None, None, employed, employed, followup]
-    else:
+    elif target.endswith("_fu_z"):
         columns = [one, ips, employed, ips * employed, baseline]
         names = [None, None, employed, employed, baseline]
+    else:  # a covariate: every variable of the analysis models
+        columns = [one, ips, employed, ips * employed, baseline, followup]
+        names = [None, None, employed, employed, baseline, followup]
+    others = [values[c] for c in IMPUTED_COVARIATES if c in values and c != target]
+    columns, names = columns + others, names + others
     # a systematically missing variable (all NaN in the stratum) is no predictor there
     used = [c for c, source in zip(columns, names) if source is None or not np.isnan(source).all()]
     return used + [extra[:, j] for j in range(extra.shape[1])]
+
+
+def diagnosis_indicators(frame: pd.DataFrame, covariates: tuple[str, ...]) -> np.ndarray:
+    """Indicators of the diagnosis levels but the first (none without diagnosis among the
+    covariates, or where the stratum never recorded it); a level absent from the observed rows of a
+    model gives a constant column, which the draws drop as mice drops constant predictors."""
+    if "diagnosis" not in covariates or frame["diagnosis"].isna().all():
+        return np.empty((len(frame), 0))
+    levels = sorted(frame["diagnosis"].dropna().unique())[1:]
+    out = np.zeros((len(frame), len(levels)))
+    for j, level in enumerate(levels):
+        out[:, j] = (frame["diagnosis"] == level).fillna(False).to_numpy(float)
+    return out
 
 
 def initial_values(rng: np.random.Generator, column: np.ndarray, strata: np.ndarray) -> np.ndarray:
@@ -149,16 +203,33 @@ def initial_values(rng: np.random.Generator, column: np.ndarray, strata: np.ndar
     return out
 
 
-def check_estimable(frame: pd.DataFrame, outcome: str, study: str, minimum_extra: int = 2) -> None:
+def check_covariates(frame: pd.DataFrame, covariates: tuple[str, ...], where: str) -> None:
+    """A diagnosis missing for some participants of a study (not all) cannot be imputed here."""
+    if "diagnosis" in covariates:
+        for study, part in frame.groupby("study", sort=True):
+            missing = int(part["diagnosis"].isna().sum())
+            if 0 < missing < len(part):
+                raise ImputationError(
+                    f"study {study}, {where}: diagnosis missing for {missing} participants; a categorical "
+                    "covariate with more than two levels is not imputed (mice's polyreg is not offered): "
+                    "adjust for diagnosis only where it is complete, or recode the missing values in the rule file"
+                )
+
+
+def check_estimable(
+    frame: pd.DataFrame, outcome: str, study: str, covariates: tuple[str, ...] = (), minimum_extra: int = 2
+) -> None:
     """Each incomplete, not systematically missing variable needs more observed rows than its
     model has coefficients (plus `minimum_extra` residual df)."""
-    for target in variables(outcome):
-        column = frame[target].to_numpy(float)
+    imputed = [c for c in covariates if c in IMPUTED_COVARIATES]
+    coefficients = 6 + len(imputed) + diagnosis_indicators(frame, covariates).shape[1]
+    for target in (*imputed, *variables(outcome)):
+        column = frame[target].to_numpy(float) if target != "sex" else covariate_columns(frame, ("sex",))["sex"]
         observed, missing = int((~np.isnan(column)).sum()), int(np.isnan(column).sum())
-        if observed and missing and observed < 6 + minimum_extra:
+        if observed and missing and observed < coefficients + minimum_extra:
             raise ImputationError(
                 f"study {study}: {target} observed for {observed} participants only, too few for its own "
-                "imputation model (6 coefficients); use multiple_imputation.method: fixed_effects"
+                f"imputation model ({coefficients} coefficients); use multiple_imputation.method: fixed_effects"
             )
 
 
@@ -169,41 +240,50 @@ def chain(
     iterations: int,
     extra: np.ndarray,
     studies: np.ndarray | None = None,
+    covariates: tuple[str, ...] = (),
     model: str = "two_level",
 ) -> pd.DataFrame:
     """One completed copy of `frame` (rows of one stratum) by `iterations` rounds of chained equations.
     With `studies` (integer study codes) the scores are drawn from the two-level `model`, without the
-    `extra` study indicators, which only employment's model keeps; or with `model` "two_stage" every
-    variable from the two-stage model."""
+    `extra` study indicators, which the other variables' models keep; with `model` "two_stage" every
+    variable is drawn from the two-stage model."""
     ips = (frame["arm"] == "IPS").to_numpy(float)
     strata = np.zeros(len(frame))
-    missing = {v: frame[v].isna().to_numpy() for v in variables(outcome)}
-    values = {}
-    for v in variables(outcome):
-        column = frame[v].to_numpy(float)
-        values[v] = column if np.isnan(column).all() else initial_values(rng, column, strata)
-    todo = [v for v in variables(outcome) if missing[v].any() and not missing[v].all()]
+    imputed = {c: v for c, v in covariate_columns(frame, covariates).items() if c in IMPUTED_COVARIATES}
+    targets = (*imputed, *variables(outcome))
+    columns = {**imputed, **{v: frame[v].to_numpy(float) for v in variables(outcome)}}
+    missing = {v: np.isnan(columns[v]) for v in targets}
+    values = {v: c if np.isnan(c).all() else initial_values(rng, c, strata) for v, c in columns.items()}
+    fixed = diagnosis_indicators(frame, covariates)
+    todo = [v for v in targets if missing[v].any() and not missing[v].all()]
     # with one incomplete variable its predictors never change: one round is the converged chain
     for _ in range(0 if not todo else 1 if len(todo) == 1 else iterations):
         for target in todo:
             rows = missing[target]
             values[target] = values[target].copy()
             if model == "two_stage":
-                x = np.column_stack(predictors(values, target, outcome, ips, extra[:, :0]))
+                x = np.column_stack(predictors(values, target, outcome, ips, fixed))
                 values[target][rows] = two_stage_target(rng, x, values[target], rows, studies, target)
                 continue
-            if studies is not None and target != "employed":
-                x = np.column_stack(predictors(values, target, outcome, ips, extra[:, :0]))
+            if studies is not None and target.startswith(f"{outcome}_"):
+                x = np.column_stack(predictors(values, target, outcome, ips, fixed))
                 values[target][rows] = two_level_draw(
                     rng, x[~rows], values[target][~rows], studies[~rows], x[rows], studies[rows]
                 )
                 continue
-            x = np.column_stack(predictors(values, target, outcome, ips, extra))
-            draw = logreg_draw if target == "employed" else norm_draw
+            x = np.column_stack(predictors(values, target, outcome, ips, np.column_stack([fixed, extra])))
+            draw = logreg_draw if target in ("employed", "sex") else norm_draw
             values[target][rows] = draw(rng, x[~rows], values[target][~rows], x[rows])
     completed = frame.copy()
     for v in variables(outcome):
         completed[v] = values[v]
+    if "age" in imputed:
+        completed["age"] = values["age"]
+    if "sex" in imputed:
+        filled = missing["sex"] & ~np.isnan(values["sex"])
+        completed["sex"] = completed["sex"].mask(
+            filled, pd.Series(np.where(values["sex"] == 1, "female", "male"), index=frame.index)
+        )
     return completed
 
 
@@ -214,35 +294,44 @@ def impute(
     seed: int,
     method: str = "stratified",
     iterations: int = 10,
+    covariates: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Completed data set number `imputation` of `outcome` (rows in the order of `data`)."""
-    columns = ["study", "arm", *variables(outcome), *(["participant_id"] if "participant_id" in data else [])]
-    frame = data[columns].copy()
+    """Completed data set number `imputation` of `outcome` (rows in the order of `data`), with the
+    `covariates` (imputation_covariates) in every model."""
+    identifier = ["participant_id"] if "participant_id" in data else []
+    frame = data[["study", "arm", *variables(outcome), *covariates, *identifier]].copy()
     frame["employed"] = frame["employed"].astype(float)
+    check_covariates(frame, covariates, f"outcome {outcome}")
     if method == "stratified":
         parts = []
         for study, part in frame.groupby("study", sort=True):
-            check_estimable(part, outcome, str(study))
-            part = part.iloc[row_order(part, outcome)]
-            rng = generator(seed, imputation, outcome, rows_key(part, outcome))
-            parts.append(chain(part, outcome, rng, iterations, np.empty((len(part), 0))))
+            check_estimable(part, outcome, str(study), covariates)
+            part = part.iloc[row_order(part, outcome, covariates)]
+            rng = generator(seed, imputation, outcome, rows_key(part, outcome, covariates))
+            parts.append(chain(part, outcome, rng, iterations, np.empty((len(part), 0)), covariates=covariates))
         return pd.concat(parts).loc[frame.index]
     if method == "two_stage":
-        return pooled_two_stage(frame, outcome, imputation, seed, iterations)
+        return pooled_two_stage(frame, outcome, imputation, seed, iterations, covariates)
     if method in ("fixed_effects", "two_level"):
-        return pooled_fixed_effects(frame, outcome, imputation, seed, iterations, method == "two_level")
+        return pooled_fixed_effects(frame, outcome, imputation, seed, iterations, method == "two_level", covariates)
     raise ValueError(f"unknown imputation method {method!r}; methods are {METHODS}")
 
 
 def pooled_fixed_effects(
-    frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int, two_level: bool = False
+    frame: pd.DataFrame,
+    outcome: str,
+    imputation: int,
+    seed: int,
+    iterations: int,
+    two_level: bool = False,
+    covariates: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """One chain over the studies that measured the outcome, with study indicators (or, `two_level`,
     the scores' two-level model); studies that never measured it are returned as they are (not imputed)."""
     measured = frame.groupby("study")[f"{outcome}_fu_z"].transform(lambda c: c.notna().any()).astype(bool)
     kept = frame[measured]
     model = "two-level" if two_level else "fixed-effects"
-    for v in variables(outcome):
+    for v in (*covariates, *variables(outcome)):
         never = sorted(str(s) for s, c in kept.groupby("study")[v] if c.isna().all())
         if never:
             raise ImputationError(
@@ -254,15 +343,15 @@ def pooled_fixed_effects(
     if two_level:
         check_two_level(kept, outcome)
     # studies in the order of their rows_key and rows in row_order: labels and row order do not matter
-    parts = sorted((part.iloc[row_order(part, outcome)] for _, part in kept.groupby("study")),
-                   key=lambda part: rows_key(part, outcome))  # fmt: skip
+    parts = sorted((part.iloc[row_order(part, outcome, covariates)] for _, part in kept.groupby("study")),
+                   key=lambda part: rows_key(part, outcome, covariates))  # fmt: skip
     kept = pd.concat(parts)
     sizes = [len(part) for part in parts]
     # indicators of all studies but the first (none when one study measured the outcome)
     indicators = np.repeat(np.eye(len(parts)), sizes, axis=0)[:, 1:]
     rng = generator(seed, imputation, outcome, "all studies")
     codes = np.repeat(np.arange(len(parts)), sizes) if two_level else None
-    completed = chain(kept, outcome, rng, iterations, indicators, codes)
+    completed = chain(kept, outcome, rng, iterations, indicators, codes, covariates)
     return pd.concat([completed, frame[~measured]]).loc[frame.index]
 
 
@@ -270,10 +359,11 @@ def two_stage_target(
     rng: np.random.Generator, x: np.ndarray, y: np.ndarray, missing: np.ndarray, studies: np.ndarray, target: str
 ) -> np.ndarray:
     """One variable's two-stage imputations, or a refusal naming it when too few studies have a fit."""
+    binary = target in ("employed", "sex")
     try:
-        return two_stage_draw(rng, x, y, ~missing, studies, int(studies.max()) + 1, binary=target == "employed")
+        return two_stage_draw(rng, x, y, ~missing, studies, int(studies.max()) + 1, binary=binary)
     except TooFewStudies as too_few:
-        need = "no standard error above 1000" if target == "employed" else "at least 5 residual df"
+        need = "no standard error above 1000" if binary else "at least 5 residual df"
         raise ImputationError(
             f"{target} has a usable fit of its imputation model ({x.shape[1]} coefficients, {need}, none aliased) "
             f"in {too_few.usable} studies only, too few for the two-stage imputation model's meta-analysis "
@@ -281,10 +371,10 @@ def two_stage_target(
         ) from None
 
 
-def wholesale_imputed(frame: pd.DataFrame, outcome: str) -> dict[str, list[str]]:
+def wholesale_imputed(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """study -> the variables it never observed that two_stage imputes (observed in another study)."""
     out: dict[str, list[str]] = {}
-    for v in variables(outcome):
+    for v in (*(c for c in covariates if c in IMPUTED_COVARIATES), *variables(outcome)):
         if frame[v].notna().any():
             for study, column in frame.groupby("study", sort=True)[v]:
                 if column.isna().all():
@@ -292,28 +382,36 @@ def wholesale_imputed(frame: pd.DataFrame, outcome: str) -> dict[str, list[str]]
     return dict(sorted(out.items()))
 
 
-def pooled_two_stage(frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int) -> pd.DataFrame:
+def pooled_two_stage(
+    frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int, covariates: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """One chain over all studies, every variable drawn from the two-stage model (systematically
     missing ones included); studies ordered by rows_key and rows by row_order, as pooled_fixed_effects."""
-    for v in variables(outcome):
+    if "diagnosis" in covariates:
+        raise ImputationError(
+            "multiple_imputation.method two_stage does not take diagnosis as a covariate (a study without one "
+            "of its levels has an aliased indicator); use multiple_imputation.method: stratified"
+        )
+    for v in (*covariates, *variables(outcome)):
         observing = frame.loc[frame[v].notna(), "study"].nunique()
         if frame[v].isna().any() and 0 < observing < TWO_STAGE_MINIMUM_STUDIES:
             raise ImputationError(
                 f"{v} is measured in {observing} study only, too few for the two-stage imputation model's "
                 f"meta-analysis (at least {TWO_STAGE_MINIMUM_STUDIES}); use multiple_imputation.method: stratified"
             )
-    parts = sorted((part.iloc[row_order(part, outcome)] for _, part in frame.groupby("study")),
-                   key=lambda part: rows_key(part, outcome))  # fmt: skip
+    parts = sorted((part.iloc[row_order(part, outcome, covariates)] for _, part in frame.groupby("study")),
+                   key=lambda part: rows_key(part, outcome, covariates))  # fmt: skip
     codes = np.repeat(np.arange(len(parts)), [len(part) for part in parts])
     rng = generator(seed, imputation, outcome, "all studies")
-    completed = chain(pd.concat(parts), outcome, rng, iterations, np.empty((len(codes), 0)), codes, "two_stage")
+    empty = np.empty((len(codes), 0))
+    completed = chain(pd.concat(parts), outcome, rng, iterations, empty, codes, covariates, "two_stage")
     return completed.loc[frame.index]
 
 
 def check_two_level(kept: pd.DataFrame, outcome: str) -> None:
     """The two-level model's variance steps need MINIMUM_STUDIES studies for each incomplete score."""
     studies = kept["study"].nunique()
-    for v in variables(outcome)[1:]:
+    for v in variables(outcome)[1:]:  # the scores
         if kept[v].isna().any() and studies < MINIMUM_STUDIES:
             raise ImputationError(
                 f"{v} is measured in {studies} studies only, too few for the two-level imputation model's "
