@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from rscript import run_r
 from two_stage_reference import replicate, summary
 
-from ipdpool.imputation.analysis import annotated_studies, site_imputations
+from ipdpool.imputation.analysis import annotated_studies, chunk_estimates, pool_estimates, site_imputations
 from ipdpool.imputation.chained import ImputationError, impute, wholesale_imputed
 from ipdpool.imputation.twostage import conditional_moments, gls_mean, method_of_moments
 from ipdpool.simulation import simulate_trials
-from ipdpool.summary import wholesale_studies
+from ipdpool.summary import imputed, wholesale_studies
 
 VARIABLES = ["employed", "o_bl_z", "o_fu_z"]
 
@@ -226,3 +226,22 @@ def test_row_order_study_order_and_labels_do_not_change_the_two_stage_imputation
     after = impute(moved, "o", 1, seed=seed, method="two_stage", iterations=2).loc[data.index]
     pd.testing.assert_frame_equal(before[VARIABLES], after[VARIABLES])
     assert before[VARIABLES].notna().all().all()
+
+
+def test_the_pooled_table_and_the_summary_name_the_studies_imputed_wholesale():
+    data = five_studies(4)
+    labels = sorted(data["study"].unique())
+    analysis = {"outcomes": ["o"], "models": {"ips": {"terms": ["ips"], "adjust": ["baseline"],
+                                                      "report": {"ips": {"ips": 1}}}}}  # fmt: skip
+    mi = {"method": "two_stage", "imputations": 2, "iterations": 2, "seed": 5}
+    pooled = pool_estimates(chunk_estimates(data, {}, "o", analysis, mi, range(2)))
+    one_stage = pooled[pooled["analysis"] == "one-stage"].iloc[0]
+    assert one_stage["n_studies"] == 5 and one_stage["status"] == "estimated"
+    marked = f"{labels[1]} (imputed: follow-up),{labels[2]},{labels[3]} (imputed: baseline)"
+    assert marked in one_stage["studies"]
+    text = imputed(pooled, "o", "ips")
+    assert text.endswith(f"{labels[1]} (imputed: follow-up), {labels[3]} (imputed: baseline) wholesale"), text
+    # stratified leaves out the studies without follow-up or baseline (the model adjusts for it), marks nothing
+    plain = pool_estimates(chunk_estimates(data, {}, "o", analysis, {**mi, "method": "stratified"}, range(2)))
+    assert plain[plain["analysis"] == "one-stage"].iloc[0]["n_studies"] == 3
+    assert "imputed" not in " ".join(plain["studies"].astype(str)) and "wholesale" not in imputed(plain, "o", "ips")
