@@ -248,3 +248,18 @@ def test_the_pooled_table_and_the_summary_name_the_studies_imputed_wholesale():
     plain = pool_estimates(chunk_estimates(data, {}, "o", analysis, {**mi, "method": "stratified"}, range(2)))
     assert plain[plain["analysis"] == "one-stage"].iloc[0]["n_studies"] == 3
     assert "imputed" not in " ".join(plain["studies"].astype(str)) and "wholesale" not in imputed(plain, "o", "ips")
+
+
+def test_covariates_age_and_sex_are_imputed_and_diagnosis_is_refused():
+    data = five_studies(5)
+    labels = sorted(data["study"].unique())
+    rng = np.random.default_rng(5)
+    data["age"] = np.where(data["study"] == labels[0], np.nan, rng.normal(40, 10, len(data)))
+    data["sex"] = np.where(rng.random(len(data)) < 0.1, None, np.where(rng.random(len(data)) < 0.5, "female", "male"))
+    completed = impute(data, "o", 0, seed=6, method="two_stage", covariates=("age", "sex"))
+    assert completed[[*VARIABLES, "age", "sex"]].notna().all().all()
+    assert set(completed["sex"]) == {"female", "male"}
+    assert wholesale_imputed(data, "o", ("age", "sex"))[labels[0]] == ["age"]
+    data["diagnosis"] = "F20"
+    with pytest.raises(ImputationError, match="^multiple_imputation.method two_stage does not take diagnosis"):
+        impute(data, "o", 0, seed=6, method="two_stage", covariates=("age", "sex", "diagnosis"))
