@@ -219,7 +219,7 @@ def test_a_site_refuses_two_stage_imputation():
         )
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), labels=st.permutations(["P", "Q", "S01", "A", "zz"]))
 def test_row_order_study_order_and_labels_do_not_change_the_two_stage_imputations(seed, labels):
     data = five_studies(seed)
