@@ -215,7 +215,7 @@ def test_random_parts_are_read_as_lme4_reads_them():
     assert split_random("y ~ (x || g) + x") == ("y ~ x", [RandomPart("x", "g", False)])
     assert split_random("y ~ x + (1 | a/b) + z") == (
         "y ~ x + z",
-        [RandomPart("1", "a", True), RandomPart("1", "a:b", True)],
+        [RandomPart("1", "a", True), RandomPart("1", "b:a", True)],
     )
     assert split_random("y ~ I(x^2) + (1 + I(x^2) | g)") == ("y ~ I(x^2)", [RandomPart("1 + I(x^2)", "g", True)])
     assert split_random("y ~ (1 | g)") == ("y ~ 1", [RandomPart("1", "g", True)])

@@ -8,7 +8,8 @@ and datasets' ChickWeight (random slope).
 - ranef: lme4's ranef(condVar = TRUE) modes (1e-6 of their largest) and conditional variances (1e-5:
   they scale with the variance components, which the engine matches to about 1e-6 on slope models);
 - predict (1e-6 of the largest prediction): lme4's predict on new rows, group-level, population-level
-  (re.form = NA) and with a new group (allow.new.levels = TRUE), and the fitted values;
+  (re.form = NA), the random intercepts only (re.form = ~(1 | group), a random slope left out) and
+  with a new group (allow.new.levels = TRUE), and the fitted values;
 - confint: lme4's confint(method = "Wald").
 lme4 is refitted with tight optimizer tolerances, as in test_lmm_reference.py.
 """
@@ -55,6 +56,8 @@ for (case in names(CASES)) {
       fitted = unname(predict(m)), rows = cs$new,
       group_level = unname(predict(m, newdata = new, allow.new.levels = TRUE)),
       population = unname(predict(m, newdata = new, re.form = NA)),
+      intercepts_only = unname(predict(m, newdata = new, allow.new.levels = TRUE,
+                                       re.form = as.formula(paste0("~(1 | ", cs$group, ")")))),
       confint = unname(ci[names(fixef(m)), ]), scaled_residuals = unname(quantile(resid(m, scaled = TRUE))),
       confint_90 = unname(confint(m, method = "Wald", level = 0.9)[names(fixef(m)), ]))
   }
@@ -161,6 +164,8 @@ def test_predict_equals_lme4(case, reference, fits):
     assert scaled(fit.predict(new, re_form="~0"), theirs["population"]) < 1e-6
     random_part = "~" + CASES[case][1].split("+")[-1].strip()  # the model's own random part: group level
     assert scaled(fit.predict(new, re_form=random_part, allow_new_levels=True), theirs["group_level"]) < 1e-6
+    intercepts_only = fit.predict(new, re_form=f"~(1 | {group})", allow_new_levels=True)  # a slope's term left out
+    assert scaled(intercepts_only, theirs["intercepts_only"]) < 1e-6
     with pytest.raises(ValueError, match="not in the fit"):
         fit.predict(new)  # lme4's default refuses a new group too
     assert scaled(fit.predict(new.iloc[1:]), theirs["group_level"][1:]) < 1e-6

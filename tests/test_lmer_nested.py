@@ -1,6 +1,7 @@
 """Nested random effects, `(1 | study/centre)` and `(terms | study) + (1 | study:centre)`, checked
 live against lme4, lmerTest and pbkrtest: lme4's Pastes, nlme's Oats and Pixel (a random slope by
-dog with a random intercept by side within dog, Pinheiro & Bates 2000, section 4.3) and the demo's
+dog with a random intercept by side within dog, Pinheiro & Bates 2000, section 4.3; its left sides
+alone give as many Dog:Side as Dog levels, a tie in lme4's order of the terms) and the demo's
 harmonized data with its centres (`site`; EU6 has six), with the primary models' fixed part.
 
 The data come back from R (so both fit the same numbers); each is fitted through ipdpool.lmer.
@@ -34,7 +35,8 @@ pastes <- characters(as.data.frame(lme4::Pastes)[, c("strength", "batch", "cask"
 oats <- characters(as.data.frame(Oats)[, c("yield", "nitro", "Block", "Variety")])
 names(oats)[1] <- "grain"  # yield is a Python keyword
 pixel <- characters(as.data.frame(Pixel)[, c("pixel", "day", "Dog", "Side")])
-data <- list(pastes = pastes, oats = oats, pixel = pixel, demo = demo)
+pixel_left <- pixel[pixel$Side == "L", ]  # one side per dog: as many Dog:Side as Dog levels
+data <- list(pastes = pastes, oats = oats, pixel = pixel, pixel_left = pixel_left, demo = demo)
 one <- function(formula, d, reml) {
   m <- lmer(as.formula(formula), d, REML = reml, control = tight)
   s <- summary(m)$coefficients
@@ -52,7 +54,27 @@ one <- function(formula, d, reml) {
               res$kr_df <- unname(k[, 3]) }
   res
 }
-out <- list(data = data, fits = lapply(cases, function(c) one(c$formula, data[[c$data]], c$reml)))
+new_rows <- function(d, formula, study, centre) {  # 3 fitted rows, an unseen centre of a seen study, an unseen study
+  d <- d[complete.cases(d[, intersect(all.vars(as.formula(formula)), names(d))]), ]
+  new <- d[c(1, nrow(d) %/% 2, nrow(d), 1, 1), ]
+  new[[centre]][4:5] <- "unseen centre"
+  new[[study]][5] <- "unseen study"
+  new
+}
+predictions <- function(p) {
+  new <- new_rows(data[[p$data]], p$formula, p$study, p$centre)
+  m <- lmer(as.formula(p$formula), data[[p$data]], control = tight)
+  refused <- function(e) NA
+  strict <- function(rows, re) tryCatch(unname(predict(m, new[rows, ], re.form = re)), error = refused)
+  forms <- lapply(p$forms, function(f) {
+    re <- if (f == "NA") NA else as.formula(f)
+    list(allowed = unname(predict(m, new, re.form = re, allow.new.levels = TRUE)),
+         seen_studies = strict(1:4, re), all = strict(1:5, re))
+  })
+  list(new = new, forms = setNames(forms, p$forms))
+}
+out <- list(data = data, fits = lapply(cases, function(c) one(c$formula, data[[c$data]], c$reml)),
+            predictions = lapply(predict_cases, predictions))
 """
 
 CASES = {
@@ -60,6 +82,9 @@ CASES = {
     "oats": ("oats", "grain ~ nitro + (1 | Block/Variety)", True),
     "pixel": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", True),
     "pixel_ml": ("pixel", "pixel ~ day + I(day^2) + (day | Dog) + (1 | Dog:Side)", False),
+    # a tie in levels (10 and 10): lme4 keeps the written order of the terms (theta, VarCorr, ranef)
+    "tie": ("pixel_left", "pixel ~ day + I(day^2) + (0 + day | Dog) + (1 | Dog:Side)", True),
+    "tie_centre_first": ("pixel_left", "pixel ~ day + I(day^2) + (1 | Dog:Side) + (0 + day | Dog)", True),
     "demo_employed": ("demo", "self_esteem_fu_z ~ employed + self_esteem_bl_z + (1 | study/site)", True),
     "demo_interaction": (
         "demo",
@@ -82,11 +107,32 @@ def harmonized_demo(repo: Path) -> pd.DataFrame:
     return data[columns + ["depression_bl_z", "depression_fu_z"]].astype({"employed": float})
 
 
+# lme4's re.form on nested fits: (data, formula, study, centre column, re.forms); a factor is named
+# as lme4 names it ((1 | a/b) makes 'b:a'), "NA" is re.form = NA
+PREDICT_CASES = {
+    "pastes": ("pastes", CASES["pastes"][1], "batch", "cask",
+               ["~(1 | batch)", "~(1 | cask:batch)", "~(1 | batch/cask)"]),
+    "pastes_sample": ("pastes", "strength ~ 1 + (1 | sample) + (1 | batch)", "batch", "sample",
+                      ["~(1 | batch)", "~(1 | sample)"]),
+    "oats": ("oats", CASES["oats"][1], "Block", "Variety", ["~(1 | Block)", "~(1 | Variety:Block)", "NA", "~0"]),
+    "pixel": ("pixel", CASES["pixel"][1], "Dog", "Side",
+              ["~(day | Dog)", "~(1 | Dog)", "~(0 + day | Dog)", "~(1 | Dog:Side)", "~(day | Dog) + (1 | Dog:Side)"]),
+    "demo": ("demo", CASES["demo_employed"][1], "study", "site", ["~(1 | study)", "~(1 | site:study)"]),
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def reference(repo_root):
     cases = {name: {"data": d, "formula": f, "reml": r} for name, (d, f, r) in CASES.items()}
-    script = "cases <- fromJSON(cases_json, simplifyVector = FALSE)\n" + R_FITS
-    return run_r(f"cases_json <- {json.dumps(json.dumps(cases))}\n" + script, {"demo": harmonized_demo(repo_root)})
+    predict_cases = {
+        name: {"data": d, "formula": f, "study": s, "centre": c, "forms": forms}
+        for name, (d, f, s, c, forms) in PREDICT_CASES.items()
+    }
+    script = (
+        f"cases <- fromJSON({json.dumps(json.dumps(cases))}, simplifyVector = FALSE)\n"
+        f"predict_cases <- fromJSON({json.dumps(json.dumps(predict_cases))}, simplifyVector = FALSE)\n"
+    )
+    return run_r(script + R_FITS, {"demo": harmonized_demo(repo_root)})
 
 
 def relative(ours, theirs) -> float:
@@ -118,6 +164,7 @@ def test_nested_fits_equal_lme4_lmertest_and_pbkrtest(case, reference):
     np.testing.assert_allclose(anova["DenDF"].to_numpy(float), theirs["anova_df"] or [], rtol=1e-6)
     ranef = result.ranef()
     assert list(ranef) == theirs["groups"]
+    assert [group for group, _, _ in result.random_blocks()] == list(theirs["variances"])  # VarCorr's order
     for group, effects in ranef.items():
         expected = theirs["ranef"][group]
         assert list(effects.modes.index) == expected["levels"]
@@ -211,3 +258,51 @@ def test_centre_within_study_sensitivity_rows_equal_lme4(reference):
             np.atleast_1d(theirs["variances"]["site:study"])[0], rel=1e-6, abs=scale
         )
         assert row["n_participants"] == len(demo[["employed", f"{outcome}_bl_z", f"{outcome}_fu_z"]].dropna())
+
+
+@pytest.mark.parametrize("case", PREDICT_CASES)
+def test_predict_with_some_random_terms_equals_lme4_re_form(case, reference):
+    """lme4's predict(m, newdata, re.form = ...) on nested fits: only the named terms' conditional
+    modes added (a study-level prediction for a centre not in the fit, the centre term alone, part
+    of a random slope's terms), new levels of an added factor at 0 with allow_new_levels and refused
+    without it (as lme4), new levels of a factor left out not looked at."""
+    data, formula, _, _, forms = PREDICT_CASES[case]
+    theirs = reference["predictions"][case]
+    new = pd.DataFrame(theirs["new"])
+    result = ipdpool.lmer(formula, pd.DataFrame(reference["data"][data]))
+    scale = np.abs(result.predict().to_numpy()).max()
+    for form in forms:
+        expected = theirs["forms"][form]
+        re_form = None if form == "NA" else form
+        allowed = result.predict(new, re_form=re_form, allow_new_levels=True).to_numpy()
+        np.testing.assert_allclose(allowed, expected["allowed"], rtol=0, atol=1e-8 * scale, err_msg=form)
+        for rows, key in ((slice(0, 4), "seen_studies"), (slice(0, 5), "all")):
+            if expected[key] is None:
+                with pytest.raises(ValueError, match="not in the fit"):
+                    result.predict(new.iloc[rows], re_form=re_form)
+            else:
+                ours = result.predict(new.iloc[rows], re_form=re_form).to_numpy()
+                np.testing.assert_allclose(ours, expected[key], rtol=0, atol=1e-8 * scale, err_msg=f"{form} {key}")
+
+
+def test_re_form_refusals_and_the_variables_of_terms_left_out(reference):
+    """As lme4: a factor named otherwise than the fit names it ((1 | batch/cask) makes 'cask:batch'),
+    a factor or term not in the fit, and text that is not a formula are refused; a variable only
+    the terms left out use need not be in the new data (lme4 fills it with NA)."""
+    pastes = ipdpool.lmer(CASES["pastes"][1], pd.DataFrame(reference["data"]["pastes"]))
+    for re_form, message in [
+        ("~(1 | batch:cask)", "'batch:cask', which is not one of the fit's \\['batch', 'cask:batch'\\]"),
+        ("~(1 | sample)", "not one of the fit's"),
+        ("(1 | batch)", "re_form must be"),
+        ("~(1 + sample | batch)", "use \\['sample'\\], which the fit's random terms do not"),
+        ("~(0 + strength | batch)", "terms \\['strength'\\] of 'batch' are not in the fit"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pastes.predict(re_form=re_form)
+    rng = np.random.default_rng(5)
+    data = pd.DataFrame({"x": rng.normal(size=60), "s": np.repeat(range(6), 10), "c": np.repeat(range(20), 3)})
+    data["y"] = data["x"] * rng.normal(size=6)[data["s"]] + rng.normal(size=20)[data["c"]] + rng.normal(size=60)
+    fit = ipdpool.lmer("y ~ 1 + (1 + x | s) + (1 | s:c)", data)
+    study_intercepts = fit.ranef()["s"].modes["Intercept"]
+    expected = fit.fit.beta[0] + study_intercepts.loc[data["s"].astype(str)].to_numpy()
+    np.testing.assert_allclose(fit.predict(data[["s"]], re_form="~(1 | s)"), expected, rtol=1e-12)

@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rscript import run_r
+from tests_support import assert_close, assert_covariance, assert_same_inference, inference
 
 from ipdpool.federated import plain
 from ipdpool.models.crossprod import cross_products
@@ -56,32 +57,6 @@ def generate(seed: int, k: int, slope: bool) -> tuple[np.ndarray, np.ndarray, np
 def fit(x, y, groups, slope: bool, reml: bool):
     q = 2 if slope else 1
     return fit_lmm(cross_products(x, x[:, :q], y, groups, NAMES, NAMES[:q]), reml=reml)
-
-
-def inference(fit_, contrast: np.ndarray, ddf: str) -> dict:
-    return fit_.contrast(contrast, ddf if fit_.reml else "satterthwaite")
-
-
-def assert_close(ours, expected, rel, scale=0.0, what=""):
-    ours, expected = np.asarray(ours, float), np.asarray(expected, float)
-    bound = rel * (np.abs(expected) + scale)
-    assert np.all(np.abs(ours - expected) <= bound), (what, ours, expected, np.abs(ours - expected) / (bound / rel))
-
-
-def assert_covariance(ours, expected, floor):
-    """Variances to 1e-8 of (value + floor_i), covariances to 1e-8 of the product of those SDs
-    (floor: what sigma2 puts on each element's scale, so that a variance at 0 has a scale)."""
-    scale = np.abs(np.diag(expected)) + floor
-    assert_close(ours, expected, 1e-8, np.sqrt(np.outer(scale, scale)) - np.abs(expected), "random covariance")
-
-
-def assert_same_inference(moved: dict, original: dict, estimate_map, se_factor: float):
-    """moved is the inference of the changed fit, original that of the matching contrast."""
-    expected = estimate_map(original["estimate"])
-    assert_close(moved["estimate"], expected, 1e-8, se_factor * original["se"], "estimate")
-    assert_close(moved["se"], se_factor * original["se"], 1e-8, what="se")
-    for key in ("df", "t", "p_value"):
-        assert_close(moved[key], original[key], 1e-5, 1e-12 if key == "p_value" else 0.0, key)
 
 
 cases = st.tuples(

@@ -21,11 +21,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from rscript import run_r
-from test_lmm_properties import GRID, NAMES, PROPERTY, affine, assert_close, assert_same_inference, shifts
+from test_lmm_properties import GRID, NAMES, PROPERTY, affine, shifts
+from tests_support import assert_close, assert_covariance, assert_same_inference, inference
 
+from ipdpool import lmer
 from ipdpool.federated import plain
 from ipdpool.models.crossprod import cross_products
 from ipdpool.models.lmm import fit_lmm
@@ -54,22 +56,13 @@ def fit(x, y, study, centre, slope: bool, reml: bool):
     return fit_nested(blocks, studies, reml=reml)
 
 
-def components(fit_) -> tuple[float, np.ndarray]:
-    return fit_.centre_variance, fit_.study_covariance
-
-
 def assert_components(after, before, study_map: np.ndarray, factor: float):
     """centre variance x factor; study covariance M D M' x factor; each to 1e-8 of (its value +
-    sigma2's share), as test_lmm_properties.assert_covariance."""
+    sigma2's share), as tests_support.assert_covariance."""
     floor = factor * before.sigma2
     assert_close(after.centre_variance, factor * before.centre_variance, 1e-8, floor, "centre variance")
     expected = factor * study_map @ before.study_covariance @ study_map.T
-    scale = np.abs(np.diag(expected)) + floor * (study_map**2).sum(axis=1)
-    assert_close(after.study_covariance, expected, 1e-8, np.sqrt(np.outer(scale, scale)) - np.abs(expected), "D")
-
-
-def inference(fit_, contrast, ddf):
-    return fit_.contrast(contrast, ddf if fit_.reml else "satterthwaite")
+    assert_covariance(after.study_covariance, expected, floor * (study_map**2).sum(axis=1), "D")
 
 
 cases = st.tuples(
@@ -155,6 +148,36 @@ def test_row_order_relabelling_and_centres_split_over_files(case, y_shift, x_shi
         if i == 0:  # the intercept's t and p change with the shift
             original = {**original, "t": moved["t"], "p_value": moved["p_value"]}
         assert_same_inference(moved, original, lambda b, i=i: b + (y_shift if i == 0 else 0), 1.0)
+
+
+STUDY_LEVEL = settings(PROPERTY, max_examples=50)  # two lmer fits and four predictions an example: the CI budget
+
+
+@STUDY_LEVEL
+@given(cases, st.integers(0, 2**32 - 1))
+def test_study_level_predictions_ignore_centre_labels_and_row_order(case, other_seed):
+    """lme4's study-level prediction (re.form = ~(1 | s), or ~(1 + x | s) with a random slope) of
+    a nested fit is the same after the rows are reordered and the centres relabelled (they then sort
+    in another order), and for rows whose centre the fit has not seen (the centre term is left out,
+    so no new level); study-level plus centre-only minus population level is the full prediction."""
+    seed, k, slope, reml = case
+    x, y, study, centre = generate(seed, k, slope)
+    rng = np.random.default_rng(other_seed)
+    data = pd.DataFrame({"y": y, "x": x[:, 1], "w": x[:, 2], "s": study, "c": centre})
+    formula, study_level, centre_only = (
+        ("y ~ x + w + (1 + x | s) + (1 | s:c)", "~(1 + x | s)", "~(1 | s:c)")
+        if slope
+        else ("y ~ x + w + (1 | s/c)", "~(1 | s)", "~(1 | c:s)")
+    )
+    fitted = lmer(formula, data, reml=reml)
+    before = fitted.predict(data, re_form=study_level).to_numpy()
+    relabelled = data.assign(c=[f"centre {v}" for v in rng.permutation(1000)[centre]])
+    refit = lmer(formula, relabelled.iloc[rng.permutation(len(y))], reml=reml)
+    scale = np.abs(before).max() + np.sqrt(fitted.fit.sigma2)
+    assert_close(refit.predict(relabelled, re_form=study_level), before, 1e-8, scale, "study level")
+    assert np.array_equal(fitted.predict(data.assign(c=-1), re_form=study_level).to_numpy(), before)
+    parts = before + fitted.predict(data, re_form=centre_only).to_numpy() - fitted.predict(data, re_form=None)
+    assert_close(parts, fitted.predict(data), 1e-12, scale, "sum of the terms")
 
 
 # ------------------------------------------------------------------ generated cases in lme4

@@ -129,13 +129,16 @@ def imputation_participants(completed: dict[int, dict[str, pd.DataFrame]], analy
 
 
 def imputed_subgroups(completed: dict[int, dict[str, pd.DataFrame]]) -> dict[str, frozenset]:
-    """The employment subgroups of each completed data set (employment is imputed too)."""
+    """The employment subgroups of each completed data set (employment is imputed too), and its
+    female subgroup where sex is an imputation covariate (imputed where missing)."""
     out = {}
     for number, frames in completed.items():
         for outcome, frame in frames.items():
             employed, ips = frame["employed"] == 1, frame["arm"] == "IPS"
             out[f"employed, {outcome} #{number}"] = frozenset(frame["participant_id"][employed])
             out[f"IPS and employed, {outcome} #{number}"] = frozenset(frame["participant_id"][employed & ips])
+            if "sex" in frame:
+                out[f"female, {outcome} #{number}"] = frozenset(frame["participant_id"][frame["sex"] == "female"])
     return out
 
 
@@ -167,6 +170,7 @@ def imputed_design(name: str) -> tuple[str, str, int]:
 # (and, subtracted from the column's total, over the others). Those subgroups are compared too:
 # two designs whose participants differ by 4, of whom 1 is in IPS, give that one away through
 # their IPS column.
+IMPUTED_SPLITS = ("employed", "female")  # subgroups of imputed variables (sex: when an imputation covariate)
 SPLITS_OF_TERM = {
     "ips": ("IPS",), "employed": ("employed",), "employed_within": ("employed",), "employed_between": ("employed",),
     "ips:employed": ("IPS and employed",), "sex": ("female",),
@@ -200,9 +204,10 @@ def statistic_splits(name: str, analysis: dict, diagnosis_levels=()) -> tuple[st
     labels = [label for term in terms for label in SPLITS_OF_TERM.get(term, ())]
     if "diagnosis" in terms:
         labels += [f"diagnosis {level}" for level in diagnosis_levels]
-    if name.startswith(IMPUTED):  # employment is imputed: its subgroups are the completed data set's
+    if name.startswith(IMPUTED):  # employment and sex are imputed: their subgroups are the completed data set's
         outcome, _, number = imputed_design(name)
-        labels = [f"{label}, {outcome} #{number}" if "employed" in label else label for label in labels]
+        imputed = ("IPS and employed", *IMPUTED_SPLITS)
+        labels = [f"{label}, {outcome} #{number}" if label in imputed else label for label in labels]
     return tuple(dict.fromkeys(labels))
 
 
@@ -274,11 +279,11 @@ def statistic_quantities(name: str, analysis: dict, diagnosis_levels=()) -> set[
 
 
 def statistic_relabel(name: str) -> dict[str, str]:
-    """A completed data set's statistic marks employment by its imputed values."""
+    """A completed data set's statistic marks employment and sex by their completed values."""
     if not name.startswith(IMPUTED):
         return {}
     outcome, _, number = imputed_design(name)
-    return {"employed": f"employed, {outcome} #{number}"}
+    return {label: f"{label}, {outcome} #{number}" for label in IMPUTED_SPLITS}
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,12 @@ def pool_group(group: pd.DataFrame) -> dict:
         reasons = sorted(set(failed["warnings"].fillna("").astype(str)))
         where = f"not estimated in {len(failed)} of {len(group)} completed data sets: "
         return {**base, "status": "not estimated", "warnings": where + "; ".join(reasons)}
+    if group["studies"].nunique(dropna=False) > 1 or group["n_participants"].nunique(dropna=False) > 1:
+        # an imputed value changed which studies (or participants) a fit could use
+        sets = group["studies"].fillna("").astype(str).value_counts().sort_index()
+        found = "; ".join(f"{studies or 'none'} in {count}" for studies, count in sets.items())
+        reason = f"the studies or participants differ between the completed data sets ({found}): no one estimand"
+        return {**base, "status": "not estimated", "warnings": reason}
     try:
         pooled = rubin(group["estimate"], group["se"].astype(float) ** 2, complete_data_df(group))
     except ValueError as refusal:  # the row names outcome, contrast and term

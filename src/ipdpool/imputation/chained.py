@@ -59,6 +59,7 @@ from .twostage import TooFewStudies, two_stage_draw
 METHODS = ("stratified", "fixed_effects", "two_level", "two_stage")
 COVARIATES = ("age", "sex", "diagnosis")  # the schema's adjustment covariates, in the order they enter
 IMPUTED_COVARIATES = ("age", "sex")
+BINARY = ("employed", "sex")  # drawn by logreg (sex as the female indicator)
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ def generator(seed: int, imputation: int, outcome: str, stratum: str) -> np.rand
 def imputation_covariates(analysis: dict) -> tuple[str, ...]:
     """The covariates (beyond the baseline score) that some configured model adjusts for: every
     imputation model of the run includes them, so that each analysis model's terms are in it."""
-    adjusted = {term for spec in analysis["models"].values() for term in spec.get("adjust", ())}
-    return tuple(c for c in COVARIATES if c in adjusted)
+    used = {term for spec in analysis["models"].values() for term in (*spec["terms"], *spec.get("adjust", ()))}
+    return tuple(c for c in COVARIATES if c in used)
 
 
 def covariate_columns(frame: pd.DataFrame, covariates: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -271,8 +272,14 @@ def chain(
                     rng, x[~rows], values[target][~rows], studies[~rows], x[rows], studies[rows]
                 )
                 continue
+            observed = np.unique(values[target][~rows])
+            if target in BINARY and len(observed) == 1:
+                # one value among the observed (a women-only trial): logreg's augmentation pseudo-rows
+                # alone would give the other value to some; mice drops the column and leaves it missing
+                values[target][rows] = observed[0]
+                continue
             x = np.column_stack(predictors(values, target, outcome, ips, np.column_stack([fixed, extra])))
-            draw = logreg_draw if target in ("employed", "sex") else norm_draw
+            draw = logreg_draw if target in BINARY else norm_draw
             values[target][rows] = draw(rng, x[~rows], values[target][~rows], x[rows])
     completed = frame.copy()
     for v in variables(outcome):

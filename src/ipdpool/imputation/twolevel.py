@@ -41,7 +41,8 @@ def two_level_draw(
     x_obs, x_mis = x_obs[:, keep], x_mis[:, keep]
     studies = int(study_obs.max()) + 1
     sizes = np.bincount(study_obs, minlength=studies).astype(float)
-    # per-study cross-products; the scores are standardized, so no large offsets cancel here
+    # per-study cross-products: the scores are standardized and age is bounded by the schema (16-80), so
+    # little cancels here (attack7 finding 6: age + 1e8 would be dropped as collinear with the intercept)
     cross = np.einsum("ij,ik->ijk", x_obs, x_obs)
     xtx = np.stack([cross[study_obs == j].sum(axis=0) for j in range(studies)])
     xty = np.stack([x_obs[study_obs == j].T @ y_obs[study_obs == j] for j in range(studies)])

@@ -20,7 +20,6 @@ variable used are dropped (and counted in the warnings), as lme4 does by default
 from __future__ import annotations
 
 import dataclasses
-import re
 import warnings as pywarnings
 from dataclasses import dataclass, field
 
@@ -55,7 +54,6 @@ from .results import (
     conditional_modes,
     format_summary,
     label_strings,
-    names_random_part,
     wald_intervals,
 )
 
@@ -72,6 +70,7 @@ class RandomStructure:
     study: RandomPart
     centre: str | None = None
     interaction: bool = True  # the centre factor is study:centre (else a column coded nested in study)
+    centre_written_first: bool = False  # lme4 keeps the written order of two terms with as many levels
 
 
 NESTED_FORMS = "one '(terms | group)', or '(1 | group/centre)' or '(terms | group) + (1 | group:centre)'"
@@ -84,19 +83,17 @@ def random_structure(formula: str, data: pd.DataFrame) -> RandomStructure:
     if len(parts) == 1:
         return RandomStructure(fixed, parts[0])
     if len(parts) == 2:
-        for study, centre in (parts, parts[::-1]):
+        for centre_first, (study, centre) in ((False, parts), (True, parts[::-1])):
             factors = centre.group.split(":")
             if ":" in study.group or centre.terms.replace(" ", "") != "1" or study.group not in columns:
                 continue
             if len(factors) == 2 and study.group in factors and factors[0] != factors[1]:
-                other = factors[1 - factors.index(study.group)]
-                slash = re.search(rf"\|\s*{re.escape(study.group)}\s*/\s*{re.escape(other)}\s*\)", formula)
-                return RandomStructure(fixed, study, f"{other}:{study.group}" if slash else centre.group)
+                return RandomStructure(fixed, study, centre.group, centre_written_first=centre_first)
             # lme4 fits (1 | centre) + (1 | study) as (1 | study) + (1 | centre): whichever is written
             # first, the factor whose levels nest in the other's is the centre.
             backwards = nests_in(data, study.group, centre.group) and not nests_in(data, centre.group, study.group)
             if len(factors) == 1 and factors[0] != study.group and not backwards:
-                return RandomStructure(fixed, study, centre.group, interaction=False)
+                return RandomStructure(fixed, study, centre.group, interaction=False, centre_written_first=centre_first)
     raise NotEstimable(
         f"formula {formula!r} has {len(parts)} random parts after expanding '/' that are not a factor nested in "
         f"another with a random intercept (crossed or deeper nesting is not fitted); the engine fits {NESTED_FORMS}"
@@ -273,16 +270,14 @@ class LmerResult:
     def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = "all", allow_new_levels=False):
         """Predicted means for the rows of `newdata` (default: the rows fitted), as lme4's predict:
         re_form="all" (default, or the model's random part) adds each group's conditional modes;
-        re_form=None (or "NA", "~0") gives the population level X beta. A group not in the fit is
-        refused, as lme4 does by default; allow_new_levels=True predicts it at the population level
-        (lme4's allow.new.levels = TRUE). Rows with a missing predictor get NaN (lme4's na.pass)."""
+        re_form=None (or "NA", "~0") gives the population level X beta; a formula naming some of the
+        random terms (lme4's re.form, e.g. "~(1 | study)" of a `(1 | study/centre)` fit) adds only
+        those, the others at 0. A group not in the fit, of a factor whose terms are added, is refused,
+        as lme4 does by default; allow_new_levels=True predicts it at the population level of that
+        factor (lme4's allow.new.levels = TRUE). Rows with a missing predictor get NaN (lme4's na.pass)."""
         frame = self.frame if newdata is None else newdata
-        population = re_form in POPULATION
-        if not population and re_form != "all" and not names_random_part(str(re_form), self.formula):
-            raise ValueError(f"re_form must be 'all', None, '~0' or the model's random part, not {re_form!r}")
-        variables = self.design.predictors
-        if not population:
-            variables |= self.random_variables | self.grouping_columns
+        included, variables = ({}, set()) if re_form in POPULATION else self._included_terms(re_form)
+        variables |= self.design.predictors
         check_columns(variables, frame)
         complete = frame[sorted(variables)].notna().all(axis=1).to_numpy()
         out = np.full(len(frame), np.nan)
@@ -292,24 +287,84 @@ class LmerResult:
         check_levels(self.design, rows)
         x = self.design.spec.get_model_matrix(rows, context=CONTEXT, na_action="ignore")[list(self.design.x.columns)]
         values = np.asarray(x, float) @ self.fit.beta
-        if not population:
-            values += self._group_part(rows, allow_new_levels)
+        if included:
+            values += self._group_part(rows, allow_new_levels, included)
         out[complete] = values
         return pd.Series(out, index=frame.index, name="prediction")
 
-    def _group_part(self, rows: pd.DataFrame, allow_new_levels: bool) -> np.ndarray:
-        modes = self.ranef().modes
-        z = np.asarray(self.random_spec.get_model_matrix(rows, context=CONTEXT, na_action="ignore"), float)
-        labels = np.array(label_strings(group_labels(rows, self.group)), dtype=object)
-        known = np.isin(labels, modes.index.to_numpy())
-        if not known.all() and not allow_new_levels:
+    def _included_terms(self, re_form: str) -> tuple[dict[str, list[str]], set[str]]:
+        """lme4's re.form: ({grouping factor: its terms whose modes a prediction adds}, the columns
+        those need). A factor must be named as lme4 names it (`(1 | a/b)` makes 'b:a'), and only
+        terms of the fit, as lme4 requires."""
+        blocks = {group: terms for group, terms, _ in self.random_blocks()}
+        if re_form == "all":
+            return blocks, self.random_variables | self.grouping_columns
+        text = str(re_form).strip()
+        parts = split_random(r_power("y " + text))[1] if text.startswith("~") else []
+        if not parts:
             raise ValueError(
-                f"{int((~known).sum())} rows have a level of {self.group!r} not in the fit: "
-                "pass allow_new_levels=True to predict them at the population level (lme4 refuses them too)"
+                f"re_form must be 'all', None, '~0' or random terms of the fit such as '~(1 | {self.group})'"
             )
-        effects = np.zeros_like(z)
-        effects[known] = modes.loc[labels[known]].to_numpy()
-        return np.einsum("ij,ij->i", z, effects)
+        import formulaic  # imported here: only formula entry points need it
+
+        included, variables = {}, set()
+        for part in parts:
+            if part.group not in blocks:
+                raise ValueError(
+                    f"re_form names the grouping factor {part.group!r}, which is not one of the fit's "
+                    f"{sorted(blocks)} (lme4 refuses it too)"
+                )
+            terms = quote_dotted(part.terms, self.frame.columns)
+            needed = required_variables(terms, self.frame.columns)
+            if needed - set(self.frame.columns):
+                raise ValueError(
+                    f"re_form's terms of {part.group!r} use {sorted(needed - set(self.frame.columns))}, which the "
+                    "fit's random terms do not (lme4 refuses them too)"
+                )
+            names = formulaic.model_matrix(terms, self.frame, context=CONTEXT, na_action="ignore").columns
+            unknown = sorted(set(names) - set(blocks[part.group]))
+            if unknown:
+                raise ValueError(
+                    f"re_form's terms {unknown} of {part.group!r} are not in the fit (lme4 refuses them too)"
+                )
+            included.setdefault(part.group, set()).update(names)
+            variables |= needed | set(part.group.split(":"))
+        return {
+            group: [t for t in blocks[group] if t in included[group]] for group in blocks if group in included
+        }, variables
+
+    def _modes(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes per grouping factor (levels x terms)."""
+        return {self.group: self.ranef().modes}
+
+    def _random_columns(self, group: str, rows: pd.DataFrame) -> pd.DataFrame:
+        """The random-effect columns of `group`'s terms for `rows`. A variable of a term that
+        re_form leaves out may be absent (lme4 sets it to NA): it is filled from the fit's first row
+        so that the fit's model spec evaluates; its columns are not used."""
+        absent = sorted(self.random_variables - set(rows.columns))
+        filled = rows.assign(**{name: self.frame[name].iloc[0] for name in absent}) if absent else rows
+        z = self.random_spec.get_model_matrix(filled, context=CONTEXT, na_action="ignore")
+        return pd.DataFrame(np.asarray(z, float), index=rows.index, columns=self.random_terms)
+
+    def _group_part(self, rows: pd.DataFrame, allow_new_levels: bool, included: dict[str, list[str]]) -> np.ndarray:
+        """Z b over the included terms; a level not in the fit has b = 0 (refused unless allowed)."""
+        modes = self._modes()
+        total, new = np.zeros(len(rows)), {}
+        for group, terms in included.items():
+            labels = np.array(label_strings(group_labels(rows, group)), dtype=object)
+            known = np.isin(labels, modes[group].index.to_numpy())
+            if not known.all():
+                new[group] = int((~known).sum())
+            effects = np.zeros((len(rows), len(terms)))
+            effects[known] = modes[group].loc[labels[known], terms].to_numpy()
+            total += np.einsum("ij,ij->i", self._random_columns(group, rows)[terms].to_numpy(), effects)
+        if new and not allow_new_levels:
+            counts = ", ".join(f"{count} of {group!r}" for group, count in new.items())
+            raise ValueError(
+                f"rows have levels not in the fit ({counts}): pass allow_new_levels=True to predict them at "
+                "the population level of that factor (lme4 refuses them too)"
+            )
+        return total
 
     def summary(self) -> str:
         """The fit as lmerTest's summary prints it (random effects, then fixed effects)."""

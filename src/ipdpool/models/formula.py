@@ -58,12 +58,13 @@ def _bar(inside: str) -> int | None:
 
 
 def nested_groups(group: str) -> list[str]:
-    """lme4's `a/b/c` -> a, a:b, a:b:c; a plain group or interaction a:b stays as it is."""
+    """lme4's `a/b/c` -> a, b:a, c:b:a (lme4's names of the terms); a plain group or an
+    interaction a:b stays as it is."""
     levels = [part.strip() for part in group.split("/")]
     if not all(re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_.]*(\s*:\s*[A-Za-z_.][A-Za-z0-9_.]*)*", p) for p in levels):
         raise FormulaError(f"grouping factor {group!r} must be column names joined by ':' or '/'")
     levels = [re.sub(r"\s*:\s*", ":", p) for p in levels]
-    return [":".join(levels[: i + 1]) for i in range(len(levels))]
+    return [":".join(levels[i::-1]) for i in range(len(levels))]
 
 
 def split_random(formula: str) -> tuple[str, list[RandomPart]]:

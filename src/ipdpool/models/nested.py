@@ -20,7 +20,9 @@ follows lmm's, with extra care at the faces where a variance is 0. Padding costs
 O(studies x (q_s + J)^3) per evaluation, J the most centres in one study.
 
 theta is in lme4's order: the term whose grouping factor has more levels first (mkReTrms's
-reorder.terms), i.e. the centre's theta first whenever there are more centres than studies.
+reorder.terms), i.e. the centre's theta first whenever there are more centres than studies; with as
+many centres as studies (one centre each) mkReTrms keeps the written order (it reorders only when a
+later term has more levels), which `centre_first_on_tie` carries.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class NestedLayout:
         return relative_factor(self.expand @ theta, self.padded_pattern)
 
 
-def nested_layout(cp: CrossProducts, studies) -> NestedLayout:
+def nested_layout(cp: CrossProducts, studies, centre_first_on_tie: bool = False) -> NestedLayout:
     """The layout of centre blocks `cp` (one per (study, centre); groups are the centres' labels)."""
     pairs = list(zip((str(s) for s in studies), cp.groups))
     if len(set(pairs)) != len(pairs):
@@ -128,7 +130,8 @@ def nested_layout(cp: CrossProducts, studies) -> NestedLayout:
     slot = np.array([int(np.sum(study_of[:j] == study_of[j])) for j in range(len(order))])
     return NestedLayout(
         study_labels, tuple(pairs[i] for i in order), study_of, slot, int(slot.max()) + 1, cp.q,
-        free_pattern(cp.q, cp.random_terms), len(pairs) > len(study_labels),
+        free_pattern(cp.q, cp.random_terms),
+        len(pairs) > len(study_labels) or (len(pairs) == len(study_labels) and centre_first_on_tie),
     )  # fmt: skip
 
 
@@ -330,17 +333,23 @@ class NestedFit(LmmFit):
 
 
 def fit_nested(
-    blocks: CrossProducts, studies, reml: bool = True, singular_tolerance: float = SINGULAR_TOLERANCE
+    blocks: CrossProducts,
+    studies,
+    reml: bool = True,
+    singular_tolerance: float = SINGULAR_TOLERANCE,
+    centre_first_on_tie: bool = False,
 ) -> NestedFit:
     """Fit `(terms | study) + (1 | study:centre)` from per-centre blocks.
 
     `blocks`: a CrossProducts whose groups are the centres (labels need only be unique within a
     study; blocks of the same (study, centre) are added), whose Z columns and random_terms are the
-    study's terms (Z's intercept for `(1 | study/centre)`); `studies`: the study of each block."""
+    study's terms (Z's intercept for `(1 | study/centre)`); `studies`: the study of each block;
+    `centre_first_on_tie`: the centre term was written first (lme4's order when every study has
+    one centre)."""
     if len(studies) != blocks.k:
         raise ValueError(f"{len(studies)} study labels for {blocks.k} centre blocks")
     blocks, studies = merge_centres(blocks, studies)
-    layout = nested_layout(blocks, studies)
+    layout = nested_layout(blocks, studies, centre_first_on_tie)
     if len(layout.studies) < 2:
         raise NotEstimable("a nested model needs more than one study")
     if blocks.n_total <= blocks.p:

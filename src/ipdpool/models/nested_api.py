@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .api import LmerResult, RandomStructure, check_grouping, check_identifiable, group_labels
-from .formula import CONTEXT, FormulaError
+from .formula import FormulaError
 from .nested import NestedFit, conditional_modes, fit_nested, nested_cross_products
 from .results import RandomEffects, label_strings
 
@@ -47,7 +47,7 @@ def lmer_nested(base: LmerResult, structure: RandomStructure, correlated: bool, 
         base.design.x.to_numpy(float), base.z, base.response, label_strings(studies), label_strings(centres),
         list(base.design.x.columns), base.random_terms, random_terms=((tuple(range(q)), correlated),),
     )  # fmt: skip
-    fit = fit_nested(blocks, block_studies, reml=reml)
+    fit = fit_nested(blocks, block_studies, reml=reml, centre_first_on_tie=structure.centre_written_first)
     return NestedLmerResult(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)} | {"fit": fit},
                             centre=structure.centre)  # fmt: skip
 
@@ -143,22 +143,10 @@ class NestedLmerResult(LmerResult):
         position = {key: i for i, key in enumerate(keys)}
         return pd.Index(levels["_label"].to_list(), name=factor), np.array([position[k] for k in levels["_key"]])
 
-    def _group_part(self, rows: pd.DataFrame, allow_new_levels: bool) -> np.ndarray:
-        effects = self.ranef()
-        study_modes, centre_modes = effects[self.group].modes, effects[self.centre].modes.iloc[:, 0]
-        z = np.asarray(self.random_spec.get_model_matrix(rows, context=CONTEXT, na_action="ignore"), float)
-        studies = np.array(label_strings(group_labels(rows, self.group)), dtype=object)
-        centres = np.array(label_strings(group_labels(rows, self.centre)), dtype=object)
-        known_study = np.isin(studies, study_modes.index.to_numpy())
-        known_centre = np.isin(centres, centre_modes.index.to_numpy())
-        if not (known_study.all() and known_centre.all()) and not allow_new_levels:
-            raise ValueError(
-                f"{int((~(known_study & known_centre)).sum())} rows have a level of {self.group!r} or {self.centre!r} "
-                "not in the fit: pass allow_new_levels=True to predict them at the population level of that factor "
-                "(lme4 refuses them too)"
-            )
-        study_effects = np.zeros_like(z)
-        study_effects[known_study] = study_modes.loc[studies[known_study]].to_numpy()
-        centre_effects = np.zeros(len(rows))
-        centre_effects[known_centre] = centre_modes.loc[centres[known_centre]].to_numpy()
-        return np.einsum("ij,ij->i", z, study_effects) + centre_effects
+    def _modes(self) -> dict[str, pd.DataFrame]:
+        return {group: effects.modes for group, effects in self.ranef().items()}
+
+    def _random_columns(self, group: str, rows: pd.DataFrame) -> pd.DataFrame:
+        if group == self.centre:
+            return pd.DataFrame(1.0, index=rows.index, columns=CENTRE_TERMS)
+        return super()._random_columns(group, rows)

@@ -73,16 +73,6 @@ def wald_intervals(fit: LmmFit, level: float) -> pd.DataFrame:
     return pd.DataFrame({low: fit.beta - z * se, high: fit.beta + z * se}, index=pd.Index(fit.names, name="term"))
 
 
-def names_random_part(re_form: str, formula: str) -> bool:
-    """Whether `re_form` ('~(1 + x | g)') is the random part of `formula`, spaces aside."""
-    from .formula import split_random
-
-    def parts(text: str) -> list[tuple[str, str, bool]]:
-        return [(p.terms.replace(" ", ""), p.group, p.correlated) for p in split_random(text)[1]]
-
-    return re_form.strip().startswith("~") and parts("y " + re_form.strip()) == parts(formula)
-
-
 # ------------------------------------------------------------------ summary
 
 

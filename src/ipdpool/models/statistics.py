@@ -70,7 +70,7 @@ def design_terms(model: ModelSpec, design: str, covariates: tuple[str, ...] = ()
     if design == "unadjusted":
         return model.terms + tuple(a for a in model.adjust if a != "baseline")
     if design == "covariates":
-        return model.terms + model.adjust + tuple(covariates)
+        return tuple(dict.fromkeys(model.terms + model.adjust + tuple(covariates)))  # adjust may hold some already
     if design == "within_between":
         if not has_within_between(model):
             return None
