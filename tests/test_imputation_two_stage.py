@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rscript import run_r
-from two_stage_reference import replicate, summary
+from two_stage_reference import replicate, simulated, summary
 
 from ipdpool.imputation.analysis import annotated_studies, chunk_estimates, pool_estimates, site_imputations
-from ipdpool.imputation.chained import ImputationError, impute, wholesale_imputed
+from ipdpool.imputation.chained import ImputationError, impute, thin_meta_analyses, wholesale_imputed
 from ipdpool.imputation.twostage import conditional_moments, gls_mean, method_of_moments
 from ipdpool.simulation import simulate_trials
 from ipdpool.summary import imputed, wholesale_studies
@@ -242,6 +242,12 @@ def test_the_pooled_table_and_the_summary_name_the_studies_imputed_wholesale():
     assert one_stage["n_studies"] == 5 and one_stage["status"] == "estimated"
     marked = f"{labels[1]} (imputed: follow-up),{labels[2]},{labels[3]} (imputed: baseline)"
     assert marked in one_stage["studies"]
+    # 4 measuring studies for a 5-coefficient model: part of Psi is 0, and the rows say so
+    assert (
+        "o_fu_z imputed wholesale from 4 measuring studies, fewer than its model's 5 coefficients + 1"
+        in (one_stage["warnings"])
+    )
+    assert thin_meta_analyses(simulated(np.random.default_rng(1))[1], "o") == ""  # 6 measuring studies
     text = imputed(pooled, "o", "ips")
     assert text.endswith(f"{labels[1]} (imputed: follow-up), {labels[3]} (imputed: baseline) wholesale"), text
     # stratified leaves out the studies without follow-up or baseline (the model adjusts for it), marks nothing

@@ -17,7 +17,7 @@ from ..meta import meta_analysis
 from ..models.onestage import mixed_model
 from ..models.statistics import ModelSpec, complete_cases, design_statistics, design_terms
 from ..models.twostage import per_study_table_from_statistics
-from .chained import Delta, delta_adjusted, imputation_covariates, impute, wholesale_imputed
+from .chained import Delta, delta_adjusted, imputation_covariates, impute, thin_meta_analyses, wholesale_imputed
 from .pooling import rubin
 
 KEY = ["outcome", "analysis", "contrast", "term", "method", "hksj"]
@@ -214,6 +214,11 @@ def chunk_estimates(
         tables.append(fit_imputation(dict(sorted(combined.items())), outcome, analysis, j))
     table = pd.concat(tables, ignore_index=True)
     table["studies"] = table["studies"].map(lambda studies: annotated_studies(studies, wholesale))
+    thin = thin_meta_analyses(held, outcome, imputation_covariates(analysis)) if wholesale else ""
+    if thin:
+        uses = table["studies"].astype(str).str.contains(" (imputed: ", regex=False)
+        earlier = table.loc[uses, "warnings"].fillna("").astype(str)
+        table.loc[uses, "warnings"] = earlier.where(earlier == "", earlier + "; ") + thin
     return table
 
 

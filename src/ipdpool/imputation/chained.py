@@ -389,6 +389,23 @@ def wholesale_imputed(frame: pd.DataFrame, outcome: str, covariates: tuple[str, 
     return dict(sorted(out.items()))
 
 
+def thin_meta_analyses(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> str:
+    """A warning for each variable imputed wholesale somewhere whose measuring studies number fewer
+    than its model's coefficients + 1: the method of moments then sets part of the between-study
+    covariance to (almost) 0, so the wholesale imputations understate the studies' heterogeneity."""
+    notes = []
+    imputed = [c for c in covariates if c in IMPUTED_COVARIATES]
+    for v in sorted({v for names in wholesale_imputed(frame, outcome, covariates).values() for v in names}):
+        coefficients = (6 if v in ("employed", *IMPUTED_COVARIATES) else 5) + len([c for c in imputed if c != v])
+        measuring = frame.loc[frame[v].notna(), "study"].nunique()
+        if measuring < coefficients + 1:
+            notes.append(
+                f"two_stage: {v} imputed wholesale from {measuring} measuring studies, fewer than its model's "
+                f"{coefficients} coefficients + 1, so part of the between-study covariance is 0"
+            )
+    return "; ".join(notes)
+
+
 def pooled_two_stage(
     frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int, covariates: tuple[str, ...] = ()
 ) -> pd.DataFrame:
