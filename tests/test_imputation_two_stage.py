@@ -269,3 +269,17 @@ def test_covariates_age_and_sex_are_imputed_and_diagnosis_is_refused():
     data["diagnosis"] = "F20"
     with pytest.raises(ImputationError, match="^multiple_imputation.method two_stage does not take diagnosis"):
         impute(data, "o", 0, seed=6, method="two_stage", covariates=("age", "sex", "diagnosis"))
+
+
+def test_employment_never_recorded_in_a_study_is_imputed_from_the_binary_two_stage_model():
+    """micemd's 2l.2stage.bin: the study's employment is drawn with logistic coefficients from the
+    between-study distribution; its imputed rate lies within the other studies' range, widened by
+    0.15 for the between-study spread (the 5 studies' rates are about 0.4)."""
+    data = five_studies(6)
+    labels = sorted(data["study"].unique())
+    data.loc[data["study"] == labels[2], "employed"] = np.nan
+    rates = [impute(data, "o", j, seed=7, method="two_stage")
+             .loc[data["study"] == labels[2], "employed"].mean() for j in range(4)]  # fmt: skip
+    others = data[data["study"] != labels[2]].groupby("study")["employed"].mean()
+    assert all(others.min() - 0.15 <= rate <= others.max() + 0.15 for rate in rates), (rates, others)
+    assert wholesale_imputed(data, "o")[labels[2]] == ["employed"]
