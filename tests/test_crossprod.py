@@ -197,10 +197,17 @@ def test_a_group_near_the_reference_alone_is_taken_again(raw_path, seed, k, data
 
 def test_a_column_of_ones_but_in_its_last_row_is_found_by_the_raw_path(raw_path):
     x, y, groups = generate(3, 12)
-    x[-1, 0] = 1.0 + 2.0**-52  # the raw path takes the first rows' word and checks every group
-    cp = cross_products(x, x[:, :1], y, groups, ["1", "x", "w"], ["1"])
+    almost = np.ones(len(y))
+    almost[-1] = 1.0 + 2.0**-52  # the raw path takes X's column on its first rows and checks every group
+    design = np.column_stack([almost, x[:, 1:]])
+    cp = cross_products(design, design[:, :1], y, groups, ["1", "x", "w"], ["1"])
     assert cp.x_index == (1, 2, 3) and cp.z_index == (1,)
-    labels, expected = by_definition(np.column_stack([np.ones(len(y)), x]), y, groups, cp.reference)
+    labels, expected = by_definition(np.column_stack([np.ones(len(y)), design]), y, groups, cp.reference)
+    np.testing.assert_allclose(cp.products, expected, rtol=1e-12, atol=1e-9)
+    # A column of Z read from other memory is compared in full at once.
+    cp = cross_products(x, almost[:, None], y, groups, ["1", "x", "w"], ["1"])
+    assert cp.x_index == (0, 1, 2) and cp.z_index == (3,)
+    labels, expected = by_definition(np.column_stack([x, almost]), y, groups, cp.reference)
     np.testing.assert_allclose(cp.products, expected, rtol=1e-12, atol=1e-9)
 
 

@@ -407,7 +407,7 @@ def _scalar_objective(cp: CrossProducts, reml: bool):
                 return np.array([np.inf]), np.zeros(1)
             return tuple(np.concatenate(parts) for parts in zip(*(objective(one) for one in t)))
         beta = (inverse @ xvy[:, :, None])[:, :, 0]  # r2 is stationary in beta: inv costs no digits there
-        r2 = corrected[:, p, p] - np.einsum("tp,tp->t", beta, xvy)
+        r2 = corrected[:, p, p] - (beta * xvy).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             values = np.log(m).sum(axis=1) + dof * (1 + np.log(2 * np.pi * r2 / dof))
             if reml:
@@ -415,8 +415,10 @@ def _scalar_objective(cp: CrossProducts, reml: bool):
             residual = (zxy[:, p] - beta @ zxy[:, :p].T) / m
             s = (zz / m).sum(axis=1) - (dof / r2) * (residual**2).sum(axis=1)
             if reml:
-                s -= (np.einsum("kp,tpr,kr->tk", zxy[:, :p], inverse, zxy[:, :p]) / m**2).sum(axis=1)
+                s -= (((zxy[:, :p] @ inverse) * zxy[:, :p]).sum(axis=2) / m**2).sum(axis=1)
         positive = r2 > 0
+        if positive.all():
+            return values, 2.0 * s * t
         return np.where(positive, values, np.inf), np.where(positive, 2.0 * s * t, 0.0)
 
     return objective
