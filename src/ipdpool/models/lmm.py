@@ -383,9 +383,10 @@ def _at_one_point(scalar):
 
 
 def _scalar_objective(cp: CrossProducts, reml: bool):
-    """q = 1: the deviance and its derivative for an array of theta at once (a grid costs about
-    one evaluation). With m_g = 1 + theta^2 z_g'z_g, H_g^-1 = I - z_g z_g' theta^2 / m_g, so
-    Z'H^-1[X y] = z'[X y] / m_g and [X y]'H^-1[X y] = [X y]'[X y] - sum_g (theta^2 / m_g) z'[X y]' z'[X y];
+    """q = 1: the deviance and its derivative (unless gradient=False) for an array of theta at
+    once (a grid costs about one evaluation). With m_g = 1 + theta^2 z_g'z_g, H_g^-1 =
+    I - z_g z_g' theta^2 / m_g, so Z'H^-1[X y] = z'[X y] / m_g and
+    [X y]'H^-1[X y] = [X y]'[X y] - sum_g (theta^2 / m_g) z'[X y]' z'[X y];
     the derivative is _objective's formula with every block a scalar."""
     p = cp.p
     zz, zxy = cp.ztz[:, 0, 0], np.column_stack([cp.ztx[:, 0, :], cp.zty[:, 0]])
@@ -394,7 +395,7 @@ def _scalar_objective(cp: CrossProducts, reml: bool):
     totals = cp.products[:, xy, :][:, :, xy].sum(axis=0)
     dof = cp.n_total - p if reml else cp.n_total
 
-    def objective(theta) -> tuple[np.ndarray, np.ndarray]:
+    def objective(theta, gradient: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         t = np.atleast_1d(np.asarray(theta, float)).ravel()
         m = 1.0 + (t**2)[:, None] * zz
         corrected = totals - ((t**2)[:, None] / m @ outer).reshape(len(t), p + 1, p + 1)
@@ -404,14 +405,17 @@ def _scalar_objective(cp: CrossProducts, reml: bool):
             inverse = np.linalg.inv(xvx)
         except np.linalg.LinAlgError:
             if len(t) == 1:
-                return np.array([np.inf]), np.zeros(1)
-            return tuple(np.concatenate(parts) for parts in zip(*(objective(one) for one in t)))
+                return np.array([np.inf]), np.zeros(1) if gradient else None
+            parts = [objective(one, gradient) for one in t]
+            return np.concatenate([v for v, _ in parts]), np.concatenate([g for _, g in parts]) if gradient else None
         beta = (inverse @ xvy[:, :, None])[:, :, 0]  # r2 is stationary in beta: inv costs no digits there
         r2 = corrected[:, p, p] - (beta * xvy).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             values = np.log(m).sum(axis=1) + dof * (1 + np.log(2 * np.pi * r2 / dof))
             if reml:
                 values += 2.0 * np.log(np.diagonal(rx, axis1=1, axis2=2)).sum(axis=1)
+            if not gradient:
+                return np.where(r2 > 0, values, np.inf), None
             residual = (zxy[:, p] - beta @ zxy[:, :p].T) / m
             s = (zz / m).sum(axis=1) - (dof / r2) * (residual**2).sum(axis=1)
             if reml:
@@ -432,7 +436,7 @@ def _minimize_one(cp: CrossProducts, reml: bool) -> np.ndarray:
     between-group variance), tried with the first grid, is kept where it is as low."""
     objective = _scalar_objective(cp, reml)
     grid = np.linspace(-12.0, 8.0, 41)
-    values = objective(np.r_[0.0, np.exp(grid)])[0]
+    values = objective(np.r_[0.0, np.exp(grid)], gradient=False)[0]
     at_zero, values = values[0], values[1:]
     best = int(np.argmin(values))  # the bracket narrowed twentyfold: log theta in steps of 0.025
     thetas = np.exp(np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 41))
@@ -468,8 +472,8 @@ def _newton_one(objective, point: tuple[float, float, float, float]) -> tuple[fl
         if not (theta > 0 and second > 0 and np.isfinite(second)):
             break
         step = -gradient / second
-        if abs(step) < 1e-12:  # converged: a step this small changes nothing
-            break
+        if abs(step) <= 1e-6 * theta:  # the quadratic model holds to ~1e-12 of theta: no check needed
+            return value, theta + step
         trial_value, trial, trial_gradient, trial_second = _newton_point(objective, max(theta + step, 0.0))
         # Near the optimum the deviance changes below its rounding (a few 1e-13 of the sum of its
         # terms): the gradient decides there, a step halving it is taken unless the deviance rises
