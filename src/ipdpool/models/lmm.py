@@ -433,7 +433,8 @@ def _minimize_one(cp: CrossProducts, reml: bool) -> np.ndarray:
     point narrows it (each grid is one vectorized evaluation, cheaper than the dozen sequential
     steps of Brent's method); the zero of the analytic gradient between the finer grid's points
     (secant) starts Newton steps (values alone resolve theta only to about 1e-8); theta = 0 (no
-    between-group variance), tried with the first grid, is kept where it is as low."""
+    between-group variance), tried with the first grid, is kept where it is as low as the finer
+    grid or the Newton steps reach."""
     objective = _scalar_objective(cp, reml)
     grid = np.linspace(-12.0, 8.0, 41)
     values = objective(np.r_[0.0, np.exp(grid)], gradient=False)[0]
@@ -442,6 +443,8 @@ def _minimize_one(cp: CrossProducts, reml: bool) -> np.ndarray:
     thetas = np.exp(np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 41))
     values, gradients = objective(thetas)
     best = int(np.argmin(values))
+    if at_zero <= values[best]:
+        return np.array([0.0])
     point = None
     for i in (best - 1, best):  # the gradient changes sign between points i and i + 1
         if 0 <= i < len(thetas) - 1 and gradients[i] < 0 < gradients[i + 1]:
