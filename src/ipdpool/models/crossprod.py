@@ -360,7 +360,7 @@ def cross_products(
     if raw_path and 0 in x_index and _fast_enough(columns, reference):
         products = _products_about(x, columns, x_index, reference, bounds)
     if products is None:
-        if raw_path:  # the column taken for the ones was not: read every column again
+        if raw_path:  # the centred path compares a column with the ones in full before taking it for them
             columns, x_index, z_index = _distinct_columns(x, z)
             columns.append(y)
             reference = np.array([0.0] + [reference_of_rows(c) for c in columns[1:]])
