@@ -167,7 +167,7 @@ def scaled_problem(cp: CrossProducts) -> Scaled:
     ones = np.zeros(m)
     ones[0] = 1.0
     a = np.column_stack([ones, *x_weights, *z_weights, y_weights])
-    products = np.einsum("ia,kij,jb->kab", a, cp.products, a, optimize=True)
+    products = a.T @ cp.products @ a
     p, q = cp.p, cp.q
     internal = CrossProducts(
         cp.groups, products, np.zeros(len(a.T)), tuple(range(1, p + 1)), tuple(range(p + 1, p + q + 1)),
@@ -179,6 +179,8 @@ def scaled_problem(cp: CrossProducts) -> Scaled:
 def lme4_theta(factor: np.ndarray, pattern: np.ndarray) -> np.ndarray:
     """lme4's theta for D / sigma2 = F F': the lower-triangular factor of each term's block
     (by QR, which also serves rank-deficient blocks), diagonal made non-negative."""
+    if factor.shape == (1, 1):  # the QR of one number is itself, up to its sign
+        return np.abs(factor[0])
     lam = np.zeros_like(factor)
     for block in _blocks(pattern):
         rows = factor[block, :]
@@ -381,9 +383,10 @@ def _at_one_point(scalar):
 
 
 def _scalar_objective(cp: CrossProducts, reml: bool):
-    """q = 1: the deviance and its derivative for an array of theta at once (a grid costs about
-    one evaluation). With m_g = 1 + theta^2 z_g'z_g, H_g^-1 = I - z_g z_g' theta^2 / m_g, so
-    Z'H^-1[X y] = z'[X y] / m_g and [X y]'H^-1[X y] = [X y]'[X y] - sum_g (theta^2 / m_g) z'[X y]' z'[X y];
+    """q = 1: the deviance and its derivative (unless gradient=False) for an array of theta at
+    once (a grid costs about one evaluation). With m_g = 1 + theta^2 z_g'z_g, H_g^-1 =
+    I - z_g z_g' theta^2 / m_g, so Z'H^-1[X y] = z'[X y] / m_g and
+    [X y]'H^-1[X y] = [X y]'[X y] - sum_g (theta^2 / m_g) z'[X y]' z'[X y];
     the derivative is _objective's formula with every block a scalar."""
     p = cp.p
     zz, zxy = cp.ztz[:, 0, 0], np.column_stack([cp.ztx[:, 0, :], cp.zty[:, 0]])
@@ -392,7 +395,7 @@ def _scalar_objective(cp: CrossProducts, reml: bool):
     totals = cp.products[:, xy, :][:, :, xy].sum(axis=0)
     dof = cp.n_total - p if reml else cp.n_total
 
-    def objective(theta) -> tuple[np.ndarray, np.ndarray]:
+    def objective(theta, gradient: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         t = np.atleast_1d(np.asarray(theta, float)).ravel()
         m = 1.0 + (t**2)[:, None] * zz
         corrected = totals - ((t**2)[:, None] / m @ outer).reshape(len(t), p + 1, p + 1)
@@ -402,41 +405,88 @@ def _scalar_objective(cp: CrossProducts, reml: bool):
             inverse = np.linalg.inv(xvx)
         except np.linalg.LinAlgError:
             if len(t) == 1:
-                return np.array([np.inf]), np.zeros(1)
-            return tuple(np.concatenate(parts) for parts in zip(*(objective(one) for one in t)))
-        beta = np.linalg.solve(xvx, xvy[:, :, None])[:, :, 0]
-        r2 = corrected[:, p, p] - np.einsum("tp,tp->t", beta, xvy)
+                return np.array([np.inf]), np.zeros(1) if gradient else None
+            parts = [objective(one, gradient) for one in t]
+            return np.concatenate([v for v, _ in parts]), np.concatenate([g for _, g in parts]) if gradient else None
+        beta = (inverse @ xvy[:, :, None])[:, :, 0]  # r2 is stationary in beta: inv costs no digits there
+        r2 = corrected[:, p, p] - (beta * xvy).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             values = np.log(m).sum(axis=1) + dof * (1 + np.log(2 * np.pi * r2 / dof))
             if reml:
                 values += 2.0 * np.log(np.diagonal(rx, axis1=1, axis2=2)).sum(axis=1)
+            if not gradient:
+                return np.where(r2 > 0, values, np.inf), None
             residual = (zxy[:, p] - beta @ zxy[:, :p].T) / m
             s = (zz / m).sum(axis=1) - (dof / r2) * (residual**2).sum(axis=1)
             if reml:
-                s -= (np.einsum("kp,tpr,kr->tk", zxy[:, :p], inverse, zxy[:, :p]) / m**2).sum(axis=1)
+                s -= (((zxy[:, :p] @ inverse) * zxy[:, :p]).sum(axis=2) / m**2).sum(axis=1)
         positive = r2 > 0
+        if positive.all():
+            return values, 2.0 * s * t
         return np.where(positive, values, np.inf), np.where(positive, 2.0 * s * t, 0.0)
 
     return objective
 
 
 def _minimize_one(cp: CrossProducts, reml: bool) -> np.ndarray:
-    """q = 1: a grid over log theta brackets the global minimum and two finer grids around the
-    best point narrow it (each grid is one vectorized evaluation, cheaper than the dozen
-    sequential steps of Brent's method); theta = 0 (no between-group variance) is tried with
-    the first grid; Newton on the analytic gradient finishes (values alone resolve theta only
-    to about 1e-8)."""
+    """q = 1: a grid over log theta brackets the global minimum and a finer grid around the best
+    point narrows it (each grid is one vectorized evaluation, cheaper than the dozen sequential
+    steps of Brent's method); the zero of the analytic gradient between the finer grid's points
+    (secant) starts Newton steps (values alone resolve theta only to about 1e-8); theta = 0 (no
+    between-group variance), tried with the first grid, is kept where it is as low as the finer
+    grid or the Newton steps reach."""
     objective = _scalar_objective(cp, reml)
     grid = np.linspace(-12.0, 8.0, 41)
-    values = objective(np.r_[0.0, np.exp(grid)])[0]
+    values = objective(np.r_[0.0, np.exp(grid)], gradient=False)[0]
     at_zero, values = values[0], values[1:]
-    for _ in range(2):  # each narrows the bracket twentyfold: log theta to 6e-4
-        best = int(np.argmin(values))
-        grid = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 41)
-        values = objective(np.exp(grid))[0]
+    best = int(np.argmin(values))  # the bracket narrowed twentyfold: log theta in steps of 0.025
+    thetas = np.exp(np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 41))
+    values, gradients = objective(thetas)
     best = int(np.argmin(values))
-    theta, value = (0.0, at_zero) if at_zero <= values[best] else (np.exp(grid[best]), values[best])
-    return _newton_finish(_at_one_point(objective), (float(value), np.array([theta])), [0])
+    if at_zero <= values[best]:
+        return np.array([0.0])
+    point = None
+    for i in (best - 1, best):  # the gradient changes sign between points i and i + 1
+        if 0 <= i < len(thetas) - 1 and gradients[i] < 0 < gradients[i + 1]:
+            secant = thetas[i] - gradients[i] * (thetas[i + 1] - thetas[i]) / (gradients[i + 1] - gradients[i])
+            point = _newton_point(objective, float(secant))
+            break
+    if point is None or point[0] > values[best] + 1e-11 * max(1.0, abs(values[best])):
+        point = _newton_point(objective, float(thetas[best]))
+    value, theta = _newton_one(objective, point)
+    return np.array([0.0 if at_zero <= value else theta])
+
+
+def _newton_point(objective, theta: float) -> tuple[float, float, float, float]:
+    """(deviance, theta, derivative, second derivative) at one theta, from one vectorized
+    evaluation at theta and beside it: the second derivative by central differences of the
+    analytic gradient (forward at the bound 0)."""
+    h = 1e-5 * max(theta, 1e-2)
+    low = theta - h if theta >= h else theta
+    values, gradients = objective(np.array([theta, theta + h, low]))
+    return float(values[0]), theta, float(gradients[0]), float((gradients[1] - gradients[2]) / (theta + h - low))
+
+
+def _newton_one(objective, point: tuple[float, float, float, float]) -> tuple[float, float]:
+    """_newton_finish for one theta from a _newton_point, each step one evaluation (the Hessian
+    comes with the gradient): (deviance, theta) at the zero of the gradient."""
+    value, theta, gradient, second = point
+    for _ in range(6):
+        if not (theta > 0 and second > 0 and np.isfinite(second)):
+            break
+        step = -gradient / second
+        if abs(step) <= 1e-6 * theta:  # the quadratic model holds to ~1e-12 of theta: no check needed
+            return value, theta + step
+        trial_value, trial, trial_gradient, trial_second = _newton_point(objective, max(theta + step, 0.0))
+        # Near the optimum the deviance changes below its rounding (a few 1e-13 of the sum of its
+        # terms): the gradient decides there, a step halving it is taken unless the deviance rises
+        # beyond what counts as a tie (_lowest).
+        tie = 1e-11 * max(1.0, abs(value))
+        progress = abs(trial_gradient) < 0.5 * abs(gradient)
+        if not (trial_value <= value or (progress and trial_value <= value + tie)):
+            break
+        value, theta, gradient, second = min(value, trial_value), trial, trial_gradient, trial_second
+    return value, theta
 
 
 NEAR_BOUNDARY = 0.05  # a diagonal element of the (scaled) Lambda this small: try the other starts too
