@@ -9,6 +9,7 @@ result methods: ranef per grouping factor, predict with both levels, the summary
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,8 +117,8 @@ class NestedLmerResult(LmerResult):
         lme4's factors (an interaction's levels by its columns' levels, numbers as numbers)."""
         fit = self.nested_fit
         study, study_covariance, centre, centre_variance = conditional_modes(fit)
-        study_index, study_order = self._levels(self.group, [(s,) for s in fit.layout.studies])
-        centre_index, centre_order = self._levels(self.centre, list(fit.layout.centres))
+        study_index, _, study_order = self._levels(self.group, [(s,) for s in fit.layout.studies])
+        centre_index, _, centre_order = self._levels(self.centre, list(fit.layout.centres))
         out = {
             self.group: RandomEffects(
                 self.group, pd.DataFrame(study[study_order], index=study_index, columns=self.random_terms),
@@ -130,23 +131,37 @@ class NestedLmerResult(LmerResult):
         }  # fmt: skip
         return {group: out[group] for group, _, _ in self.random_blocks()}
 
-    def _levels(self, factor: str, keys: list[tuple]) -> tuple[pd.Index, np.ndarray]:
-        """(labels in lme4's order, positions in that order of `keys`: the layout's (study,) or
-        (study, centre)). A level's label and sort key come from its rows' values of the factor's columns."""
+    def _levels(self, factor: str, keys: list[tuple]) -> tuple[pd.Index, pd.Index, np.ndarray]:
+        """(labels in lme4's order, their `_level_keys`, positions in that order of `keys`: the layout's
+        (study,) or (study, centre)). A level's label and sort key come from its rows' values of the
+        factor's columns."""
         columns = factor.split(":")
         frame = self.frame[columns].copy()
+        frame["_label"] = label_strings(group_labels(self.frame, factor))
+        frame["_key"] = self._level_keys(self.frame, factor).to_list()
         studies = label_strings(group_labels(self.frame, self.group))
-        labels = label_strings(group_labels(self.frame, factor))
-        frame["_label"] = labels
-        frame["_key"] = list(zip(studies, labels)) if len(keys[0]) == 2 else [(s,) for s in studies]
+        frame["_layout"] = [json.dumps([s]) for s in studies] if factor == self.group else [
+            json.dumps([s, c]) for s, c in zip(studies, frame["_label"])
+        ]  # fmt: skip
         levels = frame.drop_duplicates("_key").sort_values(columns, kind="stable")
-        position = {key: i for i, key in enumerate(keys)}
-        return pd.Index(levels["_label"].to_list(), name=factor), np.array([position[k] for k in levels["_key"]])
+        position = {json.dumps(list(key)): i for i, key in enumerate(keys)}
+        order = np.array([position[key] for key in levels["_layout"]])
+        return pd.Index(levels["_label"].to_list(), name=factor), pd.Index(levels["_key"].to_list()), order
+
+    def _level_keys(self, rows: pd.DataFrame, group: str) -> pd.Index:
+        """A level's key: the labels of the factor's columns, written so that no two levels share one
+        (two centres' printed labels can: study 'A' with centre '1:2' and study '2:A' with centre '1'
+        both print '1:2:A')."""
+        columns = [label_strings(rows[column]) for column in group.split(":")]
+        return pd.Index([json.dumps(labels) for labels in zip(*columns)])
 
     def _modes(self) -> dict[str, pd.DataFrame]:
-        return {group: effects.modes for group, effects in self.ranef().items()}
+        modes = {group: effects.modes for group, effects in self.ranef().items()}
+        keys = {self.group: self._levels(self.group, [(s,) for s in self.nested_fit.layout.studies])[1],
+                self.centre: self._levels(self.centre, list(self.nested_fit.layout.centres))[1]}  # fmt: skip
+        return {group: frame.set_axis(keys[group]) for group, frame in modes.items()}
 
-    def _random_columns(self, group: str, rows: pd.DataFrame) -> pd.DataFrame:
+    def _random_columns(self, group: str, rows: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
         if group == self.centre:
             return pd.DataFrame(1.0, index=rows.index, columns=CENTRE_TERMS)
-        return super()._random_columns(group, rows)
+        return super()._random_columns(group, rows, needed)
