@@ -307,14 +307,7 @@ class LmerResult:
         for name in sorted(factors):
             out[name] = as_fitted_levels(rows[name], self.frame[name], name)
         for name in sorted(variables - factors - self._group_only_columns()):
-            given = out[name]
-            if numeric_kind(self.frame[name]) and not numeric_kind(given):
-                values = given.dropna().astype(object)
-                text = len(values) - int(values.map(is_number).sum())
-                raise ValueError(
-                    f"column {name!r} is numeric in the fit but {text} rows of the new data hold something else "
-                    "(give it as numbers; lme4 refuses it too)"
-                )
+            out[name] = as_fitted_kind(out[name], self.frame[name], name)
         return out
 
     def _group_only_columns(self) -> set[str]:
@@ -455,6 +448,23 @@ def is_number(value) -> bool:
 
 def numeric_kind(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def as_fitted_kind(given: pd.Series, fitted: pd.Series, name: str) -> pd.Series:
+    """`given` as numbers (or True/False) where the fit has them, whatever its storage (a Categorical
+    of numbers, an object column of bools); a row holding anything else is refused by name and count."""
+    logical = pd.api.types.is_bool_dtype(fitted)
+    if not (logical or numeric_kind(fitted)) or numeric_kind(given) or pd.api.types.is_bool_dtype(given):
+        return given
+    values = given.dropna().astype(object)
+    wrong = len(values) - int(values.map(lambda v: isinstance(v, (bool, np.bool_)) if logical else is_number(v)).sum())
+    if not wrong:
+        return given.astype(object).astype(bool if logical else float)
+    kind = "logical (True/False)" if logical else "numeric"
+    raise ValueError(
+        f"column {name!r} is {kind} in the fit but {wrong} rows of the new data hold something else (lme4 refuses "
+        "them too)"
+    )
 
 
 def as_fitted_levels(given: pd.Series, fitted: pd.Series, name: str) -> pd.Series:

@@ -136,14 +136,14 @@ class NestedLmerResult(LmerResult):
         (study,) or (study, centre)). A level's label and sort key come from its rows' values of the
         factor's columns."""
         columns = factor.split(":")
-        frame = self.frame[columns].copy()
-        frame["_label"] = label_strings(group_labels(self.frame, factor))
-        frame["_key"] = self._level_keys(self.frame, factor).to_list()
-        studies = label_strings(group_labels(self.frame, self.group))
+        frame = self.frame[list(dict.fromkeys([*columns, *self.group.split(":")]))].drop_duplicates(columns)
+        frame["_label"] = label_strings(group_labels(frame, factor))
+        frame["_key"] = self._level_keys(frame, factor).to_list()
+        studies = label_strings(group_labels(frame, self.group))
         frame["_layout"] = [json.dumps([s]) for s in studies] if factor == self.group else [
             json.dumps([s, c]) for s, c in zip(studies, frame["_label"])
         ]  # fmt: skip
-        levels = frame.drop_duplicates("_key").sort_values(columns, kind="stable")
+        levels = frame.sort_values(columns, kind="stable")
         position = {json.dumps(list(key)): i for i, key in enumerate(keys)}
         order = np.array([position[key] for key in levels["_layout"]])
         return pd.Index(levels["_label"].to_list(), name=factor), pd.Index(levels["_key"].to_list()), order
@@ -151,9 +151,16 @@ class NestedLmerResult(LmerResult):
     def _level_keys(self, rows: pd.DataFrame, group: str) -> pd.Index:
         """A level's key: the labels of the factor's columns, written so that no two levels share one
         (two centres' printed labels can: study 'A' with centre '1:2' and study '2:A' with centre '1'
-        both print '1:2:A')."""
-        columns = [label_strings(rows[column]) for column in group.split(":")]
-        return pd.Index([json.dumps(labels) for labels in zip(*columns)])
+        both print '1:2:A'). Labelled once per distinct row."""
+        columns = group.split(":")
+        combined = np.zeros(len(rows), np.int64)
+        for column in columns:
+            codes, values = pd.factorize(rows[column])  # a missing value is -1
+            combined = combined * (len(values) + 1) + codes + 1
+        _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+        distinct = rows[columns].iloc[first]
+        keys = [json.dumps(labels) for labels in zip(*(label_strings(distinct[c]) for c in columns))]
+        return pd.Index(np.array(keys, dtype=object)[inverse.ravel()])
 
     def _modes(self) -> dict[str, pd.DataFrame]:
         modes = {group: effects.modes for group, effects in self.ranef().items()}
