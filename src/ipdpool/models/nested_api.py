@@ -9,6 +9,7 @@ result methods: ranef per grouping factor, predict with both levels, the summary
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 
@@ -115,21 +116,34 @@ class NestedLmerResult(LmerResult):
         """Conditional modes and conditional covariances per grouping factor, in lme4's order
         (lme4's ranef(condVar = TRUE) is a list by factor the same way), levels in the order of
         lme4's factors (an interaction's levels by its columns' levels, numbers as numbers)."""
+        return {group: effects for group, (effects, _) in self._effects().items()}
+
+    def _effects(self) -> dict[str, tuple[RandomEffects, pd.Index]]:
+        """ranef's effects per grouping factor with their levels' `_level_keys`."""
         fit = self.nested_fit
         study, study_covariance, centre, centre_variance = conditional_modes(fit)
-        study_index, _, study_order = self._levels(self.group, [(s,) for s in fit.layout.studies])
-        centre_index, _, centre_order = self._levels(self.centre, list(fit.layout.centres))
+        study_index, study_keys, study_order = self._ordered_levels[self.group]
+        centre_index, centre_keys, centre_order = self._ordered_levels[self.centre]
         out = {
-            self.group: RandomEffects(
+            self.group: (RandomEffects(
                 self.group, pd.DataFrame(study[study_order], index=study_index, columns=self.random_terms),
                 study_covariance[study_order],
-            ),
-            self.centre: RandomEffects(
+            ), study_keys),
+            self.centre: (RandomEffects(
                 self.centre, pd.DataFrame(centre[centre_order, None], index=centre_index, columns=CENTRE_TERMS),
                 centre_variance[centre_order, None, None],
-            ),
+            ), centre_keys),
         }  # fmt: skip
         return {group: out[group] for group, _, _ in self.random_blocks()}
+
+    @functools.cached_property
+    def _ordered_levels(self) -> dict[str, tuple[pd.Index, pd.Index, np.ndarray]]:
+        """`_levels` of both factors, computed once: they depend only on the rows fitted."""
+        layout = self.nested_fit.layout
+        return {
+            self.group: self._levels(self.group, [(s,) for s in layout.studies]),
+            self.centre: self._levels(self.centre, list(layout.centres)),
+        }
 
     def _levels(self, factor: str, keys: list[tuple]) -> tuple[pd.Index, pd.Index, np.ndarray]:
         """(labels in lme4's order, their `_level_keys`, positions in that order of `keys`: the layout's
@@ -163,10 +177,7 @@ class NestedLmerResult(LmerResult):
         return pd.Index(np.array(keys, dtype=object)[inverse.ravel()])
 
     def _modes(self) -> dict[str, pd.DataFrame]:
-        modes = {group: effects.modes for group, effects in self.ranef().items()}
-        keys = {self.group: self._levels(self.group, [(s,) for s in self.nested_fit.layout.studies])[1],
-                self.centre: self._levels(self.centre, list(self.nested_fit.layout.centres))[1]}  # fmt: skip
-        return {group: frame.set_axis(keys[group]) for group, frame in modes.items()}
+        return {group: effects.modes.set_axis(keys) for group, (effects, keys) in self._effects().items()}
 
     def _random_columns(self, group: str, rows: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
         if group == self.centre:
