@@ -296,8 +296,8 @@ def test_imputed_sex_splits_completed_statistics_by_its_completed_values(setting
     not the observed one (attack7 finding 1: 163 sums recovered at seed 0, 8 at seed 1, among them
     the observed scores of a participant imputed female)."""
     analysis, levels, part, mi = setting
-    analysis = {**analysis, "outcomes": ["self_esteem", "depression"],
-                "models": {name: {**spec, "adjust": ["baseline", "sex"]} for name, spec in analysis["models"].items()}}  # fmt: skip
+    models = {name: {**spec, "adjust": ["baseline", "sex"]} for name, spec in analysis["models"].items()}
+    analysis = {**analysis, "outcomes": ["self_esteem", "depression"], "models": models}
     part = part.copy()
     scores = ["self_esteem_bl_z", "self_esteem_fu_z", "depression_bl_z", "depression_fu_z"]
     complete = part.index[part[scores].notna().all(axis=1)]

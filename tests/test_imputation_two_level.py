@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rscript import run_r
+from tests_support import imputed_alike_when_moved
 from two_level_reference import clustered, moment_z, python_moments, r_script, simulation_summary
 
 from ipdpool.imputation.chained import ImputationError, impute
@@ -67,11 +68,7 @@ def five_studies(seed: int) -> pd.DataFrame:
 @given(seed=st.integers(0, 10_000), labels=st.permutations(["P", "Q", "S01", "A", "zz"]))
 def test_row_order_and_study_labels_do_not_change_the_two_level_imputations(seed, labels):
     data = five_studies(seed)
-    renamed = dict(zip(sorted(data["study"].unique()), labels))
-    moved = data.sample(frac=1, random_state=seed).assign(study=lambda d: d["study"].map(renamed))
-    before = impute(data, "o", 1, seed=seed, method="two_level", iterations=2)
-    after = impute(moved, "o", 1, seed=seed, method="two_level", iterations=2).loc[data.index]
-    pd.testing.assert_frame_equal(before[VARIABLES], after[VARIABLES])
+    before = imputed_alike_when_moved(data, "two_level", seed, labels, VARIABLES)
     observed = data[VARIABLES].notna()
     pd.testing.assert_frame_equal(before[VARIABLES][observed], data[VARIABLES][observed])
     assert before[VARIABLES].notna().all().all()

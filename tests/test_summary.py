@@ -45,7 +45,7 @@ def test_material_disagreement_follows_the_documented_definition(one, other, fla
     assert bool(disagreement(interval(*one), interval(*other))) is flagged
 
 
-finite = st.floats(-3, 3, allow_nan=False)
+finite = st.floats(-3, 3, allow_nan=False, allow_subnormal=False)  # 5e-324 * 0.5 underflows to 0
 
 
 @settings(max_examples=200, deadline=None)

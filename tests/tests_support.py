@@ -57,3 +57,17 @@ def assert_same_inference(moved: dict, original: dict, estimate_map, se_factor: 
     assert_close(moved["se"], se_factor * original["se"], 1e-8, what="se")
     for key in ("df", "t", "p_value"):
         assert_close(moved[key], original[key], 1e-5, 1e-12 if key == "p_value" else 0.0, key)
+
+
+def imputed_alike_when_moved(data: pd.DataFrame, method: str, seed: int, labels, variables) -> pd.DataFrame:
+    """Completed data set 1 of outcome "o" from `data`, checked equal per participant to that of the
+    same data with rows shuffled and studies renamed to `labels` (a re-export, another consortium's
+    labels); returned for further checks."""
+    from ipdpool.imputation.chained import impute
+
+    renamed = dict(zip(sorted(data["study"].unique()), labels))
+    moved = data.sample(frac=1, random_state=seed).assign(study=lambda d: d["study"].map(renamed))
+    before = impute(data, "o", 1, seed=seed, method=method, iterations=2)
+    after = impute(moved, "o", 1, seed=seed, method=method, iterations=2).loc[data.index]
+    pd.testing.assert_frame_equal(before[variables], after[variables])
+    return before

@@ -144,6 +144,12 @@ def first_stage_row(first_stage: pd.DataFrame) -> list:
             _odds_ratio(two), i2, "", "", "", "", []]  # fmt: skip
 
 
+def wholesale_studies(studies) -> list[str]:
+    """The entries of a `studies` column that imputation.analysis.annotated_studies marked (kept here
+    so that the summary does not import the imputation code)."""
+    return [entry for entry in str(studies).split(",") if " (imputed: " in entry]
+
+
 def imputed(multiple_imputation: pd.DataFrame | None, outcome: str, term: str) -> str:
     """The one-stage MI estimate with its FMI, for the headline's MI column."""
     if multiple_imputation is None or not len(multiple_imputation):
@@ -152,7 +158,10 @@ def imputed(multiple_imputation: pd.DataFrame | None, outcome: str, term: str) -
     if row is None:
         return ""
     text = _interval(row)
-    return text if text == "not estimated" else f"{text}; FMI {row['fmi']:.2f}"
+    wholesale = wholesale_studies(row.get("studies"))
+    # multiple_imputation.method two_stage imputes variables a study never measured: say whose
+    note = f"; {', '.join(wholesale)} wholesale" if wholesale else ""
+    return text + note if text == "not estimated" else f"{text}; FMI {row['fmi']:.2f}{note}"
 
 
 def headline_table(

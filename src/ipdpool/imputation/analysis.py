@@ -17,7 +17,7 @@ from ..meta import meta_analysis
 from ..models.onestage import mixed_model
 from ..models.statistics import ModelSpec, complete_cases, design_statistics, design_terms
 from ..models.twostage import per_study_table_from_statistics
-from .chained import Delta, delta_adjusted, imputation_covariates, impute
+from .chained import Delta, delta_adjusted, imputation_covariates, impute, thin_meta_analyses, wholesale_imputed
 from .pooling import rubin
 
 KEY = ["outcome", "analysis", "contrast", "term", "method", "hksj"]
@@ -119,6 +119,23 @@ def fit_imputation(statistics: dict, outcome: str, analysis: dict, imputation: i
     return table.reindex(columns=ESTIMATE_COLUMNS)
 
 
+LABELS = {"employed": "employment", "_bl_z": "baseline", "_fu_z": "follow-up", "age": "age", "sex": "sex"}
+
+
+def annotated_studies(studies, wholesale: dict[str, list[str]]):
+    """The `studies` column's list with each study whose variables were imputed wholesale marked
+    "NL (imputed: baseline and follow-up)"."""
+    if not isinstance(studies, str) or not wholesale:
+        return studies
+    marked = []
+    for study in studies.split(","):
+        if study in wholesale:
+            names = [label for v in wholesale[study] for end, label in LABELS.items() if v.endswith(end)]
+            study = f"{study} (imputed: {' and '.join(names)})"
+        marked.append(study)
+    return ",".join(marked)
+
+
 def fit_imputations(statistics: list[dict], outcome: str, analysis: dict, imputations) -> pd.DataFrame:
     return pd.concat(
         [fit_imputation(s, outcome, analysis, j) for s, j in zip(statistics, imputations)], ignore_index=True
@@ -180,6 +197,12 @@ def chunk_estimates(
     data are imputed here, a bundled study contributes its site's completed data sets' statistics
     (study -> one statistics entry per imputation number, as site_imputations writes them)."""
     imputations = list(imputations)
+    # two_stage imputes what a held study never measured; the studies column says so
+    wholesale = (
+        wholesale_imputed(held, outcome, imputation_covariates(analysis))
+        if held is not None and settings_of(mi)["method"] == "two_stage"
+        else {}
+    )
     held_statistics = (
         imputed_statistics(held, outcome, analysis, mi, imputations, diagnosis_levels)
         if held is not None and len(held)
@@ -189,7 +212,14 @@ def chunk_estimates(
     for j, statistics in zip(imputations, held_statistics):
         combined = {**statistics, **{study: entries[j] for study, entries in bundled.items()}}
         tables.append(fit_imputation(dict(sorted(combined.items())), outcome, analysis, j))
-    return pd.concat(tables, ignore_index=True)
+    table = pd.concat(tables, ignore_index=True)
+    table["studies"] = table["studies"].map(lambda studies: annotated_studies(studies, wholesale))
+    thin = thin_meta_analyses(held, outcome, imputation_covariates(analysis)) if wholesale else ""
+    if thin:
+        uses = table["studies"].astype(str).str.contains(" (imputed: ", regex=False)
+        earlier = table.loc[uses, "warnings"].fillna("").astype(str)
+        table.loc[uses, "warnings"] = earlier.where(earlier == "", earlier + "; ") + thin
+    return table
 
 
 def site_imputations(part: pd.DataFrame, analysis: dict, mi: dict, diagnosis_levels=None) -> dict:

@@ -26,13 +26,17 @@ Methods (`method`):
     and a residual variance per study (twolevel.py, mice's 2l.norm with only the intercept
     random); employment is drawn as in "fixed_effects" (logreg with study indicators). Needs at
     least twolevel.MINIMUM_STUDIES studies that observed the variable; not possible across sites.
+  - "two_stage": one chain over all studies in which every variable is drawn from micemd's
+    two-stage model (twostage.py: study-specific coefficients, multivariate normal across studies,
+    meta-analysed by the method of moments). It imputes systematically missing variables too: a
+    study that never measured a variable gets values drawn with coefficients from the
+    between-study distribution (wholesale_imputed lists them). Not possible across sites; diagnosis
+    as a covariate is refused (a study lacking one of its levels has an aliased indicator, and
+    micemd would then treat the study as unmeasured for every variable).
 
-Systematically missing variables (never observed in a study) are not imputed: they are left
-missing and dropped from that study's imputation models, and the analysis leaves the study out
-of what needs them, as complete-case analysis does. Not implemented, with their assumptions
-documented in docs/multiple_imputation.md: micemd's two-stage `2l.2stage.*`, which can impute
-systematically missing variables by borrowing across studies under a random-effects model for the
-imputation model's coefficients.
+With the other methods, systematically missing variables (never observed in a study) are not
+imputed: they are left missing and dropped from that study's imputation models, and the analysis
+leaves the study out of what needs them, as complete-case analysis does.
 
 Delta adjustment (NMAR sensitivity, as rbmi's `delta`): after imputation, each imputed follow-up
 value is shifted by the delta of its participant's arm and employment group (delta_adjusted), so
@@ -49,8 +53,10 @@ import pandas as pd
 
 from .draws import logreg_draw, norm_draw
 from .twolevel import MINIMUM_STUDIES, two_level_draw
+from .twostage import MINIMUM_STUDIES as TWO_STAGE_MINIMUM_STUDIES
+from .twostage import TooFewStudies, two_stage_draw
 
-METHODS = ("stratified", "fixed_effects", "two_level")
+METHODS = ("stratified", "fixed_effects", "two_level", "two_stage")
 COVARIATES = ("age", "sex", "diagnosis")  # the schema's adjustment covariates, in the order they enter
 IMPUTED_COVARIATES = ("age", "sex")
 BINARY = ("employed", "sex")  # drawn by logreg (sex as the female indicator)
@@ -236,10 +242,12 @@ def chain(
     extra: np.ndarray,
     studies: np.ndarray | None = None,
     covariates: tuple[str, ...] = (),
+    model: str = "two_level",
 ) -> pd.DataFrame:
     """One completed copy of `frame` (rows of one stratum) by `iterations` rounds of chained equations.
-    With `studies` (integer study codes) the scores are drawn from the two-level model, without the
-    `extra` study indicators, which the other variables' models keep."""
+    With `studies` (integer study codes) the scores are drawn from the two-level `model`, without the
+    `extra` study indicators, which the other variables' models keep; with `model` "two_stage" every
+    variable is drawn from the two-stage model."""
     ips = (frame["arm"] == "IPS").to_numpy(float)
     strata = np.zeros(len(frame))
     imputed = {c: v for c, v in covariate_columns(frame, covariates).items() if c in IMPUTED_COVARIATES}
@@ -254,6 +262,10 @@ def chain(
         for target in todo:
             rows = missing[target]
             values[target] = values[target].copy()
+            if model == "two_stage":
+                x = np.column_stack(predictors(values, target, outcome, ips, fixed))
+                values[target][rows] = two_stage_target(rng, x, values[target], rows, studies, target)
+                continue
             if studies is not None and target.startswith(f"{outcome}_"):
                 x = np.column_stack(predictors(values, target, outcome, ips, fixed))
                 values[target][rows] = two_level_draw(
@@ -305,6 +317,8 @@ def impute(
             rng = generator(seed, imputation, outcome, rows_key(part, outcome, covariates))
             parts.append(chain(part, outcome, rng, iterations, np.empty((len(part), 0)), covariates=covariates))
         return pd.concat(parts).loc[frame.index]
+    if method == "two_stage":
+        return pooled_two_stage(frame, outcome, imputation, seed, iterations, covariates)
     if method in ("fixed_effects", "two_level"):
         return pooled_fixed_effects(frame, outcome, imputation, seed, iterations, method == "two_level", covariates)
     raise ValueError(f"unknown imputation method {method!r}; methods are {METHODS}")
@@ -346,6 +360,76 @@ def pooled_fixed_effects(
     codes = np.repeat(np.arange(len(parts)), sizes) if two_level else None
     completed = chain(kept, outcome, rng, iterations, indicators, codes, covariates)
     return pd.concat([completed, frame[~measured]]).loc[frame.index]
+
+
+def two_stage_target(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, missing: np.ndarray, studies: np.ndarray, target: str
+) -> np.ndarray:
+    """One variable's two-stage imputations, or a refusal naming it when too few studies have a fit."""
+    binary = target in ("employed", "sex")
+    try:
+        return two_stage_draw(rng, x, y, ~missing, studies, int(studies.max()) + 1, binary=binary)
+    except TooFewStudies as too_few:
+        need = "no standard error above 1000" if binary else "at least 5 residual df"
+        raise ImputationError(
+            f"{target} has a usable fit of its imputation model ({x.shape[1]} coefficients, {need}, none aliased) "
+            f"in {too_few.usable} studies only, too few for the two-stage imputation model's meta-analysis "
+            f"(at least {TWO_STAGE_MINIMUM_STUDIES}); use multiple_imputation.method: stratified"
+        ) from None
+
+
+def wholesale_imputed(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """study -> the variables it never observed that two_stage imputes (observed in another study)."""
+    out: dict[str, list[str]] = {}
+    for v in (*(c for c in covariates if c in IMPUTED_COVARIATES), *variables(outcome)):
+        if frame[v].notna().any():
+            for study, column in frame.groupby("study", sort=True)[v]:
+                if column.isna().all():
+                    out.setdefault(str(study), []).append(v)
+    return dict(sorted(out.items()))
+
+
+def thin_meta_analyses(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> str:
+    """A warning for each variable imputed wholesale somewhere whose measuring studies number fewer
+    than its model's coefficients + 1: the method of moments then sets part of the between-study
+    covariance to (almost) 0, so the wholesale imputations understate the studies' heterogeneity."""
+    notes = []
+    imputed = [c for c in covariates if c in IMPUTED_COVARIATES]
+    for v in sorted({v for names in wholesale_imputed(frame, outcome, covariates).values() for v in names}):
+        coefficients = (6 if v in ("employed", *IMPUTED_COVARIATES) else 5) + len([c for c in imputed if c != v])
+        measuring = frame.loc[frame[v].notna(), "study"].nunique()
+        if measuring < coefficients + 1:
+            notes.append(
+                f"two_stage: {v} imputed wholesale from {measuring} measuring studies, fewer than its model's "
+                f"{coefficients} coefficients + 1, so part of the between-study covariance is 0"
+            )
+    return "; ".join(notes)
+
+
+def pooled_two_stage(
+    frame: pd.DataFrame, outcome: str, imputation: int, seed: int, iterations: int, covariates: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """One chain over all studies, every variable drawn from the two-stage model (systematically
+    missing ones included); studies ordered by rows_key and rows by row_order, as pooled_fixed_effects."""
+    if "diagnosis" in covariates:
+        raise ImputationError(
+            "multiple_imputation.method two_stage does not take diagnosis as a covariate (a study without one "
+            "of its levels has an aliased indicator); use multiple_imputation.method: stratified"
+        )
+    for v in (*covariates, *variables(outcome)):
+        observing = frame.loc[frame[v].notna(), "study"].nunique()
+        if frame[v].isna().any() and 0 < observing < TWO_STAGE_MINIMUM_STUDIES:
+            raise ImputationError(
+                f"{v} is measured in {observing} study only, too few for the two-stage imputation model's "
+                f"meta-analysis (at least {TWO_STAGE_MINIMUM_STUDIES}); use multiple_imputation.method: stratified"
+            )
+    parts = sorted((part.iloc[row_order(part, outcome, covariates)] for _, part in frame.groupby("study")),
+                   key=lambda part: rows_key(part, outcome, covariates))  # fmt: skip
+    codes = np.repeat(np.arange(len(parts)), [len(part) for part in parts])
+    rng = generator(seed, imputation, outcome, "all studies")
+    empty = np.empty((len(codes), 0))
+    completed = chain(pd.concat(parts), outcome, rng, iterations, empty, codes, covariates, "two_stage")
+    return completed.loc[frame.index]
 
 
 def check_two_level(kept: pd.DataFrame, outcome: str) -> None:
