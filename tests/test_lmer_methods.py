@@ -88,9 +88,53 @@ def r_cases() -> str:
     return "CASES <- list(" + ",\n".join(entries) + ")\n"
 
 
+R_NEW_DATA = r"""
+fd <- factor_data
+fd$k <- factor(fd$k); fd$g <- factor(fd$g)  # as R reads text columns into a model
+ma <- lmer(y ~ x + k + factor(kn) + (1 + g | study), fd, control = tight)
+newa <- fd[1:6, ]
+refused <- function(e) "refused"
+mb <- lmer(y ~ x + (1 | study/centre), fd, control = tight)
+newb <- fd[c(2, 30, 60), ]
+newb$study[2] <- NA; newb$centre[3] <- NA
+both <- ~(1 | study) + (1 | centre:study)
+out$new_data <- list(
+  fitted = unname(fitted(ma)), fitted_rows = as.integer(names(fitted(ma))),
+  full = unname(predict(ma, newa)), population = unname(predict(ma, newa, re.form = NA)),
+  # lme4's predict(re.form = ~(1 | study)) fails on a factor slope ("contrasts can be applied only to
+  # factors with 2 or more levels"): the same prediction from its population level and modes
+  study_intercepts = unname(predict(ma, newa, re.form = NA) + ranef(ma)$study[as.character(newa$study), 1]),
+  new_kn = tryCatch(predict(ma, transform(newa, kn = 9)), error = refused),
+  new_g = tryCatch(predict(ma, transform(newa, g = "q")), error = refused),
+  nested = unname(predict(mb, fd[c(2, 30, 60), ])),
+  missing_group = tryCatch(predict(mb, newb, re.form = both), error = refused),
+  missing_allowed = unname(predict(mb, newb, re.form = both, allow.new.levels = TRUE)))
+"""
+
+
+def factor_data() -> pd.DataFrame:
+    """Eight studies of three centres: a text factor k, a number-coded factor kn (C(kn)), a text
+    factor g with random slopes by study; two rows without y (dropped by both fits)."""
+    rng = np.random.default_rng(22)
+    n = 192
+    data = pd.DataFrame({"study": np.repeat(np.arange(1, 9), 24), "centre": np.tile(np.repeat([1, 2, 3], 8), 8)})
+    data["x"], data["k"] = rng.normal(size=n), rng.choice(["1", "2", "3"], size=n)
+    data["kn"], data["g"] = rng.choice([1, 2, 3], size=n), np.tile(["a", "b", "c"], n // 3)
+    slopes = rng.normal(size=(8, 3)) * [1.0, 1.0, 1.5]
+    study = data["study"].to_numpy() - 1
+    data["y"] = (
+        data["x"] + 2 * (data["k"] == "2") - (data["kn"] == 3) + slopes[study, 0]
+        + slopes[study, 1] * (data["g"] == "b") + slopes[study, 2] * (data["g"] == "c")
+        + 0.5 * rng.normal(size=24)[3 * study + data["centre"] - 1] + rng.normal(size=n)
+    )  # fmt: skip
+    data.loc[[9, 99], "y"] = np.nan
+    return data.set_axis(np.arange(n) * 10 + 7)  # row labels that are not positions
+
+
 @pytest.fixture(scope="module")
 def reference():
-    return run_r(r_cases() + R_SCRIPT)
+    data = factor_data()
+    return run_r(r_cases() + R_SCRIPT + R_NEW_DATA, {"factor_data": data.reset_index(drop=True)})
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +204,9 @@ def test_predict_equals_lme4(case, reference, fits):
     new.iloc[0, new.columns.get_loc(group)] = "a new group"
     assert scaled(fit.predict(), theirs["fitted"]) < 1e-6
     assert scaled(fit.predict(new, allow_new_levels=True), theirs["group_level"]) < 1e-6
-    assert scaled(fit.predict(new, re_form=None), theirs["population"]) < 1e-6
-    assert scaled(fit.predict(new, re_form="~0"), theirs["population"]) < 1e-6
+    assert scaled(fit.predict(new, re_form=None, allow_new_levels=True), theirs["group_level"]) < 1e-6  # R's NULL
+    for population in ("~0", "NA", " ~ 0 ", np.nan, pd.NA):  # lme4's re.form = NA or ~0
+        assert scaled(fit.predict(new, re_form=population), theirs["population"]) < 1e-6
     random_part = "~" + CASES[case][1].split("+")[-1].strip()  # the model's own random part: group level
     assert scaled(fit.predict(new, re_form=random_part, allow_new_levels=True), theirs["group_level"]) < 1e-6
     intercepts_only = fit.predict(new, re_form=f"~(1 | {group})", allow_new_levels=True)  # a slope's term left out
@@ -196,3 +241,62 @@ def test_summary_reads_like_lmertest_with_no_nan(fits):
         assert len(repr(fit)) < 300
     chick = fits["chick"].summary()
     assert "Corr" in chick and "Number of obs: 578, groups:  Chick, 50" in chick
+
+
+def test_predict_matches_factors_by_label_and_refuses_new_levels_as_lme4(reference):
+    """New data's factors are matched to the fit's levels by label, whatever their type (a number
+    for a text level, text for a number-coded C(kn), a Categorical of numbers, float group ids), in
+    the fixed and the random part; a new level, text in a numeric column and a term named twice are
+    refused (by name and row count, no value), as lme4 refuses them; a variable of a term re_form
+    leaves out is not read; predict() is indexed by the data's row labels, as lme4's fitted()."""
+    theirs, data = reference["new_data"], factor_data()
+    fit = ipdpool.lmer("y ~ x + k + C(kn) + (1 + g | study)", data)
+    used = data.index[data["y"].notna()]
+    assert fit.predict().index.equals(used)
+    assert [list(data.index).index(label) + 1 for label in used] == theirs["fitted_rows"]
+    assert scaled(fit.predict(), theirs["fitted"]) < 1e-6
+    new = data.iloc[:6]
+    for recoded in (
+        new,
+        new.assign(k=new["k"].astype(int)),
+        new.assign(k=pd.Categorical(new["k"].astype(int))),
+        new.assign(kn=new["kn"].astype(str)),
+        new.assign(kn=new["kn"].astype(float), g=pd.Categorical(new["g"], categories=["c", "b", "a", "q"])),
+    ):
+        assert scaled(fit.predict(recoded), theirs["full"]) < 1e-6
+    left_out = fit.predict(new.assign(g="n/a"), re_form="~ (1 | `study`)")  # g is not read (lme4 reads it)
+    assert scaled(left_out, theirs["study_intercepts"]) < 1e-6
+    assert scaled(fit.predict(new, re_form="~((1 | study))"), theirs["study_intercepts"]) < 1e-6
+    assert scaled(fit.predict(new.assign(g=1), re_form=" ~0"), theirs["population"]) < 1e-6
+    text = new["x"].round(3).astype(str)
+    for bad, message, hidden in (
+        (new.assign(kn=9), "6 rows of the new data have a level of factor 'kn' that is not in the fit", ["9"]),
+        (new.assign(kn=2.5), "6 rows .* factor 'kn'", ["2.5"]),
+        (new.assign(k=[1, 2, 47, 1, 2, 3]), "1 rows .* factor 'k'", ["47"]),
+        (new.assign(g="q"), "6 rows .* factor 'g'", ["'q'"]),
+        (new.assign(g=new["g"].map({"a": 1, "b": 2, "c": 3})), "6 rows .* factor 'g'", []),
+        (new.assign(x=text), "column 'x' is numeric in the fit but 6 rows", list(text)),
+    ):
+        with pytest.raises(ValueError, match=message) as refusal:
+            fit.predict(bad)
+        assert not [value for value in hidden if value in str(refusal.value)]
+    assert theirs["new_kn"] == "refused" and theirs["new_g"] == "refused"
+    with pytest.raises(ValueError, match="twice"):
+        fit.predict(new, re_form="~(1 | study) + (1 | study)")
+
+
+def test_predict_float_group_ids_and_missing_groups_as_lme4(reference):
+    """Group ids given as a Categorical of floats find the fit's integer ids (R labels 1.0 "1"); a
+    missing group of an added factor is refused, or with allow_new_levels predicted at the population
+    level of that factor, as lme4 does."""
+    theirs, data = reference["new_data"], factor_data()
+    fit = ipdpool.lmer("y ~ x + (1 | study/centre)", data)
+    new = data.iloc[[1, 29, 59]]
+    floats = new.assign(**{c: pd.Categorical(new[c].astype(float)) for c in ("study", "centre")})
+    assert scaled(fit.predict(floats), theirs["nested"]) < 1e-6
+    missing = floats.assign(study=[1.0, np.nan, new["study"].iloc[2]], centre=[*new["centre"].iloc[:2], np.nan])
+    both = "~(1 | study) + (1 | centre:study)"
+    assert theirs["missing_group"] == "refused"
+    with pytest.raises(ValueError, match="missing grouping value \\(2 of 'centre:study', 1 of 'study'\\)"):
+        fit.predict(missing, re_form=both)
+    assert scaled(fit.predict(missing, re_form=both, allow_new_levels=True), theirs["missing_allowed"]) < 1e-6

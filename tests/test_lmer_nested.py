@@ -273,7 +273,7 @@ def test_predict_with_some_random_terms_equals_lme4_re_form(case, reference):
     scale = np.abs(result.predict().to_numpy()).max()
     for form in forms:
         expected = theirs["forms"][form]
-        re_form = None if form == "NA" else form
+        re_form = form  # "NA" as lme4's re.form = NA
         allowed = result.predict(new, re_form=re_form, allow_new_levels=True).to_numpy()
         np.testing.assert_allclose(allowed, expected["allowed"], rtol=0, atol=1e-8 * scale, err_msg=form)
         for rows, key in ((slice(0, 4), "seen_studies"), (slice(0, 5), "all")):
@@ -296,6 +296,8 @@ def test_re_form_refusals_and_the_variables_of_terms_left_out(reference):
         ("(1 | batch)", "re_form must be"),
         ("~(1 + sample | batch)", "use \\['sample'\\], which the fit's random terms do not"),
         ("~(0 + strength | batch)", "terms \\['strength'\\] of 'batch' are not in the fit"),
+        ("~(1 | batch) + ((1 | batch))", "terms \\['Intercept'\\] of 'batch' twice"),
+        ("all", "re_form must be None"),
     ]:
         with pytest.raises(ValueError, match=message):
             pastes.predict(re_form=re_form)
@@ -306,3 +308,23 @@ def test_re_form_refusals_and_the_variables_of_terms_left_out(reference):
     study_intercepts = fit.ranef()["s"].modes["Intercept"]
     expected = fit.fit.beta[0] + study_intercepts.loc[data["s"].astype(str)].to_numpy()
     np.testing.assert_allclose(fit.predict(data[["s"]], re_form="~(1 | s)"), expected, rtol=1e-12)
+
+
+def test_centres_whose_printed_labels_collide_are_predicted_apart():
+    """Study 'A' with centre '1:2' and study '2:A' with centre '1' both print as '1:2:A' (lme4 merges
+    them into one level); the fit keeps the two centres apart, and predict finds each its own
+    conditional mode: the same data with that centre relabelled '12' predicts the same."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for study, centres in {"A": ["1:2", "3"], "2:A": ["1", "4"], "B": ["1", "2", "3"], "C": ["1", "2"]}.items():
+        effect = rng.normal()
+        for centre in centres:
+            shift = effect + rng.normal()
+            rows += [{"study": study, "centre": centre, "x": rng.normal(), "e": shift + rng.normal()} for _ in range(6)]
+    data = pd.DataFrame(rows).assign(y=lambda d: d["x"] + d["e"])
+    fit = ipdpool.lmer("y ~ x + (1 | study/centre)", data)
+    plain = data.assign(centre=data["centre"].replace({"1:2": "12"}))
+    other = ipdpool.lmer("y ~ x + (1 | study/centre)", plain)
+    scale = np.abs(other.predict().to_numpy()).max()
+    np.testing.assert_allclose(fit.predict(), other.predict(), rtol=0, atol=1e-7 * scale)
+    np.testing.assert_allclose(fit.predict(data.iloc[::5]), other.predict(plain.iloc[::5]), rtol=0, atol=1e-7 * scale)

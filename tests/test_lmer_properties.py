@@ -1,7 +1,9 @@
 """Properties of lmer's result methods over generated data sets (hypothesis): what must not change
 when the input changes in a way that should not matter.
 
-- ranef and predict: the same under any row order and any relabelling of the groups;
+- ranef and predict: the same under any row order and any relabelling of the groups; predict the
+  same whatever storage new data give the factor and the group ids (text, numbers, floats,
+  Categoricals in any category order), and predict() labelled by the rows fitted;
 - anova (Type III, Satterthwaite and Kenward-Roger): F, NumDF, DenDF and p the same under an
   affine change of a covariate and of the response, the model having an intercept;
 - refusals: an infinite value anywhere in a used column, a single group, a text response and a
@@ -77,8 +79,8 @@ def test_ranef_and_predict_ignore_row_order_and_group_labels(data, random):
     positions = [list(other_effects.modes.index).index(renamed[g]) for g in effects.modes.index]
     assert scaled_difference(other_effects.cond_var[positions], effects.cond_var) < 1e-6
     assert scaled_difference(other.predict(), fit.predict().to_numpy()[order]) < 1e-6
-    population = other.predict(shuffled, re_form=None).to_numpy()
-    assert scaled_difference(population, fit.predict(data, re_form=None).to_numpy()[order]) < 1e-6
+    population = other.predict(shuffled, re_form="~0").to_numpy()
+    assert scaled_difference(population, fit.predict(data, re_form="~0").to_numpy()[order]) < 1e-6
 
 
 @PROPERTY
@@ -138,3 +140,23 @@ def test_other_bad_inputs_are_refused(data, kind):
         with pytest.raises(FormulaError) as error:
             ipdpool.lmer("y ~ xx + f + (1 | g)", data)
         assert_names_without_value(error, "'xx'", "did you mean 'x'")
+
+
+@PROPERTY
+@given(data_sets(), st.randoms(use_true_random=False))
+def test_predict_ignores_how_new_data_store_factors_and_ids(data, random):
+    ids = data.assign(g=data["g"].str[1:].astype(int))
+    ids.index = random.sample(range(1000, 9999), len(ids))  # row labels that are not positions
+    dropped = random.choice(list(ids.index))
+    ids.loc[dropped, "y"] = np.nan
+    fit = fit_or_skip(FORMULA, ids)
+    assert list(fit.predict().index) == [label for label in ids.index if label != dropped]
+    expected = fit.predict(ids).to_numpy()
+    categories = random.sample(["a", "b", "c", "unused"], 4)
+    for stored in (
+        ids.assign(g=ids["g"].astype(float)),
+        ids.assign(g=pd.Categorical(ids["g"].astype(float))),
+        ids.assign(g=ids["g"].astype(str), f=pd.Categorical(ids["f"], categories=categories)),
+        ids.assign(f=ids["f"].astype("string")),
+    ):
+        np.testing.assert_allclose(fit.predict(stored).to_numpy(), expected, rtol=1e-12, atol=0)

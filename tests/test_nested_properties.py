@@ -176,7 +176,7 @@ def test_study_level_predictions_ignore_centre_labels_and_row_order(case, other_
     scale = np.abs(before).max() + np.sqrt(fitted.fit.sigma2)
     assert_close(refit.predict(relabelled, re_form=study_level), before, 1e-8, scale, "study level")
     assert np.array_equal(fitted.predict(data.assign(c=-1), re_form=study_level).to_numpy(), before)
-    parts = before + fitted.predict(data, re_form=centre_only).to_numpy() - fitted.predict(data, re_form=None)
+    parts = before + fitted.predict(data, re_form=centre_only).to_numpy() - fitted.predict(data, re_form="~0")
     assert_close(parts, fitted.predict(data), 1e-12, scale, "sum of the terms")
 
 

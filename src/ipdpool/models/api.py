@@ -5,7 +5,7 @@
     fit.contrast({"x1": 1, "x2": -1})
     fit.anova()                     # Type III F tests per term (lmerTest's anova)
     fit.ranef()                     # conditional modes and variances (lme4's ranef(condVar = TRUE))
-    fit.predict(newdata)            # group-level; re_form=None: population level
+    fit.predict(newdata)            # group level (lme4's re.form = NULL); re_form="~0": population level
     fit.confint()                   # Wald intervals of the fixed effects
     print(fit.summary())            # lmerTest's summary layout
 
@@ -20,6 +20,7 @@ variable used are dropped (and counted in the warnings), as lme4 does by default
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings as pywarnings
 from dataclasses import dataclass, field
 
@@ -58,7 +59,6 @@ from .results import (
 )
 
 MAX_RANDOM_TERMS = 3
-POPULATION = (None, "NA", "~0", "~ 0")
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,7 @@ class LmerResult:
     random_variables: set = field(default_factory=set, repr=False)
     z: np.ndarray | None = field(default=None, repr=False)  # random-effect columns of the rows used
     response: np.ndarray | None = field(default=None, repr=False)
+    row_index: pd.Index | None = field(default=None, repr=False)  # the data's labels of the rows used
 
     def __repr__(self) -> str:
         return (
@@ -267,97 +268,147 @@ class LmerResult:
         confint(method = "Wald"); lme4 gives NA for the variance parameters, so they are left out."""
         return wald_intervals(self.fit, self.level if level is None else level)
 
-    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = "all", allow_new_levels=False):
-        """Predicted means for the rows of `newdata` (default: the rows fitted), as lme4's predict:
-        re_form="all" (default, or the model's random part) adds each group's conditional modes;
-        re_form=None (or "NA", "~0") gives the population level X beta; a formula naming some of the
-        random terms (lme4's re.form, e.g. "~(1 | study)" of a `(1 | study/centre)` fit) adds only
-        those, the others at 0. A group not in the fit, of a factor whose terms are added, is refused,
-        as lme4 does by default; allow_new_levels=True predicts it at the population level of that
-        factor (lme4's allow.new.levels = TRUE). Rows with a missing predictor get NaN (lme4's na.pass)."""
+    def predict(self, newdata: pd.DataFrame | None = None, re_form=None, allow_new_levels: bool = False) -> pd.Series:
+        """Predicted means for the rows of `newdata` (default: the rows fitted, indexed by their
+        labels in the data, as lme4's fitted()), as lme4's predict: re_form=None (default, lme4's
+        NULL) adds each group's conditional modes; "~0", "NA" or a missing value (lme4's NA) gives the
+        population level X beta; a formula naming some of the random terms (lme4's re.form, e.g.
+        "~(1 | study)" of a `(1 | study/centre)` fit) adds only those, the others at 0. Factors of the
+        new data are matched to the fit's levels by label (R's "1" for 1 or 1.0); a level not in the
+        fit is refused. A group not in the fit, or a missing group, of a factor whose terms are added
+        is refused, as lme4 does by default; allow_new_levels=True predicts it at the population level
+        of that factor (lme4's allow.new.levels = TRUE). Rows with a missing predictor get NaN
+        (lme4's na.pass)."""
         frame = self.frame if newdata is None else newdata
-        included, variables = ({}, set()) if re_form in POPULATION else self._included_terms(re_form)
-        variables |= self.design.predictors
+        index = self.row_index if newdata is None and self.row_index is not None else frame.index
+        included, needed = self._included_terms(re_form)
+        variables = needed | self.design.predictors
         check_columns(variables, frame)
-        complete = frame[sorted(variables)].notna().all(axis=1).to_numpy()
+        groups_only = self._group_only_columns() & needed
+        complete = frame[sorted(variables - groups_only)].notna().all(axis=1).to_numpy()
         out = np.full(len(frame), np.nan)
-        if not complete.any():
-            return pd.Series(out, index=frame.index, name="prediction")
-        rows = prepare_columns(frame.loc[complete])
-        check_levels(self.design, rows)
-        x = self.design.spec.get_model_matrix(rows, context=CONTEXT, na_action="ignore")[list(self.design.x.columns)]
-        values = np.asarray(x, float) @ self.fit.beta
-        if included:
-            values += self._group_part(rows, allow_new_levels, included)
-        out[complete] = values
-        return pd.Series(out, index=frame.index, name="prediction")
+        if complete.any():
+            rows = prepare_columns(frame.loc[complete, sorted(variables)])
+            if newdata is not None:
+                rows = self._as_fitted(rows, variables, bool(included))
+            x = model_matrix(self.design.spec, rows, "fixed part")[list(self.design.x.columns)]
+            values = np.asarray(x, float) @ self.fit.beta
+            if included:
+                values += self._group_part(rows, allow_new_levels, included, needed)
+            out[complete] = values
+        return pd.Series(out, index=index, name="prediction")
 
-    def _included_terms(self, re_form: str) -> tuple[dict[str, list[str]], set[str]]:
+    def _as_fitted(self, rows: pd.DataFrame, variables: set[str], random: bool) -> pd.DataFrame:
+        """The new rows' factors recoded to the fit's values by label (refusing a level the fit has
+        not), and a column numeric in the fit refused by name where the new data hold text."""
+        specs = [self.design.spec] + ([self.random_spec] if random else [])
+        factors = set().union(*(factor_columns(spec, self.frame.columns) for spec in specs)) & variables
+        out = rows.copy()
+        for name in sorted(factors):
+            out[name] = as_fitted_levels(rows[name], self.frame[name], name)
+        for name in sorted(variables - factors - self._group_only_columns()):
+            out[name] = as_fitted_kind(out[name], self.frame[name], name)
+        return out
+
+    def _group_only_columns(self) -> set[str]:
+        """Columns used only as grouping factors (a missing one is a missing group, not NaN)."""
+        return self.grouping_columns - self.design.predictors - self.random_variables
+
+    def _included_terms(self, re_form) -> tuple[dict[str, list[str]], set[str]]:
         """lme4's re.form: ({grouping factor: its terms whose modes a prediction adds}, the columns
         those need). A factor must be named as lme4 names it (`(1 | a/b)` makes 'b:a'), and only
-        terms of the fit, as lme4 requires."""
+        terms of the fit, each once, as lme4 requires."""
         blocks = {group: terms for group, terms, _ in self.random_blocks()}
-        if re_form == "all":
+        if re_form is None:
             return blocks, self.random_variables | self.grouping_columns
-        text = str(re_form).strip()
-        parts = split_random(r_power("y " + text))[1] if text.startswith("~") else []
+        if is_population(re_form):
+            return {}, set()
+        text = re.sub(r"`([A-Za-z_.][A-Za-z0-9_.]*)`", r"\1", re_form).strip() if isinstance(re_form, str) else ""
+        while re.search(r"\(\s*\([^()]*\)\s*\)", text):  # lme4 reads ((1 | g)) as (1 | g)
+            text = re.sub(r"\(\s*(\([^()]*\))\s*\)", r"\1", text)
+        parts = split_random(r_power("y " + text))[1] if text.startswith("~") and text.count("~") == 1 else []
         if not parts:
             raise ValueError(
-                f"re_form must be 'all', None, '~0' or random terms of the fit such as '~(1 | {self.group})'"
+                f"re_form must be None (all random terms), '~0' or 'NA' (none), or random terms of the fit such "
+                f"as '~(1 | {self.group})'"
             )
-        import formulaic  # imported here: only formula entry points need it
-
         included, variables = {}, set()
         for part in parts:
-            if part.group not in blocks:
-                raise ValueError(
-                    f"re_form names the grouping factor {part.group!r}, which is not one of the fit's "
-                    f"{sorted(blocks)} (lme4 refuses it too)"
-                )
-            terms = quote_dotted(part.terms, self.frame.columns)
-            needed = required_variables(terms, self.frame.columns)
-            if needed - set(self.frame.columns):
-                raise ValueError(
-                    f"re_form's terms of {part.group!r} use {sorted(needed - set(self.frame.columns))}, which the "
-                    "fit's random terms do not (lme4 refuses them too)"
-                )
-            names = formulaic.model_matrix(terms, self.frame, context=CONTEXT, na_action="ignore").columns
-            unknown = sorted(set(names) - set(blocks[part.group]))
-            if unknown:
-                raise ValueError(
-                    f"re_form's terms {unknown} of {part.group!r} are not in the fit (lme4 refuses them too)"
-                )
+            names, needed = self._term_names(part, blocks)
+            twice = sorted(names & included.get(part.group, set()))
+            if twice:
+                raise ValueError(f"re_form names the terms {twice} of {part.group!r} twice (lme4 adds them twice)")
             included.setdefault(part.group, set()).update(names)
             variables |= needed | set(part.group.split(":"))
         return {
             group: [t for t in blocks[group] if t in included[group]] for group in blocks if group in included
         }, variables
 
+    def _term_names(self, part: RandomPart, blocks: dict[str, list[str]]) -> tuple[set[str], set[str]]:
+        """(the fit's names of the terms of one re_form part, the columns they use); anything lme4
+        would refuse is refused."""
+        import formulaic  # imported here: only formula entry points need it
+
+        if part.group not in blocks:
+            raise ValueError(
+                f"re_form names the grouping factor {part.group!r}, which is not one of the fit's "
+                f"{sorted(blocks)} (lme4 refuses it too)"
+            )
+        terms = quote_dotted(part.terms, self.frame.columns)
+        needed = required_variables(terms, self.frame.columns)
+        if needed - set(self.frame.columns):
+            raise ValueError(
+                f"re_form's terms of {part.group!r} use {sorted(needed - set(self.frame.columns))}, which the "
+                "fit's random terms do not (lme4 refuses them too)"
+            )
+        names = set(formulaic.model_matrix(terms, self.frame, context=CONTEXT, na_action="ignore").columns)
+        unknown = sorted(names - set(blocks[part.group]))
+        if unknown:
+            raise ValueError(f"re_form's terms {unknown} of {part.group!r} are not in the fit (lme4 refuses them too)")
+        return names, needed
+
     def _modes(self) -> dict[str, pd.DataFrame]:
-        """Conditional modes per grouping factor (levels x terms)."""
+        """Conditional modes per grouping factor (levels x terms), indexed by `_level_keys`."""
         return {self.group: self.ranef().modes}
 
-    def _random_columns(self, group: str, rows: pd.DataFrame) -> pd.DataFrame:
+    def _level_keys(self, rows: pd.DataFrame, group: str) -> pd.Index:
+        """Each row's level of `group`, as `_modes` indexes the levels (the printed labels: the fit
+        groups rows by them, as lme4)."""
+        return pd.Index(label_strings(group_labels(rows, group)))
+
+    def _random_columns(self, group: str, rows: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
         """The random-effect columns of `group`'s terms for `rows`. A variable of a term that
-        re_form leaves out may be absent (lme4 sets it to NA): it is filled from the fit's first row
+        re_form leaves out is not read (lme4 sets it to NA): it is filled from the fit's first row
         so that the fit's model spec evaluates; its columns are not used."""
-        absent = sorted(self.random_variables - set(rows.columns))
-        filled = rows.assign(**{name: self.frame[name].iloc[0] for name in absent}) if absent else rows
-        z = self.random_spec.get_model_matrix(filled, context=CONTEXT, na_action="ignore")
+        unread = sorted(self.random_variables - needed)
+        filled = rows.assign(**{name: self.frame[name].iloc[0] for name in unread}) if unread else rows
+        z = model_matrix(self.random_spec, filled, f"random terms of {group!r}")
         return pd.DataFrame(np.asarray(z, float), index=rows.index, columns=self.random_terms)
 
-    def _group_part(self, rows: pd.DataFrame, allow_new_levels: bool, included: dict[str, list[str]]) -> np.ndarray:
-        """Z b over the included terms; a level not in the fit has b = 0 (refused unless allowed)."""
+    def _group_part(
+        self, rows: pd.DataFrame, allow_new_levels: bool, included: dict[str, list[str]], needed: set[str]
+    ) -> np.ndarray:
+        """Z b over the included terms; a level not in the fit, or a missing one, has b = 0 (refused
+        unless allowed)."""
         modes = self._modes()
-        total, new = np.zeros(len(rows)), {}
+        total, new, missing = np.zeros(len(rows)), {}, {}
         for group, terms in included.items():
-            labels = np.array(label_strings(group_labels(rows, group)), dtype=object)
-            known = np.isin(labels, modes[group].index.to_numpy())
-            if not known.all():
-                new[group] = int((~known).sum())
+            absent = rows[group.split(":")].isna().any(axis=1).to_numpy()
+            position = modes[group].index.get_indexer(self._level_keys(rows, group))
+            position[absent] = -1
+            if absent.any():
+                missing[group] = int(absent.sum())
+            if ((position < 0) & ~absent).any():
+                new[group] = int(((position < 0) & ~absent).sum())
             effects = np.zeros((len(rows), len(terms)))
-            effects[known] = modes[group].loc[labels[known], terms].to_numpy()
-            total += np.einsum("ij,ij->i", self._random_columns(group, rows)[terms].to_numpy(), effects)
+            effects[position >= 0] = modes[group][terms].to_numpy()[position[position >= 0]]
+            total += np.einsum("ij,ij->i", self._random_columns(group, rows, needed)[terms].to_numpy(), effects)
+        if missing and not allow_new_levels:
+            counts = ", ".join(f"{count} of {group!r}" for group, count in missing.items())
+            raise ValueError(
+                f"rows have a missing grouping value ({counts}): pass allow_new_levels=True to predict them at the "
+                "population level of that factor (lme4 refuses them too)"
+            )
         if new and not allow_new_levels:
             counts = ", ".join(f"{count} of {group!r}" for group, count in new.items())
             raise ValueError(
@@ -371,14 +422,85 @@ class LmerResult:
         return format_summary(self)
 
 
-def check_levels(design: FixedDesign, rows: pd.DataFrame) -> None:
-    """New data may only use factor levels the fit has coefficients for (lme4 refuses others)."""
-    for factor, state in design.spec.factor_contrasts.items():
-        name = str(factor)
-        if name in rows:
-            unknown = set(rows[name].astype(str)) - {str(level) for level in state.levels}
-            if unknown:
-                raise ValueError(f"{len(unknown)} level(s) of factor {name!r} in the new data were not in the fit")
+def is_population(re_form) -> bool:
+    """lme4's re.form = NA or ~0: "NA", "~0" (any spacing), or a missing value (R's NA)."""
+    if isinstance(re_form, str):
+        return re.sub(r"\s", "", re_form) in ("NA", "~0")
+    return re_form is pd.NA or (isinstance(re_form, float) and np.isnan(re_form))
+
+
+def factor_columns(spec, columns) -> set[str]:
+    """The data columns that a model spec's factors are (`k`, `C(k)`, `C(k, contr.poly)`); a factor of
+    another expression is left to `model_matrix`'s check."""
+    names = set()
+    for factor in spec.factor_contrasts:
+        expression = str(factor).strip()
+        call = re.fullmatch(r"C\(\s*(`[^`]+`|[A-Za-z_.][A-Za-z0-9_.]*)\s*(,.*)?\)", expression, re.S)
+        name = (call.group(1) if call else expression).strip("`")
+        if name in columns:
+            names.add(name)
+    return names
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def numeric_kind(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def as_fitted_kind(given: pd.Series, fitted: pd.Series, name: str) -> pd.Series:
+    """`given` as numbers (or True/False) where the fit has them, whatever its storage (a Categorical
+    of numbers, an object column of bools); a row holding anything else is refused by name and count."""
+    logical = pd.api.types.is_bool_dtype(fitted)
+    if not (logical or numeric_kind(fitted)) or numeric_kind(given) or pd.api.types.is_bool_dtype(given):
+        return given
+    values = given.dropna().astype(object)
+    wrong = len(values) - int(values.map(lambda v: isinstance(v, (bool, np.bool_)) if logical else is_number(v)).sum())
+    if not wrong:
+        return given.astype(object).astype(bool if logical else float)
+    kind = "logical (True/False)" if logical else "numeric"
+    raise ValueError(
+        f"column {name!r} is {kind} in the fit but {wrong} rows of the new data hold something else (lme4 refuses "
+        "them too)"
+    )
+
+
+def as_fitted_levels(given: pd.Series, fitted: pd.Series, name: str) -> pd.Series:
+    """`given` as the fit's values of the factor `name`, matched by label (R matches a factor's levels
+    by their text: 1, 1.0 and "1" are one level); a row with a level not in the fit is refused, as lme4
+    refuses new levels. A column whose fitted values share a label is left as it is."""
+    codes, values = pd.factorize(fitted)
+    labels = label_strings(pd.Series(values))
+    if len(set(labels)) != len(labels):
+        return given
+    first = np.unique(codes, return_index=True)[1]
+    given_codes, given_values = pd.factorize(given)
+    position = pd.Index(labels).get_indexer(label_strings(pd.Series(given_values)))
+    unknown = int((position[given_codes] < 0).sum())
+    if unknown:
+        raise ValueError(
+            f"{unknown} rows of the new data have a level of factor {name!r} that is not in the fit (lme4 refuses "
+            "new levels too)"
+        )
+    return fitted.iloc[first[position[given_codes]]].set_axis(given.index)
+
+
+def model_matrix(spec, rows: pd.DataFrame, part: str) -> pd.DataFrame:
+    """The spec's model matrix of new rows; a factor value outside the fit's levels that the column
+    checks could not see (a factor of an expression) is refused rather than coded as the reference."""
+    from formulaic.errors import DataMismatchWarning, FactorEncodingError
+
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("error", DataMismatchWarning)
+        try:
+            return spec.get_model_matrix(rows, context=CONTEXT, na_action="ignore")
+        except (DataMismatchWarning, FactorEncodingError):
+            raise ValueError(
+                f"the new data have a value of a factor of the {part} that is not one of the fit's levels, or text "
+                "where the fit has numbers"
+            ) from None
 
 
 def used_rows(data: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
@@ -465,7 +587,7 @@ def lmer(
 
         return lmer_nested(
             LmerResult(formula, None, ddf, level, group, list(z.columns), notes, design, z.model_spec, frame,
-                       random_variables, np.asarray(z, float), y),
+                       random_variables, np.asarray(z, float), y, data.index[rows - 1]),
             structure, part.correlated, reml,
         )  # fmt: skip
     cp = cross_products(
@@ -475,5 +597,5 @@ def lmer(
     fit = fit_lmm(cp, reml=reml)
     return LmerResult(
         formula, fit, ddf, level, group, list(z.columns), notes, design, z.model_spec, frame, random_variables,
-        np.asarray(z, float), y,
+        np.asarray(z, float), y, data.index[rows - 1],
     )  # fmt: skip

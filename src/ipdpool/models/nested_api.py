@@ -9,6 +9,8 @@ result methods: ranef per grouping factor, predict with both levels, the summary
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,39 +116,70 @@ class NestedLmerResult(LmerResult):
         """Conditional modes and conditional covariances per grouping factor, in lme4's order
         (lme4's ranef(condVar = TRUE) is a list by factor the same way), levels in the order of
         lme4's factors (an interaction's levels by its columns' levels, numbers as numbers)."""
+        return {group: effects for group, (effects, _) in self._effects().items()}
+
+    def _effects(self) -> dict[str, tuple[RandomEffects, pd.Index]]:
+        """ranef's effects per grouping factor with their levels' `_level_keys`."""
         fit = self.nested_fit
         study, study_covariance, centre, centre_variance = conditional_modes(fit)
-        study_index, study_order = self._levels(self.group, [(s,) for s in fit.layout.studies])
-        centre_index, centre_order = self._levels(self.centre, list(fit.layout.centres))
+        study_index, study_keys, study_order = self._ordered_levels[self.group]
+        centre_index, centre_keys, centre_order = self._ordered_levels[self.centre]
         out = {
-            self.group: RandomEffects(
+            self.group: (RandomEffects(
                 self.group, pd.DataFrame(study[study_order], index=study_index, columns=self.random_terms),
                 study_covariance[study_order],
-            ),
-            self.centre: RandomEffects(
+            ), study_keys),
+            self.centre: (RandomEffects(
                 self.centre, pd.DataFrame(centre[centre_order, None], index=centre_index, columns=CENTRE_TERMS),
                 centre_variance[centre_order, None, None],
-            ),
+            ), centre_keys),
         }  # fmt: skip
         return {group: out[group] for group, _, _ in self.random_blocks()}
 
-    def _levels(self, factor: str, keys: list[tuple]) -> tuple[pd.Index, np.ndarray]:
-        """(labels in lme4's order, positions in that order of `keys`: the layout's (study,) or
-        (study, centre)). A level's label and sort key come from its rows' values of the factor's columns."""
+    @functools.cached_property
+    def _ordered_levels(self) -> dict[str, tuple[pd.Index, pd.Index, np.ndarray]]:
+        """`_levels` of both factors, computed once: they depend only on the rows fitted."""
+        layout = self.nested_fit.layout
+        return {
+            self.group: self._levels(self.group, [(s,) for s in layout.studies]),
+            self.centre: self._levels(self.centre, list(layout.centres)),
+        }
+
+    def _levels(self, factor: str, keys: list[tuple]) -> tuple[pd.Index, pd.Index, np.ndarray]:
+        """(labels in lme4's order, their `_level_keys`, positions in that order of `keys`: the layout's
+        (study,) or (study, centre)). A level's label and sort key come from its rows' values of the
+        factor's columns."""
         columns = factor.split(":")
-        frame = self.frame[columns].copy()
-        studies = label_strings(group_labels(self.frame, self.group))
-        labels = label_strings(group_labels(self.frame, factor))
-        frame["_label"] = labels
-        frame["_key"] = list(zip(studies, labels)) if len(keys[0]) == 2 else [(s,) for s in studies]
-        levels = frame.drop_duplicates("_key").sort_values(columns, kind="stable")
-        position = {key: i for i, key in enumerate(keys)}
-        return pd.Index(levels["_label"].to_list(), name=factor), np.array([position[k] for k in levels["_key"]])
+        frame = self.frame[list(dict.fromkeys([*columns, *self.group.split(":")]))].drop_duplicates(columns)
+        frame["_label"] = label_strings(group_labels(frame, factor))
+        frame["_key"] = self._level_keys(frame, factor).to_list()
+        studies = label_strings(group_labels(frame, self.group))
+        frame["_layout"] = [json.dumps([s]) for s in studies] if factor == self.group else [
+            json.dumps([s, c]) for s, c in zip(studies, frame["_label"])
+        ]  # fmt: skip
+        levels = frame.sort_values(columns, kind="stable")
+        position = {json.dumps(list(key)): i for i, key in enumerate(keys)}
+        order = np.array([position[key] for key in levels["_layout"]])
+        return pd.Index(levels["_label"].to_list(), name=factor), pd.Index(levels["_key"].to_list()), order
+
+    def _level_keys(self, rows: pd.DataFrame, group: str) -> pd.Index:
+        """A level's key: the labels of the factor's columns, written so that no two levels share one
+        (two centres' printed labels can: study 'A' with centre '1:2' and study '2:A' with centre '1'
+        both print '1:2:A'). Labelled once per distinct row."""
+        columns = group.split(":")
+        combined = np.zeros(len(rows), np.int64)
+        for column in columns:
+            codes, values = pd.factorize(rows[column])  # a missing value is -1
+            combined = combined * (len(values) + 1) + codes + 1
+        _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+        distinct = rows[columns].iloc[first]
+        keys = [json.dumps(labels) for labels in zip(*(label_strings(distinct[c]) for c in columns))]
+        return pd.Index(np.array(keys, dtype=object)[inverse.ravel()])
 
     def _modes(self) -> dict[str, pd.DataFrame]:
-        return {group: effects.modes for group, effects in self.ranef().items()}
+        return {group: effects.modes.set_axis(keys) for group, (effects, keys) in self._effects().items()}
 
-    def _random_columns(self, group: str, rows: pd.DataFrame) -> pd.DataFrame:
+    def _random_columns(self, group: str, rows: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
         if group == self.centre:
             return pd.DataFrame(1.0, index=rows.index, columns=CENTRE_TERMS)
-        return super()._random_columns(group, rows)
+        return super()._random_columns(group, rows, needed)

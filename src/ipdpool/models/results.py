@@ -35,7 +35,12 @@ class RandomEffects:
 
 def label_strings(labels: pd.Series) -> list[str]:
     """Group labels as text, integral numbers without a decimal part whatever their dtype
-    (R's as.character(1.0) is "1"), so new data with ids stored as float find their groups."""
+    (R's as.character(1.0) is "1"), so new data with ids stored as float find their groups; a
+    categorical column's values are labelled as its categories are (a Categorical of 1.0 is "1")."""
+    labels = pd.Series(labels)
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        categories = label_strings(pd.Series(labels.cat.categories))
+        return [categories[code] if code >= 0 else "nan" for code in labels.cat.codes.to_numpy()]
     if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
         return [str(int(v)) if np.isfinite(v) and v == round(v) else str(v) for v in labels.to_numpy(float)]
     return [str(v) for v in labels]
