@@ -207,7 +207,8 @@ def test_too_few_studies_are_refused_naming_the_variable():
     small = one["o_fu_z"].copy()
     rows = np.flatnonzero((data["study"] == labels[2]).to_numpy())[:8]
     small.iloc[rows] = data["o_fu_z"].iloc[rows].fillna(0.1)
-    with pytest.raises(ImputationError, match=r"^o_fu_z has a usable fit .* in 1 studies only"):
+    refusal = rf"^o_fu_z has a usable fit .* in 1 of the 2 studies that observed it \(study {labels[2]}: 3 residual df,"
+    with pytest.raises(ImputationError, match=refusal):
         impute(one.assign(o_fu_z=small), "o", 0, seed=1, method="two_stage")
 
 

@@ -53,8 +53,8 @@ import pandas as pd
 
 from .draws import logreg_draw, norm_draw
 from .twolevel import MINIMUM_STUDIES, two_level_draw
+from .twostage import MINIMUM_RESIDUAL_DF, TooFewStudies, two_stage_draw
 from .twostage import MINIMUM_STUDIES as TWO_STAGE_MINIMUM_STUDIES
-from .twostage import TooFewStudies, two_stage_draw
 
 METHODS = ("stratified", "fixed_effects", "two_level", "two_stage")
 COVARIATES = ("age", "sex", "diagnosis")  # the schema's adjustment covariates, in the order they enter
@@ -365,17 +365,40 @@ def pooled_fixed_effects(
 def two_stage_target(
     rng: np.random.Generator, x: np.ndarray, y: np.ndarray, missing: np.ndarray, studies: np.ndarray, target: str
 ) -> np.ndarray:
-    """One variable's two-stage imputations, or a refusal naming it when too few studies have a fit."""
-    binary = target in ("employed", "sex")
-    try:
-        return two_stage_draw(rng, x, y, ~missing, studies, int(studies.max()) + 1, binary=binary)
-    except TooFewStudies as too_few:
-        need = "no standard error above 1000" if binary else "at least 5 residual df"
-        raise ImputationError(
-            f"{target} has a usable fit of its imputation model ({x.shape[1]} coefficients, {need}, none aliased) "
-            f"in {too_few.usable} studies only, too few for the two-stage imputation model's meta-analysis "
-            f"(at least {TWO_STAGE_MINIMUM_STUDIES}); use multiple_imputation.method: stratified"
-        ) from None
+    """One variable's two-stage imputations; a binary variable with one value among a study's
+    observed rows keeps it there, as in `chain` (a women-only trial). TooFewStudies carries the
+    variable and its model's size for pooled_two_stage's refusal."""
+    binary = target in BINARY
+    kept = np.full(len(y), np.nan)
+    if binary:
+        for code in np.unique(studies[missing]):
+            seen = np.unique(y[(studies == code) & ~missing])
+            if len(seen) == 1:
+                kept[(studies == code) & missing] = seen[0]
+    drawn = missing & np.isnan(kept)
+    if drawn.any():
+        try:
+            kept[drawn] = two_stage_draw(rng, x, y, ~missing, studies, int(studies.max()) + 1, binary=binary)[
+                drawn[missing]
+            ]
+        except TooFewStudies as too_few:
+            too_few.variable, too_few.coefficients = target, x.shape[1]
+            raise
+    return kept[missing]
+
+
+def too_few_studies(too_few: TooFewStudies, labels: list[str]) -> ImputationError:
+    """The refusal naming the variable, the number of usable fits and why each other study's is not usable."""
+    binary = too_few.variable in BINARY
+    need = "no standard error above 1000" if binary else f"at least {MINIMUM_RESIDUAL_DF} residual df"
+    why = "; ".join(f"study {labels[code]}: {reason}" for code, reason in sorted(too_few.unusable.items()))
+    return ImputationError(
+        f"{too_few.variable} has a usable fit of its imputation model ({too_few.coefficients} coefficients, "
+        f"{need}, none aliased) in {too_few.usable} of the {too_few.usable + len(too_few.unusable)} studies that "
+        f"observed it ({why or 'no other'}), "
+        f"too few for the two-stage imputation model's meta-analysis (at least {TWO_STAGE_MINIMUM_STUDIES}); "
+        "use multiple_imputation.method: stratified"
+    )
 
 
 def wholesale_imputed(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> dict[str, list[str]]:
@@ -428,7 +451,10 @@ def pooled_two_stage(
     codes = np.repeat(np.arange(len(parts)), [len(part) for part in parts])
     rng = generator(seed, imputation, outcome, "all studies")
     empty = np.empty((len(codes), 0))
-    completed = chain(pd.concat(parts), outcome, rng, iterations, empty, codes, covariates, "two_stage")
+    try:
+        completed = chain(pd.concat(parts), outcome, rng, iterations, empty, codes, covariates, "two_stage")
+    except TooFewStudies as too_few:
+        raise too_few_studies(too_few, [str(part["study"].iloc[0]) for part in parts]) from None
     return completed.loc[frame.index]
 
 
