@@ -391,7 +391,7 @@ def too_few_studies(too_few: TooFewStudies, labels: list[str]) -> ImputationErro
     """The refusal naming the variable, the number of usable fits and why each other study's is not usable."""
     binary = too_few.variable in BINARY
     need = "no standard error above 1000" if binary else f"at least {MINIMUM_RESIDUAL_DF} residual df"
-    why = "; ".join(f"study {labels[code]}: {reason}" for code, reason in sorted(too_few.unusable.items()))
+    why = "; ".join(sorted(f"study {labels[code]}: {reason}" for code, reason in too_few.unusable.items()))
     return ImputationError(
         f"{too_few.variable} has a usable fit of its imputation model ({too_few.coefficients} coefficients, "
         f"{need}, none aliased) in {too_few.usable} of the {too_few.usable + len(too_few.unusable)} studies that "
