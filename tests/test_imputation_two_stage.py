@@ -17,7 +17,14 @@ from scipy.optimize import minimize
 from tests_support import imputed_alike_when_moved
 from two_stage_reference import replicate, simulated, summary
 
-from ipdpool.imputation.analysis import annotated_studies, chunk_estimates, pool_estimates, site_imputations
+from ipdpool.imputation.analysis import (
+    annotated_studies,
+    bundle_refusal,
+    chunk_estimates,
+    imputation_settings,
+    pool_estimates,
+    site_imputations,
+)
 from ipdpool.imputation.chained import ImputationError, impute, thin_meta_analyses, wholesale_imputed
 from ipdpool.imputation.twostage import (
     conditional_moments,
@@ -251,8 +258,8 @@ def test_the_pooled_table_and_the_summary_name_the_studies_imputed_wholesale():
     assert marked in one_stage["studies"]
     # 4 measuring studies for a 5-coefficient model: part of Psi is 0, and the rows say so
     assert (
-        "o_fu_z imputed wholesale from 4 measuring studies, fewer than its model's 5 coefficients + 1"
-        in (one_stage["warnings"])
+        "o_fu_z imputed wholesale from 4 measuring studies, 4 of them with a full fit of its model, fewer than its "
+        "5 coefficients + 1" in (one_stage["warnings"])
     )
     assert thin_meta_analyses(simulated(np.random.default_rng(1))[1], "o") == ""  # 6 measuring studies
     text = imputed(pooled, "o", "ips")
@@ -439,3 +446,23 @@ def test_a_study_posterior_given_its_rows_is_the_textbook_conditional_and_finite
 
     reference = minimize(negative_log_posterior, mean, method="BFGS", options={"gtol": 1e-10}).x
     np.testing.assert_allclose(mode, reference, atol=1e-5)
+
+
+def test_the_thin_meta_analysis_warning_counts_studies_with_a_full_fit():
+    """6 measuring studies for a 5-coefficient follow-up model, one of them single-arm: 5 full fits."""
+    data, _, _ = outlying_study(5, ips=1.0)
+    data = pd.concat([data, data[data["study"] == "S1"].assign(study="S6", o_fu_z=np.nan)], ignore_index=True)
+    assert thin_meta_analyses(data, "o") == (
+        "two_stage: o_fu_z imputed wholesale from 6 measuring studies, 5 of them with a full fit of its model, "
+        "fewer than its 5 coefficients + 1, so part of the between-study covariance is 0"
+    )
+    both = data.assign(arm=np.where(np.arange(len(data)) % 2 == 0, "IPS", "SAU"))
+    assert thin_meta_analyses(both, "o") == ""
+
+
+def test_the_coordinator_refuses_two_stage_with_bundled_studies():
+    mi = {"method": "two_stage", "iterations": 5, "seed": 1, "imputations": 5}
+    assert "not possible with bundled studies" in bundle_refusal(mi, "EU1", None)
+    stratified = {**mi, "method": "stratified"}
+    assert "the same settings" in bundle_refusal(stratified, "EU1", None)
+    assert bundle_refusal(stratified, "EU1", {"settings": imputation_settings(stratified)}) is None

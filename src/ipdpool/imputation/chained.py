@@ -413,20 +413,35 @@ def wholesale_imputed(frame: pd.DataFrame, outcome: str, covariates: tuple[str, 
 
 
 def thin_meta_analyses(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> str:
-    """A warning for each variable imputed wholesale somewhere whose measuring studies number fewer
-    than its model's coefficients + 1: the method of moments then sets part of the between-study
-    covariance to (almost) 0, so the wholesale imputations understate the studies' heterogeneity."""
+    """A warning for each variable imputed wholesale somewhere whose studies with a full fit of their
+    own number fewer than its model's coefficients + 1: the method of moments then sets part of the
+    between-study covariance to (almost) 0, so the wholesale imputations understate the studies'
+    heterogeneity. A study whose observed rows lack an arm or (other variables) an arm-by-employment
+    cell has aliased coefficients, and a small one too few rows: it informs Psi partly or not at all."""
     notes = []
     imputed = [c for c in covariates if c in IMPUTED_COVARIATES]
     for v in sorted({v for names in wholesale_imputed(frame, outcome, covariates).values() for v in names}):
         coefficients = (6 if v in ("employed", *IMPUTED_COVARIATES) else 5) + len([c for c in imputed if c != v])
         measuring = frame.loc[frame[v].notna(), "study"].nunique()
-        if measuring < coefficients + 1:
+        fitting = fitting_studies(frame, v, coefficients)
+        if fitting < coefficients + 1:
             notes.append(
-                f"two_stage: {v} imputed wholesale from {measuring} measuring studies, fewer than its model's "
-                f"{coefficients} coefficients + 1, so part of the between-study covariance is 0"
+                f"two_stage: {v} imputed wholesale from {measuring} measuring studies, {fitting} of them with a full "
+                f"fit of its model, fewer than its {coefficients} coefficients + 1, so part of the between-study "
+                "covariance is 0"
             )
     return "; ".join(notes)
+
+
+def fitting_studies(frame: pd.DataFrame, v: str, coefficients: int) -> int:
+    """The studies whose rows with v observed have both arms, (v not employment) every arm-by-employment
+    cell among the observed employment values, and at least coefficients + 5 rows (micemd's df rule)."""
+    cells = ["arm"] if v == "employed" else ["arm", "employed"]
+    count = 0
+    for _, part in frame[frame[v].notna()].groupby("study"):
+        full = part.dropna(subset=["employed"]).groupby(cells).size().size == 2 ** len(cells)
+        count += bool(full and len(part) >= coefficients + MINIMUM_RESIDUAL_DF)
+    return count
 
 
 def pooled_two_stage(
