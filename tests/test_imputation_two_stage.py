@@ -13,12 +13,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rscript import run_r
+from scipy.optimize import minimize
 from tests_support import imputed_alike_when_moved
 from two_stage_reference import replicate, simulated, summary
 
-from ipdpool.imputation.analysis import annotated_studies, chunk_estimates, pool_estimates, site_imputations
+from ipdpool.imputation.analysis import (
+    annotated_studies,
+    bundle_refusal,
+    chunk_estimates,
+    imputation_settings,
+    pool_estimates,
+    site_imputations,
+)
 from ipdpool.imputation.chained import ImputationError, impute, thin_meta_analyses, wholesale_imputed
-from ipdpool.imputation.twostage import conditional_moments, gls_mean, method_of_moments
+from ipdpool.imputation.twostage import (
+    conditional_moments,
+    general_method_of_moments,
+    gls_mean,
+    method_of_moments,
+    posterior_given_rows,
+    psi_root,
+    two_stage_draw,
+)
 from ipdpool.simulation import simulate_trials
 from ipdpool.summary import imputed, wholesale_studies
 
@@ -207,7 +223,8 @@ def test_too_few_studies_are_refused_naming_the_variable():
     small = one["o_fu_z"].copy()
     rows = np.flatnonzero((data["study"] == labels[2]).to_numpy())[:8]
     small.iloc[rows] = data["o_fu_z"].iloc[rows].fillna(0.1)
-    with pytest.raises(ImputationError, match=r"^o_fu_z has a usable fit .* in 1 studies only"):
+    refusal = rf"^o_fu_z has a usable fit .* in 1 of the 2 studies that observed it \(study {labels[2]}: 3 residual df,"
+    with pytest.raises(ImputationError, match=refusal):
         impute(one.assign(o_fu_z=small), "o", 0, seed=1, method="two_stage")
 
 
@@ -241,8 +258,8 @@ def test_the_pooled_table_and_the_summary_name_the_studies_imputed_wholesale():
     assert marked in one_stage["studies"]
     # 4 measuring studies for a 5-coefficient model: part of Psi is 0, and the rows say so
     assert (
-        "o_fu_z imputed wholesale from 4 measuring studies, fewer than its model's 5 coefficients + 1"
-        in (one_stage["warnings"])
+        "o_fu_z imputed wholesale from 4 measuring studies, 4 of them with a full fit of its model, fewer than its "
+        "5 coefficients + 1" in (one_stage["warnings"])
     )
     assert thin_meta_analyses(simulated(np.random.default_rng(1))[1], "o") == ""  # 6 measuring studies
     text = imputed(pooled, "o", "ips")
@@ -280,3 +297,172 @@ def test_employment_never_recorded_in_a_study_is_imputed_from_the_binary_two_sta
     others = data[data["study"] != labels[2]].groupby("study")["employed"].mean()
     assert all(others.min() - 0.15 <= rate <= others.max() + 0.15 for rate in rates), (rates, others)
     assert wholesale_imputed(data, "o")[labels[2]] == ["employed"]
+
+
+def test_a_binary_with_one_observed_value_in_a_study_keeps_it_there():
+    """As `stratified` (chained.BINARY rule): a women-only study's missing sex is female, a study in
+    which nobody observed is employed imputes nobody employed (logistic draws gave 53% men, 82% employed)."""
+    data, _, _ = outlying_study(8)
+    labels = sorted(data["study"].unique())
+    rng = np.random.default_rng(8)
+    data["sex"] = np.where(rng.random(len(data)) < 0.5, "female", "male")
+    data.loc[rng.random(len(data)) < 0.1, "employed"] = np.nan
+    first, third = data["study"] == labels[0], data["study"] == labels[2]
+    data.loc[first, "sex"] = "female"
+    gone = first & (rng.random(len(data)) < 0.3)
+    data.loc[gone, "sex"] = None
+    data.loc[third & data["employed"].notna(), "employed"] = 0.0
+    completed = impute(data, "o", 0, seed=8, method="two_stage", iterations=3, covariates=("sex",))
+    assert gone.any() and (completed.loc[gone, "sex"] == "female").all()
+    assert data.loc[third, "employed"].isna().any() and (completed.loc[third, "employed"] == 0).all()
+
+
+def affine_problem() -> tuple:
+    """Six studies: the first single-arm (aliased), the last never observed the variable (wholesale)."""
+    rng = np.random.default_rng(3)
+    sizes = np.array([40, 300, 60, 60, 30, 50])
+    study = np.repeat(np.arange(6), sizes)
+    arm = (rng.random(len(study)) < 0.5).astype(float)
+    arm[study == 0] = 1.0
+    x = np.column_stack([np.ones(len(study)), arm, rng.standard_normal(len(study))])
+    y = x @ [0.2, 0.3, 0.5] + rng.normal(0, 0.5, 6)[study] + rng.standard_normal(len(study)) * 0.8
+    observed = (rng.random(len(study)) > 0.3) & (study != 5)
+    return x, y, observed, study
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    offset=st.floats(-1e6, 1e6),
+    log_scale=st.floats(-3, 3),
+    column=st.sampled_from([1, 2]),
+    binary=st.booleans(),
+)
+def test_units_and_offsets_of_a_predictor_do_not_change_the_two_stage_draws(offset, log_scale, column, binary):
+    """Mvmeta's eigenvalue floor on Psi is not equivariant under a change of units: the draw standardizes
+    the predictors, so a + b x leaves the imputations as they were (attack9 F3: up to 388 SD before)."""
+    x, y, observed, study = affine_problem()
+    if binary:
+        y = (y > 0.4).astype(float)
+    moved = x.copy()
+    moved[:, column] = offset + 10**log_scale * x[:, column]
+    base = two_stage_draw(np.random.default_rng(9), x, y, observed, study, 6, binary=binary)
+    again = two_stage_draw(np.random.default_rng(9), moved, y, observed, study, 6, binary=binary)
+    if binary:
+        np.testing.assert_array_equal(again, base)
+    else:
+        # a + b x keeps x's digits only to eps |a| / b: the offset's share of the error is allowed
+        representable = np.finfo(float).eps * abs(offset) / 10**log_scale
+        assert np.abs(again - base).max() < (1e-8 + 1e3 * representable) * base.std()
+
+
+@settings(max_examples=15, deadline=None)
+@given(offset=st.floats(-1e6, 1e6), log_scale=st.floats(-3, 3))
+def test_units_and_offsets_of_a_normal_variable_carry_over_to_its_draws(offset, log_scale):
+    """y -> a + b y gives a + b (imputations), up to the digits a + b y keeps of y."""
+    x, y, observed, study = affine_problem()
+    scale = 10**log_scale
+    base = two_stage_draw(np.random.default_rng(9), x, y, observed, study, 6)
+    moved = two_stage_draw(np.random.default_rng(9), x, offset + scale * y, observed, study, 6)
+    representable = np.finfo(float).eps * (abs(offset) / scale + np.abs(y).max())
+    assert np.abs((moved - offset) / scale - base).max() < 1e-9 + 1e3 * representable
+
+
+def outlying_study(seed: int, **first) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Six studies, follow-up = 2 (first study) or 0 + 0.2 IPS + 0.5 employed + 0.5 baseline + N(0, 0.8^2),
+    30% of follow-ups missing; `first`: the first study's share in IPS / employment rate. Returns the
+    observed data, the deleted follow-ups and the first study's missing rows."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for j, n in enumerate([120, 80, 80, 80, 80, 80]):
+        share, rate = (first.get("ips", 0.5), first.get("employed", 0.4)) if j == 0 else (0.5, 0.4)
+        ips = (np.arange(n) < round(share * n)).astype(float)
+        employed = (rng.random(n) < rate).astype(float)
+        baseline = rng.standard_normal(n)
+        follow_up = 2.0 * (j == 0) + 0.2 * ips + 0.5 * employed + 0.5 * baseline + 0.8 * rng.standard_normal(n)
+        frames.append(pd.DataFrame({"study": f"S{j}", "arm": np.where(ips == 1, "IPS", "SAU"), "employed": employed,
+                                    "o_bl_z": baseline, "o_fu_z": follow_up}))  # fmt: skip
+    full = pd.concat(frames, ignore_index=True)
+    data = full.assign(o_fu_z=full["o_fu_z"].mask(rng.random(len(full)) < 0.3))
+    return data, full["o_fu_z"], data["o_fu_z"].isna() & (data["study"] == "S0")
+
+
+@pytest.mark.parametrize("first", [{"ips": 1.0}, {"employed": 0.0}])
+def test_a_study_whose_own_fit_is_aliased_keeps_its_own_data(first):
+    """A single-arm study, or one where nobody is employed, with intercept +2 (others 0): its imputed
+    follow-ups were drawn from the other studies' distribution (mean 0.44 / -0.04 against 2.5 / 2.2);
+    now from its own rows given the between-study prior. Each imputation's study mean has SD ~0.15."""
+    data, truth, rows = outlying_study(4, **first)
+    means = [
+        impute(data, "o", j, seed=2, method="two_stage", iterations=2).loc[rows, "o_fu_z"].mean() for j in range(3)
+    ]
+    assert abs(np.mean(means) - truth[rows].mean()) < 0.5, (means, truth[rows].mean())
+
+
+def test_general_method_of_moments_is_jackson_white_riley_with_full_designs_and_unbiased_with_partial_ones():
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        k = int(rng.integers(1, 4))
+        m = int(rng.integers(k + 2, 9))
+        estimates = rng.normal(size=(m, k))
+        covariances = np.array([a @ a.T + 0.1 * np.eye(k) for a in rng.normal(size=(m, k, k))])
+        direct = method_of_moments(estimates, covariances)
+        general = general_method_of_moments(list(estimates), list(covariances), [np.eye(k)] * m)
+        np.testing.assert_allclose(general.psi_raw, direct.psi_raw, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(general.mean, direct.mean, rtol=1e-9, atol=1e-12)
+    # 10 studies, 4 of which estimate only beta_1 + beta_2 (single-arm): E[raw Psi] = Psi
+    psi = np.array([[0.5, 0.1], [0.1, 0.3]])
+    designs = [np.eye(2)] * 6 + [np.array([[1.0, 1.0]])] * 4
+    covariances = [np.diag([0.2, 0.3])] * 6 + [np.array([[0.25]])] * 4
+    draws = []
+    for _ in range(600):
+        betas = rng.multivariate_normal([1.0, -0.5], psi, size=10)
+        estimates = [
+            c @ b + rng.multivariate_normal(np.zeros(len(s)), s) for c, b, s in zip(designs, betas, covariances)
+        ]
+        draws.append(general_method_of_moments(estimates, covariances, designs).psi_raw)
+    draws = np.array(draws)
+    z = (draws.mean(axis=0) - psi) / (draws.std(axis=0, ddof=1) / np.sqrt(len(draws)))
+    assert np.abs(z).max() < 3.5, z
+
+
+def test_a_study_posterior_given_its_rows_is_the_textbook_conditional_and_finite_under_separation():
+    rng = np.random.default_rng(12)
+    x = np.column_stack([np.ones(30), rng.standard_normal((30, 2))])
+    y = x @ [0.5, 1.0, -1.0] + rng.standard_normal(30)
+    mean, psi, variance = np.array([0.2, 0.8, -0.6]), np.diag([0.3, 0.2, 0.1]), 1.3
+    estimate = np.linalg.lstsq(x, y, rcond=None)[0]
+    expected = conditional_moments(estimate, variance * np.linalg.inv(x.T @ x), mean, psi)
+    found = posterior_given_rows(x, y, mean, psi_root(psi), variance)
+    np.testing.assert_allclose(found[0], expected[0], rtol=1e-10)
+    np.testing.assert_allclose(found[1], expected[1], rtol=1e-10)
+    # separation by the second column: the mode under the N(mean, psi) prior is finite; scipy agrees
+    binary = (x[:, 1] > 0).astype(float)
+    mode, _ = posterior_given_rows(x, binary, mean, psi_root(psi), None)
+    precision = np.linalg.inv(psi)
+
+    def negative_log_posterior(beta):
+        eta = x @ beta
+        return np.logaddexp(0, eta).sum() - binary @ eta + (beta - mean) @ precision @ (beta - mean) / 2
+
+    reference = minimize(negative_log_posterior, mean, method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(mode, reference, atol=1e-5)
+
+
+def test_the_thin_meta_analysis_warning_counts_studies_with_a_full_fit():
+    """6 measuring studies for a 5-coefficient follow-up model, one of them single-arm: 5 full fits."""
+    data, _, _ = outlying_study(5, ips=1.0)
+    data = pd.concat([data, data[data["study"] == "S1"].assign(study="S6", o_fu_z=np.nan)], ignore_index=True)
+    assert thin_meta_analyses(data, "o") == (
+        "two_stage: o_fu_z imputed wholesale from 6 measuring studies, 5 of them with a full fit of its model, "
+        "fewer than its 5 coefficients + 1, so part of the between-study covariance is 0"
+    )
+    both = data.assign(arm=np.where(np.arange(len(data)) % 2 == 0, "IPS", "SAU"))
+    assert thin_meta_analyses(both, "o") == ""
+
+
+def test_the_coordinator_refuses_two_stage_with_bundled_studies():
+    mi = {"method": "two_stage", "iterations": 5, "seed": 1, "imputations": 5}
+    assert "not possible with bundled studies" in bundle_refusal(mi, "EU1", None)
+    stratified = {**mi, "method": "stratified"}
+    assert "the same settings" in bundle_refusal(stratified, "EU1", None)
+    assert bundle_refusal(stratified, "EU1", {"settings": imputation_settings(stratified)}) is None

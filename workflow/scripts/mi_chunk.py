@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 
 from ipdpool.harmonize.schema import load_schema
-from ipdpool.imputation.analysis import chunk_estimates, imputation_settings
+from ipdpool.imputation.analysis import bundle_refusal, chunk_estimates
 from ipdpool.logutil import logged_to
 
 with logged_to(snakemake.log[0]) as log:
@@ -17,14 +17,9 @@ with logged_to(snakemake.log[0]) as log:
     for path in snakemake.input.bundled:
         content = json.loads(Path(path).read_text(encoding="utf-8"))
         study, released = content["statistics"]["study"], content.get("imputations")
-        if released is None or released["settings"] != imputation_settings(settings):
-            log.error(
-                "study %s: its bundle carries no completed data sets made with this run's multiple_imputation "
-                "settings (%s); the site must write its bundle with multiple_imputation.in_bundles: true and "
-                "the same settings",
-                study,
-                imputation_settings(settings),
-            )
+        refusal = bundle_refusal(settings, study, released)
+        if refusal:
+            log.error("%s", refusal)
             raise SystemExit(1)
         bundled[study] = released["outcomes"]
     tables = []

@@ -245,6 +245,24 @@ def imputation_settings(mi: dict) -> dict:
     return {key: mi[key] for key in ("method", "iterations", "seed", "imputations")}
 
 
+def bundle_refusal(mi: dict, study: str, released: dict | None) -> str | None:
+    """Why the coordinator cannot use a site bundle's completed data sets (None: it can). two_stage
+    imputes all studies in one chain over their rows, which a site cannot do alone."""
+    if settings_of(mi)["method"] == "two_stage":
+        return (
+            f"study {study} is held as a site bundle: multiple_imputation.method two_stage imputes all studies in "
+            "one chain over their rows, which is not possible with bundled studies; use method: stratified "
+            "(each site then writes its bundle with multiple_imputation.in_bundles: true)"
+        )
+    if released is None or released["settings"] != imputation_settings(mi):
+        return (
+            f"study {study}: its bundle carries no completed data sets made with this run's multiple_imputation "
+            f"settings ({imputation_settings(mi)}); the site must write its bundle with "
+            "multiple_imputation.in_bundles: true and the same settings"
+        )
+    return None
+
+
 # ------------------------------------------------------------------ tipping point (delta adjustment)
 
 TIPPING_GROUPS = ("IPS", "SAU", "employed", "not_employed")

@@ -53,8 +53,8 @@ import pandas as pd
 
 from .draws import logreg_draw, norm_draw
 from .twolevel import MINIMUM_STUDIES, two_level_draw
+from .twostage import MINIMUM_RESIDUAL_DF, TooFewStudies, two_stage_draw
 from .twostage import MINIMUM_STUDIES as TWO_STAGE_MINIMUM_STUDIES
-from .twostage import TooFewStudies, two_stage_draw
 
 METHODS = ("stratified", "fixed_effects", "two_level", "two_stage")
 COVARIATES = ("age", "sex", "diagnosis")  # the schema's adjustment covariates, in the order they enter
@@ -365,17 +365,40 @@ def pooled_fixed_effects(
 def two_stage_target(
     rng: np.random.Generator, x: np.ndarray, y: np.ndarray, missing: np.ndarray, studies: np.ndarray, target: str
 ) -> np.ndarray:
-    """One variable's two-stage imputations, or a refusal naming it when too few studies have a fit."""
-    binary = target in ("employed", "sex")
-    try:
-        return two_stage_draw(rng, x, y, ~missing, studies, int(studies.max()) + 1, binary=binary)
-    except TooFewStudies as too_few:
-        need = "no standard error above 1000" if binary else "at least 5 residual df"
-        raise ImputationError(
-            f"{target} has a usable fit of its imputation model ({x.shape[1]} coefficients, {need}, none aliased) "
-            f"in {too_few.usable} studies only, too few for the two-stage imputation model's meta-analysis "
-            f"(at least {TWO_STAGE_MINIMUM_STUDIES}); use multiple_imputation.method: stratified"
-        ) from None
+    """One variable's two-stage imputations; a binary variable with one value among a study's
+    observed rows keeps it there, as in `chain` (a women-only trial). TooFewStudies carries the
+    variable and its model's size for pooled_two_stage's refusal."""
+    binary = target in BINARY
+    kept = np.full(len(y), np.nan)
+    if binary:
+        for code in np.unique(studies[missing]):
+            seen = np.unique(y[(studies == code) & ~missing])
+            if len(seen) == 1:
+                kept[(studies == code) & missing] = seen[0]
+    drawn = missing & np.isnan(kept)
+    if drawn.any():
+        try:
+            kept[drawn] = two_stage_draw(rng, x, y, ~missing, studies, int(studies.max()) + 1, binary=binary)[
+                drawn[missing]
+            ]
+        except TooFewStudies as too_few:
+            too_few.variable, too_few.coefficients = target, x.shape[1]
+            raise
+    return kept[missing]
+
+
+def too_few_studies(too_few: TooFewStudies, labels: list[str]) -> ImputationError:
+    """The refusal naming the variable, the number of usable fits and why each other study's is not usable."""
+    binary = too_few.variable in BINARY
+    need = "no standard error above 1000" if binary else f"at least {MINIMUM_RESIDUAL_DF} residual df"
+    why = "; ".join(sorted(f"study {labels[code]}: {reason}" for code, reason in too_few.unusable.items()))
+    return ImputationError(
+        f"{too_few.variable} has a usable fit of its imputation model ({too_few.coefficients} coefficients, "
+        f"{need}, none aliased) in {too_few.usable} of the {too_few.usable + len(too_few.unusable)} studies that "
+        f"observed it ({why or 'no other'}), "
+        f"too few for the two-stage imputation model's meta-analysis (at least {TWO_STAGE_MINIMUM_STUDIES}); "
+        "use multiple_imputation.method: stratified"
+    )
 
 
 def wholesale_imputed(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> dict[str, list[str]]:
@@ -390,20 +413,35 @@ def wholesale_imputed(frame: pd.DataFrame, outcome: str, covariates: tuple[str, 
 
 
 def thin_meta_analyses(frame: pd.DataFrame, outcome: str, covariates: tuple[str, ...] = ()) -> str:
-    """A warning for each variable imputed wholesale somewhere whose measuring studies number fewer
-    than its model's coefficients + 1: the method of moments then sets part of the between-study
-    covariance to (almost) 0, so the wholesale imputations understate the studies' heterogeneity."""
+    """A warning for each variable imputed wholesale somewhere whose studies with a full fit of their
+    own number fewer than its model's coefficients + 1: the method of moments then sets part of the
+    between-study covariance to (almost) 0, so the wholesale imputations understate the studies'
+    heterogeneity. A study whose observed rows lack an arm or (other variables) an arm-by-employment
+    cell has aliased coefficients, and a small one too few rows: it informs Psi partly or not at all."""
     notes = []
     imputed = [c for c in covariates if c in IMPUTED_COVARIATES]
     for v in sorted({v for names in wholesale_imputed(frame, outcome, covariates).values() for v in names}):
         coefficients = (6 if v in ("employed", *IMPUTED_COVARIATES) else 5) + len([c for c in imputed if c != v])
         measuring = frame.loc[frame[v].notna(), "study"].nunique()
-        if measuring < coefficients + 1:
+        fitting = fitting_studies(frame, v, coefficients)
+        if fitting < coefficients + 1:
             notes.append(
-                f"two_stage: {v} imputed wholesale from {measuring} measuring studies, fewer than its model's "
-                f"{coefficients} coefficients + 1, so part of the between-study covariance is 0"
+                f"two_stage: {v} imputed wholesale from {measuring} measuring studies, {fitting} of them with a full "
+                f"fit of its model, fewer than its {coefficients} coefficients + 1, so part of the between-study "
+                "covariance is 0"
             )
     return "; ".join(notes)
+
+
+def fitting_studies(frame: pd.DataFrame, v: str, coefficients: int) -> int:
+    """The studies whose rows with v observed have both arms, (v not employment) every arm-by-employment
+    cell among the observed employment values, and at least coefficients + 5 rows (micemd's df rule)."""
+    cells = ["arm"] if v == "employed" else ["arm", "employed"]
+    count = 0
+    for _, part in frame[frame[v].notna()].groupby("study"):
+        full = part.dropna(subset=["employed"]).groupby(cells).size().size == 2 ** len(cells)
+        count += bool(full and len(part) >= coefficients + MINIMUM_RESIDUAL_DF)
+    return count
 
 
 def pooled_two_stage(
@@ -428,7 +466,10 @@ def pooled_two_stage(
     codes = np.repeat(np.arange(len(parts)), [len(part) for part in parts])
     rng = generator(seed, imputation, outcome, "all studies")
     empty = np.empty((len(codes), 0))
-    completed = chain(pd.concat(parts), outcome, rng, iterations, empty, codes, covariates, "two_stage")
+    try:
+        completed = chain(pd.concat(parts), outcome, rng, iterations, empty, codes, covariates, "two_stage")
+    except TooFewStudies as too_few:
+        raise too_few_studies(too_few, [str(part["study"].iloc[0]) for part in parts]) from None
     return completed.loc[frame.index]
 
 
