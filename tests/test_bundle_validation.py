@@ -424,12 +424,21 @@ def test_unsigned_bundles_are_refused_unless_acknowledged_with_a_reason(signed):
     )
 
 
-@pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG is not installed")
-def test_gnupg_signatures_are_verified_against_the_keyring_and_the_study_fingerprint(signed, tmp_path, monkeypatch):
-    path, _ = signed
+@pytest.fixture
+def gnupg_home(tmp_path, monkeypatch):
+    """A fresh GnuPG home; its agent is stopped afterwards (gpg starts one per home, which would
+    outlive the test run)."""
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
     monkeypatch.setenv("GNUPGHOME", str(home))
+    yield home
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG is not installed")
+def test_gnupg_signatures_are_verified_against_the_keyring_and_the_study_fingerprint(signed, tmp_path, gnupg_home):
+    path, _ = signed
+    home = gnupg_home
     gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
     for who in ("se", "other"):
         subprocess.run(
@@ -454,12 +463,9 @@ def test_gnupg_signatures_are_verified_against_the_keyring_and_the_study_fingerp
     assert os.environ["GNUPGHOME"] == str(home)
 
 
-def gnupg_signed(path, tmp_path, monkeypatch, expire: str, *when: str):
-    """A fresh GnuPG home with one key (expiring as asked, made and used at `when`'s faked time)
+def gnupg_signed(path, home, expire: str, *when: str):
+    """One key in the GnuPG home `home` (expiring as asked, made and used at `when`'s faked time)
     that signed `path`: gpg's command, its home and the key's fingerprint."""
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    monkeypatch.setenv("GNUPGHOME", str(home))
     gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", *when]
     subprocess.run([*gpg, "--quick-gen-key", "se <se@example.invalid>", "ed25519", "sign", expire], check=True)
     listing = subprocess.run(["gpg", "--with-colons", "--list-keys"], capture_output=True, text=True, check=True).stdout
@@ -480,9 +486,9 @@ def export_keyring(tmp_path, fingerprint) -> dict:
 
 
 @pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG is not installed")
-def test_a_gnupg_signature_by_a_revoked_key_is_refused(signed, tmp_path, monkeypatch):
+def test_a_gnupg_signature_by_a_revoked_key_is_refused(signed, tmp_path, gnupg_home):
     path, _ = signed
-    gpg, home, fingerprint = gnupg_signed(path, tmp_path, monkeypatch, "never")
+    gpg, home, fingerprint = gnupg_signed(path, gnupg_home, "never")
     assert verify_signature(path, "SE", export_keyring(tmp_path, fingerprint)).startswith("signed by SE")
     # the stolen-key answer of docs/privacy.md: the site publishes its revocation certificate
     certificate = (home / "openpgp-revocs.d" / f"{fingerprint}.rev").read_text()
@@ -493,10 +499,10 @@ def test_a_gnupg_signature_by_a_revoked_key_is_refused(signed, tmp_path, monkeyp
 
 
 @pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG is not installed")
-def test_a_gnupg_signature_by_an_expired_key_is_refused(signed, tmp_path, monkeypatch):
+def test_a_gnupg_signature_by_an_expired_key_is_refused(signed, tmp_path, gnupg_home):
     path, _ = signed
     # a key made and used in 2020 that expired a day later
-    _, _, fingerprint = gnupg_signed(path, tmp_path, monkeypatch, "1d", "--faked-system-time", "20200101T000000")
+    _, _, fingerprint = gnupg_signed(path, gnupg_home, "1d", "--faked-system-time", "20200101T000000")
     with pytest.raises(BundleError, match=r"the signing key has expired \((EXPKEYSIG|KEYEXPIRED)\)"):
         verify_signature(path, "SE", export_keyring(tmp_path, fingerprint))
 
