@@ -5,7 +5,7 @@
 workflow imports it at parse time).
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = ["glmer", "lmer", "meta_analysis"]
 
 
