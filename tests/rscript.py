@@ -18,6 +18,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# lme4 with tight optimizer tolerances, so that the reference sits at its optimum to within the
+# tests' tolerances: prefix a script with this and pass `control = tight` to lmer
+LME4_TIGHT = r"""
+suppressPackageStartupMessages(library(lme4))
+tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
+                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
+"""
+
 
 def require_rscript() -> str:
     path = shutil.which("Rscript")

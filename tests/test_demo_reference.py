@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from rscript import run_r
+from rscript import LME4_TIGHT, run_r
 
 from ipdpool.models.lmm import fit_lmm, profiled_deviance
 from ipdpool.models.nested import fit_nested_entries
@@ -35,10 +35,10 @@ R_TERMS = {
     "diagnosis": "diagnosis",
 }
 
-R_REFIT = r"""
+R_REFIT = (
+    LME4_TIGHT
+    + r"""
 suppressPackageStartupMessages({library(lmerTest)})
-tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
-                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 pooled$ips <- as.numeric(pooled$arm == "IPS")
 pooled$female <- as.numeric(pooled$sex == "female")
 pooled$diagnosis <- relevel(factor(pooled$diagnosis), ref = "schizophrenia_spectrum")
@@ -75,6 +75,7 @@ for (i in seq_len(nrow(spec))) {
   out[[s$id]] <- res
 }
 """
+)
 
 
 def r_formula(terms: list[str], random: str) -> str:

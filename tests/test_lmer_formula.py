@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from rscript import run_r
+from rscript import LME4_TIGHT, run_r
 
 import ipdpool
 from ipdpool.models import NotEstimable
@@ -53,10 +53,10 @@ ESTIMATES = {
     "ordered_factor": "y ~ o * t + (1 | g)",
 }
 
-R_SCRIPT = r"""
+R_SCRIPT = (
+    LME4_TIGHT
+    + r"""
 suppressPackageStartupMessages(library(lmerTest))
-tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
-                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 d$f <- factor(d$f, levels = c("a", "b", "c", "unused"))
 d$o <- factor(d$o, levels = c("c", "a", "b"), ordered = TRUE)
 attempt <- function(expr) tryCatch({force(expr); "no error"}, error = function(e) conditionMessage(e))
@@ -85,6 +85,7 @@ out$errors <- list(
   more_random_effects_than_rows = attempt(lmer(y ~ t + (1 + t + x | g), d[d$t < 2, ]))
 )
 """
+)
 
 
 def r_list(mapping: dict) -> str:

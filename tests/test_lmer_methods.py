@@ -19,14 +19,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from rscript import run_r
+from rscript import LME4_TIGHT, run_r
 
 import ipdpool
 
-R_SCRIPT = r"""
+R_SCRIPT = (
+    LME4_TIGHT
+    + r"""
 suppressPackageStartupMessages({library(lmerTest); library(nlme); library(MASS)})
-tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
-                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 plain <- function(d) { for (n in names(d)) if (is.factor(d[[n]])) d[[n]] <- as.character(d[[n]]); as.data.frame(d) }
 factors <- function(d) { for (n in names(d)) if (is.character(d[[n]])) d[[n]] <- factor(d[[n]]); d }
 machines <- plain(Machines)
@@ -63,6 +63,7 @@ for (case in names(CASES)) {
   }
 }
 """
+)
 
 CASES = {
     "machines": ("machines", "score ~ Machine + (1 | Worker)", True),

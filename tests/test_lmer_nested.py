@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from rscript import run_r
+from rscript import LME4_TIGHT, run_r
 
 import ipdpool
 from ipdpool.demo.design import TRIALS
@@ -26,10 +26,10 @@ from ipdpool.models import NotEstimable
 from ipdpool.models.formula import FormulaError
 from ipdpool.models.onestage import fit_outcome
 
-R_FITS = r"""
+R_FITS = (
+    LME4_TIGHT
+    + r"""
 suppressPackageStartupMessages({library(lmerTest); library(nlme)})
-tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
-                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 characters <- function(d) { d[] <- lapply(d, function(v) if (is.factor(v)) as.character(v) else v); d }
 pastes <- characters(as.data.frame(lme4::Pastes)[, c("strength", "batch", "cask", "sample")])
 oats <- characters(as.data.frame(Oats)[, c("yield", "nitro", "Block", "Variety")])
@@ -76,6 +76,7 @@ predictions <- function(p) {
 out <- list(data = data, fits = lapply(cases, function(c) one(c$formula, data[[c$data]], c$reml)),
             predictions = lapply(predict_cases, predictions))
 """
+)
 
 CASES = {
     "pastes": ("pastes", "strength ~ 1 + (1 | batch/cask)", True),

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rscript import run_r
+from rscript import LME4_TIGHT, run_r
 from tests_support import assert_close, assert_covariance, assert_same_inference, inference
 
 from ipdpool.federated import plain
@@ -192,10 +192,10 @@ def test_statistics_entries_keep_the_format():
 
 # ------------------------------------------------------------------ the same cases in lme4
 
-R_CASES = r"""
+R_CASES = (
+    LME4_TIGHT
+    + r"""
 suppressPackageStartupMessages(library(lmerTest))
-tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
-                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 out <- list()
 for (name in unique(cases$case)) {
   d <- cases[cases$case == name, ]
@@ -209,6 +209,7 @@ for (name in unique(cases$case)) {
                       cov_re = as.vector(as.matrix(VarCorr(m)$g)), df = sapply(tests, function(t) t$df))
 }
 """
+)
 
 R_EXAMPLES = [  # (seed, groups, slope, reml, y: scale, shift, x: scale, shift): issue 21's examples
     (11, 6, False, True, 1.0, 1e8, 1.0, 0.0),  # 1e8 added to y

@@ -13,15 +13,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from rscript import run_r
+from rscript import LME4_TIGHT, run_r
 
 import ipdpool
 from ipdpool.models.lmm import profiled_deviance
 
-R_FIT = r"""
+R_FIT = (
+    LME4_TIGHT
+    + r"""
 suppressPackageStartupMessages({library(lmerTest); library(nlme)})
-tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
-                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 criterion <- function(m) if (isREML(m)) REMLcrit(m) else deviance(m)
 fit_one <- function(formula, data, reml = TRUE, kr = TRUE, contrast = NULL) {
   m <- lmer(as.formula(formula), data, REML = reml, control = tight)
@@ -45,6 +45,7 @@ fit_one <- function(formula, data, reml = TRUE, kr = TRUE, contrast = NULL) {
   res
 }
 """
+)
 
 R_DATASETS = """
 sleep <- lme4::sleepstudy

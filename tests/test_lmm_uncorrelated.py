@@ -10,16 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from rscript import run_r
+from rscript import LME4_TIGHT, run_r
 
 import ipdpool
 from ipdpool.models.crossprod import cross_products
 from ipdpool.models.lmm import fit_lmm
 
-R_FITS = r"""
+R_FITS = (
+    LME4_TIGHT
+    + r"""
 suppressPackageStartupMessages({library(lmerTest); library(nlme)})
-tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
-                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 ortho <- as.data.frame(Orthodont); ortho$female <- as.numeric(ortho$Sex == "Female")
 ortho$Subject <- as.character(ortho$Subject)
 data <- list(sleep = lme4::sleepstudy, ortho = ortho[, c("Subject", "distance", "age", "female")])
@@ -39,6 +39,7 @@ out <- list(data = data, fits = list(
   ortho_reml = one("distance ~ age + female + (age || Subject)", data$ortho, TRUE)
 ))
 """
+)
 
 CASES = {
     "sleep_reml": ("sleep", "Reaction", ["Days"], "Subject", True),

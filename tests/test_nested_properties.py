@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rscript import run_r
+from rscript import LME4_TIGHT, run_r
 from test_lmm_properties import GRID, NAMES, PROPERTY, affine, shifts
 from tests_support import assert_close, assert_covariance, assert_same_inference, inference
 
@@ -182,10 +182,10 @@ def test_study_level_predictions_ignore_centre_labels_and_row_order(case, other_
 
 # ------------------------------------------------------------------ generated cases in lme4
 
-R_CASES = r"""
+R_CASES = (
+    LME4_TIGHT
+    + r"""
 suppressPackageStartupMessages(library(lmerTest))
-tight <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15,
-                     xtol_rel = 1e-14, ftol_rel = 1e-15, maxeval = 1e5))
 out <- list()
 for (name in unique(cases$case)) {
   d <- cases[cases$case == name, ]
@@ -197,6 +197,7 @@ for (name in unique(cases$case)) {
                       theta = unname(getME(m, "theta")), criterion = if (reml) REMLcrit(m) else deviance(m))
 }
 """
+)
 
 R_EXAMPLES = [(21, 5, False, True), (22, 4, True, True), (23, 6, False, False), (24, 6, True, False)]
 
